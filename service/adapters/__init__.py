@@ -1,0 +1,1 @@
+"""I/O at the edge: HTTP client, SQLite store, webhook handlers, sink, telemetry."""

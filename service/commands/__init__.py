@@ -1,0 +1,1 @@
+"""One module per `wiseflow-sync` command; each exposes `register(subparsers)`."""

@@ -1,0 +1,1 @@
+"""Pure logic, no I/O: policies, state machines, arithmetic. Time and randomness are parameters."""

@@ -1,0 +1,110 @@
+"""The one error hierarchy of wiseflow-sync.
+
+    ServiceError
+     +-- ConfigError            a setting is missing or malformed (names the variable, never its value)
+     +-- ApiError               WISEflow answered badly or not at all (method, path, status, trace id, attempt)
+     |    +-- RateLimited       429, or a Retry-After longer than we are willing to hold a task for
+     |    +-- ApiUnavailable    5xx, timeouts, refused connections, maintenance windows
+     |    +-- AuthError         the credentials were refused (400 invalid_client, repeated 401)
+     +-- CircuitOpen            the breaker is open: no request left the process
+     +-- InvalidSignature       a webhook failed verification (reason is safe to log)
+     +-- SinkError              the SIS sink did not accept a delivery
+
+Adapters translate library errors with ``raise ... from exc``; HTTP handlers map these to status codes in
+one place. No message here ever contains a secret, a token, a query string or personal data.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base of every error wiseflow-sync raises on purpose."""
+
+
+class ConfigError(ServiceError):
+    """A setting is missing or malformed; the message names the variable, never its value."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        self.variable = variable
+        self.problem = problem
+        super().__init__(f"{variable}: {problem}")
+
+
+class ApiError(ServiceError):
+    """WISEflow answered with an error, or could not be reached."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str = "",
+        path: str = "",
+        status: int | None = None,
+        trace_id: str | None = None,
+        attempt: int = 1,
+    ) -> None:
+        self.message = message
+        self.method = method
+        self.path = path
+        self.status = status
+        self.trace_id = trace_id
+        self.attempt = attempt
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        parts = [self.message]
+        if self.method or self.path:
+            parts.append(f"{self.method} {self.path}".strip())
+        if self.status is not None:
+            parts.append(f"status={self.status}")
+        if self.trace_id:
+            parts.append(f"x-trace-id={self.trace_id}")
+        parts.append(f"attempt={self.attempt}")
+        return " | ".join(parts)
+
+
+class RateLimited(ApiError):
+    """WISEflow asked us to wait longer than a caller may hold a task; ``retry_after`` is in seconds."""
+
+    def __init__(self, message: str, *, retry_after: float, **context: object) -> None:
+        self.retry_after = retry_after
+        super().__init__(f"{message} (retry after {retry_after:.1f}s)", **context)  # type: ignore[arg-type]
+
+
+class ApiUnavailable(ApiError):
+    """WISEflow is down, in maintenance, or timing out; ``retry_after`` is set when it said so."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **context: object) -> None:
+        self.retry_after = retry_after
+        suffix = f" (retry after {retry_after:.1f}s)" if retry_after is not None else ""
+        super().__init__(message + suffix, **context)  # type: ignore[arg-type]
+
+
+class AuthError(ApiError):
+    """The credentials were refused; the message never carries them."""
+
+
+class CircuitOpen(ServiceError):
+    """The breaker for an API base URL is open; nothing was sent. ``retry_after`` is until the probe."""
+
+    def __init__(self, base_url: str, retry_after: float, reason: str) -> None:
+        self.base_url = base_url
+        self.retry_after = retry_after
+        self.reason = reason
+        super().__init__(f"circuit open for {base_url}: {reason} (next probe in {retry_after:.1f}s)")
+
+
+class InvalidSignature(ServiceError):
+    """A webhook failed verification; ``reason`` is a short, safe label for logs and metrics."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"invalid webhook signature: {reason}")
+
+
+class SinkError(ServiceError):
+    """The SIS sink refused or failed a delivery."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message if status is None else f"{message} (status={status})")

@@ -1,0 +1,1 @@
+"""The loops: polling and reconciliation, the inbox worker, the outbox deliverer."""
