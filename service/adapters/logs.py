@@ -1,0 +1,63 @@
+"""Structured JSON logs (orjson), one object a line on stderr, never carrying secrets.
+
+Use the standard `logging` API everywhere; pass context as `extra={"event": ..., "x_trace_id": ...}`.
+The formatter adds the OpenTelemetry trace and span ids of the current span, and redacts every field
+whose name is sensitive.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+from opentelemetry import trace
+
+from service.core.redact import MASK, is_sensitive, redact_mapping, redact_text
+
+# Attributes every LogRecord has; anything else came from `extra=` and is ours to emit.
+_STANDARD: Final = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON object: time, level, logger, message, context, trace ids."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact_text(record.getMessage()),
+        }
+        for key, value in vars(record).items():
+            if key in _STANDARD or key.startswith("_"):
+                continue
+            if is_sensitive(key):
+                entry[key] = MASK
+            elif isinstance(value, dict):
+                entry[key] = redact_mapping(value)
+            else:
+                entry[key] = value
+        ctx = trace.get_current_span().get_span_context()
+        if ctx.is_valid:
+            entry["trace_id"] = format(ctx.trace_id, "032x")
+            entry["span_id"] = format(ctx.span_id, "016x")
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["error_type"] = record.exc_info[0].__name__
+            entry["error"] = redact_text(str(record.exc_info[1]))
+        return orjson.dumps(entry, default=str).decode()
+
+
+def configure_logging(level: str = "INFO", stream: Any = None) -> None:
+    """Route the root logger to one JSON handler at `level` (idempotent)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # aiohttp's access log repeats what our own request logs already say, with the query string.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
