@@ -1,0 +1,110 @@
+"""The SQLite store: one aiosqlite writer connection, WAL, migrations, serialised transactions.
+
+Every write goes through `async with store.transaction():`, which holds an asyncio.Lock for the
+transaction's whole life, so two tasks never interleave statements of different transactions on the one
+connection. The connection runs in autocommit mode (`isolation_level=None`): the only transactions are
+the explicit `BEGIN IMMEDIATE ... COMMIT` ones, taken before any read so no writer can be upgraded late
+and hit SQLITE_BUSY mid-transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiosqlite
+
+from service.adapters.store.migrations import LATEST_VERSION, MIGRATIONS
+from service.errors import ServiceError
+
+# 5 s: long enough to wait out another process's checkpoint, short enough for a readiness probe.
+BUSY_TIMEOUT_MS = 5000
+
+
+class StoreError(ServiceError):
+    """The database cannot be used (newer schema than this code, not writable)."""
+
+
+class Store:
+    """The database of wiseflow-sync. Create with `await Store.open(path)`; close with `await close()`."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+        self._lock = asyncio.Lock()
+        # The task inside `transaction()`: a nested call from that same task joins instead of deadlocking.
+        self._owner: asyncio.Task[object] | None = None
+
+    @classmethod
+    async def open(cls, path: str | Path) -> Store:
+        """Open (creating if needed) the database at `path` and apply pending migrations."""
+        db = await aiosqlite.connect(str(path), isolation_level=None)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit survives power loss too, which "committed before 200" promises.
+            await db.execute("PRAGMA synchronous=FULL")
+            await db.execute("PRAGMA foreign_keys=ON")
+            await db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            await _migrate(db)
+        except BaseException:
+            await db.close()
+            raise
+        db.row_factory = aiosqlite.Row
+        return cls(db)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """`BEGIN IMMEDIATE` ... `COMMIT`, or `ROLLBACK` on any exception (including cancellation)."""
+        task = asyncio.current_task()
+        if task is not None and task is self._owner:
+            yield self.db  # already inside one: the outer transaction commits or rolls back
+            return
+        async with self._lock:
+            self._owner = task
+            try:
+                await self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self.db
+                except BaseException:
+                    await asyncio.shield(self.db.execute("ROLLBACK"))
+                    raise
+                await asyncio.shield(self.db.execute("COMMIT"))
+            finally:
+                self._owner = None
+
+    async def ping(self) -> None:
+        """Raise `StoreError` unless the database is writable and fully migrated (readiness)."""
+        try:
+            version = await schema_version(self.db)
+            async with self._lock:
+                # BEGIN IMMEDIATE takes the write lock: it fails when the file or directory is read-only.
+                await self.db.execute("BEGIN IMMEDIATE")
+                await self.db.execute("ROLLBACK")
+        except aiosqlite.Error as exc:
+            raise StoreError(f"database not writable: {type(exc).__name__}") from exc
+        if version != LATEST_VERSION:
+            raise StoreError(f"database schema at version {version}, expected {LATEST_VERSION}")
+
+    async def close(self) -> None:
+        """Close the connection; waits for a running transaction to finish first."""
+        async with self._lock:
+            await self.db.close()
+
+
+async def schema_version(db: aiosqlite.Connection) -> int:
+    """The database's `PRAGMA user_version`."""
+    async with db.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    """Apply every migration newer than the database, each in its own transaction with its version bump."""
+    version = await schema_version(db)
+    if version > LATEST_VERSION:
+        raise StoreError(f"database schema version {version} is newer than this program ({LATEST_VERSION})")
+    for number in range(version + 1, LATEST_VERSION + 1):
+        script = MIGRATIONS[number - 1]
+        # executescript commits any open transaction first, so BEGIN/COMMIT live inside the script.
+        await db.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")

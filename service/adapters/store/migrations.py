@@ -1,0 +1,146 @@
+"""The database schema, as an ordered list of migrations applied by `PRAGMA user_version`.
+
+Migration N (1-based) moves a database from user_version N-1 to N. Never edit a released migration:
+append a new one. Each runs in one transaction together with its `user_version` bump, so a crash
+mid-migration leaves the previous version intact.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+_V1: Final = """
+-- Flows as `POST /flows/search` describes them (state by name, dates in unix seconds).
+CREATE TABLE flows (
+  flow_id             INTEGER PRIMARY KEY,
+  state               TEXT    NOT NULL,
+  title               TEXT,
+  created_at          INTEGER,
+  participation_start INTEGER,
+  participation_end   INTEGER,
+  marking_start       INTEGER,
+  marking_end         INTEGER,
+  first_seen_at       REAL    NOT NULL,
+  updated_at          REAL    NOT NULL
+);
+CREATE INDEX flows_state ON flows(state);
+
+-- The polling plan of each flow: when it was last refreshed, when it is due next.
+CREATE TABLE flow_plan (
+  flow_id          INTEGER PRIMARY KEY REFERENCES flows(flow_id) ON DELETE CASCADE,
+  last_polled_at   REAL,
+  next_poll_at     REAL    NOT NULL DEFAULT 0,
+  final_fetch_done INTEGER NOT NULL DEFAULT 0,   -- 1: a concluded/archived flow's last grades fetch is done
+  early_refresh    INTEGER NOT NULL DEFAULT 0,   -- 1: a PAPER_HANDED_IN or webhook asked for a refresh
+  last_error       TEXT
+);
+CREATE INDEX flow_plan_due ON flow_plan(next_poll_at);
+
+-- Participants, deliberately without names or e-mail: the mirror keeps ids only (data minimisation).
+CREATE TABLE participants (
+  flow_id        INTEGER NOT NULL REFERENCES flows(flow_id) ON DELETE CASCADE,
+  participant_id INTEGER NOT NULL,
+  user_id        INTEGER,
+  number         INTEGER,
+  activated      INTEGER,
+  group_id       INTEGER,
+  submission_id  INTEGER,
+  updated_at     REAL    NOT NULL,
+  PRIMARY KEY (flow_id, participant_id)
+) WITHOUT ROWID;
+
+-- The current grade version per participant; `version_key` is the grade version's idempotency key.
+CREATE TABLE assessments (
+  flow_id          INTEGER NOT NULL REFERENCES flows(flow_id) ON DELETE CASCADE,
+  participant_id   INTEGER NOT NULL,
+  grade            TEXT,
+  admin_grade      TEXT,
+  grade_date       INTEGER,
+  admin_grade_date INTEGER,
+  export_state     INTEGER,
+  version          INTEGER NOT NULL DEFAULT 1,   -- how many grade versions this participant has had
+  version_key      TEXT    NOT NULL,
+  updated_at       REAL    NOT NULL,
+  PRIMARY KEY (flow_id, participant_id)
+) WITHOUT ROWID;
+
+CREATE TABLE sync_runs (
+  run_id     INTEGER PRIMARY KEY AUTOINCREMENT,
+  started_at REAL    NOT NULL,
+  ended_at   REAL,
+  outcome    TEXT    NOT NULL DEFAULT 'running',  -- running | ok | interrupted | failed
+  reason     TEXT,
+  api_calls  INTEGER NOT NULL DEFAULT 0,
+  pages      INTEGER NOT NULL DEFAULT 0,
+  records    INTEGER NOT NULL DEFAULT 0,
+  changes    INTEGER NOT NULL DEFAULT 0
+);
+
+-- Resumable progress: `run:<id>:...` keys for a run, `events_cursor` etc. for long-lived cursors.
+CREATE TABLE checkpoints (
+  key        TEXT PRIMARY KEY,
+  value      TEXT NOT NULL,
+  updated_at REAL NOT NULL
+);
+
+-- Grade versions waiting for (or done with) delivery to the SIS, written with the change that made them.
+CREATE TABLE outbox (
+  id              INTEGER PRIMARY KEY AUTOINCREMENT,
+  idempotency_key TEXT    NOT NULL UNIQUE,
+  flow_id         INTEGER NOT NULL,
+  participant_id  INTEGER NOT NULL,
+  payload         TEXT    NOT NULL,             -- JSON {flowId, participantId, grade, adminGrade, date}
+  status          TEXT    NOT NULL DEFAULT 'pending',  -- pending | delivered
+  attempts        INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at REAL    NOT NULL DEFAULT 0,
+  last_error      TEXT,
+  created_at      REAL    NOT NULL,
+  delivered_at    REAL
+);
+CREATE INDEX outbox_pending ON outbox(status, next_attempt_at);
+
+-- Webhook events, stored before answering 200 (the webhook worker owns these rows).
+CREATE TABLE inbox (
+  sequence        INTEGER PRIMARY KEY,          -- WISEflow's per-event sequence: duplicates collapse here
+  event           TEXT    NOT NULL,
+  flow_id         INTEGER,
+  participant_id  INTEGER,
+  event_timestamp INTEGER NOT NULL,             -- the body's timestamp (unix s)
+  body            BLOB    NOT NULL,             -- the verified raw body
+  received_at     REAL    NOT NULL,
+  status          TEXT    NOT NULL DEFAULT 'pending',  -- pending | done | dead | unknown
+  attempts        INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at REAL    NOT NULL DEFAULT 0,
+  last_error      TEXT,
+  processed_at    REAL
+);
+CREATE INDEX inbox_pending ON inbox(status, next_attempt_at);
+CREATE TABLE inbox_deliveries (
+  delivery_id TEXT PRIMARY KEY,
+  sequence    INTEGER NOT NULL REFERENCES inbox(sequence),
+  received_at REAL    NOT NULL
+);
+
+-- Recent WISEflow requests for self-diagnosis (`diagnose X_TRACE_ID`); bounded by the trigger below.
+CREATE TABLE request_journal (
+  id          INTEGER PRIMARY KEY AUTOINCREMENT,
+  at          REAL    NOT NULL,
+  method      TEXT    NOT NULL,
+  path        TEXT    NOT NULL,                 -- the path only: query strings may carry personal data
+  status      INTEGER,                          -- NULL when no response arrived (timeout, refused)
+  duration_ms REAL    NOT NULL,
+  attempt     INTEGER NOT NULL DEFAULT 1,
+  trace_id    TEXT,
+  error       TEXT
+);
+CREATE INDEX request_journal_trace ON request_journal(trace_id);
+-- Keep the newest 10,000 rows: AUTOINCREMENT ids only grow, so "older than id - 10000" is exact.
+CREATE TRIGGER request_journal_bound AFTER INSERT ON request_journal
+BEGIN
+  DELETE FROM request_journal WHERE id <= NEW.id - 10000;
+END;
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1,)
+LATEST_VERSION: Final = len(MIGRATIONS)
+JOURNAL_LIMIT: Final = 10_000

@@ -1,0 +1,190 @@
+"""The SQLite store against real files: schema, migrations, transactions, readiness, the bounded journal."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from service.adapters.store import Store, StoreError
+from service.adapters.store.connection import schema_version
+from service.adapters.store.migrations import JOURNAL_LIMIT, LATEST_VERSION
+
+TABLES = {
+    "flows",
+    "flow_plan",
+    "participants",
+    "assessments",
+    "sync_runs",
+    "checkpoints",
+    "outbox",
+    "inbox",
+    "inbox_deliveries",
+    "request_journal",
+}
+
+
+async def test_open_creates_every_table_at_the_latest_version(tmp_path: Path) -> None:
+    """A fresh file gets the whole schema and user_version = the latest migration."""
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        async with store.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cur:
+            names = {row[0] for row in await cur.fetchall()}
+        assert TABLES <= names
+        assert LATEST_VERSION == await schema_version(store.db)
+    finally:
+        await store.close()
+
+
+async def test_pragmas_are_wal_with_foreign_keys(tmp_path: Path) -> None:
+    """The connection runs in WAL mode with foreign keys enforced."""
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        async with store.db.execute("PRAGMA journal_mode") as cur:
+            assert "wal" == (await cur.fetchone())[0]  # type: ignore[index]
+        async with store.db.execute("PRAGMA foreign_keys") as cur:
+            assert 1 == (await cur.fetchone())[0]  # type: ignore[index]
+        with pytest.raises(sqlite3.IntegrityError):
+            async with store.transaction() as db:
+                await db.execute("INSERT INTO inbox_deliveries VALUES ('d1', 999, 0)")
+    finally:
+        await store.close()
+
+
+async def test_reopening_keeps_data_and_does_not_migrate_again(tmp_path: Path) -> None:
+    """A second open of a migrated file keeps its rows and version."""
+    path = tmp_path / "db.sqlite3"
+    store = await Store.open(path)
+    async with store.transaction() as db:
+        await db.execute("INSERT INTO checkpoints VALUES ('k', 'v', 0)")
+    await store.close()
+    store = await Store.open(path)
+    try:
+        async with store.db.execute("SELECT value FROM checkpoints WHERE key = 'k'") as cur:
+            assert "v" == (await cur.fetchone())[0]  # type: ignore[index]
+        assert LATEST_VERSION == await schema_version(store.db)
+    finally:
+        await store.close()
+
+
+async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    """A database written by a newer program is not touched."""
+    path = tmp_path / "db.sqlite3"
+    with sqlite3.connect(path) as raw:
+        raw.execute(f"PRAGMA user_version = {LATEST_VERSION + 1}")
+    with pytest.raises(StoreError, match="newer"):
+        await Store.open(path)
+
+
+async def test_an_exception_rolls_the_transaction_back(tmp_path: Path) -> None:
+    """Nothing written inside a failed transaction remains."""
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        with pytest.raises(RuntimeError):
+            async with store.transaction() as db:
+                await db.execute("INSERT INTO checkpoints VALUES ('k', 'v', 0)")
+                raise RuntimeError("boom")
+        async with store.db.execute("SELECT count(*) FROM checkpoints") as cur:
+            assert 0 == (await cur.fetchone())[0]  # type: ignore[index]
+    finally:
+        await store.close()
+
+
+async def test_concurrent_transactions_never_interleave(tmp_path: Path) -> None:
+    """Tasks that read-modify-write under `transaction()` lose no update."""
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        async with store.transaction() as db:
+            await db.execute("INSERT INTO checkpoints VALUES ('n', '0', 0)")
+
+        async def increment() -> None:
+            async with store.transaction() as db:
+                async with db.execute("SELECT value FROM checkpoints WHERE key = 'n'") as cur:
+                    value = int((await cur.fetchone())[0])  # type: ignore[index]
+                await asyncio.sleep(0)  # yield mid-transaction: another task must not get in
+                await db.execute("UPDATE checkpoints SET value = ? WHERE key = 'n'", (str(value + 1),))
+
+        await asyncio.gather(*(increment() for _ in range(50)))
+        async with store.db.execute("SELECT value FROM checkpoints WHERE key = 'n'") as cur:
+            assert "50" == (await cur.fetchone())[0]  # type: ignore[index]
+    finally:
+        await store.close()
+
+
+async def test_a_nested_transaction_joins_the_outer_one(tmp_path: Path) -> None:
+    """A nested `transaction()` in the same task does not deadlock and commits with the outer one."""
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        with pytest.raises(RuntimeError):
+            async with store.transaction():
+                async with store.transaction() as inner:
+                    await inner.execute("INSERT INTO checkpoints VALUES ('k', 'v', 0)")
+                raise RuntimeError("outer fails after the inner block")
+        async with store.db.execute("SELECT count(*) FROM checkpoints") as cur:
+            assert 0 == (await cur.fetchone())[0]  # type: ignore[index]
+    finally:
+        await store.close()
+
+
+async def test_ping_passes_on_a_writable_database(tmp_path: Path) -> None:
+    """Readiness: a migrated, writable database pings."""
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        await store.ping()
+    finally:
+        await store.close()
+
+
+async def test_ping_fails_when_another_writer_holds_the_lock(tmp_path: Path) -> None:
+    """Readiness fails (rather than hangs for ever) when the database cannot be written."""
+    path = tmp_path / "db.sqlite3"
+    store = await Store.open(path)
+    await store.db.execute("PRAGMA busy_timeout = 50")
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreError, match="not writable"):
+            await store.ping()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        await store.close()
+
+
+async def test_the_request_journal_keeps_only_the_newest_rows(tmp_path: Path) -> None:
+    """The journal is bounded: after more than the limit of inserts, only the newest remain."""
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        rows = [(float(i), "GET", "/flow/1", 200, 1.0, 1, f"t{i}") for i in range(JOURNAL_LIMIT + 25)]
+        async with store.transaction() as db:
+            await db.executemany(
+                "INSERT INTO request_journal (at, method, path, status, duration_ms, attempt, trace_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        async with store.db.execute("SELECT count(*) FROM request_journal") as cur:
+            count = (await cur.fetchone())[0]  # type: ignore[index]
+        async with store.db.execute("SELECT trace_id FROM request_journal ORDER BY id LIMIT 1") as cur:
+            oldest = (await cur.fetchone())[0]  # type: ignore[index]
+        assert (JOURNAL_LIMIT, "t25") == (count, oldest)
+    finally:
+        await store.close()
+
+
+async def test_inbox_collapses_duplicate_sequences(tmp_path: Path) -> None:
+    """The inbox's primary key is the event sequence: a second insert of it is ignored."""
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        sql = (
+            "INSERT OR IGNORE INTO inbox (sequence, event, flow_id, participant_id, event_timestamp, body,"
+            " received_at) VALUES (7, 'FINAL_GRADE', 1, 2, 100, ?, 0)"
+        )
+        async with store.transaction() as db:
+            await db.execute(sql, (b"{}",))
+            await db.execute(sql, (b"{}",))
+        async with store.db.execute("SELECT count(*), min(status) FROM inbox") as cur:
+            assert (1, "pending") == tuple(await cur.fetchone())  # type: ignore[arg-type]
+    finally:
+        await store.close()
