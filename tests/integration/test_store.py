@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from service.adapters.store import Store, StoreError
-from service.adapters.store.connection import schema_version
+from service.adapters.store.connection import fetch_value, schema_version
 from service.adapters.store.migrations import JOURNAL_LIMIT, LATEST_VERSION
 
 TABLES = {
@@ -32,8 +32,8 @@ async def test_open_creates_every_table_at_the_latest_version(tmp_path: Path) ->
     try:
         async with store.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cur:
             names = {row[0] for row in await cur.fetchall()}
-        assert TABLES <= names
-        assert LATEST_VERSION == await schema_version(store.db)
+        assert names >= TABLES
+        assert await schema_version(store.db) == LATEST_VERSION
     finally:
         await store.close()
 
@@ -42,10 +42,8 @@ async def test_pragmas_are_wal_with_foreign_keys(tmp_path: Path) -> None:
     """The connection runs in WAL mode with foreign keys enforced."""
     store = await Store.open(tmp_path / "db.sqlite3")
     try:
-        async with store.db.execute("PRAGMA journal_mode") as cur:
-            assert "wal" == (await cur.fetchone())[0]  # type: ignore[index]
-        async with store.db.execute("PRAGMA foreign_keys") as cur:
-            assert 1 == (await cur.fetchone())[0]  # type: ignore[index]
+        assert await fetch_value(store.db, "PRAGMA journal_mode") == "wal"
+        assert await fetch_value(store.db, "PRAGMA foreign_keys") == 1
         with pytest.raises(sqlite3.IntegrityError):
             async with store.transaction() as db:
                 await db.execute("INSERT INTO inbox_deliveries VALUES ('d1', 999, 0)")
@@ -62,9 +60,8 @@ async def test_reopening_keeps_data_and_does_not_migrate_again(tmp_path: Path) -
     await store.close()
     store = await Store.open(path)
     try:
-        async with store.db.execute("SELECT value FROM checkpoints WHERE key = 'k'") as cur:
-            assert "v" == (await cur.fetchone())[0]  # type: ignore[index]
-        assert LATEST_VERSION == await schema_version(store.db)
+        assert await fetch_value(store.db, "SELECT value FROM checkpoints WHERE key = 'k'") == "v"
+        assert await schema_version(store.db) == LATEST_VERSION
     finally:
         await store.close()
 
@@ -82,12 +79,15 @@ async def test_an_exception_rolls_the_transaction_back(tmp_path: Path) -> None:
     """Nothing written inside a failed transaction remains."""
     store = await Store.open(tmp_path / "db.sqlite3")
     try:
-        with pytest.raises(RuntimeError):
+
+        async def fail_after_insert() -> None:
             async with store.transaction() as db:
                 await db.execute("INSERT INTO checkpoints VALUES ('k', 'v', 0)")
                 raise RuntimeError("boom")
-        async with store.db.execute("SELECT count(*) FROM checkpoints") as cur:
-            assert 0 == (await cur.fetchone())[0]  # type: ignore[index]
+
+        with pytest.raises(RuntimeError):
+            await fail_after_insert()
+        assert await fetch_value(store.db, "SELECT count(*) FROM checkpoints") == 0
     finally:
         await store.close()
 
@@ -101,14 +101,12 @@ async def test_concurrent_transactions_never_interleave(tmp_path: Path) -> None:
 
         async def increment() -> None:
             async with store.transaction() as db:
-                async with db.execute("SELECT value FROM checkpoints WHERE key = 'n'") as cur:
-                    value = int((await cur.fetchone())[0])  # type: ignore[index]
+                value = int(str(await fetch_value(db, "SELECT value FROM checkpoints WHERE key = 'n'")))
                 await asyncio.sleep(0)  # yield mid-transaction: another task must not get in
                 await db.execute("UPDATE checkpoints SET value = ? WHERE key = 'n'", (str(value + 1),))
 
         await asyncio.gather(*(increment() for _ in range(50)))
-        async with store.db.execute("SELECT value FROM checkpoints WHERE key = 'n'") as cur:
-            assert "50" == (await cur.fetchone())[0]  # type: ignore[index]
+        assert await fetch_value(store.db, "SELECT value FROM checkpoints WHERE key = 'n'") == "50"
     finally:
         await store.close()
 
@@ -117,13 +115,16 @@ async def test_a_nested_transaction_joins_the_outer_one(tmp_path: Path) -> None:
     """A nested `transaction()` in the same task does not deadlock and commits with the outer one."""
     store = await Store.open(tmp_path / "db.sqlite3")
     try:
-        with pytest.raises(RuntimeError):
+
+        async def fail_after_inner_block() -> None:
             async with store.transaction():
                 async with store.transaction() as inner:
                     await inner.execute("INSERT INTO checkpoints VALUES ('k', 'v', 0)")
                 raise RuntimeError("outer fails after the inner block")
-        async with store.db.execute("SELECT count(*) FROM checkpoints") as cur:
-            assert 0 == (await cur.fetchone())[0]  # type: ignore[index]
+
+        with pytest.raises(RuntimeError):
+            await fail_after_inner_block()
+        assert await fetch_value(store.db, "SELECT count(*) FROM checkpoints") == 0
     finally:
         await store.close()
 
@@ -164,11 +165,9 @@ async def test_the_request_journal_keeps_only_the_newest_rows(tmp_path: Path) ->
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-        async with store.db.execute("SELECT count(*) FROM request_journal") as cur:
-            count = (await cur.fetchone())[0]  # type: ignore[index]
-        async with store.db.execute("SELECT trace_id FROM request_journal ORDER BY id LIMIT 1") as cur:
-            oldest = (await cur.fetchone())[0]  # type: ignore[index]
-        assert (JOURNAL_LIMIT, "t25") == (count, oldest)
+        count = await fetch_value(store.db, "SELECT count(*) FROM request_journal")
+        oldest = await fetch_value(store.db, "SELECT trace_id FROM request_journal ORDER BY id LIMIT 1")
+        assert (count, oldest) == (JOURNAL_LIMIT, "t25")
     finally:
         await store.close()
 
@@ -184,7 +183,6 @@ async def test_inbox_collapses_duplicate_sequences(tmp_path: Path) -> None:
         async with store.transaction() as db:
             await db.execute(sql, (b"{}",))
             await db.execute(sql, (b"{}",))
-        async with store.db.execute("SELECT count(*), min(status) FROM inbox") as cur:
-            assert (1, "pending") == tuple(await cur.fetchone())  # type: ignore[arg-type]
+        assert await fetch_value(store.db, "SELECT count(*) || ':' || min(status) FROM inbox") == "1:pending"
     finally:
         await store.close()

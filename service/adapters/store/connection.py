@@ -108,3 +108,10 @@ async def _migrate(db: aiosqlite.Connection) -> None:
         script = MIGRATIONS[number - 1]
         # executescript commits any open transaction first, so BEGIN/COMMIT live inside the script.
         await db.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+
+
+async def fetch_value(db: aiosqlite.Connection, sql: str, params: tuple[object, ...] = ()) -> object:
+    """The first column of the first row of `sql`, or None when there is no row."""
+    async with db.execute(sql, params) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else row[0]
