@@ -1,0 +1,217 @@
+"""OpenTelemetry tracing: one TracerProvider, set up once by the composition root, never at import time.
+
+`setup_tracing(settings)` builds the provider (resource, sampler, OTLP/HTTP exporter when an endpoint is
+configured) and returns a `TracingHandle` whose `shutdown`/`aclose` flush within a bounded time on SIGTERM.
+Every span passes through `RedactingSpanProcessor` before any exporter sees it, so an attribute named like
+a credential or personal data (see `service.core.redact.is_sensitive`) leaves the process as `***`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    TraceIdRatioBased,
+)
+from opentelemetry.util.types import Attributes, AttributeValue
+
+from service import __version__
+from service.core.redact import MASK, is_sensitive, redact_text, redact_url
+from service.errors import ConfigError
+from service.settings import Settings
+
+# The span attribute carrying WISEflow's `X-Trace-Id` response header: search Jaeger by this tag.
+X_TRACE_ID_ATTRIBUTE: Final = "wiseflow.trace_id"
+SAMPLER_NAMES: Final = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+# Per export request; short enough that a flush on SIGTERM fits the 30 s termination grace period.
+EXPORT_TIMEOUT: Final = 5.0
+# Attributes whose value is a URL: userinfo and sensitive query values are masked, not the whole URL.
+_URL_KEYS: Final = frozenset({"url.full", "http.url", "url.query", "http.target"})
+
+
+def parse_sampler(name: str, arg: str | None = None) -> Sampler:
+    """The sampler named by `OTEL_TRACES_SAMPLER` (standard names), ratio from `OTEL_TRACES_SAMPLER_ARG`."""
+    key = name.strip().lower()
+    if key not in SAMPLER_NAMES:
+        raise ConfigError("OTEL_TRACES_SAMPLER", f"malformed: expected one of {', '.join(SAMPLER_NAMES)}")
+    if key == "always_on":
+        return ALWAYS_ON
+    if key == "always_off":
+        return ALWAYS_OFF
+    if key == "parentbased_always_on":
+        return ParentBased(ALWAYS_ON)
+    if key == "parentbased_always_off":
+        return ParentBased(ALWAYS_OFF)
+    ratio = TraceIdRatioBased(_parse_ratio(arg))
+    return ratio if key == "traceidratio" else ParentBased(ratio)
+
+
+def _parse_ratio(arg: str | None) -> float:
+    """The sampling ratio; 1.0 when unset, as the OpenTelemetry specification defaults it."""
+    if arg is None or arg.strip() == "":
+        return 1.0
+    try:
+        ratio = float(arg)
+    except ValueError:
+        raise ConfigError("OTEL_TRACES_SAMPLER_ARG", "malformed: expected a number from 0 to 1") from None
+    if not 0.0 <= ratio <= 1.0:  # also rejects NaN
+        raise ConfigError("OTEL_TRACES_SAMPLER_ARG", "out of range: expected 0 to 1")
+    return ratio
+
+
+def is_sensitive_attribute(key: str) -> bool:
+    """True when a span attribute must be masked: its full key or its last dotted segment is sensitive.
+
+    The last segment matters because semantic conventions namespace keys, e.g.
+    `http.request.header.authorization` or `user.email`.
+    """
+    return is_sensitive(key) or is_sensitive(key.rsplit(".", 1)[-1])
+
+
+def safe_attributes(attributes: Attributes) -> dict[str, AttributeValue]:
+    """A copy of `attributes` fit to leave the process: sensitive keys masked, credentials in text masked."""
+    return {key: _safe_value(key, value) for key, value in (attributes or {}).items()}
+
+
+def _safe_value(key: str, value: AttributeValue) -> AttributeValue:
+    if is_sensitive_attribute(key):
+        return MASK
+    if isinstance(value, str):
+        return redact_url(value) if key in _URL_KEYS and "://" in value else redact_text(value)
+    if isinstance(value, Sequence) and value and all(isinstance(v, str) for v in value):
+        return [redact_text(str(v)) for v in value]
+    return value
+
+
+def redact_span(span: ReadableSpan) -> ReadableSpan:
+    """The span with its own and its events' attributes made safe (the same object when already safe)."""
+    attributes = safe_attributes(span.attributes)
+    events = [Event(e.name, safe_attributes(e.attributes), e.timestamp) for e in span.events]
+    if attributes == dict(span.attributes or {}) and all(
+        new.attributes == old.attributes for new, old in zip(events, span.events, strict=True)
+    ):
+        return span
+    # The SDK builds ReadableSpans the same way in Span._readable_span; it has no copy-with-changes API.
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=attributes,
+        events=events,
+        links=span.links,
+        kind=span.kind,
+        status=span.status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+class RedactingSpanProcessor(SpanProcessor):
+    """Hands each ended span, redacted, to `inner`; every exporting processor sits behind one of these."""
+
+    def __init__(self, inner: SpanProcessor) -> None:
+        self._inner = inner
+
+    def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
+        self._inner.on_start(span, parent_context=parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self._inner.on_end(redact_span(span))
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+@dataclass(slots=True)
+class TracingHandle:
+    """The configured provider; `shutdown` (or `aclose` from asyncio) flushes and stops it, bounded in time."""
+
+    provider: TracerProvider
+    exporting: bool
+    _closed: bool = field(default=False, init=False)
+
+    def tracer(self, name: str) -> trace.Tracer:
+        """A tracer from this provider (works whether or not the provider was made global)."""
+        return self.provider.get_tracer(name, __version__)
+
+    def shutdown(self, timeout: float = 10.0) -> bool:
+        """Flush pending spans and shut down; True when done within `timeout` seconds (idempotent).
+
+        The SDK's flush ignores its timeout and blocks on the exporter, so it runs on a daemon thread
+        that we wait for at most `timeout`: a dead collector can never hold up a SIGTERM exit.
+        """
+        if self._closed:
+            return True
+        self._closed = True
+
+        def flush_and_stop() -> None:
+            self.provider.force_flush(int(timeout * 1000))
+            self.provider.shutdown()
+
+        worker = threading.Thread(target=flush_and_stop, name="otel-shutdown", daemon=True)
+        worker.start()
+        worker.join(timeout)
+        return not worker.is_alive()
+
+    # The bound is the thread join in `shutdown`: asyncio.timeout could not stop a blocked exporter thread.
+    async def aclose(self, timeout: float = 10.0) -> bool:  # noqa: ASYNC109
+        """`shutdown` without blocking the event loop (an in-process receiver may need the loop)."""
+        return await asyncio.to_thread(self.shutdown, timeout)
+
+
+def setup_tracing(
+    settings: Settings,
+    *,
+    env: Mapping[str, str] | None = None,
+    exporter: SpanExporter | None = None,
+    set_global: bool = True,
+) -> TracingHandle:
+    """Configure tracing from `settings`: resource, sampler, and where spans go.
+
+    With `exporter` (tests), spans are handed to it synchronously; otherwise, when `settings.otel_endpoint`
+    is set, they are batched to the OTLP/HTTP exporter at `{endpoint}/v1/traces`; with neither, spans
+    still work in-process (trace ids in logs, `X-Trace-Id` tags) but go nowhere. `env` supplies
+    `OTEL_TRACES_SAMPLER_ARG` (default: the process environment). `set_global=False` leaves the global
+    provider alone, so tests can build several.
+    """
+    environ = os.environ if env is None else env
+    sampler = parse_sampler(settings.otel_sampler, environ.get("OTEL_TRACES_SAMPLER_ARG"))
+    resource = Resource.create({"service.name": settings.otel_service_name, "service.version": __version__})
+    # No atexit hook: the handle's owner shuts it down with a bound, an atexit flush has none.
+    provider = TracerProvider(sampler=sampler, resource=resource, shutdown_on_exit=False)
+    if exporter is not None:
+        provider.add_span_processor(RedactingSpanProcessor(SimpleSpanProcessor(exporter)))
+    elif settings.otel_endpoint is not None:
+        otlp = OTLPSpanExporter(endpoint=f"{settings.otel_endpoint}/v1/traces", timeout=EXPORT_TIMEOUT)
+        provider.add_span_processor(RedactingSpanProcessor(BatchSpanProcessor(otlp)))
+    if set_global:
+        trace.set_tracer_provider(provider)
+    exporting = exporter is not None or settings.otel_endpoint is not None
+    return TracingHandle(provider=provider, exporting=exporting)
