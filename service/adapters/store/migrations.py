@@ -21,6 +21,7 @@ CREATE TABLE flows (
   marking_start       INTEGER,
   marking_end         INTEGER,
   first_seen_at       REAL    NOT NULL,
+  seen_at             REAL    NOT NULL,         -- start of the last discovery pass that listed it
   updated_at          REAL    NOT NULL
 );
 CREATE INDEX flows_state ON flows(state);

@@ -1,0 +1,186 @@
+"""Sync planning: which flows a run refreshes, when each is due next, and what a run costs in API calls.
+
+WISEflow has no modified-since filter, so the plan rests on flow states and dates:
+
+    NOT_ACTIVATED, ACTIVATED            dormant: every `dormant_interval`, or at participation start if sooner
+    PARTICIPATION_STARTED, _ENDED       active: every `poll_interval` +- `jitter` (also any flow in its
+                                        marking window, whatever its state)
+    CONCLUDED                           one more grades fetch after it concludes, then never
+    ARCHIVED                            never again; a flow first seen archived is mirrored once
+                                        (`mirror_archived_once`) or skipped
+
+A state change seen by discovery makes a flow due at once, and a PAPER_HANDED_IN participation event
+asks for an early refresh. Pure: time and randomness are parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Final, Protocol
+
+from service.core.records import Flow
+
+ACTIVE_STATES: Final = frozenset({"PARTICIPATION_STARTED", "PARTICIPATION_ENDED"})
+DORMANT_STATES: Final = frozenset({"NOT_ACTIVATED", "ACTIVATED"})
+TERMINAL_STATES: Final = frozenset({"CONCLUDED", "ARCHIVED"})
+# Every state but ARCHIVED: what discovery lists on every run.
+LIVE_STATES: Final = ("NOT_ACTIVATED", "ACTIVATED", "PARTICIPATION_STARTED", "PARTICIPATION_ENDED", "CONCLUDED")
+# A time after every real one (stored as REAL; SQLite has no portable infinity).
+NEVER: Final = 1e18
+EARLY_REFRESH_EVENTS: Final = frozenset({"PAPER_HANDED_IN"})
+
+
+class Random(Protocol):
+    """The part of `random.Random` the planner uses."""
+
+    def random(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PlanPolicy:
+    """Intervals and page sizes of the plan."""
+
+    poll_interval: float = 900.0
+    jitter: float = 0.1
+    # 6 h: a flow that has not started changes rarely; its participation start date pulls it in earlier.
+    dormant_interval: float = 6 * 3600.0
+    # 300 s: events are indexed by their own timestamp, which may trail the moment we ask by a little.
+    events_overlap: float = 300.0
+    mirror_archived_once: bool = True
+    search_page: int = 100
+    participants_page: int = 100
+    events_page: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.poll_interval <= 0 or self.dormant_interval <= 0 or not 0 <= self.jitter < 1:
+            raise ValueError("PlanPolicy needs positive intervals and 0 <= jitter < 1")
+
+
+@dataclass(frozen=True, slots=True)
+class FlowPlan:
+    """A flow's polling state, as stored in `flow_plan`."""
+
+    last_polled_at: float | None = None
+    next_poll_at: float = 0.0
+    final_fetch_done: bool = False
+    early_refresh: bool = False
+
+
+def is_due(plan: FlowPlan, now: float) -> bool:
+    """True when a run should refresh the flow now."""
+    return plan.early_refresh or plan.next_poll_at <= now
+
+
+def is_active(flow: Flow, now: float) -> bool:
+    """In participation, or inside its marking window: grades may change at any moment."""
+    if flow.state in ACTIVE_STATES:
+        return True
+    if flow.state in TERMINAL_STATES or flow.marking_start is None or flow.marking_end is None:
+        return False
+    return flow.marking_start <= now <= flow.marking_end
+
+
+def plan_after_discovery(
+    previous: Flow | None, current: Flow, plan: FlowPlan | None, now: float, policy: PlanPolicy
+) -> FlowPlan:
+    """The plan once discovery has listed `current` (and the mirror held `previous`, if any)."""
+    if plan is None or previous is None:
+        if current.state == "ARCHIVED" and not policy.mirror_archived_once:
+            return FlowPlan(next_poll_at=NEVER, final_fetch_done=True)
+        return FlowPlan(next_poll_at=now)  # first sight: mirror it in this run
+    if current.state != previous.state:
+        if current.state == "ARCHIVED" and plan.final_fetch_done:
+            return plan  # concluded and fetched already: archiving changes no grade
+        # A new state (unarchived back to CONCLUDED included) earns a refresh now and a new final fetch.
+        return replace(plan, next_poll_at=now, final_fetch_done=False)
+    start = current.participation_start
+    if current.state in DORMANT_STATES and start is not None and now < start < plan.next_poll_at:
+        return replace(plan, next_poll_at=float(start))  # the period moved earlier
+    return plan
+
+
+def plan_after_poll(flow: Flow, now: float, rng: Random, policy: PlanPolicy) -> FlowPlan:
+    """The plan once the flow's participants and grades have been refreshed at `now`."""
+    if flow.state in TERMINAL_STATES:
+        return FlowPlan(last_polled_at=now, next_poll_at=NEVER, final_fetch_done=True)
+    if flow.state in DORMANT_STATES and not is_active(flow, now):
+        due = now + jittered(policy.dormant_interval, policy.jitter, rng)
+        start = flow.participation_start
+        if start is not None and now < start < due:
+            due = float(start)
+        return FlowPlan(last_polled_at=now, next_poll_at=due)
+    # Active, or a state this code does not know: poll as often as an active flow, to be safe.
+    return FlowPlan(last_polled_at=now, next_poll_at=now + jittered(policy.poll_interval, policy.jitter, rng))
+
+
+def request_early_refresh(flow: Flow, plan: FlowPlan) -> FlowPlan:
+    """Mark the flow for a refresh in the next run (a PAPER_HANDED_IN); archived flows stay untouched."""
+    if flow.state == "ARCHIVED" and plan.final_fetch_done:
+        return plan
+    return replace(plan, early_refresh=True)
+
+
+def jittered(interval: float, jitter: float, rng: Random) -> float:
+    """`interval` spread uniformly over +-`jitter` of itself, so flows polled together drift apart."""
+    return interval * (1.0 + jitter * (2.0 * rng.random() - 1.0))
+
+
+def event_window(cursor: float | None, now: float, overlap: float) -> tuple[int, int] | None:
+    """The `POST /participation-events` window [from, to] in unix seconds, or None on a first run.
+
+    A first run refreshes every flow anyway, so it only starts the cursor. Later windows reach back
+    `overlap` seconds before the cursor; an event seen twice only re-marks a flow.
+    """
+    if cursor is None:
+        return None
+    start = int(max(0.0, cursor - overlap))
+    return start, max(start, int(now))
+
+
+def flows_to_refresh(events: Iterable[Mapping[str, Any]]) -> set[int]:
+    """The flow ids that participation events ask to refresh early."""
+    return {
+        int(e["flowId"])
+        for e in events
+        if e.get("type") in EARLY_REFRESH_EVENTS and e.get("flowId") is not None
+    }
+
+
+def pages(count: int, limit: int) -> int:
+    """Requests to list `count` items `limit` a page; an empty listing still costs one request."""
+    return max(1, math.ceil(count / limit))
+
+
+@dataclass(frozen=True, slots=True)
+class CallForecast:
+    """The API calls a calm run makes (no retries, no token requests), by phase."""
+
+    discovery: int
+    events: int
+    flows: int
+
+    @property
+    def total(self) -> int:
+        """All calls of the run."""
+        return self.discovery + self.events + self.flows
+
+
+def predict_run_calls(
+    listed_flows: int,
+    due_participants: Iterable[int],
+    events: int | None,
+    policy: PlanPolicy,
+    get_flow_calls: int = 0,
+) -> CallForecast:
+    """The plan's formula for one run.
+
+    calls = pages(F, 100)                              discovery: F flows listed by `POST /flows/search`
+          + pages(E, 1000)  (0 on a first run)         participation events since the cursor
+          + sum over due flows of pages(P_f, 100) + 1  participants, then the assessments array
+          + get_flow_calls                             flows that vanished from the listing
+    """
+    flows = sum(pages(p, policy.participants_page) + 1 for p in due_participants)
+    event_calls = 0 if events is None else pages(events, policy.events_page)
+    return CallForecast(pages(listed_flows, policy.search_page), event_calls, flows + get_flow_calls)
