@@ -1,0 +1,87 @@
+"""Retry policy: capped exponential backoff with full jitter, and which requests may be retried at all.
+
+Pure: the random source is a parameter, so tests pass a seeded `random.Random` and never sleep.
+The shape follows stamina's `_compute_backoff`: a free function with explicit parameters, safe for any
+attempt number (2 ** 10_000 would overflow a float; we never compute it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Protocol
+
+if TYPE_CHECKING:
+    from service.settings import Settings
+
+# RFC 9110 and WISEflow's own advice: these answers say "try again later", not "your request is wrong".
+RETRYABLE_STATUSES: Final = frozenset({408, 429, 502, 503, 504})
+# POST endpoints that only read: safe to repeat although the method is not.
+READ_ONLY_POSTS: Final = frozenset({"/flows/search", "/participation-events"})
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class Random(Protocol):
+    """The part of `random.Random` the policies use."""
+
+    def random(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a safe call is retried: `attempts` in all, waits of full-jitter backoff, all within `deadline`."""
+
+    attempts: int = 5
+    base: float = 0.5
+    cap: float = 30.0
+    deadline: float = 120.0
+    # A Retry-After longer than this ends the call (RateLimited / ApiUnavailable) so the scheduler defers.
+    retry_after_max: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.base <= 0 or self.cap < self.base or self.deadline <= 0:
+            raise ValueError("RetryPolicy needs attempts >= 1, 0 < base <= cap and a positive deadline")
+        if self.retry_after_max < 0:
+            raise ValueError("RetryPolicy.retry_after_max must not be negative")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        """The policy of `SYNC_RETRY_*`, `SYNC_RETRY_AFTER_MAX` and `SYNC_CALL_DEADLINE`."""
+        return cls(
+            attempts=settings.retry_attempts,
+            base=settings.retry_base,
+            cap=max(settings.retry_cap, settings.retry_base),
+            deadline=settings.call_deadline,
+            retry_after_max=settings.retry_after_max,
+        )
+
+    def delay(self, attempt: int, rng: Random) -> float:
+        """The wait after failed attempt number `attempt` (1-based)."""
+        return compute_backoff(attempt, base=self.base, cap=self.cap, rng=rng)
+
+
+def backoff_ceiling(attempt: int, *, base: float, cap: float) -> float:
+    """`min(cap, base * 2 ** (attempt - 1))`, computed without overflow for any attempt number."""
+    if attempt < 1:
+        raise ValueError("attempt numbers start at 1")
+    if base <= 0 or cap <= 0:
+        raise ValueError("base and cap must be positive")
+    # Compare exponents instead of computing 2 ** huge: once past log2(cap / base) the cap rules.
+    if attempt - 1 >= math.log2(cap / base):
+        return cap
+    return min(cap, base * 2.0 ** (attempt - 1))
+
+
+def compute_backoff(attempt: int, *, base: float, cap: float, rng: Random) -> float:
+    """Full jitter (AWS architecture blog): uniform in [0, ceiling), so concurrent retries spread out."""
+    return rng.random() * backoff_ceiling(attempt, base=base, cap=cap)
+
+
+def is_safe_request(method: str, path: str) -> bool:
+    """GET (and friends) and the read-only searches: repeating them changes nothing on the server."""
+    return method.upper() in SAFE_METHODS or (method.upper() == "POST" and path in READ_ONLY_POSTS)
+
+
+def is_retryable_status(status: int) -> bool:
+    """408, 429, 502, 503 and 504: the server asks us to come back; other 4xx/5xx will answer the same."""
+    return status in RETRYABLE_STATUSES

@@ -1,0 +1,163 @@
+"""The circuit breaker for WISEflow maintenance windows: a small state machine driven by a `Clock`.
+
+    CLOSED --(N consecutive failures | 503 with Retry-After)--> OPEN
+    OPEN   --(open time elapsed; the next caller becomes the probe)--> HALF_OPEN
+    HALF_OPEN --(probe succeeded)--> CLOSED
+    HALF_OPEN --(probe failed)--> OPEN   (for the Retry-After, capped, or a longer backoff than last time)
+
+While OPEN, and while the one HALF_OPEN probe is in flight, `acquire` raises `CircuitOpen` without any
+I/O: no request leaves the process. Failures are what say "the server is not there": 5xx other than 501,
+timeouts, refused connections. A 4xx or a 429 proves the server is up (429 is the limiter's business),
+so the adapter reports those as successes. Every transition is handed once to `on_transition`, with its
+reason, so the adapter logs it exactly once.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from service.core.backoff import backoff_ceiling
+from service.core.clock import Clock
+from service.errors import CircuitOpen
+
+
+class State(enum.Enum):
+    """The three states of a circuit breaker."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+# The only moves the machine may make; tests check every reported transition against this set.
+LEGAL_TRANSITIONS = frozenset(
+    {(State.CLOSED, State.OPEN), (State.OPEN, State.HALF_OPEN), (State.HALF_OPEN, State.CLOSED)}
+    | {(State.HALF_OPEN, State.OPEN)}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerPolicy:
+    """When to open and for how long."""
+
+    failure_threshold: int = 5
+    open_base: float = 5.0  # first opening without Retry-After; doubles with each failed probe
+    open_cap: float = 300.0  # the longest we stay open, whatever the server says
+    # A probe that neither succeeds nor fails within this time (cancelled, lost) frees the slot.
+    probe_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.failure_threshold < 1 or self.open_base <= 0 or self.open_cap < self.open_base:
+            raise ValueError("BreakerPolicy needs failure_threshold >= 1 and 0 < open_base <= open_cap")
+
+    def open_duration(self, openings: int, retry_after: float | None) -> float:
+        """The server's Retry-After (capped) if it gave one, else a backoff doubling with each opening."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.open_cap)
+        return backoff_ceiling(openings, base=self.open_base, cap=self.open_cap)
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One change of state, for the log: `retry_after` is how long OPEN will last (0 otherwise)."""
+
+    name: str
+    source: State
+    target: State
+    reason: str
+    retry_after: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Permit:
+    """Leave to send one request; `probe` is True for the single HALF_OPEN trial request."""
+
+    probe: bool
+    generation: int
+
+
+class Breaker:
+    """One breaker per API base URL (`name`), shared by every caller of the process."""
+
+    def __init__(
+        self,
+        name: str,
+        policy: BreakerPolicy,
+        clock: Clock,
+        on_transition: Callable[[Transition], None] | None = None,
+    ) -> None:
+        self.name = name
+        self._policy = policy
+        self._clock = clock
+        self._on_transition = on_transition
+        self._state = State.CLOSED
+        self._failures = 0  # consecutive, while CLOSED
+        self._openings = 0  # consecutive openings without a success in between: the backoff exponent
+        self._open_until = 0.0
+        self._probe_started = 0.0
+        self._reason = ""
+        self._generation = 0  # bumps on every transition, so a stale permit cannot close a newer state
+
+    @property
+    def state(self) -> State:
+        """The current state (OPEN stays OPEN until a caller asks after the open time)."""
+        return self._state
+
+    def retry_after(self) -> float:
+        """Seconds until a request may be tried again (0 when CLOSED)."""
+        now = self._clock.monotonic()
+        if self._state is State.OPEN:
+            return max(self._open_until - now, 0.0)
+        if self._state is State.HALF_OPEN:
+            return max(self._probe_started + self._policy.probe_timeout - now, 0.0)
+        return 0.0
+
+    def acquire(self) -> Permit:
+        """A permit to send one request, or `CircuitOpen` at once; after the open time, one probe."""
+        now = self._clock.monotonic()
+        if self._state is State.OPEN and now >= self._open_until:
+            self._move(State.HALF_OPEN, "open time elapsed: one probe allowed")
+            self._probe_started = now
+            return Permit(probe=True, generation=self._generation)
+        if self._state is State.HALF_OPEN and now >= self._probe_started + self._policy.probe_timeout:
+            # The previous probe never reported (cancelled or hung): this caller takes its place.
+            self._probe_started = now
+            return Permit(probe=True, generation=self._generation)
+        if self._state is not State.CLOSED:
+            raise CircuitOpen(self.name, self.retry_after(), self._reason)
+        return Permit(probe=False, generation=self._generation)
+
+    def record_success(self, permit: Permit) -> None:
+        """The server answered (2xx-4xx, 429 included): a probe closes the circuit, failures reset."""
+        if self._state is State.HALF_OPEN and permit.probe and permit.generation == self._generation:
+            self._openings = 0
+            self._failures = 0
+            self._move(State.CLOSED, "probe succeeded")
+        elif self._state is State.CLOSED:
+            self._failures = 0
+
+    def record_failure(self, permit: Permit, reason: str, retry_after: float | None = None) -> None:
+        """A 5xx (not 501), timeout or refused connection; `retry_after` set for a 503 that carried one."""
+        if self._state is State.HALF_OPEN and permit.probe and permit.generation == self._generation:
+            self._open(f"probe failed: {reason}", retry_after)
+        elif self._state is State.CLOSED:
+            self._failures += 1
+            if retry_after is not None:
+                self._open(f"{reason} with Retry-After", retry_after)
+            elif self._failures >= self._policy.failure_threshold:
+                self._open(f"{self._failures} consecutive failures, last: {reason}", None)
+
+    def _open(self, reason: str, retry_after: float | None) -> None:
+        self._openings += 1
+        duration = self._policy.open_duration(self._openings, retry_after)
+        self._open_until = self._clock.monotonic() + duration
+        self._failures = 0
+        self._move(State.OPEN, reason, duration)
+
+    def _move(self, target: State, reason: str, retry_after: float = 0.0) -> None:
+        source, self._state, self._reason = self._state, target, reason
+        self._generation += 1
+        if self._on_transition is not None:
+            self._on_transition(Transition(self.name, source, target, reason, retry_after))

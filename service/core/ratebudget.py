@@ -1,0 +1,133 @@
+"""The rate budget's admission arithmetic: when may the next request leave the process?
+
+Why not aiolimiter's `AsyncLimiter(max_rate, period)` as is: it is a leaky bucket whose full bucket lets
+`max_rate` requests through at once and then refills at `max_rate / period`, so a sliding window that
+starts just before such a burst can see close to `2 * max_rate` requests. WISEflow counts sliding
+windows (200 per second, 5000 per minute), so that is a 429. Its only clock is also `loop.time()`, which
+our `Clock` cannot drive. So the decision lives here, pure, driven by a `Clock` and proven by a Hypothesis
+test on a `ManualClock`; the adapter (`service/adapters/wiseflow/limiter.py`) only sleeps for the time
+`try_acquire` returns. Three rules decide, and the latest of their times wins:
+
+1. The bound. One log per window of the last `budget` admission times: a request is admitted only when
+   the oldest of them is at least `period + guard` old. So no window of length `period` (not even one of
+   `period + guard`) ever holds more than `budget` admissions, whatever the callers do. The guard keeps
+   the bound at the server too, where requests arrive with a few milliseconds of jitter.
+2. Smoothing. A GCRA (the arithmetic of `AsyncLimiter(burst, burst * interval)`) spaces admissions by
+   `interval = max((1 + guard) / per_second, (60 + guard) / per_minute)`, with a tolerance of `burst - 1`
+   intervals so a sleep that overshoots by a millisecond does not push the whole schedule back.
+3. Pauses. A 429's Retry-After (or RateLimit-Reset) sets a "paused until" deadline that stops every
+   caller; and the server's own `RateLimit-Remaining` counts are spent down (keeping `reserve` for
+   requests already in flight) so we stop before the server has to say 429.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from service.core.clock import Clock
+from service.core.retry_after import Quota
+
+
+@dataclass(frozen=True, slots=True)
+class RateBudget:
+    """Requests allowed per sliding second and per sliding minute, for the whole process."""
+
+    per_second: int
+    per_minute: int
+    guard: float = 0.01  # seconds added to each window for arrival jitter: costs 1% of a 1 s budget
+    burst: int = 2  # admissions that may follow each other without spacing (GCRA tolerance + 1)
+    reserve: int = 1  # server-reported remaining requests we leave for those already in flight
+
+    def __post_init__(self) -> None:
+        if self.per_second < 1 or self.per_minute < 1 or self.burst < 1:
+            raise ValueError("RateBudget needs per_second, per_minute and burst >= 1")
+        if self.guard < 0 or self.reserve < 0:
+            raise ValueError("RateBudget.guard and reserve must not be negative")
+
+    @property
+    def windows(self) -> tuple[tuple[float, int], ...]:
+        """(period in seconds, budget) of each sliding window enforced."""
+        return ((1.0, self.per_second), (60.0, self.per_minute))
+
+    @property
+    def interval(self) -> float:
+        """The smoothing interval between admissions at full speed."""
+        return max((1.0 + self.guard) / self.per_second, (60.0 + self.guard) / self.per_minute)
+
+
+@dataclass(slots=True)
+class _Allowance:
+    until: float
+    left: int
+
+
+@dataclass(slots=True)
+class _Window:
+    period: float
+    budget: int
+    log: deque[float] = field(default_factory=deque)
+
+    def earliest(self, guard: float) -> float:
+        """When this window admits again: once its oldest of `budget` admissions has aged out."""
+        if len(self.log) < self.budget:
+            return float("-inf")
+        return self.log[0] + self.period + guard
+
+    def record(self, now: float) -> None:
+        self.log.append(now)
+        if len(self.log) > self.budget:
+            self.log.popleft()
+
+
+class RateGate:
+    """One per process: decides admissions for every caller against a `RateBudget`."""
+
+    def __init__(self, budget: RateBudget, clock: Clock) -> None:
+        self.budget = budget
+        self._clock = clock
+        self._windows = [_Window(period, size) for period, size in budget.windows]
+        self._tat = float("-inf")  # GCRA theoretical arrival time of the next request
+        self._paused_until = float("-inf")
+        self._allowances: dict[str, _Allowance] = {}
+
+    def earliest(self) -> float:
+        """The monotonic time at which the next request may be admitted (may be in the past)."""
+        tolerance = (self.budget.burst - 1) * self.budget.interval
+        times = [self._tat - tolerance, self._paused_until]
+        times.extend(w.earliest(self.budget.guard) for w in self._windows)
+        now = self._clock.monotonic()
+        times.extend(a.until for a in self._allowances.values() if a.left <= 0 and a.until > now)
+        return max(times)
+
+    def try_acquire(self) -> float:
+        """Admit one request now and return 0.0, or admit nothing and return the seconds to wait."""
+        now = self._clock.monotonic()
+        wait = self.earliest() - now
+        if wait > 0:
+            return wait
+        self._tat = max(self._tat, now) + self.budget.interval
+        for window in self._windows:
+            window.record(now)
+        for name, allowance in list(self._allowances.items()):
+            if allowance.until <= now:
+                del self._allowances[name]
+            else:
+                allowance.left -= 1
+        return 0.0
+
+    def pause(self, seconds: float) -> None:
+        """Admit nothing for `seconds` from now (a 429's Retry-After); pauses only ever extend."""
+        self._paused_until = max(self._paused_until, self._clock.monotonic() + max(seconds, 0.0))
+
+    def pause_remaining(self) -> float:
+        """Seconds left of the shared pause (0.0 when none)."""
+        return max(self._paused_until - self._clock.monotonic(), 0.0)
+
+    def observe(self, quotas: Iterable[Quota]) -> None:
+        """Spend down the server's reported remaining requests until their reset, keeping `reserve`."""
+        now = self._clock.monotonic()
+        for quota in quotas:
+            left = quota.remaining - self.budget.reserve
+            self._allowances[quota.scope] = _Allowance(until=now + quota.reset, left=left)
