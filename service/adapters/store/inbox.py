@@ -1,0 +1,242 @@
+"""The inbox repository: webhook events stored durably before 200, then worked off by the inbox worker.
+
+Writes from concurrent requests are group-committed: every request waiting at the same moment joins one
+`BEGIN IMMEDIATE ... COMMIT` (SQLite's fsync dominates a small insert, so one commit for many is what
+keeps the durable path close to a bare handler), and no request is answered before its commit returned.
+The table is unique on the event's sequence: a duplicate (same delivery again, or the same event under a
+new delivery id) is absorbed, and every delivery id is recorded in `inbox_deliveries`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import aiosqlite
+
+from service.adapters.store.connection import Store, fetch_value
+from service.core.webhook_events import WebhookEvent
+
+# One transaction holds at most this many requests: bounds the time any one request waits for its commit.
+MAX_BATCH: Final = 256
+# Checkpoint keys this module owns (the checkpoints table is shared; our keys carry this prefix).
+MARKER_PREFIX: Final = "webhooks:"
+
+
+class Recorded(enum.Enum):
+    """What storing one verified event did."""
+
+    NEW = "new"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class InboxRow:
+    """One stored event, without its body."""
+
+    sequence: int
+    event: str
+    flow_id: int | None
+    participant_id: int | None
+    event_timestamp: int
+    received_at: float
+    status: str
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    processed_at: float | None
+
+
+_COLUMNS: Final = (
+    "sequence, event, flow_id, participant_id, event_timestamp, received_at, status, attempts, "
+    "next_attempt_at, last_error, processed_at"
+)
+_Pending = tuple[WebhookEvent, bytes, str, float, "asyncio.Future[Recorded]"]
+
+
+def _row(row: aiosqlite.Row) -> InboxRow:
+    return InboxRow(*tuple(row))
+
+
+class Inbox:
+    """Stores, lists and updates inbox events on a `Store`."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._queue: list[_Pending] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def record(self, event: WebhookEvent, body: bytes, status: str, now: float) -> Recorded:
+        """Commit `event` (status 'pending' or 'unknown') and its delivery id; return once it is durable."""
+        future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
+        self._queue.append((event, body, status, now, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="inbox-group-commit")
+        # Shielded: a caller that goes away must not cancel the commit of everyone else in its batch.
+        return await asyncio.shield(future)
+
+    async def _flush(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            try:
+                results = await self._write(batch)
+            except Exception as exc:  # every waiter must hear about the failure: it answers 503
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (*_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+    async def _write(self, batch: Sequence[_Pending]) -> list[Recorded]:
+        results: list[Recorded] = []
+        async with self._store.transaction() as db:
+            for event, body, status, now, _ in batch:
+                cursor = await db.execute(
+                    "INSERT INTO inbox (sequence, event, flow_id, participant_id, event_timestamp, body, "
+                    "received_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(sequence) DO NOTHING",
+                    (
+                        event.sequence,
+                        event.event,
+                        event.flow_id,
+                        event.participant_id,
+                        event.timestamp,
+                        body,
+                        now,
+                        status,
+                    ),
+                )
+                results.append(Recorded.NEW if cursor.rowcount == 1 else Recorded.DUPLICATE)
+                await cursor.close()
+                await db.execute(
+                    "INSERT INTO inbox_deliveries (delivery_id, sequence, received_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT(delivery_id) DO NOTHING",
+                    (event.delivery_id, event.sequence, now),
+                )
+        return results
+
+    async def pending(self, limit: int = 500) -> list[InboxRow]:
+        """Pending events in sequence order (due or not: the worker keeps per-flow order with them)."""
+        async with self._store.db.execute(
+            f"SELECT {_COLUMNS} FROM inbox WHERE status = 'pending' ORDER BY sequence LIMIT ?",  # noqa: S608 - constant columns
+            (limit,),
+        ) as cursor:
+            return [_row(r) for r in await cursor.fetchall()]
+
+    async def next_due_at(self) -> float | None:
+        """When the earliest pending event is due, or None when nothing is pending."""
+        value = await fetch_value(
+            self._store.db, "SELECT MIN(next_attempt_at) FROM inbox WHERE status = 'pending'"
+        )
+        return None if value is None else float(value)  # type: ignore[arg-type]
+
+    async def newest_done(self, flow_id: int, events: Sequence[str]) -> int | None:
+        """The highest sequence already applied for `flow_id` among `events` (one refresh kind)."""
+        if not events:
+            return None
+        marks = ", ".join("?" for _ in events)
+        value = await fetch_value(
+            self._store.db,
+            f"SELECT MAX(sequence) FROM inbox WHERE flow_id = ? AND status = 'done' AND event IN ({marks})",  # noqa: S608 - placeholders only
+            (flow_id, *events),
+        )
+        return None if value is None else int(value)  # type: ignore[call-overload]
+
+    async def mark_done(self, sequences: Sequence[int], now: float) -> None:
+        """Mark pending events done (processed at `now`)."""
+        async with self._store.transaction() as db:
+            await db.executemany(
+                "UPDATE inbox SET status = 'done', processed_at = ?, last_error = NULL "
+                "WHERE sequence = ? AND status = 'pending'",
+                [(now, s) for s in sequences],
+            )
+
+    async def mark_failed(
+        self, sequences: Sequence[int], error: str, next_attempt_at: float, max_attempts: int
+    ) -> list[int]:
+        """Count one failed attempt; events reaching `max_attempts` become 'dead'. Returns the dead ones."""
+        if not sequences:
+            return []
+        async with self._store.transaction() as db:
+            await db.executemany(
+                "UPDATE inbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, "
+                "status = CASE WHEN attempts + 1 >= ? THEN 'dead' ELSE 'pending' END "
+                "WHERE sequence = ? AND status = 'pending'",
+                [(error, next_attempt_at, max_attempts, s) for s in sequences],
+            )
+            marks = ", ".join("?" for _ in sequences)
+            async with db.execute(
+                f"SELECT sequence FROM inbox WHERE status = 'dead' AND sequence IN ({marks})",  # noqa: S608 - placeholders only
+                tuple(sequences),
+            ) as cursor:
+                return [int(r[0]) for r in await cursor.fetchall()]
+
+    async def defer(self, sequences: Sequence[int], until: float) -> None:
+        """Postpone pending events without counting an attempt (the breaker is open: not their fault)."""
+        async with self._store.transaction() as db:
+            await db.executemany(
+                "UPDATE inbox SET next_attempt_at = MAX(next_attempt_at, ?) "
+                "WHERE sequence = ? AND status = 'pending'",
+                [(until, s) for s in sequences],
+            )
+
+    async def dead_letters(self, limit: int = 1000) -> list[InboxRow]:
+        """Dead events, oldest first."""
+        async with self._store.db.execute(
+            f"SELECT {_COLUMNS} FROM inbox WHERE status = 'dead' ORDER BY sequence LIMIT ?",  # noqa: S608 - constant columns
+            (limit,),
+        ) as cursor:
+            return [_row(r) for r in await cursor.fetchall()]
+
+    async def replay(self, sequence: int | None) -> int:
+        """Re-queue one dead event (or all when `sequence` is None); returns how many. Safe to repeat."""
+        # `? IS NULL` selects every dead event when no sequence is given: one constant statement.
+        async with self._store.transaction() as db:
+            cursor = await db.execute(
+                "UPDATE inbox SET status = 'pending', attempts = 0, next_attempt_at = 0, last_error = NULL "
+                "WHERE status = 'dead' AND (? IS NULL OR sequence = ?)",
+                (sequence, sequence),
+            )
+            count = cursor.rowcount
+            await cursor.close()
+        return count
+
+    async def counts(self) -> dict[str, int]:
+        """Events by status, plus 'deliveries' (every delivery id recorded)."""
+        async with self._store.db.execute("SELECT status, COUNT(*) FROM inbox GROUP BY status") as cursor:
+            counts = {str(r[0]): int(r[1]) for r in await cursor.fetchall()}
+        deliveries = await fetch_value(self._store.db, "SELECT COUNT(*) FROM inbox_deliveries")
+        counts["deliveries"] = int(deliveries or 0)  # type: ignore[call-overload]
+        return counts
+
+    async def oldest_pending_received_at(self) -> float | None:
+        """When the oldest still-pending event arrived (for the processing-lag gauge)."""
+        value = await fetch_value(self._store.db, "SELECT MIN(received_at) FROM inbox WHERE status = 'pending'")
+        return None if value is None else float(value)  # type: ignore[arg-type]
+
+    async def last_delivery_at(self) -> float | None:
+        """When the last delivery (new or duplicate) arrived: WISEflow was talking to us then."""
+        value = await fetch_value(
+            self._store.db, "SELECT received_at FROM inbox_deliveries ORDER BY rowid DESC LIMIT 1"
+        )
+        return None if value is None else float(value)  # type: ignore[arg-type]
+
+    async def get_marker(self, name: str) -> float | None:
+        """A time marker of the webhook side (heartbeat, last catch-up) from the checkpoints table."""
+        value = await fetch_value(
+            self._store.db, "SELECT value FROM checkpoints WHERE key = ?", (MARKER_PREFIX + name,)
+        )
+        return None if value is None else float(str(value))
+
+    async def set_marker(self, name: str, at: float) -> None:
+        """Write a time marker (see `get_marker`)."""
+        async with self._store.transaction() as db:
+            await db.execute(
+                "INSERT INTO checkpoints (key, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                (MARKER_PREFIX + name, repr(at), at),
+            )

@@ -1,0 +1,174 @@
+"""`POST /webhooks/wiseflow`: verify, parse, store durably, then answer; nothing a sender sends makes a 500.
+
+Order of work for one request, each step answering on its own failure:
+
+1. read the body, at most 1 MiB, in bounded chunks (Content-Length checked first; chunked bodies
+   counted as they arrive): over the limit -> 413, and the connection is closed instead of drained;
+2. verify the signature (and the Standard Webhooks timestamp) on the raw bytes -> 401;
+3. parse the event strictly -> 400;
+4. the default scheme's replay window on the body's `timestamp` -> 401;
+5. commit to the inbox (new, or a duplicate absorbed by its sequence) -> 200; a database failure -> 503,
+   so WISEflow redelivers.
+
+Wiring (the composition root does this):
+    receiver = WebhookReceiver.from_settings(settings, Inbox(store), clock, figures, on_stored=worker.wake)
+    add_webhook_routes(app, receiver)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Final
+
+import aiosqlite
+from aiohttp import web
+
+from service.adapters.store.connection import StoreError
+from service.adapters.store.inbox import Inbox, Recorded
+from service.core.clock import Clock
+from service.core.signatures import WebhookVerifier
+from service.core.webhook_events import MalformedEvent, WebhookEvent, parse_event
+from service.core.webhook_figures import WebhookFigures
+from service.errors import InvalidSignature
+from service.settings import Settings
+
+WEBHOOK_PATH: Final = "/webhooks/wiseflow"
+# 1 MiB: WISEflow's events are a few hundred bytes; anything near this is not one of them.
+MAX_BODY: Final = 1024 * 1024
+_CHUNK: Final = 64 * 1024
+
+log = logging.getLogger("service.webhooks")
+
+
+class _TooLarge(Exception):
+    """The body is over MAX_BODY."""
+
+
+class WebhookReceiver:
+    """The webhook endpoint's logic: one `handle` per request, answers short JSON without secrets."""
+
+    def __init__(
+        self,
+        verifier: WebhookVerifier,
+        inbox: Inbox,
+        clock: Clock,
+        figures: WebhookFigures | None = None,
+        on_stored: Callable[[], None] | None = None,
+    ) -> None:
+        self.verifier = verifier
+        self.inbox = inbox
+        self.clock = clock
+        self.figures = figures or WebhookFigures()
+        self._on_stored = on_stored
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        inbox: Inbox,
+        clock: Clock,
+        figures: WebhookFigures | None = None,
+        on_stored: Callable[[], None] | None = None,
+    ) -> WebhookReceiver:
+        """A receiver using the configured scheme, header, tolerance and (rotating) secrets."""
+        verifier = WebhookVerifier(
+            scheme=settings.webhook_scheme,
+            secrets=tuple(s.reveal() for s in settings.webhook_secrets),
+            signature_header=settings.webhook_signature_header,
+            tolerance=settings.webhook_tolerance,
+        )
+        return cls(verifier, inbox, clock, figures, on_stored)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """Answer one webhook delivery (see the module docstring for the order of checks)."""
+        self.figures.received += 1
+        try:
+            body = await read_bounded(request, MAX_BODY)
+        except _TooLarge:
+            response = self._reject(413, "too_large")
+            response.force_close()  # do not drain an oversized body: drop the connection instead
+            return response
+        except Exception:  # a broken chunked/compressed body: the sender's fault, never a 500
+            log.info(
+                "webhook body unreadable", extra={"event": "webhook.rejected", "reason": "unreadable_body"}
+            )
+            return self._reject(400, "unreadable_body")
+        try:
+            event = self._verify_and_parse(request, body)
+        except InvalidSignature as exc:
+            return self._reject(401, exc.reason)
+        except MalformedEvent as exc:
+            return self._reject(400, exc.reason)
+        except Exception:  # a bug must not become a 500; nothing was stored
+            log.exception("webhook verification failed unexpectedly", extra={"event": "webhook.error"})
+            return self._reject(400, "bad_request")
+        return await self._store(event, body)
+
+    def _verify_and_parse(self, request: web.Request, body: bytes) -> WebhookEvent:
+        now = self.clock.wall()
+        verified = self.verifier.verify(request.headers, body, now)
+        event = parse_event(body, fallback_delivery_id=verified.message_id)
+        if self.verifier.timestamp_in_body:
+            self.verifier.check_body_timestamp(event.timestamp, now)
+        return event
+
+    async def _store(self, event: WebhookEvent, body: bytes) -> web.Response:
+        status = "pending" if event.known else "unknown"
+        try:
+            recorded = await self.inbox.record(event, body, status, self.clock.wall())
+        except (aiosqlite.Error, StoreError, OSError):
+            # Not acknowledged, so WISEflow redelivers it later: nothing is lost.
+            log.exception(
+                "webhook not stored", extra={"event": "webhook.store_failed", "sequence": event.sequence}
+            )
+            return self._reject(503, "unavailable")
+        except Exception:
+            log.exception("webhook store failed unexpectedly", extra={"event": "webhook.store_failed"})
+            return self._reject(503, "unavailable")
+        context = {"sequence": event.sequence, "webhook_event": event.event, "flow_id": event.flow_id}
+        if recorded is Recorded.DUPLICATE:
+            self.figures.duplicates += 1
+            log.info("webhook duplicate absorbed", extra={"event": "webhook.duplicate", **context})
+            return web.json_response({"status": "duplicate"})
+        if not event.known:
+            self.figures.unknown += 1
+            log.warning(
+                "webhook of an unknown event type stored", extra={"event": "webhook.unknown", **context}
+            )
+            return web.json_response({"status": "stored_unknown"})
+        self.figures.accepted += 1
+        log.info("webhook stored", extra={"event": "webhook.accepted", **context})
+        if self._on_stored is not None:
+            self._on_stored()
+        return web.json_response({"status": "accepted"})
+
+    def _reject(self, status: int, reason: str) -> web.Response:
+        self.figures.reject(reason)
+        if status != 503:
+            log.info(
+                "webhook rejected", extra={"event": "webhook.rejected", "reason": reason, "status": status}
+            )
+        return web.json_response({"error": reason}, status=status)
+
+
+async def read_bounded(request: web.Request, limit: int) -> bytes:
+    """The whole body, or `_TooLarge` as soon as it is known to exceed `limit` bytes (never read past it)."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise _TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(_CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+
+
+def add_webhook_routes(app: web.Application, receiver: WebhookReceiver) -> None:
+    """Route `POST /webhooks/wiseflow` of `app` to `receiver`."""
+    app.router.add_post(WEBHOOK_PATH, receiver.handle)

@@ -1,0 +1,58 @@
+"""Webhook figures for metrics and the certification report: counters kept in memory since start.
+
+Durable figures (events by status, dead letters, the oldest pending event) come from the inbox queries;
+these are the ones only the running process sees (rejections never reach the database).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class WebhookFigures:
+    """Counters of the webhook receiver and worker; `snapshot()` gives them as plain values."""
+
+    received: int = 0  # every request to the endpoint, whatever became of it
+    accepted: int = 0  # verified and newly stored
+    duplicates: int = 0  # verified, already stored under the same sequence: absorbed
+    unknown: int = 0  # verified, an event type we do not handle: stored as 'unknown'
+    rejected: Counter[str] = field(default_factory=Counter)  # by reason: bad_signature, too_large, ...
+    processed: int = 0
+    superseded: int = 0  # done without a call: a newer event of the same flow was already applied
+    failures: int = 0
+    dead_lettered: int = 0
+    lag_last: float = 0.0  # seconds from receipt to processing, of the last processed event
+    lag_max: float = 0.0
+    lag_sum: float = 0.0
+
+    def reject(self, reason: str) -> None:
+        """Count one refused request under `reason`."""
+        self.rejected[reason] += 1
+
+    def record_lag(self, seconds: float) -> None:
+        """Record one event's processing lag (receipt to done)."""
+        lag = max(0.0, seconds)
+        self.processed += 1
+        self.lag_last = lag
+        self.lag_max = max(self.lag_max, lag)
+        self.lag_sum += lag
+
+    def snapshot(self) -> dict[str, object]:
+        """Every figure as plain JSON-ready values."""
+        return {
+            "received": self.received,
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "unknown": self.unknown,
+            "rejected": dict(sorted(self.rejected.items())),
+            "rejected_total": sum(self.rejected.values()),
+            "processed": self.processed,
+            "superseded": self.superseded,
+            "failures": self.failures,
+            "dead_lettered": self.dead_lettered,
+            "lag_last_seconds": round(self.lag_last, 3),
+            "lag_max_seconds": round(self.lag_max, 3),
+            "lag_mean_seconds": round(self.lag_sum / self.processed, 3) if self.processed else 0.0,
+        }

@@ -1,0 +1,223 @@
+"""The inbox worker: turns stored webhook events into targeted refreshes, apart from the request.
+
+One pass reads the pending events in sequence order and, flow by flow, in that order:
+
+- an event whose flow has an earlier event still waiting for its retry is held back (order per flow);
+- an event of a kind already refreshed in this pass is covered by that refresh (it arrived before it);
+- an event older (lower sequence) than an event of the same kind already applied for its flow is
+  *superseded*: the newer one's refresh ran after the older change happened (sequences grow with time),
+  so nothing is fetched and nothing older can overwrite newer state;
+- otherwise the refresher is called. Events never carry data that is applied: a refresh fetches the
+  flow's current state from the API, so an out-of-order event cannot roll anything back.
+
+Failures retry with capped, jittered backoff; after `max_attempts` an event is dead (see
+`wiseflow-sync inbox dead-letters` / `inbox replay`). `CircuitOpen` and `RateLimited` are not the event's
+fault: the pass stops and every due event waits for the breaker or the limit without burning an attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Protocol
+
+from service.adapters.store.inbox import Inbox, InboxRow
+from service.core.backoff import Random, compute_backoff
+from service.core.clock import Clock
+from service.core.webhook_events import Refresh, events_for, refresh_for
+from service.core.webhook_figures import WebhookFigures
+from service.errors import CircuitOpen, RateLimited, ServiceError
+
+log = logging.getLogger("service.inbox")
+
+
+class FlowRefresher(Protocol):
+    """What the worker needs from the sync engine (its poller); each may raise ApiError or CircuitOpen."""
+
+    async def refresh_flow(self, flow_id: int) -> None:
+        """Fetch the flow (state, dates) again, store it, and re-plan its polling."""
+        ...
+
+    async def refresh_assessments(self, flow_id: int) -> None:
+        """Fetch the flow's assessments again and store new grade versions (which feeds the outbox)."""
+        ...
+
+    async def refresh_participants(self, flow_id: int) -> None:
+        """Fetch the flow's participants again (submissions, assignments)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerPolicy:
+    """How failed events are retried: `max_attempts` in all, full-jitter backoff between `base` and `cap`."""
+
+    max_attempts: int = 8
+    base: float = 2.0
+    # 15 min: WISEflow's own redelivery interval; waiting longer between our attempts buys nothing.
+    cap: float = 900.0
+    batch: int = 500
+    idle_interval: float = 5.0
+
+
+@dataclass(slots=True)
+class PassResult:
+    """What one pass did, and when the next one is worth running (None: only when woken)."""
+
+    processed: int = 0
+    failed: int = 0
+    dead: int = 0
+    next_due: float | None = None
+
+
+class InboxWorker:
+    """Processes the inbox; `run()` loops until cancelled, `run_once()` does one pass (tests drive it)."""
+
+    def __init__(
+        self,
+        inbox: Inbox,
+        refresher: FlowRefresher,
+        clock: Clock,
+        policy: WorkerPolicy | None = None,
+        figures: WebhookFigures | None = None,
+        rng: Random | None = None,
+    ) -> None:
+        self.inbox = inbox
+        self.refresher = refresher
+        self.clock = clock
+        self.policy = policy or WorkerPolicy()
+        self.figures = figures or WebhookFigures()
+        self._rng = rng or random.SystemRandom()
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Ask for a pass now (the receiver calls this after storing an event)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Pass after pass: right after a wake-up, when the next event falls due, or every idle interval."""
+        while True:
+            self._wake.clear()
+            try:
+                result = await self.run_once()
+                next_due = result.next_due
+            except Exception:  # the database hiccupped: keep the loop alive, try again shortly
+                log.exception("inbox pass failed", extra={"event": "inbox.pass_failed"})
+                next_due = None
+            delay = self.policy.idle_interval
+            if next_due is not None:
+                delay = min(delay, max(0.0, next_due - self.clock.wall()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+    async def run_once(self) -> PassResult:
+        """One pass over the pending events (see the module docstring)."""
+        rows = await self.inbox.pending(self.policy.batch)
+        now = self.clock.wall()
+        result = PassResult(next_due=now if len(rows) >= self.policy.batch else None)
+        by_flow: dict[int | None, list[InboxRow]] = defaultdict(list)
+        for row in rows:
+            by_flow[row.flow_id].append(row)
+        for flow_rows in by_flow.values():
+            try:
+                await self._process_flow(flow_rows, now, result)
+            except (CircuitOpen, RateLimited) as exc:
+                until = self.clock.wall() + max(exc.retry_after, 0.1)
+                await self._defer_rest(by_flow, until)
+                result.next_due = until
+                log.info(
+                    "inbox waits: API unavailable",
+                    extra={"event": "inbox.deferred", "seconds": exc.retry_after},
+                )
+                break
+        return result
+
+    async def _process_flow(self, rows: list[InboxRow], now: float, result: PassResult) -> None:
+        refreshed: set[Refresh] = set()
+        for row in rows:
+            if row.next_attempt_at > now:
+                # An earlier event of this flow waits for its retry: later ones wait behind it (order per flow).
+                result.next_due = _earliest(result.next_due, row.next_attempt_at)
+                return
+            kind = refresh_for(row.event)
+            if kind is None or row.flow_id is None:
+                await self._fail(row, "unhandled_event", now, result, final=True)
+                continue
+            if kind not in refreshed and not await self._superseded(row, kind):
+                try:
+                    await self._refresh(kind, row.flow_id)
+                except (CircuitOpen, RateLimited):
+                    raise
+                except Exception as exc:
+                    await self._fail(row, _describe(exc), now, result, final=False)
+                    return  # keep the flow's order: the rest waits for this one
+                refreshed.add(kind)
+            await self._done(row, result)
+
+    async def _superseded(self, row: InboxRow, kind: Refresh) -> bool:
+        assert row.flow_id is not None  # noqa: S101 - checked by the caller
+        newest = await self.inbox.newest_done(row.flow_id, events_for(kind))
+        if newest is not None and newest > row.sequence:
+            self.figures.superseded += 1
+            log.info(
+                "webhook superseded by a newer applied event",
+                extra={"event": "inbox.superseded", "sequence": row.sequence, "newer": newest},
+            )
+            return True
+        return False
+
+    async def _refresh(self, kind: Refresh, flow_id: int) -> None:
+        if kind is Refresh.ASSESSMENTS:
+            await self.refresher.refresh_assessments(flow_id)
+        elif kind is Refresh.FLOW:
+            await self.refresher.refresh_flow(flow_id)
+        else:
+            await self.refresher.refresh_participants(flow_id)
+
+    async def _done(self, row: InboxRow, result: PassResult) -> None:
+        done_at = self.clock.wall()
+        await self.inbox.mark_done([row.sequence], done_at)
+        self.figures.record_lag(done_at - row.received_at)
+        result.processed += 1
+
+    async def _fail(self, row: InboxRow, error: str, now: float, result: PassResult, *, final: bool) -> None:
+        attempt = row.attempts + 1
+        retry_at = now + compute_backoff(attempt, base=self.policy.base, cap=self.policy.cap, rng=self._rng)
+        limit = attempt if final else self.policy.max_attempts
+        dead = await self.inbox.mark_failed([row.sequence], error, retry_at, limit)
+        self.figures.failures += 1
+        result.failed += 1
+        context = {
+            "sequence": row.sequence,
+            "webhook_event": row.event,
+            "flow_id": row.flow_id,
+            "attempt": attempt,
+        }
+        if dead:
+            self.figures.dead_lettered += 1
+            result.dead += 1
+            log.warning("webhook event dead-lettered", extra={"event": "inbox.dead", "error": error, **context})
+        else:
+            result.next_due = _earliest(result.next_due, retry_at)
+            log.info(
+                "webhook event failed; will retry", extra={"event": "inbox.retry", "error": error, **context}
+            )
+
+    async def _defer_rest(self, by_flow: dict[int | None, list[InboxRow]], until: float) -> None:
+        """Push every still-pending event of this pass to `until`, without counting an attempt."""
+        sequences = [row.sequence for rows in by_flow.values() for row in rows]
+        await self.inbox.defer(sequences, until)
+
+
+def _describe(exc: BaseException) -> str:
+    """A short, safe description: our own errors never carry secrets; others give their type only."""
+    if isinstance(exc, ServiceError):
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    return type(exc).__name__
+
+
+def _earliest(current: float | None, candidate: float) -> float:
+    return candidate if current is None else min(current, candidate)

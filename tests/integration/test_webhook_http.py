@@ -1,0 +1,195 @@
+"""The webhook endpoint over real HTTP and real SQLite: every answer, and what each one stores."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from service.adapters.webhook_http import MAX_BODY, WEBHOOK_PATH
+from tests.integration.webhook_helpers import (
+    NOW,
+    SECRET,
+    Harness,
+    event_body,
+    running_receiver,
+    signed,
+    standard_signed,
+)
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with running_receiver(tmp_path) as h:
+        yield h
+
+
+async def test_a_verified_event_is_stored_before_the_200(harness: Harness) -> None:
+    """A signed event gets 200 'accepted' and is already committed (pending) when the answer arrives."""
+    body = event_body(sequence=5)
+    response = await harness.client.post(WEBHOOK_PATH, data=body, headers=signed(body))
+    assert response.status == 200
+    assert await response.json() == {"status": "accepted"}
+    assert await harness.rows() == [(5, "FINAL_GRADE", "pending")]
+    assert await harness.deliveries() == ["delivery-5"]
+    assert harness.wakes == [1]
+
+
+async def test_missing_signature_is_401_and_stores_nothing(harness: Harness) -> None:
+    """No signature header: 401 missing_signature, nothing stored."""
+    response = await harness.client.post(WEBHOOK_PATH, data=event_body())
+    assert (response.status, await response.json()) == (401, {"error": "missing_signature"})
+    assert await harness.rows() == []
+
+
+async def test_bad_signature_is_401_and_stores_nothing(harness: Harness) -> None:
+    """A body signed with another secret: 401 bad_signature, nothing stored, counted."""
+    body = event_body()
+    response = await harness.client.post(WEBHOOK_PATH, data=body, headers=signed(body, secret="other"))
+    assert (response.status, await response.json()) == (401, {"error": "bad_signature"})
+    assert await harness.rows() == []
+    assert harness.figures.rejected["bad_signature"] == 1
+
+
+async def test_stale_body_timestamp_is_401(harness: Harness) -> None:
+    """A correctly signed body whose timestamp is outside the replay window: 401 stale_timestamp."""
+    body = event_body(timestamp=NOW - 301)
+    response = await harness.client.post(WEBHOOK_PATH, data=body, headers=signed(body))
+    assert (response.status, await response.json()) == (401, {"error": "stale_timestamp"})
+    assert await harness.rows() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{not json", "bad_json"),
+        (b"[1, 2]", "not_an_object"),
+        (event_body(sequence="5"), "bad_sequence"),  # type: ignore[arg-type]
+        (
+            orjson.dumps({"id": "d", "event": "FINAL_GRADE", "timestamp": NOW, "data": {"flowId": 1}}),
+            "missing_sequence",
+        ),
+        (event_body(flow_id=None), "missing_flowId"),
+        (event_body(timestamp=1.5), "bad_timestamp"),
+        (event_body(timestamp=True), "bad_timestamp"),
+    ],
+)
+async def test_malformed_verified_bodies_are_400(harness: Harness, body: bytes, reason: str) -> None:
+    """A correctly signed body that is not a well-formed event: 400 with the reason, nothing stored."""
+    response = await harness.client.post(WEBHOOK_PATH, data=body, headers=signed(body))
+    assert (response.status, await response.json()) == (400, {"error": reason})
+    assert await harness.rows() == []
+
+
+async def test_declared_oversized_body_is_413(harness: Harness) -> None:
+    """A Content-Length over 1 MiB is refused with 413 before the body is read."""
+    body = b"x" * (MAX_BODY + 1)
+    response = await harness.client.post(WEBHOOK_PATH, data=io.BytesIO(body), headers=signed(body))
+    assert (response.status, await response.json()) == (413, {"error": "too_large"})
+    assert await harness.rows() == []
+
+
+async def test_chunked_oversized_body_is_413(harness: Harness) -> None:
+    """A chunked body (no Content-Length) is counted as it arrives and refused once over 1 MiB."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(40):
+            yield b"y" * 65536
+
+    response = await harness.client.post(WEBHOOK_PATH, data=chunks(), headers={"X-Wiseflow-Signature": "x"})
+    assert (response.status, await response.json()) == (413, {"error": "too_large"})
+
+
+async def test_body_of_exactly_one_mib_is_read(harness: Harness) -> None:
+    """The limit is inclusive: a 1 MiB (unsigned) body is read and judged on its signature (401, not 413)."""
+    body = b" " * MAX_BODY
+    response = await harness.client.post(WEBHOOK_PATH, data=body, headers={"X-Wiseflow-Signature": "x"})
+    assert response.status == 401
+
+
+async def test_unknown_event_type_is_stored_and_answered_200(harness: Harness) -> None:
+    """A verified event of a type we do not handle is stored as 'unknown', counted, answered 200."""
+    body = event_body(sequence=9, event="SOMETHING_NEW", flow_id=None)
+    response = await harness.client.post(WEBHOOK_PATH, data=body, headers=signed(body))
+    assert (response.status, await response.json()) == (200, {"status": "stored_unknown"})
+    assert await harness.rows() == [(9, "SOMETHING_NEW", "unknown")]
+    assert harness.figures.unknown == 1
+    assert harness.wakes == []
+
+
+async def test_duplicates_are_200_and_stored_once_with_every_delivery_id(harness: Harness) -> None:
+    """The same event again, and under a new delivery id: 200 'duplicate', one row, every delivery id kept."""
+    body = event_body(sequence=3)
+    again = event_body(sequence=3, id="delivery-3-retry")
+    answers = []
+    for payload in (body, body, again):
+        response = await harness.client.post(WEBHOOK_PATH, data=payload, headers=signed(payload))
+        answers.append((response.status, (await response.json())["status"]))
+    assert answers == [(200, "accepted"), (200, "duplicate"), (200, "duplicate")]
+    assert await harness.rows() == [(3, "FINAL_GRADE", "pending")]
+    assert await harness.deliveries() == ["delivery-3", "delivery-3-retry"]
+    assert harness.figures.duplicates == 2
+
+
+async def test_concurrent_deliveries_of_one_event_store_it_once(harness: Harness) -> None:
+    """Twenty concurrent deliveries of one sequence (group-committed together) give one row, all 200."""
+    bodies = [event_body(sequence=42, id=f"d-{i}") for i in range(20)]
+    responses = await asyncio.gather(
+        *(harness.client.post(WEBHOOK_PATH, data=b, headers=signed(b)) for b in bodies)
+    )
+    statuses = sorted([(r.status, (await r.json())["status"]) for r in responses])
+    assert statuses == [(200, "accepted")] + [(200, "duplicate")] * 19
+    assert await harness.rows() == [(42, "FINAL_GRADE", "pending")]
+    assert len(await harness.deliveries()) == 20
+
+
+async def test_database_failure_is_503_so_wiseflow_redelivers(harness: Harness) -> None:
+    """When the database cannot be written the event is not acknowledged: 503, never 200 or 500."""
+    await harness.store.db.execute("DROP TABLE inbox_deliveries")
+    body = event_body(sequence=1)
+    response = await harness.client.post(WEBHOOK_PATH, data=body, headers=signed(body))
+    assert (response.status, await response.json()) == (503, {"error": "unavailable"})
+    assert await harness.rows() == []
+
+
+async def test_answers_never_echo_the_secret_or_signature(harness: Harness) -> None:
+    """No answer carries the secret or the signature it was sent."""
+    body = event_body()
+    headers = signed(body, secret="wrong")
+    response = await harness.client.post(WEBHOOK_PATH, data=body, headers=headers)
+    text = await response.text()
+    assert SECRET not in text
+    assert headers["X-Wiseflow-Signature"] not in text
+
+
+async def test_standard_scheme_end_to_end(tmp_path: Path) -> None:
+    """With the standard scheme, webhook-* headers verify and the header timestamp is the replay check."""
+    async with running_receiver(tmp_path, scheme="standard") as h:
+        body = event_body(sequence=8)
+        ok = await h.client.post(WEBHOOK_PATH, data=body, headers=standard_signed(body, "msg_1"))
+        stale = await h.client.post(WEBHOOK_PATH, data=body, headers=standard_signed(body, "msg_2", NOW - 400))
+        assert (ok.status, stale.status) == (200, 401)
+        assert await stale.json() == {"error": "stale_timestamp"}
+        assert await h.rows() == [(8, "FINAL_GRADE", "pending")]
+
+
+async def test_rotated_secrets_are_both_accepted(tmp_path: Path) -> None:
+    """During a rotation, events signed with the old or the new secret are both stored."""
+    async with running_receiver(tmp_path, secrets=("old-secret", "new-secret")) as h:
+        for sequence, secret in ((1, "old-secret"), (2, "new-secret")):
+            body = event_body(sequence=sequence)
+            response = await h.client.post(WEBHOOK_PATH, data=body, headers=signed(body, secret=secret))
+            assert response.status == 200
+        assert [r[0] for r in await h.rows()] == [1, 2]
+
+
+async def test_broken_gzip_body_is_400_not_500(harness: Harness) -> None:
+    """A body that claims gzip but is not: 400 unreadable_body (or 401), never a 5xx, nothing stored."""
+    headers = {"Content-Encoding": "gzip", "X-Wiseflow-Signature": "x"}
+    response = await harness.client.post(WEBHOOK_PATH, data=b"\x1f\x8bnot really gzip", headers=headers)
+    assert response.status in (400, 401)
+    assert await harness.rows() == []
