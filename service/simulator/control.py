@@ -1,0 +1,127 @@
+"""The simulator's own control surface (`/_sim/*`) and the fake SIS (`/_sis/grades`).
+
+Neither is journalled nor rate limited nor subject to scenarios: tests and demos drive the simulator
+through them while the faults apply to `/v1` only.
+"""
+
+from __future__ import annotations
+
+import math
+
+from aiohttp import web
+
+from service.simulator.advance import AdvanceError, parse_step
+from service.simulator.http import ApiProblem, json_response, read_json, read_object
+from service.simulator.scenario import ScenarioError
+from service.simulator.state import SIM
+
+
+async def advance(request: web.Request) -> web.Response:
+    """`POST /_sim/advance`: change the world (an empty body is one default step); lists the changes."""
+    sim = request.app[SIM]
+    try:
+        step = parse_step(await read_json(request, empty={}))
+    except AdvanceError as exc:
+        raise ApiProblem(400, str(exc), "invalid_advance") from None
+    changes = sim.advance(step)
+    return json_response({"changes": [c.to_json() for c in changes]})
+
+
+async def set_scenario(request: web.Request) -> web.Response:
+    """`POST /_sim/scenario`: apply faults; answers what is in force."""
+    sim = request.app[SIM]
+    now = sim.clock.monotonic()
+    try:
+        sim.scenario.apply(await read_json(request), now, sim.config)
+    except ScenarioError as exc:
+        raise ApiProblem(400, str(exc), "invalid_scenario") from None
+    return json_response(sim.scenario.to_json(now))
+
+
+async def get_scenario(request: web.Request) -> web.Response:
+    """`GET /_sim/scenario`: the faults in force."""
+    sim = request.app[SIM]
+    return json_response(sim.scenario.to_json(sim.clock.monotonic()))
+
+
+async def get_journal(request: web.Request) -> web.Response:
+    """`GET /_sim/journal[?since=<unix float>]`: the `/v1` requests received, credentials masked."""
+    sim = request.app[SIM]
+    raw = request.query.get("since")
+    since = -math.inf
+    if raw is not None:
+        try:
+            since = float(raw)
+        except ValueError:
+            raise ApiProblem(400, "since must be a Unix time in seconds", "invalid_parameter") from None
+    return json_response({"requests": [e for e in sim.journal if e["time"] >= since]})
+
+
+async def clear_journal(request: web.Request) -> web.Response:
+    """`DELETE /_sim/journal`."""
+    request.app[SIM].journal.clear()
+    return json_response({"cleared": True})
+
+
+async def truth(request: web.Request) -> web.Response:
+    """`GET /_sim/truth`: the whole world as it is now."""
+    return json_response(request.app[SIM].truth())
+
+
+async def deliveries(request: web.Request) -> web.Response:
+    """`GET /_sim/deliveries`: every webhook delivery attempt (and loss) so far."""
+    return json_response({"deliveries": list(request.app[SIM].dispatcher.log)})
+
+
+async def sis_post(request: web.Request) -> web.Response:
+    """`POST /_sis/grades`: record a grade delivery; 201 the first time a key is seen, 200 for a duplicate."""
+    sim = request.app[SIM]
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if not key:
+        raise ApiProblem(400, "the Idempotency-Key header is required", "missing_idempotency_key")
+    body = await read_object(request)
+    _check_grade(body)
+    if sim.scenario.sis_error_rate > 0 and sim.fault_rng.random() < sim.scenario.sis_error_rate:
+        raise ApiProblem(503, "the SIS is unavailable (simulated)", "unavailable")
+    duplicate = sim.sis.record(key, body, sim.clock.wall())
+    return json_response({"idempotencyKey": key, "duplicate": duplicate}, 200 if duplicate else 201)
+
+
+def _check_grade(body: dict[str, object]) -> None:
+    """The sink's record: flowId and participantId integers; grade, adminGrade strings; date an integer."""
+    for name in ("flowId", "participantId"):
+        value = body.get(name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ApiProblem(400, f"{name} must be an integer", "invalid_field")
+    for name, kind in (("grade", str), ("adminGrade", str), ("date", int)):
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+            raise ApiProblem(400, f"{name} must be {'a string' if kind is str else 'an integer'} or null")
+
+
+async def sis_get(request: web.Request) -> web.Response:
+    """`GET /_sis/grades`: deliveries, unique keys and duplicates."""
+    return json_response(request.app[SIM].sis.to_json())
+
+
+async def sis_clear(request: web.Request) -> web.Response:
+    """`DELETE /_sis/grades`: forget every delivery."""
+    sim = request.app[SIM]
+    sim.sis.deliveries.clear()
+    sim.sis.keys.clear()
+    sim.sis.duplicates = 0
+    return json_response({"cleared": True})
+
+
+def add_routes(app: web.Application) -> None:
+    """Register `/_sim/*` and `/_sis/grades`."""
+    app.router.add_post("/_sim/advance", advance)
+    app.router.add_get("/_sim/scenario", get_scenario)
+    app.router.add_post("/_sim/scenario", set_scenario)
+    app.router.add_get("/_sim/journal", get_journal)
+    app.router.add_delete("/_sim/journal", clear_journal)
+    app.router.add_get("/_sim/truth", truth)
+    app.router.add_get("/_sim/deliveries", deliveries)
+    app.router.add_post("/_sis/grades", sis_post)
+    app.router.add_get("/_sis/grades", sis_get)
+    app.router.add_delete("/_sis/grades", sis_clear)

@@ -1,0 +1,149 @@
+"""What happens around every simulator request: errors as envelopes, and the `/v1` gauntlet.
+
+For `/v1` the order is WISEflow's as a client sees it: added latency, a maintenance window (503 with
+`Retry-After`, or a connection closed without an answer), a 429 storm, random 5xx, then credentials (401),
+then the per-credential windows (429 with `Retry-After`), then the handler. Every `/v1` request is
+journalled with its credentials masked; every response of the app carries a fresh `X-Trace-Id`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Final
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from service.core.redact import MASK, is_sensitive
+from service.simulator.auth import identify
+from service.simulator.http import ApiProblem, error_body, json_response, problem_response
+from service.simulator.ratewindow import Verdict
+from service.simulator.state import SIM, SimState
+
+log = logging.getLogger(__name__)
+CLIENT: Final = web.RequestKey("sim_client", str)
+TOKEN_PATH: Final = "/v1/oauth2/token"  # noqa: S105 - a path, not a secret
+
+
+def rate_headers(verdict: Verdict) -> dict[str, str]:
+    """WISEflow's rate-limit headers: the binding window as `RateLimit-*`, and both windows by name."""
+    headers: dict[str, str] = {}
+    for prefix, window in (
+        ("RateLimit", verdict.binding),
+        ("X-RateLimit-Second", verdict.second),
+        ("X-RateLimit-Minute", verdict.minute),
+    ):
+        headers[f"{prefix}-Limit"] = str(window.limit)
+        headers[f"{prefix}-Remaining"] = str(window.remaining)
+        headers[f"{prefix}-Reset"] = str(window.reset)
+    return headers
+
+
+def to_response(exc: Exception) -> web.Response:
+    """The error envelope of anything a handler raised; unexpected errors become a 500 without a trace."""
+    if isinstance(exc, ApiProblem):
+        return problem_response(exc)
+    if isinstance(exc, web.HTTPException):
+        status = exc.status if exc.status >= 400 else 500
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        return json_response(error_body(status, exc.reason, "http_error"), status, headers)
+    log.exception("simulator handler failed", extra={"event": "sim.handler_error"})
+    return json_response(error_body(500, "internal server error", "internal_error"), 500)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost: no request ever sees a stack trace, only the error envelope."""
+    try:
+        return await handler(request)
+    except _Refused:
+        # The transport is already closed: this answer is never written, nobody sees it.
+        return web.Response(status=503)
+    except Exception as exc:  # noqa: BLE001 - the one place every error becomes an answer
+        return to_response(exc)
+
+
+@web.middleware
+async def v1_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The `/v1` gauntlet (see the module docstring) and the journal."""
+    if not request.path.startswith("/v1/"):
+        return await handler(request)
+    sim = request.app[SIM]
+    started = sim.clock.wall()
+    try:
+        response = await _gauntlet(request, handler, sim)
+    except _Refused:
+        _journal(sim, request, 0, started)
+        raise
+    except Exception as exc:  # noqa: BLE001 - journal the answer whatever the error was
+        response = to_response(exc)
+    _journal(sim, request, response.status, started)
+    return response
+
+
+class _Refused(Exception):
+    """The maintenance window refuses connections: the transport is closed, there is no answer."""
+
+
+async def _gauntlet(request: web.Request, handler: Handler, sim: SimState) -> web.StreamResponse:
+    scenario = sim.scenario
+    if scenario.latency_ms > 0:
+        await asyncio.sleep(scenario.latency_ms / 1000)
+    now = sim.clock.monotonic()
+    if scenario.in_maintenance(now):
+        if scenario.maintenance_mode == "refuse":
+            _refuse(request)
+        retry = {"Retry-After": str(scenario.maintenance_retry_after)}
+        raise ApiProblem(503, "WISEflow is down for scheduled maintenance", "maintenance", retry)
+    if scenario.in_storm(now):
+        retry = {"Retry-After": str(scenario.storm_retry_after)}
+        raise ApiProblem(429, "too many requests", "rate_limited", retry)
+    if scenario.error_rate > 0 and sim.fault_rng.random() < scenario.error_rate:
+        raise ApiProblem(500, "internal server error (simulated)", "internal_error")
+    if request.path == TOKEN_PATH:
+        return await handler(request)
+    credential = identify(request.headers, sim.config, sim.tokens, now)
+    request[CLIENT] = credential
+    verdict = sim.windows.admit(credential, now)
+    headers = rate_headers(verdict)
+    if not verdict.allowed:
+        headers["Retry-After"] = str(verdict.retry_after)
+        raise ApiProblem(429, "rate limit exceeded for these credentials", "rate_limited", headers)
+    try:
+        response = await handler(request)
+    except ApiProblem as problem:
+        problem.headers.update(headers)
+        raise
+    response.headers.update(headers)
+    return response
+
+
+def _refuse(request: web.Request) -> None:
+    """Close the connection without an answer, as a host in maintenance that refuses connections."""
+    if request.transport is not None:
+        request.transport.close()
+    raise _Refused
+
+
+def _journal(sim: SimState, request: web.Request, status: int, started: float) -> None:
+    """One journal line: credentials and cookies masked, never a secret."""
+    # str(): header names are case-insensitive `istr`s, which JSON encoders refuse as keys.
+    headers = {str(k): (MASK if is_sensitive(k) else v) for k, v in request.headers.items()}
+    sim.journal.append(
+        {
+            "time": started,
+            "method": request.method,
+            "path": request.path,
+            "query": {str(k): v for k, v in request.query.items()},
+            "status": status,
+            "headers": headers,
+            "client": request.get(CLIENT),
+        }
+    )
+
+
+async def trace_id_on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response carries a fresh `X-Trace-Id`, as WISEflow's do."""
+    response.headers["X-Trace-Id"] = str(uuid.uuid4())
