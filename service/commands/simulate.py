@@ -1,0 +1,108 @@
+"""`wiseflow-sync simulate`: the WISEflow simulator alone, until SIGINT or SIGTERM.
+
+The simulator takes its credentials and webhook secret from the same environment variables as the service
+(`WISEFLOW_CLIENT_ID`, `WISEFLOW_CLIENT_SECRET`, `WISEFLOW_API_KEY`, `WISEFLOW_WEBHOOK_SECRET`), so the two
+agree without setup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from service.adapters.logs import configure_logging
+from service.simulator import SimConfig, build_simulator_app, make_sim_config
+from service.simulator.config import PROFILES, WEBHOOK_SCHEMES
+
+EXIT_USAGE = 2
+
+
+def _port(raw: str) -> int:
+    """A TCP port number (0 picks a free one)."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {raw!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port {value} is out of range 0-65535")
+    return value
+
+
+def _positive(raw: str) -> int:
+    """A positive integer."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {raw!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    """Add the `simulate` command."""
+    p = subparsers.add_parser("simulate", help="run the WISEflow simulator (and the fake SIS) alone")
+    p.add_argument("--port", type=_port, default=8081, help="TCP port (default 8081; 0 picks one)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    p.add_argument("--seed", type=int, default=1, help="world seed (default 1)")
+    p.add_argument(
+        "--profile", choices=PROFILES, default="calm", help="calm, or chaos (faults and a moving world)"
+    )
+    p.add_argument("--webhook-url", help="where to deliver webhooks (none by default)")
+    p.add_argument("--webhook-scheme", choices=WEBHOOK_SCHEMES, help="signature scheme (default wiseflow)")
+    p.add_argument("--flows", type=_positive, help="number of flows (default 24)")
+    p.add_argument("--participants", type=_positive, help="participants per flow (default 25)")
+    p.set_defaults(handler=run)
+
+
+def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> SimConfig:
+    """The simulator config of the command line (flags win over the environment)."""
+    overrides: dict[str, Any] = {"seed": args.seed}
+    for name in ("webhook_url", "webhook_scheme", "flows", "participants"):
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = value
+    return make_sim_config(args.profile, env, **overrides)
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Serve the simulator until SIGINT or SIGTERM."""
+    try:
+        config = config_from_args(args, env)
+    except ValueError as exc:
+        print(f"wiseflow-sync simulate: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(env.get("LOG_LEVEL", "INFO"))
+    try:
+        asyncio.run(serve(config, args.host, args.port))
+    except OSError as exc:
+        print(
+            f"wiseflow-sync simulate: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr
+        )
+        return 1
+    return 0
+
+
+async def serve(config: SimConfig, host: str, port: int) -> None:
+    """Run the simulator app on host:port until a stop signal arrives."""
+    runner = web.AppRunner(build_simulator_app(config), handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = runner.addresses[0][1] if runner.addresses else port
+        print(f"WISEflow simulator on http://{host}:{bound}/v1 (profile {config.profile}, seed {config.seed})")
+        sys.stdout.flush()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
