@@ -1,0 +1,186 @@
+"""Deployment artefacts keep the contract: k8s manifests, Dockerfile and collector config match DESIGN.md."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from service.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "k8s"
+# The variables DESIGN.md's "Environment" names: secrets go to the Secret, the rest to the ConfigMap.
+DESIGN_SECRETS = frozenset(
+    {"WISEFLOW_CLIENT_ID", "WISEFLOW_CLIENT_SECRET", "WISEFLOW_API_KEY", "WISEFLOW_WEBHOOK_SECRET"}
+)
+DESIGN_SETTINGS = frozenset(
+    {
+        "WISEFLOW_API_URL",
+        "WISEFLOW_CLIENT_NAME",
+        "WISEFLOW_WEBHOOK_SCHEME",
+        "WISEFLOW_WEBHOOK_SIGNATURE_HEADER",
+        "WISEFLOW_WEBHOOK_TOLERANCE",
+        "SYNC_DATABASE",
+        "SYNC_HTTP_PORT",
+        "SYNC_POLL_INTERVAL",
+        "SYNC_RATE_PER_SECOND",
+        "SYNC_RATE_PER_MINUTE",
+        "SYNC_MAX_WAIT",
+        "SYNC_SINK_URL",
+        "LOG_LEVEL",
+        "OTEL_SERVICE_NAME",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_TRACES_SAMPLER",
+    }
+)
+UID = 10001
+
+
+def _documents() -> dict[tuple[str, str], dict[str, Any]]:
+    """Every document of every k8s/*.yaml, by (kind, name)."""
+    docs: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc is not None and doc.get("kind") != "Kustomization":
+                docs[(doc["kind"], doc["metadata"]["name"])] = doc
+    return docs
+
+
+@pytest.fixture(scope="module")
+def docs() -> dict[tuple[str, str], dict[str, Any]]:
+    """The parsed manifests."""
+    return _documents()
+
+
+@pytest.fixture(scope="module")
+def pod(docs: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    """The Deployment's pod spec."""
+    spec: dict[str, Any] = docs[("Deployment", "wiseflow-sync")]["spec"]["template"]["spec"]
+    return spec
+
+
+def test_kustomization_lists_every_manifest_but_the_secret_example() -> None:
+    """The base applies every manifest file except secret.example.yaml, which must never be applied."""
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    manifests = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml", "secret.example.yaml"}
+    assert set(kustomization["resources"]) == manifests
+    assert (K8S / "secret.example.yaml").exists()
+
+
+def test_single_writer_deployment(docs: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """One replica, replaced with Recreate: two pods must never write the SQLite file at once."""
+    spec = docs[("Deployment", "wiseflow-sync")]["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+
+
+def test_pod_is_hardened(pod: dict[str, Any]) -> None:
+    """Non-root uid 10001, read-only root, no escalation, no capabilities, RuntimeDefault seccomp."""
+    (container,) = pod["containers"]
+    pod_ctx, ctx = pod["securityContext"], container["securityContext"]
+    assert (pod_ctx["runAsNonRoot"], pod_ctx["runAsUser"]) == (True, UID)
+    assert pod_ctx["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert (ctx["runAsNonRoot"], ctx["runAsUser"]) == (True, UID)
+    assert ctx["readOnlyRootFilesystem"] is True
+    assert ctx["allowPrivilegeEscalation"] is False
+    assert ctx["capabilities"] == {"drop": ["ALL"]}
+    assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+
+
+def test_probes_and_graceful_shutdown(pod: dict[str, Any]) -> None:
+    """Liveness and startup on /livez, readiness on /readyz, 30 s to drain after SIGTERM."""
+    (container,) = pod["containers"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert container["startupProbe"]["httpGet"]["path"] == "/livez"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert pod["terminationGracePeriodSeconds"] == 30
+    assert {"requests", "limits"} <= set(container["resources"])
+
+
+def test_writable_paths_are_volumes(docs: dict[tuple[str, str], dict[str, Any]], pod: dict[str, Any]) -> None:
+    """/data is the PVC and /tmp an emptyDir: the only writable paths on a read-only root."""
+    (container,) = pod["containers"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    claim = volumes[mounts["/data"]]["persistentVolumeClaim"]["claimName"]
+    assert ("PersistentVolumeClaim", claim) in docs
+    assert "emptyDir" in volumes[mounts["/tmp"]]  # noqa: S108 - a mount path, not a temp file
+
+
+def test_configmap_holds_exactly_the_design_settings(docs: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Every ConfigMap key is a non-secret variable DESIGN.md names, and every such variable is there."""
+    data = docs[("ConfigMap", "wiseflow-sync")]["data"]
+    assert set(data) == DESIGN_SETTINGS
+    assert all(isinstance(v, str) for v in data.values())
+
+
+def test_secret_example_holds_exactly_the_design_secrets(docs: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """The Secret example names the four secret variables, and the pod reads both objects whole."""
+    secret = docs[("Secret", "wiseflow-sync")]
+    assert set(secret["stringData"]) == DESIGN_SECRETS
+    (container,) = docs[("Deployment", "wiseflow-sync")]["spec"]["template"]["spec"]["containers"]
+    refs = {next(iter(ref)): next(iter(ref.values()))["name"] for ref in container["envFrom"]}
+    assert refs == {"configMapRef": "wiseflow-sync", "secretRef": "wiseflow-sync"}
+
+
+def test_configmap_values_load_and_match_the_pod(
+    docs: dict[tuple[str, str], dict[str, Any]], pod: dict[str, Any]
+) -> None:
+    """The shipped values pass load_settings; the port and database path fit the container and volume."""
+    env = docs[("ConfigMap", "wiseflow-sync")]["data"] | docs[("Secret", "wiseflow-sync")]["stringData"]
+    settings = load_settings(env)
+    (container,) = pod["containers"]
+    assert settings.http_port == container["ports"][0]["containerPort"]
+    assert settings.database.startswith("/data/")
+
+
+def test_ingress_exposes_only_the_webhook_over_tls(docs: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """The only public path is /webhooks/wiseflow, with TLS, routed to the Service's http port."""
+    ingress = docs[("Ingress", "wiseflow-sync")]["spec"]
+    assert ingress["tls"][0]["secretName"]
+    paths = [p for rule in ingress["rules"] for p in rule["http"]["paths"]]
+    assert [(p["path"], p["pathType"]) for p in paths] == [("/webhooks/wiseflow", "Exact")]
+    backend = paths[0]["backend"]["service"]
+    service = docs[("Service", backend["name"])]["spec"]
+    assert backend["port"]["name"] in {p["name"] for p in service["ports"]}
+
+
+def test_network_policy_ports(docs: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Ingress only to 8080; egress only DNS, HTTPS (WISEflow, SIS) and OTLP/HTTP to the collector."""
+    spec = docs[("NetworkPolicy", "wiseflow-sync")]["spec"]
+    assert set(spec["policyTypes"]) == {"Ingress", "Egress"}
+    ingress_ports = {p["port"] for rule in spec["ingress"] for p in rule["ports"]}
+    egress_ports = {p["port"] for rule in spec["egress"] for p in rule["ports"]}
+    assert ingress_ports == {8080}
+    assert egress_ports == {53, 443, 4318}
+
+
+def test_dockerfile_matches_the_pod() -> None:
+    """The image runs as the uid the pod demands, exposes the probed port and starts `wiseflow-sync run`."""
+    # Later instructions win, so the values are the runtime stage's.
+    found = re.findall(r"(?m)^(USER|EXPOSE|ENTRYPOINT|CMD)\s+(.+)$", (ROOT / "Dockerfile").read_text())
+    instructions = dict(found)
+    assert instructions["USER"].split(":")[0] == str(UID)
+    assert instructions["EXPOSE"] == "8080"
+    assert json.loads(instructions["ENTRYPOINT"]) == ["wiseflow-sync"]
+    assert json.loads(instructions["CMD"]) == ["run"]
+
+
+def test_collector_pipeline_sends_otlp_http_to_jaeger() -> None:
+    """The collector takes OTLP/HTTP on 4318 and sends traces to jaeger:4317 through defined components."""
+    config = yaml.safe_load((ROOT / "otel" / "collector-config.yaml").read_text())
+    pipeline = config["service"]["pipelines"]["traces"]
+    for section in ("receivers", "processors", "exporters"):
+        assert set(pipeline[section]) <= set(config[section])
+    assert "batch" in pipeline["processors"]
+    assert config["receivers"]["otlp"]["protocols"]["http"]["endpoint"].endswith(":4318")
+    exporter = config["exporters"][pipeline["exporters"][0]]
+    assert exporter["endpoint"] == "jaeger:4317"
+    compose = yaml.safe_load((ROOT / "otel" / "docker-compose.yaml").read_text())
+    assert "16686:16686" in compose["services"]["jaeger"]["ports"]
