@@ -101,7 +101,7 @@ def _safe_value(key: str, value: AttributeValue) -> AttributeValue:
     if isinstance(value, str):
         return redact_url(value) if key in _URL_KEYS and "://" in value else redact_text(value)
     if isinstance(value, Sequence) and value and all(isinstance(v, str) for v in value):
-        return [redact_text(str(v)) for v in value]
+        return tuple(redact_text(str(v)) for v in value)
     return value
 
 

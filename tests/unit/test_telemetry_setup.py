@@ -96,7 +96,7 @@ def test_safe_attributes_masks_keys_urls_and_bearer_text() -> None:
         "url.full": "https://api.example/v1/flows?access_token=%2A%2A%2A&page=2",
         "error.detail": f"sent Bearer {MASK}",
         "http.request.header.cookie": MASK,
-        "wiseflow.flow_ids": ["1", "2"],
+        "wiseflow.flow_ids": ("1", "2"),
         "http.response.status_code": 429,
     }
     assert safe_attributes(attributes) == expected
