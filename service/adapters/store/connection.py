@@ -10,6 +10,8 @@ and hit SQLITE_BUSY mid-transaction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -63,15 +65,22 @@ class Store:
         async with self._lock:
             self._owner = task
             try:
-                await self.db.execute("BEGIN IMMEDIATE")
                 try:
+                    await self.db.execute("BEGIN IMMEDIATE")
                     yield self.db
                 except BaseException:
-                    await asyncio.shield(self.db.execute("ROLLBACK"))
+                    # Shielded: a cancelled task must still end its transaction. The connection's thread runs
+                    # statements in order, so this ROLLBACK follows even a BEGIN that was cancelled mid-await.
+                    await asyncio.shield(self._rollback())
                     raise
                 await asyncio.shield(self.db.execute("COMMIT"))
             finally:
                 self._owner = None
+
+    async def _rollback(self) -> None:
+        # When the BEGIN itself failed (busy) there is nothing to roll back.
+        with contextlib.suppress(sqlite3.OperationalError):
+            await self.db.execute("ROLLBACK")
 
     async def ping(self) -> None:
         """Raise `StoreError` unless the database is writable and fully migrated (readiness)."""

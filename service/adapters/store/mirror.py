@@ -1,0 +1,200 @@
+"""Repository of the mirror: flows with their polling plan, participants, and current grade versions.
+
+Functions take the connection of an open transaction (`async with store.transaction() as db`), so a
+caller decides what commits together: a flow's grades, its outbox rows and its new plan commit as one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import aiosqlite
+
+from service.core.planner import FlowPlan
+from service.core.records import Flow, GradeVersion, Participant
+
+# A flow's 8 columns, then its plan's 4, as `_flow` and `_plan` read them.
+_SELECT_FLOWS = (
+    "SELECT f.flow_id, f.state, f.title, f.created_at, f.participation_start, f.participation_end,"
+    " f.marking_start, f.marking_end, p.last_polled_at, p.next_poll_at, p.final_fetch_done, p.early_refresh"
+    " FROM flows f JOIN flow_plan p USING (flow_id)"
+)
+
+
+def _flow(row: Sequence[object]) -> Flow:
+    return Flow(*row[:8])  # type: ignore[arg-type]
+
+
+def _plan(row: Sequence[object]) -> FlowPlan:
+    last, next_at, final, early = row[8:12]
+    return FlowPlan(last, float(next_at), bool(final), bool(early))  # type: ignore[arg-type]
+
+
+async def load_flows(db: aiosqlite.Connection, flow_ids: Iterable[int]) -> dict[int, tuple[Flow, FlowPlan]]:
+    """The stored flows and plans among `flow_ids` (a page of discovery, typically)."""
+    ids = list(flow_ids)
+    if not ids:
+        return {}
+    marks = ",".join("?" * len(ids))
+    sql = _SELECT_FLOWS + f" WHERE f.flow_id IN ({marks})"  # noqa: S608 - only '?' placeholders
+    async with db.execute(sql, ids) as cursor:
+        rows = await cursor.fetchall()
+    return {int(row[0]): (_flow(row), _plan(row)) for row in rows}
+
+
+async def load_flow(db: aiosqlite.Connection, flow_id: int) -> tuple[Flow, FlowPlan] | None:
+    """One stored flow and its plan, or None."""
+    return (await load_flows(db, [flow_id])).get(flow_id)
+
+
+async def save_flow(db: aiosqlite.Connection, flow: Flow, now: float, seen_at: float | None = None) -> None:
+    """Insert or update a flow's state and dates (`seen_at`: the discovery pass that listed it)."""
+    await db.execute(
+        "INSERT INTO flows (flow_id, state, title, created_at, participation_start, participation_end,"
+        " marking_start, marking_end, first_seen_at, seen_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (flow_id) DO UPDATE SET state = excluded.state, title = excluded.title,"
+        " created_at = excluded.created_at, participation_start = excluded.participation_start,"
+        " participation_end = excluded.participation_end, marking_start = excluded.marking_start,"
+        " marking_end = excluded.marking_end, seen_at = max(flows.seen_at, excluded.seen_at),"
+        " updated_at = excluded.updated_at",
+        (
+            flow.flow_id,
+            flow.state,
+            flow.title,
+            flow.created_at,
+            flow.participation_start,
+            flow.participation_end,
+            flow.marking_start,
+            flow.marking_end,
+            now,
+            now if seen_at is None else seen_at,
+            now,
+        ),
+    )
+
+
+async def save_plan(db: aiosqlite.Connection, flow_id: int, plan: FlowPlan) -> None:
+    """Insert or replace a flow's polling plan."""
+    await db.execute(
+        "INSERT INTO flow_plan (flow_id, last_polled_at, next_poll_at, final_fetch_done, early_refresh)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (flow_id) DO UPDATE SET last_polled_at = excluded.last_polled_at,"
+        " next_poll_at = excluded.next_poll_at, final_fetch_done = excluded.final_fetch_done,"
+        " early_refresh = excluded.early_refresh, last_error = NULL",
+        (flow_id, plan.last_polled_at, plan.next_poll_at, int(plan.final_fetch_done), int(plan.early_refresh)),
+    )
+
+
+async def due_flows(db: aiosqlite.Connection, now: float) -> list[tuple[Flow, FlowPlan]]:
+    """Flows a run should refresh now, early refreshes and the longest overdue first."""
+    sql = _SELECT_FLOWS + (
+        " WHERE p.early_refresh = 1 OR p.next_poll_at <= ?"
+        " ORDER BY p.early_refresh DESC, p.next_poll_at, f.flow_id"
+    )
+    async with db.execute(sql, (now,)) as cursor:
+        rows = await cursor.fetchall()
+    return [(_flow(row), _plan(row)) for row in rows]
+
+
+async def vanished_flows(db: aiosqlite.Connection, pass_started: float) -> list[int]:
+    """Flows a complete discovery pass did not list and whose last fetch is not done (archived, or gone)."""
+    sql = (
+        "SELECT f.flow_id FROM flows f JOIN flow_plan p USING (flow_id)"
+        " WHERE f.seen_at < ? AND p.final_fetch_done = 0 ORDER BY f.flow_id"
+    )
+    async with db.execute(sql, (pass_started,)) as cursor:
+        return [int(row[0]) for row in await cursor.fetchall()]
+
+
+async def mark_early_refresh(db: aiosqlite.Connection, flow_ids: Iterable[int]) -> int:
+    """Ask the next run to refresh these flows (unless archived and done); returns how many were marked."""
+    cursor = await db.executemany(
+        "UPDATE flow_plan SET early_refresh = 1 WHERE flow_id = ?"
+        " AND NOT (final_fetch_done = 1 AND flow_id IN (SELECT flow_id FROM flows WHERE state = 'ARCHIVED'))",
+        [(flow_id,) for flow_id in flow_ids],
+    )
+    return max(cursor.rowcount, 0)
+
+
+async def record_flow_error(db: aiosqlite.Connection, flow_id: int, error: str) -> None:
+    """Remember why a flow's last refresh failed (a short, safe label)."""
+    await db.execute("UPDATE flow_plan SET last_error = ? WHERE flow_id = ?", (error[:500], flow_id))
+
+
+async def replace_participants(
+    db: aiosqlite.Connection, flow_id: int, participants: Sequence[Participant], now: float
+) -> None:
+    """Make the mirror's participants of `flow_id` exactly `participants`."""
+    await db.executemany(
+        "INSERT INTO participants (flow_id, participant_id, user_id, number, activated, group_id,"
+        " submission_id, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (flow_id, participant_id) DO UPDATE SET user_id = excluded.user_id,"
+        " number = excluded.number, activated = excluded.activated, group_id = excluded.group_id,"
+        " submission_id = excluded.submission_id, updated_at = excluded.updated_at",
+        [
+            (
+                p.flow_id,
+                p.participant_id,
+                p.user_id,
+                p.number,
+                None if p.activated is None else int(p.activated),
+                p.group_id,
+                p.submission_id,
+                now,
+            )
+            for p in participants
+        ],
+    )
+    await db.execute("DELETE FROM participants WHERE flow_id = ? AND updated_at < ?", (flow_id, now))
+
+
+async def stored_grade_keys(db: aiosqlite.Connection, flow_id: int) -> dict[int, str]:
+    """participantId -> the idempotency key of the stored grade version."""
+    sql = "SELECT participant_id, version_key FROM assessments WHERE flow_id = ?"
+    async with db.execute(sql, (flow_id,)) as cursor:
+        return {int(row[0]): str(row[1]) for row in await cursor.fetchall()}
+
+
+async def write_grades(db: aiosqlite.Connection, versions: Sequence[GradeVersion], now: float) -> None:
+    """Insert or update these grade versions, bumping each participant's version counter."""
+    await db.executemany(
+        "INSERT INTO assessments (flow_id, participant_id, grade, admin_grade, grade_date, admin_grade_date,"
+        " export_state, version, version_key, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)"
+        " ON CONFLICT (flow_id, participant_id) DO UPDATE SET grade = excluded.grade,"
+        " admin_grade = excluded.admin_grade, grade_date = excluded.grade_date,"
+        " admin_grade_date = excluded.admin_grade_date, export_state = excluded.export_state,"
+        " version = assessments.version + 1, version_key = excluded.version_key,"
+        " updated_at = excluded.updated_at",
+        [
+            (
+                v.flow_id,
+                v.participant_id,
+                v.grade,
+                v.admin_grade,
+                v.date,
+                v.admin_grade_date,
+                v.export_state,
+                v.idempotency_key,
+                now,
+            )
+            for v in versions
+        ],
+    )
+
+
+async def remove_grades_except(db: aiosqlite.Connection, flow_id: int, participant_ids: Iterable[int]) -> None:
+    """Drop stored grades of participants WISEflow no longer lists for the flow."""
+    keep = list(participant_ids)
+    marks = ",".join("?" * len(keep))
+    clause = f" AND participant_id NOT IN ({marks})" if keep else ""
+    await db.execute(f"DELETE FROM assessments WHERE flow_id = ?{clause}", (flow_id, *keep))  # noqa: S608
+
+
+async def iter_grades(db: aiosqlite.Connection) -> list[GradeVersion]:
+    """Every mirrored grade, ordered by flow and participant (for export and checks)."""
+    sql = (
+        "SELECT flow_id, participant_id, grade, admin_grade, grade_date, admin_grade_date, export_state"
+        " FROM assessments ORDER BY flow_id, participant_id"
+    )
+    async with db.execute(sql) as cursor:
+        return [GradeVersion(*row) for row in await cursor.fetchall()]

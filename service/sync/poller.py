@@ -1,0 +1,328 @@
+"""The poller: one sync run discovers flows, reads participation events, and refreshes the flows due.
+
+    run_once():  discovery   POST /flows/search (paged)          -> flows + plans (planner.plan_after_discovery)
+                 vanished    GET /flow/{id} for flows no longer listed and not finished (archived, usually)
+                 events      POST /participation-events since the cursor -> early refreshes
+                 refresh     per due flow, `concurrency` at a time: participants, assessments, new plan,
+                             changed grades + outbox rows, all in ONE transaction per flow
+
+Runs never overlap (a lock). Every flow's refresh commits with its new plan, so the plan is the
+checkpoint: a run ended by the breaker, a Retry-After or kill -9 leaves the flows it did not reach still
+due, and the next run picks them up first. Discovery keeps its pass start in a checkpoint so a resumed pass
+still knows which flows it has seen; the events cursor moves only once a window is fully read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from service.adapters.store import Store, mirror, runs
+from service.adapters.store import outbox as outbox_repo
+from service.core import planner
+from service.core.clock import Clock
+from service.core.planner import LIVE_STATES, FlowPlan, PlanPolicy
+from service.core.ports import WiseflowApi
+from service.core.records import Flow, GradeVersion, Participant, changed_grades
+from service.errors import ApiError, ApiUnavailable, AuthError, CircuitOpen, RateLimited, ServiceError
+from service.sync.counting import CountingApi
+
+log = logging.getLogger("service.sync")
+
+# Errors that are about WISEflow as a whole, not one flow: they end the run (to resume later).
+RUN_STOPPERS = (CircuitOpen, RateLimited, ApiUnavailable, AuthError)
+DISCOVERY_KEY = "discovery"
+ARCHIVED_SCANNED_KEY = "archived_scanned"
+EVENTS_CURSOR_KEY = "events_cursor"
+# Flows written per discovery transaction: one search page.
+DISCOVERY_BATCH = 100
+
+
+@dataclass(slots=True)
+class RunSummary:
+    """What one run did; `outcome` is ok, interrupted (resumable) or failed."""
+
+    run_id: int
+    outcome: str
+    reason: str | None = None
+    retry_after: float | None = None
+    api_calls: int = 0
+    pages: int = 0
+    records: int = 0
+    changes: int = 0
+    flows_listed: int = 0
+    flows_refreshed: int = 0
+    events: int | None = None
+    duration: float = 0.0
+    refreshed_participants: list[int] = field(default_factory=list)
+
+    def forecast(self, policy: PlanPolicy) -> planner.CallForecast:
+        """The plan's formula applied to what this run listed and refreshed (compare with `api_calls`)."""
+        return planner.predict_run_calls(self.flows_listed, self.refreshed_participants, self.events, policy)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A progress report: `phase` and, when known, how many of `total` items are done."""
+
+    phase: str
+    done: int
+    total: int | None
+
+
+class Poller:
+    """The sync engine's polling side; also the refresher the webhook worker calls."""
+
+    def __init__(
+        self,
+        api: WiseflowApi,
+        store: Store,
+        clock: Clock,
+        rng: planner.Random,
+        policy: PlanPolicy,
+        *,
+        concurrency: int = 4,
+        outbox_enabled: bool = False,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self._api = CountingApi(api, policy)
+        self._store = store
+        self._clock = clock
+        self._rng = rng
+        self._policy = policy
+        self._concurrency = max(1, concurrency)
+        self._outbox_enabled = outbox_enabled
+        self._on_progress = on_progress or (lambda _: None)
+        self._run_lock = asyncio.Lock()
+        # One fetch-and-write per flow at a time, so a webhook refresh and a run never race on a flow.
+        self._flow_locks: dict[int, asyncio.Lock] = {}
+
+    async def run_once(self) -> RunSummary:
+        """One sync run; never raises for WISEflow trouble, which ends the run as interrupted."""
+        async with self._run_lock:
+            started = time.monotonic()
+            async with self._store.transaction() as db:
+                await runs.abandon_running(db, self._clock.wall())
+                summary = RunSummary(run_id=await runs.start_run(db, self._clock.wall()), outcome="running")
+            self._api.reset()
+            try:
+                await self._discover(summary)
+                await self._read_events(summary)
+                await self._refresh_due(summary)
+                summary.outcome = "ok"
+            except RUN_STOPPERS as exc:
+                summary.outcome, summary.reason = "interrupted", _reason(exc)
+                summary.retry_after = getattr(exc, "retry_after", None)
+            except ServiceError as exc:
+                summary.outcome, summary.reason = "failed", _reason(exc)
+            summary.duration = time.monotonic() - started
+            await self._finish(summary)
+            return summary
+
+    async def refresh_flow(self, flow_id: int) -> None:
+        """Fetch the flow's state and dates, store them, and re-plan it (a state change makes it due now)."""
+        flow = Flow.from_basic(await self._api.get_flow(flow_id))
+        now = self._clock.wall()
+        async with self._store.transaction() as db:
+            known = await mirror.load_flow(db, flow_id)
+            previous, plan = known if known is not None else (None, None)
+            await mirror.save_flow(db, flow, now)
+            await mirror.save_plan(
+                db, flow_id, planner.plan_after_discovery(previous, flow, plan, now, self._policy)
+            )
+
+    async def refresh_assessments(self, flow_id: int) -> None:
+        """Fetch the flow's grades and store new versions (and their outbox rows) now."""
+        await self._refresh_grades(flow_id, with_participants=False)
+
+    async def refresh_participants(self, flow_id: int) -> None:
+        """Fetch the flow's participants (and, with them, its grades) now."""
+        await self._refresh_grades(flow_id, with_participants=True)
+
+    async def _refresh_grades(self, flow_id: int, *, with_participants: bool) -> None:
+        async with self._store.transaction() as db:
+            known = await mirror.load_flow(db, flow_id)
+        if known is None:
+            await self.refresh_flow(flow_id)  # an unknown flow: mirror it first
+            async with self._store.transaction() as db:
+                known = await mirror.load_flow(db, flow_id)
+            if known is None:
+                return
+        await self._refresh(known[0], None, with_participants=with_participants)
+
+    async def _discover(self, summary: RunSummary) -> None:
+        """List flows (every live state; archived ones once, on a first pass) and update their plans."""
+        async with self._store.transaction() as db:
+            checkpoint = await runs.get_checkpoint(db, DISCOVERY_KEY)
+            scanned = bool(await runs.get_checkpoint(db, ARCHIVED_SCANNED_KEY))
+            if checkpoint is None:  # a fresh pass; an interrupted one keeps its start and its state filter
+                archived = self._policy.mirror_archived_once and not scanned
+                checkpoint = {"pass_started": self._clock.wall(), "archived": archived}
+                await runs.set_checkpoint(db, DISCOVERY_KEY, checkpoint, self._clock.wall())
+        pass_started = float(checkpoint["pass_started"])
+        states = (*LIVE_STATES, "ARCHIVED") if checkpoint["archived"] else LIVE_STATES
+        batch: list[Flow] = []
+        async for item in self._api.search_flows(states):
+            batch.append(Flow.from_search(item))
+            summary.flows_listed += 1
+            if len(batch) >= DISCOVERY_BATCH:
+                await self._save_discovered(batch, pass_started)
+                self._on_progress(Progress("discovery", summary.flows_listed, None))
+                batch = []
+        await self._save_discovered(batch, pass_started)
+        await self._check_vanished(pass_started)
+        async with self._store.transaction() as db:
+            await runs.delete_checkpoint(db, DISCOVERY_KEY)
+            if checkpoint["archived"]:
+                await runs.set_checkpoint(db, ARCHIVED_SCANNED_KEY, True, self._clock.wall())
+
+    async def _save_discovered(self, flows: list[Flow], pass_started: float) -> None:
+        if not flows:
+            return
+        now = self._clock.wall()
+        async with self._store.transaction() as db:
+            known = await mirror.load_flows(db, (f.flow_id for f in flows))
+            for flow in flows:
+                previous, plan = known.get(flow.flow_id, (None, None))
+                await mirror.save_flow(db, flow, now, seen_at=pass_started)
+                new_plan = planner.plan_after_discovery(previous, flow, plan, now, self._policy)
+                if new_plan != plan:
+                    await mirror.save_plan(db, flow.flow_id, new_plan)
+
+    async def _check_vanished(self, pass_started: float) -> None:
+        """A flow no longer listed (archived since, or deleted) gets its state read once."""
+        async with self._store.transaction() as db:
+            vanished = await mirror.vanished_flows(db, pass_started)
+        for flow_id in vanished:
+            try:
+                await self.refresh_flow(flow_id)
+            except ApiError as exc:
+                if isinstance(exc, RUN_STOPPERS) or exc.status != 404:
+                    raise
+                await self._retire(flow_id)
+
+    async def _retire(self, flow_id: int) -> None:
+        """A deleted flow: keep what was mirrored, never poll it again."""
+        async with self._store.transaction() as db:
+            await mirror.save_plan(db, flow_id, FlowPlan(next_poll_at=planner.NEVER, final_fetch_done=True))
+            await mirror.record_flow_error(db, flow_id, "flow not found (404): no longer polled")
+
+    async def _read_events(self, summary: RunSummary) -> None:
+        """Mark flows with a PAPER_HANDED_IN since the cursor for an early refresh; advance the cursor."""
+        now = self._clock.wall()
+        async with self._store.transaction() as db:
+            cursor = await runs.get_checkpoint(db, EVENTS_CURSOR_KEY)
+        window = planner.event_window(cursor, now, self._policy.events_overlap)
+        flow_ids: set[int] = set()
+        if window is not None:
+            summary.events = 0
+            async for event in self._api.iter_participation_events(*window, types=["PAPER_HANDED_IN"]):
+                summary.events += 1
+                flow_ids |= planner.flows_to_refresh([event])
+        async with self._store.transaction() as db:
+            await mirror.mark_early_refresh(db, flow_ids)
+            await runs.set_checkpoint(db, EVENTS_CURSOR_KEY, now if window is None else window[1], now)
+
+    async def _refresh_due(self, summary: RunSummary) -> None:
+        """Refresh every due flow, `concurrency` at a time; the first run-stopping error ends them all."""
+        async with self._store.transaction() as db:
+            due = await mirror.due_flows(db, self._clock.wall())
+        queue = iter(due)
+        total = len(due)
+
+        async def worker() -> None:
+            for flow, plan in queue:
+                await self._refresh_one(flow, plan, summary)
+                self._on_progress(Progress("flows", summary.flows_refreshed, total))
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(self._concurrency, max(total, 1))):
+                    group.create_task(worker())
+        except ExceptionGroup as failed:  # the first worker's error ends the run; the others were cancelled
+            raise _first_leaf(failed) from None
+
+    async def _refresh_one(self, flow: Flow, plan: FlowPlan, summary: RunSummary) -> None:
+        try:
+            participants, changes = await self._refresh(flow, plan, with_participants=True)
+        except RUN_STOPPERS:
+            raise
+        except ApiError as exc:  # this flow's problem (404, 403, a bad page): skip it until its next turn
+            log.warning(
+                "flow refresh failed",
+                extra={
+                    "event": "sync.flow_failed",
+                    "flow_id": flow.flow_id,
+                    "status": exc.status,
+                    "x_trace_id": exc.trace_id,
+                },
+            )
+            async with self._store.transaction() as db:
+                retry = planner.plan_after_poll(flow, self._clock.wall(), self._rng, self._policy)
+                await mirror.save_plan(db, flow.flow_id, FlowPlan(plan.last_polled_at, retry.next_poll_at))
+                await mirror.record_flow_error(db, flow.flow_id, _reason(exc))
+            return
+        summary.flows_refreshed += 1
+        summary.records += participants
+        summary.changes += changes
+        summary.refreshed_participants.append(participants)
+
+    async def _refresh(self, flow: Flow, plan: FlowPlan | None, *, with_participants: bool) -> tuple[int, int]:
+        """Fetch and store one flow's participants and grades; returns (participants, changed grades)."""
+        lock = self._flow_locks.setdefault(flow.flow_id, asyncio.Lock())
+        async with lock:
+            participants: list[Participant] = []
+            if with_participants:
+                async for item in self._api.iter_participants(flow.flow_id):
+                    participants.append(Participant.from_api(flow.flow_id, item))
+            versions = [
+                GradeVersion.from_assessment(flow.flow_id, a)
+                for a in await self._api.get_assessments(flow.flow_id)
+            ]
+            now = self._clock.wall()
+            async with self._store.transaction() as db:
+                if with_participants:
+                    await mirror.replace_participants(db, flow.flow_id, participants, now)
+                changed = changed_grades(await mirror.stored_grade_keys(db, flow.flow_id), versions)
+                await mirror.write_grades(db, changed, now)
+                await mirror.remove_grades_except(db, flow.flow_id, (v.participant_id for v in versions))
+                if self._outbox_enabled:
+                    await outbox_repo.enqueue(db, changed, now)
+                if plan is not None:  # a planned refresh: schedule the next one
+                    await mirror.save_plan(
+                        db, flow.flow_id, planner.plan_after_poll(flow, now, self._rng, self._policy)
+                    )
+            return len(participants), len(changed)
+
+    async def _finish(self, summary: RunSummary) -> None:
+        summary.api_calls, summary.pages = self._api.calls, self._api.pages
+        counters = runs.RunCounters(summary.api_calls, summary.pages, summary.records, summary.changes)
+        async with self._store.transaction() as db:
+            await runs.finish_run(
+                db, summary.run_id, self._clock.wall(), summary.outcome, counters, summary.reason
+            )
+        log.info(
+            "sync run ended",
+            extra={
+                "event": "sync.run",
+                "run_id": summary.run_id,
+                "outcome": summary.outcome,
+                "api_calls": summary.api_calls,
+                "changes": summary.changes,
+                "reason": summary.reason,
+            },
+        )
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first non-group exception inside `group`."""
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _reason(exc: BaseException) -> str:
+    """A one-line, safe description of why a run or flow stopped."""
+    return f"{type(exc).__name__}: {exc}"
