@@ -114,6 +114,14 @@ class Breaker:
             return max(self._probe_started + self._policy.probe_timeout - now, 0.0)
         return 0.0
 
+    def check(self) -> None:
+        """Raise `CircuitOpen` if `acquire` would, without taking a permit (before waiting for a slot)."""
+        now = self._clock.monotonic()
+        if self._state is State.OPEN and now < self._open_until:
+            raise CircuitOpen(self.name, self._open_until - now, self._reason)
+        if self._state is State.HALF_OPEN and now < self._probe_started + self._policy.probe_timeout:
+            raise CircuitOpen(self.name, self.retry_after(), self._reason)
+
     def acquire(self) -> Permit:
         """A permit to send one request, or `CircuitOpen` at once; after the open time, one probe."""
         now = self._clock.monotonic()
@@ -148,6 +156,11 @@ class Breaker:
                 self._open(f"{reason} with Retry-After", retry_after)
             elif self._failures >= self._policy.failure_threshold:
                 self._open(f"{self._failures} consecutive failures, last: {reason}", None)
+
+    def release(self, permit: Permit) -> None:
+        """The request ended without an answer (cancelled): a probe's slot goes to the next caller."""
+        if self._state is State.HALF_OPEN and permit.probe and permit.generation == self._generation:
+            self._probe_started = float("-inf")
 
     def _open(self, reason: str, retry_after: float | None) -> None:
         self._openings += 1

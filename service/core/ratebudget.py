@@ -17,7 +17,11 @@ test on a `ManualClock`; the adapter (`service/adapters/wiseflow/limiter.py`) on
    intervals so a sleep that overshoots by a millisecond does not push the whole schedule back.
 3. Pauses. A 429's Retry-After (or RateLimit-Reset) sets a "paused until" deadline that stops every
    caller; and the server's own `RateLimit-Remaining` counts are spent down (keeping `reserve` for
-   requests already in flight) so we stop before the server has to say 429.
+   requests already in flight) so we stop before the server has to say 429 -- when another consumer of
+   the same credentials has used the server's window up, say. Only windows that reset in `horizon`
+   seconds or more are paced this way: Reset is in whole seconds, too coarse for a one-second window
+   (stopping a full second whenever the server's second fills would halve the throughput), and rule 1
+   already keeps our own traffic within any one-second window.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class RateBudget:
     guard: float = 0.01  # seconds added to each window for arrival jitter: costs 1% of a 1 s budget
     burst: int = 2  # admissions that may follow each other without spacing (GCRA tolerance + 1)
     reserve: int = 1  # server-reported remaining requests we leave for those already in flight
+    horizon: float = 2.0  # server windows resetting sooner are left to rule 1 (see the module docstring)
 
     def __post_init__(self) -> None:
         if self.per_second < 1 or self.per_minute < 1 or self.burst < 1:
@@ -129,5 +134,7 @@ class RateGate:
         """Spend down the server's reported remaining requests until their reset, keeping `reserve`."""
         now = self._clock.monotonic()
         for quota in quotas:
+            if quota.reset < self.budget.horizon:
+                continue
             left = quota.remaining - self.budget.reserve
             self._allowances[quota.scope] = _Allowance(until=now + quota.reset, left=left)

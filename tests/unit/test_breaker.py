@@ -158,3 +158,23 @@ def test_only_legal_transitions_and_one_probe_at_a_time(ops: list[tuple[str, obj
     for before, after in zip(seen, seen[1:], strict=False):
         assert before.target == after.source
     assert (seen[-1].target if seen else State.CLOSED) == breaker.state
+
+
+def test_check_fails_fast_without_taking_the_probe() -> None:
+    """`check` raises while open and leaves the probe to `acquire` once the time is up."""
+    breaker, clock, _ = make()
+    fail(breaker, 3)
+    with pytest.raises(CircuitOpen):
+        breaker.check()
+    clock.advance(2.0)
+    breaker.check()
+    assert breaker.acquire().probe
+
+
+def test_a_released_probe_lets_the_next_caller_probe() -> None:
+    """A cancelled probe frees its slot at once instead of after the probe timeout."""
+    breaker, clock, _ = make()
+    fail(breaker, 3)
+    clock.advance(2.0)
+    breaker.release(breaker.acquire())
+    assert breaker.acquire().probe

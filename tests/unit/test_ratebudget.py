@@ -68,7 +68,7 @@ def test_no_sliding_window_ever_over_admits(budget: RateBudget, steps: list[tupl
             paused_until = max(paused_until, clock.monotonic() + arg)
             gate.pause(arg)
         elif op == "quota":
-            gate.observe([Quota("second", int(arg), 0.5)])
+            gate.observe([Quota("minute", int(arg), 2.5)])
         else:
             for _ in range(int(arg)):  # a burst of callers arriving at the same instant
                 if gate.try_acquire() == 0.0:
@@ -128,10 +128,18 @@ def test_server_quota_is_spent_down_to_the_reserve() -> None:
     """RateLimit-Remaining 3 with reserve 1: two more requests, then wait for its reset."""
     clock = ManualClock()
     gate = RateGate(RateBudget(per_second=100, per_minute=6000, burst=10, reserve=1), clock)
-    gate.observe([Quota("ratelimit", 3, 0.8)])
+    gate.observe([Quota("ratelimit", 3, 30.0)])
     results = [gate.try_acquire() for _ in range(3)]
     assert results[:2] == [0.0, 0.0]
-    assert results[2] == pytest.approx(0.8)
+    assert results[2] == pytest.approx(30.0)
+
+
+def test_quotas_of_short_windows_are_left_to_the_sliding_bound() -> None:
+    """A per-second window reporting 0 remaining with a whole-second Reset does not stop us for a second."""
+    clock = ManualClock()
+    gate = RateGate(RateBudget(per_second=100, per_minute=6000, burst=10), clock)
+    gate.observe([Quota("second", 0, 1.0)])
+    assert gate.try_acquire() == 0.0
 
 
 def test_invalid_budget_is_rejected() -> None:

@@ -1,0 +1,44 @@
+"""The asyncio side of the rate budget: callers queue here and sleep for what `RateGate` tells them.
+
+The admission decision is pure (`service.core.ratebudget.RateGate`, proven on a fake clock); this class
+only adds the waiting. One `asyncio.Lock` makes callers take turns in arrival order (FIFO), so no caller
+starves and the gate is asked by one caller at a time. The gate reads the client's `Clock`, and
+`asyncio.sleep` the loop's clock: both are the monotonic clock in production (`SystemClock`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from service.core.ratebudget import RateGate
+from service.core.retry_after import Quota
+from service.errors import RateLimited
+
+
+class AsyncRateLimiter:
+    """One per process, shared by every caller: enforces the budget and the shared pause."""
+
+    def __init__(self, gate: RateGate, max_hold: float) -> None:
+        self.gate = gate
+        # A wait longer than this is handed back to the caller as RateLimited: the scheduler defers the
+        # work instead of a task sitting on a long pause (SYNC_RETRY_AFTER_MAX).
+        self._max_hold = max_hold
+        self._lock = asyncio.Lock()
+
+    async def acquire(self, method: str, path: str, attempt: int) -> None:
+        """Wait for a slot; raise `RateLimited` at once when the wait is longer than `max_hold`."""
+        async with self._lock:
+            while (wait := self.gate.try_acquire()) > 0:
+                if wait > self._max_hold:
+                    raise RateLimited(
+                        "rate budget paused", retry_after=wait, method=method, path=path, attempt=attempt
+                    )
+                await asyncio.sleep(wait)
+
+    def pause(self, seconds: float) -> None:
+        """Stop every caller for `seconds` (a 429's Retry-After)."""
+        self.gate.pause(seconds)
+
+    def observe(self, quotas: list[Quota]) -> None:
+        """Take the server's RateLimit-* counts into account (see `RateGate.observe`)."""
+        self.gate.observe(quotas)

@@ -1,0 +1,218 @@
+"""One exchange with WISEflow: breaker, rate budget, headers, timeouts, a span, a log line, a journal record.
+
+Every request of the process passes here, the token request included, so every one of them is counted
+by the rate budget, gated by the breaker, carries `X-Client-Name` and is logged and traced the same way.
+Retries and re-authentication are decided one level up (`client.py`); this level only translates what
+happened into a `Reply` or an `ApiUnavailable` (no answer at all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, Final
+
+import aiohttp
+import orjson
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from yarl import URL
+
+from service import __version__
+from service.core.backoff import Random, RetryPolicy
+from service.core.breaker import Breaker, Permit
+from service.core.clock import Clock
+from service.core.retry_after import parse_quotas, parse_retry_after
+from service.errors import ApiUnavailable
+from service.settings import Settings
+
+from .limiter import AsyncRateLimiter
+from .records import OnRequest, Reply, RequestRecord, route_of
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+USER_AGENT: Final = f"wiseflow-sync/{__version__}"
+# The span attribute carrying WISEflow's X-Trace-Id (same name as service.adapters.telemetry uses).
+X_TRACE_ID_ATTRIBUTE: Final = "wiseflow.trace_id"
+
+
+class Transport:
+    """Sends one request at a time through the shared breaker and limiter; never retries."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock,
+        limiter: AsyncRateLimiter,
+        breaker: Breaker,
+        policy: RetryPolicy,
+        rng: Random,
+        on_request: OnRequest | None,
+    ) -> None:
+        self._base = settings.api_url.rstrip("/")
+        self._base_path = URL(self._base).path.rstrip("/")
+        self._client_name = settings.client_name
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
+        )
+        self._clock = clock
+        self._limiter = limiter
+        self._breaker = breaker
+        self._policy = policy
+        self._rng = rng
+        self._on_request = on_request
+        self.calls = 0  # requests that left the process, token requests included
+
+    def headers(self, auth: Mapping[str, str]) -> dict[str, str]:
+        """The headers of every request: identification first, then the credentials."""
+        return {
+            "X-Client-Name": self._client_name,
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+            **auth,
+        }
+
+    async def send(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        path: str,
+        *,
+        attempt: int,
+        auth: Mapping[str, str],
+        params: Mapping[str, str | int] | None = None,
+        json: Any = None,
+        data: Mapping[str, str] | None = None,
+    ) -> Reply:
+        """Send once: a `Reply` for any answer, `ApiUnavailable` for none, `CircuitOpen` when open."""
+        self._breaker.check()  # fail fast before queueing for a slot
+        await self._limiter.acquire(method, path, attempt)
+        permit = self._breaker.acquire()
+        with tracer.start_as_current_span(f"WISEflow {method} {route_of(path)}", kind=SpanKind.CLIENT) as span:
+            span.set_attribute("http.request.method", method)
+            span.set_attribute("url.path", self._base_path + path)
+            span.set_attribute("http.request.resend_count", attempt - 1)
+            span.set_attribute("wiseflow.attempt", attempt)
+            return await self._exchange(session, span, permit, method, path, attempt, auth, params, json, data)
+
+    async def _exchange(
+        self,
+        session: aiohttp.ClientSession,
+        span: trace.Span,
+        permit: Permit,
+        method: str,
+        path: str,
+        attempt: int,
+        auth: Mapping[str, str],
+        params: Mapping[str, str | int] | None,
+        json: Any,
+        data: Mapping[str, str] | None,
+    ) -> Reply:
+        sent_wall, started = self._clock.wall(), time.perf_counter()
+        self.calls += 1
+        try:
+            async with session.request(
+                method,
+                self._base + path,
+                params=params,
+                json=json,
+                data=data,
+                headers=self.headers(auth),
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as response:
+                raw = await response.read()
+                trace_id = _trace_id(response.headers)
+                reply = Reply(method, path, response.status, response.headers, _decode(raw), trace_id, attempt)
+        except asyncio.CancelledError:
+            self._breaker.release(permit)
+            raise
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            duration = (time.perf_counter() - started) * 1000
+            reason = "timeout" if isinstance(exc, TimeoutError) else "connection failed"
+            self._breaker.record_failure(permit, reason)
+            self._finish(span, sent_wall, duration, method, path, attempt, None, None, reason)
+            raise ApiUnavailable(f"WISEflow {reason}", method=method, path=path, attempt=attempt) from exc
+        duration = (time.perf_counter() - started) * 1000
+        self._account(permit, reply)
+        self._finish(span, sent_wall, duration, method, path, attempt, reply.status, reply.trace_id, None)
+        return reply
+
+    def retry_after(self, reply: Reply) -> float | None:
+        """The server's Retry-After in seconds, or None when it gave none (or garbage)."""
+        return parse_retry_after(reply.headers.get("Retry-After"), self._clock.wall())
+
+    def pause_remaining(self) -> float:
+        """Seconds left of the shared pause set by a 429."""
+        return self._limiter.gate.pause_remaining()
+
+    def _account(self, permit: Permit, reply: Reply) -> None:
+        """Tell the breaker and the limiter what the answer means for everyone else."""
+        retry_after = self.retry_after(reply)
+        quotas = parse_quotas(reply.headers, self._clock.wall())
+        self._limiter.observe(quotas)
+        if reply.status >= 500 and reply.status != 501:
+            with_wait = retry_after if reply.status == 503 else None
+            self._breaker.record_failure(permit, f"{reply.status} answer", with_wait)
+        else:
+            self._breaker.record_success(permit)
+        if reply.status == 429:
+            # Every caller waits: Retry-After, else the window's reset, else our own backoff.
+            resets = [q.reset for q in quotas if q.remaining <= 0]
+            fallback = max(resets) if resets else self._policy.delay(reply.attempt, self._rng)
+            self._limiter.pause(retry_after if retry_after is not None else fallback)
+
+    def _finish(
+        self,
+        span: trace.Span,
+        sent_wall: float,
+        duration_ms: float,
+        method: str,
+        path: str,
+        attempt: int,
+        status: int | None,
+        trace_id: str | None,
+        failure: str | None,
+    ) -> None:
+        """Span attributes, one structured log line, one journal record."""
+        if status is not None:
+            span.set_attribute("http.response.status_code", status)
+        if trace_id:
+            span.set_attribute(X_TRACE_ID_ATTRIBUTE, trace_id)
+        failed = failure is not None or status is None or status >= 400
+        if failed:
+            span.set_status(Status(StatusCode.ERROR, failure or f"HTTP {status}"))
+            span.set_attribute("error.type", failure or str(status))
+        fields = {
+            "event": "wiseflow.request",
+            "x_trace_id": trace_id,
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": round(duration_ms, 1),
+            "attempt": attempt,
+        }
+        if failure:
+            fields["failure"] = failure
+        log.log(logging.WARNING if failed else logging.DEBUG, "WISEflow request", extra=fields)
+        if self._on_request is not None:
+            record = RequestRecord(sent_wall, method, path, status, round(duration_ms, 3), attempt, trace_id)
+            self._on_request(record)
+
+
+def _decode(raw: bytes) -> Any:
+    """JSON when the body is JSON; None otherwise (an HTML error page from a proxy, an empty 204)."""
+    if not raw.strip():
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _trace_id(headers: Mapping[str, str]) -> str | None:
+    """X-Trace-Id, bounded so a hostile header cannot flood a log line."""
+    value = headers.get("X-Trace-Id")
+    return value[:128] if value else None
