@@ -99,6 +99,7 @@ CREATE TABLE outbox (
   delivered_at    REAL
 );
 CREATE INDEX outbox_pending ON outbox(status, next_attempt_at);
+CREATE INDEX outbox_participant ON outbox(flow_id, participant_id, status);
 
 -- Webhook events, stored before answering 200 (the webhook worker owns these rows).
 CREATE TABLE inbox (

@@ -48,10 +48,17 @@ async def enqueue(db: aiosqlite.Connection, versions: Sequence[GradeVersion], no
 
 
 async def due_items(db: aiosqlite.Connection, now: float, limit: int = 100) -> list[OutboxItem]:
-    """Pending rows whose next attempt is due, oldest first."""
+    """Due pending rows, oldest first, at most one per participant: the oldest pending version.
+
+    A participant's versions go out in the order they were seen, so a retried older grade can never
+    land after (and overwrite) a newer one in the SIS.
+    """
     sql = (
-        "SELECT id, idempotency_key, payload, attempts FROM outbox"
-        " WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?"
+        "SELECT o.id, o.idempotency_key, o.payload, o.attempts FROM outbox o"
+        " WHERE o.status = 'pending' AND o.next_attempt_at <= ?"
+        " AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.flow_id = o.flow_id"
+        " AND e.participant_id = o.participant_id AND e.status = 'pending' AND e.id < o.id)"
+        " ORDER BY o.id LIMIT ?"
     )
     async with db.execute(sql, (now, limit)) as cursor:
         rows = await cursor.fetchall()
