@@ -1,0 +1,130 @@
+"""The simulator's faults on loopback: rate limits, maintenance, 429 storms, 5xx, refused connections."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from service.core.clock import ManualClock
+from tests.conftest import SimFactory, SimHandle
+
+
+async def _status_and_headers(sim: SimHandle, path: str = "/license/info") -> tuple[int, dict[str, str]]:
+    async with sim.session.get(sim.api_url + path, headers=sim.auth_headers()) as resp:
+        await resp.read()
+        return resp.status, dict(resp.headers)
+
+
+async def test_burst_of_300_in_one_second_gets_429_with_retry_after(make_simulator: SimFactory) -> None:
+    """300 requests within one second: 200 pass, 100 get 429 with an integer Retry-After and rate headers."""
+    clock = ManualClock()  # frozen: every request of the burst falls in the same second
+    sim = await make_simulator(clock=clock)
+    results = await asyncio.gather(*(_status_and_headers(sim) for _ in range(300)))
+    statuses = [status for status, _ in results]
+    assert (statuses.count(200), statuses.count(429)) == (200, 100)
+    refused = [headers for status, headers in results if status == 429]
+    assert all(h["Retry-After"] == "1" for h in refused)
+    assert all(h["X-RateLimit-Second-Remaining"] == "0" for h in refused)
+    clock.advance(1.0)
+    assert (await _status_and_headers(sim))[0] == 200
+
+
+async def test_rate_headers_describe_both_windows(simulator: SimHandle) -> None:
+    """An admitted request carries RateLimit-* and the X-RateLimit-Second/Minute-* headers."""
+    status, headers = await _status_and_headers(simulator)
+    assert status == 200
+    assert (headers["RateLimit-Limit"], headers["RateLimit-Remaining"]) == ("200", "199")
+    assert (headers["X-RateLimit-Second-Limit"], headers["X-RateLimit-Minute-Limit"]) == ("200", "5000")
+    assert headers["X-RateLimit-Minute-Remaining"] == "4999"
+    assert int(headers["RateLimit-Reset"]) >= 1
+
+
+async def test_minute_limit_applies_per_credential(make_simulator: SimFactory) -> None:
+    """With 3/min, the 4th call of the API key is 429 until the minute ends, while OAuth still passes."""
+    clock = ManualClock()
+    sim = await make_simulator(clock=clock, rate_per_minute=3)
+    statuses = []
+    for _ in range(4):
+        statuses.append((await _status_and_headers(sim))[0])
+        clock.advance(1.0)
+    assert statuses == [200, 200, 200, 429]
+    token_headers = {"Authorization": f"Bearer {await sim.token()}"}
+    async with sim.session.get(sim.api_url + "/license/info", headers=token_headers) as resp:
+        assert resp.status == 200
+    clock.advance(57.0)
+    assert (await _status_and_headers(sim))[0] == 200
+
+
+async def test_maintenance_window_is_503_with_retry_after_then_ends(make_simulator: SimFactory) -> None:
+    """During maintenance every /v1 call (even the token endpoint) is 503 with Retry-After 10; after, 200."""
+    clock = ManualClock()
+    sim = await make_simulator(clock=clock)
+    await sim.scenario({"maintenance": {"seconds": 30, "retry_after": 10}})
+    status, headers = await _status_and_headers(sim)
+    assert (status, headers["Retry-After"]) == (503, "10")
+    async with sim.session.post(sim.api_url + "/oauth2/token", data={}) as resp:
+        assert resp.status == 503
+    clock.advance(30.0)
+    assert (await _status_and_headers(sim))[0] == 200
+
+
+async def test_refusing_maintenance_closes_connections(make_simulator: SimFactory) -> None:
+    """mode=refuse: the client sees a connection error, no answer; the journal records status 0."""
+    sim = await make_simulator(clock=ManualClock())
+    await sim.scenario({"maintenance": {"seconds": 5, "mode": "refuse"}})
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await _status_and_headers(sim)
+    assert {e["status"] for e in await sim.journal()} == {0}
+
+
+async def test_storm_429_with_retry_after(make_simulator: SimFactory) -> None:
+    """A 429 storm answers 429 with Retry-After 2 until it ends."""
+    clock = ManualClock()
+    sim = await make_simulator(clock=clock)
+    await sim.scenario({"storm_429": {"seconds": 5, "retry_after": 2}})
+    status, headers = await _status_and_headers(sim)
+    assert (status, headers["Retry-After"]) == (429, "2")
+    clock.advance(5.0)
+    assert (await _status_and_headers(sim))[0] == 200
+
+
+async def test_error_rate_one_gives_5xx_envelopes(simulator: SimHandle) -> None:
+    """error_rate 1.0: every call is a 500 with the error envelope; reset restores service."""
+    await simulator.scenario({"error_rate": 1.0})
+    async with simulator.session.get(
+        simulator.api_url + "/flow/1001", headers=simulator.auth_headers()
+    ) as resp:
+        assert resp.status == 500
+        assert (await resp.json())["success"] is False
+    await simulator.scenario({"reset": True})
+    assert (await _status_and_headers(simulator, "/flow/1001"))[0] == 200
+
+
+async def test_several_scenario_keys_apply_together(simulator: SimHandle) -> None:
+    """One body sets latency, token lifetime and a SIS error rate at once and reports them."""
+    state = await simulator.scenario({"latency_ms": 1, "token_ttl": 5, "sis_error_rate": 0.5})
+    assert (state["latency_ms"], state["token_ttl"], state["sis_error_rate"]) == (1.0, 5.0, 0.5)
+    assert (await _status_and_headers(simulator))[0] == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"earthquake": True},
+        {"maintenance": {"seconds": -1}},
+        {"maintenance": {"seconds": 5, "mode": "smoke"}},
+        {"storm_429": "soon"},
+        {"error_rate": "high"},
+        {"latency_ms": 10**9},
+        [],
+    ],
+)
+async def test_scenario_errors_are_400(simulator: SimHandle, body: object) -> None:
+    """Unknown keys and bad values are 400 with a message naming them; nothing changes."""
+    async with simulator.session.post(simulator.root + "/_sim/scenario", json=body) as resp:
+        answer = await resp.json()
+    assert resp.status == 400
+    assert answer["error"]["message"]
+    assert (await _status_and_headers(simulator))[0] == 200
