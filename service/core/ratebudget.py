@@ -6,7 +6,7 @@ starts just before such a burst can see close to `2 * max_rate` requests. WISEfl
 windows (200 per second, 5000 per minute), so that is a 429. Its only clock is also `loop.time()`, which
 our `Clock` cannot drive. So the decision lives here, pure, driven by a `Clock` and proven by a Hypothesis
 test on a `ManualClock`; the adapter (`service/adapters/wiseflow/limiter.py`) only sleeps for the time
-`try_acquire` returns. Three rules decide, and the latest of their times wins:
+`try_acquire` returns. Four rules decide, and the latest of their times wins:
 
 1. The bound. One log per window of the last `budget` admission times: a request is admitted only when
    the oldest of them is at least `period + guard` old. So no window of length `period` (not even one of
@@ -16,7 +16,9 @@ test on a `ManualClock`; the adapter (`service/adapters/wiseflow/limiter.py`) on
    `interval = max((1 + guard) / per_second, (60 + guard) / per_minute)`, with a tolerance of `burst - 1`
    intervals so a sleep that overshoots by a millisecond does not push the whole schedule back.
 3. Pauses. A 429's Retry-After (or RateLimit-Reset) sets a "paused until" deadline that stops every
-   caller; and the server's own `RateLimit-Remaining` counts are spent down (keeping `reserve` for
+   caller. When it ends, one request goes first and the others wait until its answer is in (`settle`,
+   or `settle_timeout`): if the server still says 429, nobody else has been sent into it.
+4. Server quotas. The server's own `RateLimit-Remaining` counts are spent down (keeping `reserve` for
    requests already in flight) so we stop before the server has to say 429 -- when another consumer of
    the same credentials has used the server's window up, say. Only windows that reset in `horizon`
    seconds or more are paced this way: Reset is in whole seconds, too coarse for a one-second window
@@ -44,6 +46,7 @@ class RateBudget:
     burst: int = 2  # admissions that may follow each other without spacing (GCRA tolerance + 1)
     reserve: int = 1  # server-reported remaining requests we leave for those already in flight
     horizon: float = 2.0  # server windows resetting sooner are left to rule 1 (see the module docstring)
+    settle_timeout: float = 10.0  # the longest the first request after a pause holds the others back
 
     def __post_init__(self) -> None:
         if self.per_second < 1 or self.per_minute < 1 or self.burst < 1:
@@ -96,11 +99,18 @@ class RateGate:
         self._tat = float("-inf")  # GCRA theoretical arrival time of the next request
         self._paused_until = float("-inf")
         self._allowances: dict[str, _Allowance] = {}
+        self._after_pause = False  # the next admission is the first after a pause: it goes alone
+        self._probe_until = float("-inf")
+
+    @property
+    def probing(self) -> bool:
+        """True while the first request after a pause is out and the others wait for its answer."""
+        return self._clock.monotonic() < self._probe_until
 
     def earliest(self) -> float:
         """The monotonic time at which the next request may be admitted (may be in the past)."""
         tolerance = (self.budget.burst - 1) * self.budget.interval
-        times = [self._tat - tolerance, self._paused_until]
+        times = [self._tat - tolerance, self._paused_until, self._probe_until]
         times.extend(w.earliest(self.budget.guard) for w in self._windows)
         now = self._clock.monotonic()
         times.extend(a.until for a in self._allowances.values() if a.left <= 0 and a.until > now)
@@ -115,6 +125,9 @@ class RateGate:
         self._tat = max(self._tat, now) + self.budget.interval
         for window in self._windows:
             window.record(now)
+        if self._after_pause:
+            self._after_pause = False
+            self._probe_until = now + self.budget.settle_timeout
         for name, allowance in list(self._allowances.items()):
             if allowance.until <= now:
                 del self._allowances[name]
@@ -125,6 +138,12 @@ class RateGate:
     def pause(self, seconds: float) -> None:
         """Admit nothing for `seconds` from now (a 429's Retry-After); pauses only ever extend."""
         self._paused_until = max(self._paused_until, self._clock.monotonic() + max(seconds, 0.0))
+        self._after_pause = True
+        self._probe_until = float("-inf")
+
+    def settle(self) -> None:
+        """An answer came in: the first request after a pause no longer holds the others back."""
+        self._probe_until = float("-inf")
 
     def pause_remaining(self) -> float:
         """Seconds left of the shared pause (0.0 when none)."""

@@ -47,6 +47,7 @@ ops = st.lists(
         st.tuples(st.just("acquire"), st.integers(min_value=1, max_value=30)),
         st.tuples(st.just("pause"), st.floats(min_value=0, max_value=5)),
         st.tuples(st.just("quota"), st.integers(min_value=0, max_value=10)),
+        st.tuples(st.just("settle"), st.just(0)),
     ),
     max_size=120,
 )
@@ -69,6 +70,8 @@ def test_no_sliding_window_ever_over_admits(budget: RateBudget, steps: list[tupl
             gate.pause(arg)
         elif op == "quota":
             gate.observe([Quota("minute", int(arg), 2.5)])
+        elif op == "settle":
+            gate.settle()
         else:
             for _ in range(int(arg)):  # a burst of callers arriving at the same instant
                 if gate.try_acquire() == 0.0:
@@ -122,6 +125,17 @@ def test_pause_stops_everyone_until_it_ends() -> None:
     assert (gate.try_acquire(), gate.pause_remaining()) == (2.0, 2.0)
     clock.advance(2.0)
     assert gate.try_acquire() == 0.0
+
+
+def test_after_a_pause_one_request_goes_first_and_the_rest_wait_for_its_answer() -> None:
+    """When a pause ends one caller is admitted; the next waits until `settle` (its answer came back)."""
+    clock = ManualClock()
+    gate = RateGate(RateBudget(per_second=100, per_minute=6000, burst=10, settle_timeout=5.0), clock)
+    gate.pause(1.0)
+    clock.advance(1.0)
+    first, held = gate.try_acquire(), gate.try_acquire()
+    gate.settle()
+    assert (first, held, gate.try_acquire()) == (0.0, 5.0, 0.0)
 
 
 def test_server_quota_is_spent_down_to_the_reserve() -> None:

@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 import aiohttp
+from opentelemetry import trace
 
 from service.core.backoff import Random, RetryPolicy
 from service.core.breaker import Breaker, BreakerPolicy, Transition
@@ -69,6 +70,7 @@ class WiseflowClient:
         breaker_policy: BreakerPolicy | None = None,
         on_transition: Callable[[Transition], None] = log_transition,
         auth_retry_base: float = 30.0,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         settings.require_api_credentials()
         self.settings = settings
@@ -83,7 +85,7 @@ class WiseflowClient:
             settings.api_url, breaker_policy or BreakerPolicy(), self._clock, on_transition
         )
         self.transport = Transport(
-            settings, self._clock, self.limiter, self.breaker, self.policy, self._rng, on_request
+            settings, self._clock, self.limiter, self.breaker, self.policy, self._rng, on_request, tracer
         )
         self.credentials: Credentials
         if settings.uses_oauth:

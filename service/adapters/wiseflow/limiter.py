@@ -9,6 +9,7 @@ starves and the gate is asked by one caller at a time. The gate reads the client
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from service.core.ratebudget import RateGate
 from service.core.retry_after import Quota
@@ -24,20 +25,37 @@ class AsyncRateLimiter:
         # work instead of a task sitting on a long pause (SYNC_RETRY_AFTER_MAX).
         self._max_hold = max_hold
         self._lock = asyncio.Lock()
+        self._settled = asyncio.Event()
 
-    async def acquire(self, method: str, path: str, attempt: int) -> None:
-        """Wait for a slot; raise `RateLimited` at once when the wait is longer than `max_hold`."""
+    async def acquire(self, method: str, path: str, attempt: int) -> bool:
+        """Wait for a slot; raise `RateLimited` at once when the wait is longer than `max_hold`.
+
+        True when this request is the first after a pause: its sender must call `settle` on its answer.
+        """
         async with self._lock:
             while (wait := self.gate.try_acquire()) > 0:
+                if self.gate.probing:
+                    # The first request after a pause is out: wake on its answer, not on the timeout.
+                    self._settled.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._settled.wait(), wait)
+                    continue
                 if wait > self._max_hold:
                     raise RateLimited(
                         "rate budget paused", retry_after=wait, method=method, path=path, attempt=attempt
                     )
                 await asyncio.sleep(wait)
+            return self.gate.probing
+
+    def settle(self) -> None:
+        """An answer (or a failure) came back: release callers held behind the first request after a pause."""
+        self.gate.settle()
+        self._settled.set()
 
     def pause(self, seconds: float) -> None:
         """Stop every caller for `seconds` (a 429's Retry-After)."""
         self.gate.pause(seconds)
+        self._settled.set()  # callers held behind a first request re-read the (longer) wait
 
     def observe(self, quotas: list[Quota]) -> None:
         """Take the server's RateLimit-* counts into account (see `RateGate.observe`)."""

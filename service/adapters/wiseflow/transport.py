@@ -32,7 +32,7 @@ from .limiter import AsyncRateLimiter
 from .records import OnRequest, Reply, RequestRecord, route_of
 
 log = logging.getLogger(__name__)
-tracer = trace.get_tracer(__name__)
+_tracer = trace.get_tracer(__name__)
 USER_AGENT: Final = f"wiseflow-sync/{__version__}"
 # The span attribute carrying WISEflow's X-Trace-Id (same name as service.adapters.telemetry uses).
 X_TRACE_ID_ATTRIBUTE: Final = "wiseflow.trace_id"
@@ -50,6 +50,7 @@ class Transport:
         policy: RetryPolicy,
         rng: Random,
         on_request: OnRequest | None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._base = settings.api_url.rstrip("/")
         self._base_path = URL(self._base).path.rstrip("/")
@@ -63,6 +64,7 @@ class Transport:
         self._policy = policy
         self._rng = rng
         self._on_request = on_request
+        self._tracer = tracer or _tracer
         self.calls = 0  # requests that left the process, token requests included
 
     def headers(self, auth: Mapping[str, str]) -> dict[str, str]:
@@ -88,14 +90,27 @@ class Transport:
     ) -> Reply:
         """Send once: a `Reply` for any answer, `ApiUnavailable` for none, `CircuitOpen` when open."""
         self._breaker.check()  # fail fast before queueing for a slot
-        await self._limiter.acquire(method, path, attempt)
-        permit = self._breaker.acquire()
-        with tracer.start_as_current_span(f"WISEflow {method} {route_of(path)}", kind=SpanKind.CLIENT) as span:
+        probe = await self._limiter.acquire(method, path, attempt)
+        try:
+            permit = self._breaker.acquire()
+        except BaseException:
+            if probe:
+                self._limiter.settle()
+            raise
+        with self._tracer.start_as_current_span(
+            f"WISEflow {method} {route_of(path)}", kind=SpanKind.CLIENT
+        ) as span:
             span.set_attribute("http.request.method", method)
             span.set_attribute("url.path", self._base_path + path)
             span.set_attribute("http.request.resend_count", attempt - 1)
             span.set_attribute("wiseflow.attempt", attempt)
-            return await self._exchange(session, span, permit, method, path, attempt, auth, params, json, data)
+            try:
+                return await self._exchange(
+                    session, span, permit, method, path, attempt, auth, params, json, data
+                )
+            finally:
+                if probe and self.pause_remaining() == 0.0:
+                    self._limiter.settle()
 
     async def _exchange(
         self,

@@ -1,0 +1,60 @@
+"""Helpers shared by the client's integration tests: a client pointed at a simulator, journal arithmetic."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from service.adapters.wiseflow import RequestRecord, WiseflowClient
+from service.core.breaker import BreakerPolicy, Transition
+from service.settings import Secret, Settings
+
+
+def client_settings(api_url: str, **overrides: Any) -> Settings:
+    """OAuth settings for the simulator's demo client, with short timeouts and a quick retry base."""
+    base = Settings(
+        api_url=api_url,
+        client_id="demo-client",
+        client_secret=Secret("demo-secret"),
+        client_name="wiseflow-sync-tests",
+        rate_per_second=50,
+        rate_per_minute=3000,
+        retry_base=0.05,
+        retry_cap=0.5,
+        connect_timeout=2.0,
+        read_timeout=2.0,
+        call_deadline=10.0,
+    )
+    return replace(base, **overrides)
+
+
+class Recorder:
+    """Collects the client's request records and breaker transitions."""
+
+    def __init__(self) -> None:
+        self.records: list[RequestRecord] = []
+        self.transitions: list[Transition] = []
+
+
+def make_client(api_url: str, recorder: Recorder | None = None, **overrides: Any) -> WiseflowClient:
+    """A client for the simulator at `api_url`; `recorder` receives its records and transitions."""
+    rec = recorder or Recorder()
+    return WiseflowClient(
+        client_settings(api_url, **overrides),
+        on_request=rec.records.append,
+        on_transition=rec.transitions.append,
+        breaker_policy=BreakerPolicy(failure_threshold=3, open_base=0.5, open_cap=5.0, probe_timeout=5.0),
+    )
+
+
+def most_in_any_window(times: Sequence[float], period: float) -> int:
+    """The largest number of times inside any half-open window [t, t + period)."""
+    ordered = sorted(times)
+    return max((bisect_left(ordered, t + period) - i for i, t in enumerate(ordered)), default=0)
+
+
+def api_requests(journal: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The journal without token requests."""
+    return [r for r in journal if not r["path"].endswith("/oauth2/token")]
