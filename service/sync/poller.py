@@ -34,6 +34,8 @@ log = logging.getLogger("service.sync")
 
 # Errors that are about WISEflow as a whole, not one flow: they end the run (to resume later).
 RUN_STOPPERS = (CircuitOpen, RateLimited, ApiUnavailable, AuthError)
+# Of those, the ones waiting cannot cure: the run fails instead of pausing.
+RUN_FAILURES = (AuthError,)
 DISCOVERY_KEY = "discovery"
 ARCHIVED_SCANNED_KEY = "archived_scanned"
 EVENTS_CURSOR_KEY = "events_cursor"
@@ -51,7 +53,7 @@ class RunSummary:
     retry_after: float | None = None
     api_calls: int = 0
     pages: int = 0
-    records: int = 0
+    records: int = 0  # items read from WISEflow: flows listed, participants, grades
     changes: int = 0
     flows_listed: int = 0
     flows_refreshed: int = 0
@@ -100,6 +102,16 @@ class Poller:
         # One fetch-and-write per flow at a time, so a webhook refresh and a run never race on a flow.
         self._flow_locks: dict[int, asyncio.Lock] = {}
 
+    @property
+    def policy(self) -> PlanPolicy:
+        """The plan's intervals and page sizes."""
+        return self._policy
+
+    @property
+    def clock(self) -> Clock:
+        """The clock the plan reads."""
+        return self._clock
+
     async def run_once(self) -> RunSummary:
         """One sync run; never raises for WISEflow trouble, which ends the run as interrupted."""
         async with self._run_lock:
@@ -113,6 +125,8 @@ class Poller:
                 await self._read_events(summary)
                 await self._refresh_due(summary)
                 summary.outcome = "ok"
+            except RUN_FAILURES as exc:
+                summary.outcome, summary.reason = "failed", _reason(exc)
             except RUN_STOPPERS as exc:
                 summary.outcome, summary.reason = "interrupted", _reason(exc)
                 summary.retry_after = getattr(exc, "retry_after", None)
@@ -168,6 +182,7 @@ class Poller:
         async for item in self._api.search_flows(states):
             batch.append(Flow.from_search(item))
             summary.flows_listed += 1
+            summary.records += 1
             if len(batch) >= DISCOVERY_BATCH:
                 await self._save_discovered(batch, pass_started)
                 self._on_progress(Progress("discovery", summary.flows_listed, None))
@@ -247,7 +262,7 @@ class Poller:
 
     async def _refresh_one(self, flow: Flow, plan: FlowPlan, summary: RunSummary) -> None:
         try:
-            participants, changes = await self._refresh(flow, plan, with_participants=True)
+            participants, grades, changes = await self._refresh(flow, plan, with_participants=True)
         except RUN_STOPPERS:
             raise
         except ApiError as exc:  # this flow's problem (404, 403, a bad page): skip it until its next turn
@@ -266,12 +281,14 @@ class Poller:
                 await mirror.record_flow_error(db, flow.flow_id, _reason(exc))
             return
         summary.flows_refreshed += 1
-        summary.records += participants
+        summary.records += participants + grades
         summary.changes += changes
         summary.refreshed_participants.append(participants)
 
-    async def _refresh(self, flow: Flow, plan: FlowPlan | None, *, with_participants: bool) -> tuple[int, int]:
-        """Fetch and store one flow's participants and grades; returns (participants, changed grades)."""
+    async def _refresh(
+        self, flow: Flow, plan: FlowPlan | None, *, with_participants: bool
+    ) -> tuple[int, int, int]:
+        """Fetch and store one flow's participants and grades; returns (participants, grades, changed)."""
         lock = self._flow_locks.setdefault(flow.flow_id, asyncio.Lock())
         async with lock:
             participants: list[Participant] = []
@@ -295,7 +312,7 @@ class Poller:
                     await mirror.save_plan(
                         db, flow.flow_id, planner.plan_after_poll(flow, now, self._rng, self._policy)
                     )
-            return len(participants), len(changed)
+            return len(participants), len(versions), len(changed)
 
     async def _finish(self, summary: RunSummary) -> None:
         summary.api_calls, summary.pages = self._api.calls, self._api.pages

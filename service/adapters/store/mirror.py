@@ -6,7 +6,7 @@ caller decides what commits together: a flow's grades, its outbox rows and its n
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 import aiosqlite
 
@@ -190,11 +190,12 @@ async def remove_grades_except(db: aiosqlite.Connection, flow_id: int, participa
     await db.execute(f"DELETE FROM assessments WHERE flow_id = ?{clause}", (flow_id, *keep))  # noqa: S608
 
 
-async def iter_grades(db: aiosqlite.Connection) -> list[GradeVersion]:
-    """Every mirrored grade, ordered by flow and participant (for export and checks)."""
+async def stream_grades(db: aiosqlite.Connection) -> AsyncIterator[GradeVersion]:
+    """Every mirrored grade, ordered by flow and participant, streamed row by row (export, checks)."""
     sql = (
         "SELECT flow_id, participant_id, grade, admin_grade, grade_date, admin_grade_date, export_state"
         " FROM assessments ORDER BY flow_id, participant_id"
     )
     async with db.execute(sql) as cursor:
-        return [GradeVersion(*row) for row in await cursor.fetchall()]
+        async for row in cursor:
+            yield GradeVersion(*row)

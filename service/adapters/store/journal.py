@@ -1,0 +1,127 @@
+"""The request journal: recent WISEflow requests (time, method, path, status, duration, attempt, X-Trace-Id).
+
+The client's `on_request` hook is synchronous and fires for every request, so `JournalWriter.record`
+only appends to a buffer; rows are written in batches (`flush`), one transaction per batch instead of
+one per request. The table keeps the newest 10,000 rows (a trigger trims it). No query string, token or
+body is ever stored: paths only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiosqlite
+
+from service.adapters.store.connection import Store
+
+log = logging.getLogger("service.store")
+
+
+class RequestLike(Protocol):
+    """What a journal row needs (the WISEflow client's `RequestRecord` has it)."""
+
+    @property
+    def time(self) -> float: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def status(self) -> int | None: ...
+    @property
+    def duration_ms(self) -> float: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def trace_id(self) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRow:
+    """One stored request."""
+
+    at: float
+    method: str
+    path: str
+    status: int | None
+    duration_ms: float
+    attempt: int
+    trace_id: str | None
+
+
+class JournalWriter:
+    """Buffers request records and writes them in batches; `record` is the client's `on_request` hook."""
+
+    def __init__(self, store: Store, batch: int = 200) -> None:
+        self._store = store
+        self._batch = batch
+        self._buffer: list[tuple[Any, ...]] = []
+        self._flushing: asyncio.Task[int] | None = None
+
+    def record(self, request: RequestLike) -> None:
+        """Buffer one request; a full buffer schedules a flush on the running loop."""
+        path = request.path.split("?", 1)[0]
+        self._buffer.append(
+            (
+                request.time,
+                request.method,
+                path,
+                request.status,
+                request.duration_ms,
+                request.attempt,
+                request.trace_id,
+            )
+        )
+        if len(self._buffer) >= self._batch and (self._flushing is None or self._flushing.done()):
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # no loop (a synchronous caller): the next flush() writes it
+            self._flushing = loop.create_task(self.flush())
+
+    async def flush(self) -> int:
+        """Write every buffered record; returns how many."""
+        rows, self._buffer = self._buffer, []
+        if not rows:
+            return 0
+        try:
+            async with self._store.transaction() as db:
+                await db.executemany(
+                    "INSERT INTO request_journal (at, method, path, status, duration_ms, attempt, trace_id)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+        except aiosqlite.Error:
+            # Diagnostics must never break a sync: drop this batch and say so.
+            log.warning("request journal batch dropped", extra={"event": "journal.dropped", "rows": len(rows)})
+            return 0
+        return len(rows)
+
+    async def close(self) -> None:
+        """Wait for a scheduled flush, then write what is left."""
+        if self._flushing is not None:
+            await self._flushing
+        await self.flush()
+
+
+async def find_by_trace(db: aiosqlite.Connection, trace_id: str) -> list[JournalRow]:
+    """Every journalled request with this X-Trace-Id, oldest first (`diagnose`)."""
+    sql = (
+        "SELECT at, method, path, status, duration_ms, attempt, trace_id FROM request_journal"
+        " WHERE trace_id = ? ORDER BY id"
+    )
+    async with db.execute(sql, (trace_id,)) as cursor:
+        return [JournalRow(*row) for row in await cursor.fetchall()]
+
+
+async def recent(db: aiosqlite.Connection, limit: int = 100) -> list[JournalRow]:
+    """The newest journalled requests, newest first."""
+    sql = (
+        "SELECT at, method, path, status, duration_ms, attempt, trace_id FROM request_journal"
+        " ORDER BY id DESC LIMIT ?"
+    )
+    async with db.execute(sql, (limit,)) as cursor:
+        return [JournalRow(*row) for row in await cursor.fetchall()]

@@ -1,0 +1,197 @@
+"""The sync engine end to end: the real client against the simulator, a real SQLite file, the fake SIS."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.adapters.store.connection import fetch_value
+from service.adapters.store.mirror import stream_grades
+from service.commands.sync import Engine, open_engine, sync_once
+from service.core.clock import SystemClock
+from service.core.records import GradeVersion
+from service.settings import Settings, load_settings
+from tests.conftest import SimFactory, SimHandle
+
+
+class ShiftedClock(SystemClock):
+    """The real clock, moved forward on demand: lets a test skip a poll interval without sleeping."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def wall(self) -> float:
+        return time.time() + self.offset
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+
+def settings_for(sim: SimHandle, db: Path, **extra: str) -> Settings:
+    env = {
+        "WISEFLOW_API_URL": sim.api_url,
+        "WISEFLOW_CLIENT_ID": "demo-client",
+        "WISEFLOW_CLIENT_SECRET": "demo-secret",
+        "SYNC_DATABASE": str(db),
+        "SYNC_SINK_URL": sim.sis_url,
+        "SYNC_RATE_PER_SECOND": "200",
+        "SYNC_RATE_PER_MINUTE": "5000",
+        **extra,
+    }
+    return load_settings(env)
+
+
+async def mirror_of(engine: Engine) -> dict[tuple[int, int], tuple[Any, Any, Any]]:
+    return {
+        (g.flow_id, g.participant_id): (g.grade, g.admin_grade, g.date)
+        async for g in stream_grades(engine.store.db)
+    }
+
+
+def truth_grades(truth: dict[str, Any]) -> dict[tuple[int, int], tuple[Any, Any, Any]]:
+    return {
+        (f["flow"]["id"], a["participantId"]): (
+            a.get("grade") or None,
+            a.get("adminGrade") or None,
+            a.get("date"),
+        )
+        for f in truth["flows"]
+        for a in f["assessments"]
+    }
+
+
+async def assert_mirror_equals_truth(engine: Engine, sim: SimHandle) -> None:
+    truth = await sim.truth()
+    assert await mirror_of(engine) == truth_grades(truth)
+    async with engine.store.db.execute("SELECT flow_id, state FROM flows") as cur:
+        states = {int(r[0]): r[1] for r in await cur.fetchall()}
+    assert states == {f["flow"]["id"]: f["state"] for f in truth["flows"]}
+    async with engine.store.db.execute("SELECT flow_id, participant_id FROM participants") as cur:
+        participants = {(int(r[0]), int(r[1])) for r in await cur.fetchall()}
+    assert participants == {
+        (f["flow"]["id"], p["participantId"]) for f in truth["flows"] for p in f["participants"]
+    }
+
+
+def truth_keys(truth: dict[str, Any]) -> set[str]:
+    """The idempotency keys of every graded version in the truth."""
+    return {
+        GradeVersion(flow, participant, *version).idempotency_key
+        for (flow, participant), version in truth_grades(truth).items()
+        if version[0] or version[1]
+    }
+
+
+def delivered_keys(sis: dict[str, Any]) -> list[str]:
+    return [d["idempotencyKey"] for d in sis["deliveries"]]
+
+
+def api_requests(journal: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The journal without token requests (the plan's formula counts API calls, not authentication)."""
+    return [r for r in journal if not r["path"].endswith("/oauth2/token")]
+
+
+@pytest.fixture
+async def world(make_simulator: SimFactory) -> SimHandle:
+    # 30 flows (five of each state) x 130 participants: participant listings span two pages.
+    return await make_simulator(flows=30, participants=130)
+
+
+@pytest.fixture
+async def engine(world: SimHandle, tmp_path: Path) -> AsyncIterator[Engine]:
+    async with open_engine(settings_for(world, tmp_path / "e2e.sqlite3"), ShiftedClock()) as e:
+        yield e
+
+
+async def test_a_first_sync_mirrors_the_truth_and_delivers_every_grade_once(
+    world: SimHandle, engine: Engine
+) -> None:
+    """After one run the mirror equals /_sim/truth and the SIS holds every graded version exactly once."""
+    summary = await engine.poller.run_once()
+    assert engine.deliverer is not None
+    await engine.deliverer.deliver_due()
+    assert summary.outcome == "ok"
+    await assert_mirror_equals_truth(engine, world)
+    sis = await world.sis_grades()
+    assert sorted(delivered_keys(sis)) == sorted(truth_keys(await world.truth()))
+    assert sis["duplicates"] == 0
+    assert len(api_requests(await world.journal())) == summary.forecast(engine.poller.policy).total
+
+
+async def test_an_idle_second_sync_costs_what_the_plan_predicts(world: SimHandle, engine: Engine) -> None:
+    """Nothing changed: the journal shows exactly the formula's calls, far fewer than the first run's."""
+    first = await engine.poller.run_once()
+    await world.clear_journal()
+    second = await engine.poller.run_once()
+    calls = len(api_requests(await world.journal()))
+    assert (second.outcome, second.changes, second.flows_refreshed) == ("ok", 0, 0)
+    assert calls == second.forecast(engine.poller.policy).total == 1 + 1  # one search page, one events page
+    assert calls * 20 < first.api_calls
+
+
+async def test_a_changed_grade_reaches_the_sis_exactly_once(world: SimHandle, engine: Engine) -> None:
+    """Grades changed in WISEflow reach the SIS once each: by polling (marking) or by the webhook path."""
+    assert engine.deliverer is not None
+    await engine.poller.run_once()
+    await engine.deliverer.deliver_due()
+    before = truth_keys(await world.truth())
+    changes = await world.advance({"grade_changes": 6})
+    assert changes
+    clock = engine.poller.clock
+    assert isinstance(clock, ShiftedClock)
+    clock.offset += 2 * 900  # past every active flow's poll interval
+    await engine.poller.run_once()
+    for change in changes:
+        if change["event"] == "FINAL_GRADE":  # concluded flows are not polled: the webhook path covers them
+            await engine.poller.refresh_assessments(change["flowId"])
+    await engine.deliverer.deliver_due()
+    await engine.deliverer.deliver_due()  # a second pass finds nothing: nothing is sent twice
+    await assert_mirror_equals_truth(engine, world)
+    sis = await world.sis_grades()
+    after = truth_keys(await world.truth())
+    assert len(after - before) == len({(c["flowId"], c["participantId"]) for c in changes})
+    assert sorted(delivered_keys(sis)) == sorted(before | after)  # every version once, none twice
+
+
+async def test_a_maintenance_window_mid_run_ends_it_cleanly_and_the_next_run_finishes(
+    world: SimHandle, tmp_path: Path
+) -> None:
+    """Maintenance after a few flows: the run is interrupted, and the next run completes the mirror."""
+    settings = settings_for(world, tmp_path / "m.sqlite3", SYNC_RETRY_AFTER_MAX="0.5", SYNC_CONCURRENCY="2")
+    started: list[asyncio.Task[Any]] = []
+
+    def on_progress(progress: Any) -> None:
+        if progress.phase == "flows" and progress.done == 5 and not started:
+            started.append(
+                asyncio.ensure_future(world.scenario({"maintenance": {"seconds": 30, "retry_after": 30}}))
+            )
+
+    async with open_engine(settings, ShiftedClock(), on_progress) as engine:
+        first = await engine.poller.run_once()
+        assert first.outcome == "interrupted"
+        assert 5 <= first.flows_refreshed < 30
+        await world.scenario({"reset": True})
+        engine.poller.clock.offset += 31  # type: ignore[attr-defined]
+        second = await engine.poller.run_once()
+        assert second.outcome == "ok"
+        assert second.flows_refreshed == 30 - first.flows_refreshed
+        await assert_mirror_equals_truth(engine, world)
+        runs = await fetch_value(engine.store.db, "SELECT group_concat(outcome) FROM sync_runs ORDER BY run_id")
+        assert runs == "interrupted,ok"
+
+
+async def test_sync_once_prints_one_summary_line_and_exits_zero(world: SimHandle, tmp_path: Path) -> None:
+    """The command's in-process form: exit 0, plain lines (not a TTY), a final summary with the figures."""
+    err = io.StringIO()
+    code = await sync_once(settings_for(world, tmp_path / "cli.sqlite3"), err)
+    lines = err.getvalue().strip().splitlines()
+    assert code == 0
+    assert lines[-1].startswith("wiseflow-sync sync: ok: ")
+    assert "API calls" in lines[-1]
+    assert "grades delivered" in lines[-1]
