@@ -219,23 +219,23 @@ async def journal_loop(service: Service) -> None:
 
 
 def register_metrics(service: Service) -> None:
-    """The Prometheus figures: API calls, breaker, webhooks, inbox and outbox backlogs."""
+    """The Prometheus figures: API calls, breaker, webhooks, inbox and outbox backlogs.
+
+    Read at scrape time from the objects that own them (callback gauges), so there is one source of truth;
+    monotonic figures are named without `_total` because they are exposed as gauges.
+    """
     m = service.metrics
-    m.gauge_fn("wiseflow_api_requests_total", "Requests sent to WISEflow", lambda: float(service.client.calls))
+    m.gauge_fn("wiseflow_api_requests", "Requests sent to WISEflow", lambda: float(service.client.calls))
     m.gauge_fn(
         "wiseflow_breaker_open",
         "1 while the circuit breaker is not closed",
         lambda: 0.0 if service.client.breaker.state.value == "closed" else 1.0,
     )
-    m.gauge_fn("wiseflow_sync_runs_total", "Sync runs since start", lambda: float(service.runs))
+    m.gauge_fn("wiseflow_sync_runs", "Sync runs since start", lambda: float(service.runs))
+    m.gauge_fn("wiseflow_webhook_deliveries", "Webhook deliveries", lambda: float(service.figures.received))
+    m.gauge_fn("wiseflow_webhook_duplicates", "Duplicates absorbed", lambda: float(service.figures.duplicates))
     m.gauge_fn(
-        "wiseflow_webhooks_received_total", "Webhook deliveries", lambda: float(service.figures.received)
-    )
-    m.gauge_fn(
-        "wiseflow_webhooks_duplicates_total", "Duplicates absorbed", lambda: float(service.figures.duplicates)
-    )
-    m.gauge_fn(
-        "wiseflow_webhooks_rejected_total",
+        "wiseflow_webhook_rejected",
         "Webhook deliveries rejected, by reason",
         lambda: {reason: float(n) for reason, n in service.figures.rejected.items()},
         labels=("reason",),

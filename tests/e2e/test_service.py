@@ -1,0 +1,182 @@
+"""The whole service (build_app) against the simulator: health endpoints, webhooks to SIS, diagnose."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from service.app import SERVICE, Service, build_app
+from service.commands.diagnose import collect, render_text
+from service.settings import load_settings
+from tests.conftest import SimFactory, SimHandle
+
+
+def service_env(sim: SimHandle, database: Path, **extra: str) -> dict[str, str]:
+    """The environment of a service pointed at `sim`, delivering grades to its fake SIS."""
+    env = {
+        "WISEFLOW_API_URL": sim.api_url,
+        "WISEFLOW_CLIENT_ID": sim.config.client_id,
+        "WISEFLOW_CLIENT_SECRET": sim.config.client_secret,
+        "WISEFLOW_CLIENT_NAME": "wiseflow-sync-e2e",
+        "WISEFLOW_WEBHOOK_SECRET": sim.config.webhook_secret,
+        "SYNC_DATABASE": str(database),
+        "SYNC_SINK_URL": sim.sis_url,
+        "SYNC_POLL_INTERVAL": "3600",
+    }
+    env.update(extra)
+    return env
+
+
+ServiceFactory = Callable[..., Awaitable[tuple[TestServer, Service]]]
+
+
+@pytest.fixture
+async def make_service() -> AsyncIterator[ServiceFactory]:
+    """Starts services on loopback (loops running unless start=False); all stopped at teardown."""
+    servers: list[TestServer] = []
+
+    async def start(env: dict[str, str], *, start: bool = True) -> tuple[TestServer, Service]:
+        server = TestServer(build_app(load_settings(env), start=start), host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return server, server.app[SERVICE]
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    """Poll an async condition of a real server until it holds (integration tests only)."""
+    deadline = time.monotonic() + within
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+async def get_json(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
+    async with session.get(url) as response:
+        return response.status, await response.json()
+
+
+async def test_health_endpoints_answer_without_wiseflow(
+    make_simulator: SimFactory, make_service: ServiceFactory, tmp_path: Path
+) -> None:
+    """/livez and /readyz answer 200 and /status reports the breaker even while WISEflow is in maintenance."""
+    sim = await make_simulator()
+    await sim.scenario({"maintenance": {"seconds": 60, "retry_after": 30}})
+    server, _ = await make_service(service_env(sim, tmp_path / "s.sqlite3"), start=False)
+    async with aiohttp.ClientSession() as session:
+        assert (await get_json(session, str(server.make_url("/livez"))))[0] == 200
+        status, body = await get_json(session, str(server.make_url("/readyz")))
+        assert (status, body["status"]) == (200, "ready")
+        status, body = await get_json(session, str(server.make_url("/status")))
+        assert status == 200
+        assert body["client_name"] == "wiseflow-sync-e2e"
+        assert body["breaker"] == "closed"
+        assert body["sink"] is True
+
+
+async def test_readiness_fails_cleanly_when_the_database_is_gone(
+    make_simulator: SimFactory, make_service: ServiceFactory, tmp_path: Path
+) -> None:
+    """A closed database makes /readyz 503 (not 500), while /livez stays 200."""
+    sim = await make_simulator()
+    server, service = await make_service(service_env(sim, tmp_path / "s.sqlite3"), start=False)
+    await service.store.db.close()
+    async with aiohttp.ClientSession() as session:
+        status, body = await get_json(session, str(server.make_url("/readyz")))
+        assert (status, body["status"]) == (503, "unavailable")
+        assert (await get_json(session, str(server.make_url("/livez"))))[0] == 200
+
+
+async def test_metrics_are_prometheus_text(
+    make_simulator: SimFactory, make_service: ServiceFactory, tmp_path: Path
+) -> None:
+    """/metrics renders the service's figures in the Prometheus text format after a sync."""
+    sim = await make_simulator()
+    server, service = await make_service(service_env(sim, tmp_path / "s.sqlite3"), start=False)
+    summary = await service.run_sync()
+    assert summary.outcome == "ok"
+    async with aiohttp.ClientSession() as session, session.get(server.make_url("/metrics")) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = await response.text()
+    assert f"wiseflow_api_requests {service.client.calls}\n" in text
+    assert "# TYPE wiseflow_breaker_open gauge" in text
+    assert "wiseflow_sync_runs 1\n" in text
+
+
+async def test_a_webhook_grade_change_reaches_the_sis_once(
+    make_simulator: SimFactory, make_service: ServiceFactory, tmp_path: Path
+) -> None:
+    """A grade changed in WISEflow arrives by signed webhook (duplicated) and reaches the SIS exactly once."""
+    sim = await make_simulator(duplicate_rate=1.0, redelivery_interval=0.1)
+    server, service = await make_service(service_env(sim, tmp_path / "s.sqlite3"))
+    await wait_for(lambda: _has_run(service))
+    before = await sim.sis_grades()
+    async with sim.session.post(
+        sim.api_url + "/webhooks",
+        json={"url": str(server.make_url("/webhooks/wiseflow")), "events": ["FINAL_GRADE", "ASSESSMENT"]},
+        headers=sim.auth_headers(),
+    ) as response:
+        assert response.status == 201
+    changes = await sim.advance({"grade_changes": 1})
+    grade_changes = [c for c in changes if c["event"] in ("FINAL_GRADE", "ASSESSMENT")]
+    assert grade_changes
+
+    async def delivered() -> bool:
+        return (await sim.sis_grades())["unique"] > before["unique"]
+
+    await wait_for(delivered)
+    await wait_for(lambda: _figure(service, "duplicates"))
+    sis = await sim.sis_grades()
+    assert sis["duplicates"] == 0
+    assert sis["unique"] == before["unique"] + len({(c["flowId"], c["participantId"]) for c in grade_changes})
+
+
+async def _has_run(service: Service) -> bool:
+    """The first run is over and everything it queued has reached the SIS."""
+    if service.runs < 1 or (await service.inbox.counts()).get("pending", 0):
+        return False
+    async with service.store.db.execute("SELECT COUNT(*) FROM outbox WHERE status != 'delivered'") as cursor:
+        row = await cursor.fetchone()
+    return row is not None and row[0] == 0
+
+
+async def _figure(service: Service, name: str) -> bool:
+    return int(service.figures.snapshot()[name]) > 0  # type: ignore[call-overload]
+
+
+async def test_diagnose_finds_a_request_by_its_trace_id(
+    make_simulator: SimFactory, make_service: ServiceFactory, tmp_path: Path
+) -> None:
+    """`diagnose` shows the journalled request with a WISEflow X-Trace-Id, and its sync run."""
+    sim = await make_simulator()
+    database = tmp_path / "s.sqlite3"
+    _, service = await make_service(service_env(sim, database), start=False)
+    await service.run_sync()
+    await service.journal.flush()
+    journal = await sim.journal()
+    assert journal
+    async with service.store.db.execute(
+        "SELECT trace_id, path FROM request_journal WHERE path = '/flows/search' LIMIT 1"
+    ) as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    trace_id, path = row
+    report = await collect(str(database), trace_id)
+    assert [r["path"] for r in report["requests"]] == [path]
+    assert report["sync_run"]["outcome"] == "ok"
+    assert trace_id in render_text(report)
+    missing = await collect(str(database), "no-such-trace")
+    assert missing["requests"] == []
+    assert "no request with X-Trace-Id no-such-trace" in render_text(missing)
