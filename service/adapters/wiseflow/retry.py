@@ -107,7 +107,8 @@ class Caller:
             wait = 0.0  # the shared limiter already holds every caller, this one included, until the pause ends
             needed = retry_after or 0.0
         else:
-            wait = retry_after if retry_after is not None else self._policy.delay(attempt, self._rng)
+            # Retry-After is a minimum: "0" must not turn the retries into a hot loop.
+            wait = max(retry_after or 0.0, self._policy.delay(attempt, self._rng))
             needed = wait
         if self._clock.monotonic() + needed > deadline:
             raise error
