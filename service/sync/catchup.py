@@ -1,0 +1,139 @@
+"""The blind-spot fallback: notice when webhooks may have been lost, and catch up on the flows concerned.
+
+`CatchUp.start()` runs once at startup (a downtime longer than WISEflow's redelivery horizon), then
+`run()` writes a heartbeat and checks for silence every `interval` seconds. A catch-up refreshes each flow
+active during the gap (flow, assessments, participants) through the same `FlowRefresher` the inbox worker
+uses; it is recorded only once every flow succeeded, so a failed one (e.g. the breaker is open) is tried
+again on the next check. The polling loops remain the general safety net; this closes the gap at once.
+
+Markers (checkpoints table, via the inbox repository): ``webhooks:heartbeat``, ``webhooks:last_catchup``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Final
+
+from service.adapters.store import Store
+from service.adapters.store.inbox import Inbox
+from service.core.blindness import (
+    REDELIVERY_HORIZON,
+    BlindGap,
+    FlowSpan,
+    downtime_gap,
+    flows_to_catch_up,
+    silence_gap,
+)
+from service.core.clock import Clock
+from service.sync.inbox_worker import FlowRefresher
+
+log = logging.getLogger("service.catchup")
+
+HEARTBEAT: Final = "heartbeat"
+LAST_CATCHUP: Final = "last_catchup"
+
+
+class CatchUp:
+    """Detects blind gaps (downtime, silence) and refreshes the flows active in them."""
+
+    def __init__(
+        self,
+        store: Store,
+        inbox: Inbox,
+        refresher: FlowRefresher,
+        clock: Clock,
+        *,
+        horizon: float = REDELIVERY_HORIZON,
+        interval: float = 60.0,
+    ) -> None:
+        self.store = store
+        self.inbox = inbox
+        self.refresher = refresher
+        self.clock = clock
+        self.horizon = horizon
+        self.interval = interval
+        self.started_at = clock.wall()
+        self.catchups = 0  # how many catch-ups ran (a figure for metrics and the certification report)
+        self._pending_downtime: BlindGap | None = None
+
+    async def start(self) -> BlindGap | None:
+        """At startup: detect a downtime gap, write the first heartbeat, and catch up if needed."""
+        previous = await self.inbox.get_marker(HEARTBEAT)
+        self.started_at = self.clock.wall()
+        await self.inbox.set_marker(HEARTBEAT, self.started_at)
+        gap = downtime_gap(previous, self.started_at, self.horizon)
+        last_catchup = await self.inbox.get_marker(LAST_CATCHUP)
+        if gap is not None and (last_catchup is None or last_catchup < gap.end):
+            self._pending_downtime = gap
+            await self._catch_up(gap)
+        return gap
+
+    async def check(self) -> BlindGap | None:
+        """Heartbeat, then catch up on a pending downtime gap or a silence longer than the horizon."""
+        now = self.clock.wall()
+        await self.inbox.set_marker(HEARTBEAT, now)
+        if self._pending_downtime is not None:
+            gap: BlindGap | None = self._pending_downtime
+        else:
+            gap = silence_gap(
+                now,
+                started_at=self.started_at,
+                last_delivery_at=await self.inbox.last_delivery_at(),
+                last_catchup_at=await self.inbox.get_marker(LAST_CATCHUP),
+                horizon=self.horizon,
+            )
+        if gap is not None:
+            await self._catch_up(gap)
+        return gap
+
+    async def run(self) -> None:
+        """`check()` every `interval` seconds until cancelled; a failed check is logged and retried."""
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.check()
+            except Exception:
+                log.exception("catch-up check failed", extra={"event": "catchup.failed"})
+
+    async def _catch_up(self, gap: BlindGap) -> None:
+        flows = flows_to_catch_up(await self._flow_spans(), gap)
+        if flows:
+            context = {"cause": gap.cause, "gap_seconds": round(gap.end - gap.start), "flows": len(flows)}
+            log.warning("webhook blind spot: catching up", extra={"event": "catchup.start", **context})
+        for flow_id in flows:
+            try:
+                await self.refresher.refresh_flow(flow_id)
+                await self.refresher.refresh_assessments(flow_id)
+                await self.refresher.refresh_participants(flow_id)
+            except Exception as exc:  # CircuitOpen, ApiError...: the gap stays open for the next check
+                log.warning(
+                    "catch-up interrupted; will retry",
+                    extra={
+                        "event": "catchup.interrupted",
+                        "flow_id": flow_id,
+                        "error_type": type(exc).__name__,
+                    },
+                )
+                return
+        await self.inbox.set_marker(LAST_CATCHUP, self.clock.wall())
+        self._pending_downtime = None
+        if flows:
+            self.catchups += 1
+            log.info("catch-up done", extra={"event": "catchup.done", "flows": len(flows)})
+
+    async def _flow_spans(self) -> list[FlowSpan]:
+        """Every non-archived flow and when it can produce events (participation start to marking end)."""
+        async with self.store.db.execute(
+            "SELECT flow_id, state, participation_start, marking_end FROM flows WHERE state != 'ARCHIVED'"
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [
+            FlowSpan(
+                int(r[0]),
+                str(r[1]),
+                None if r[2] is None else float(r[2]),
+                None if r[3] is None else float(r[3]),
+            )
+            for r in rows
+        ]

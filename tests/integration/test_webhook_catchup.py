@@ -1,0 +1,111 @@
+"""The blind-spot fallback over a real SQLite file: downtime and silence trigger a catch-up of active flows."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from service.adapters.store import Store, mirror
+from service.adapters.store.inbox import Inbox
+from service.core.clock import ManualClock
+from service.core.records import Flow
+from service.core.webhook_events import WebhookEvent
+from service.errors import CircuitOpen
+from service.sync.catchup import HEARTBEAT, CatchUp
+from tests.integration.test_webhook_worker import FakeRefresher
+
+T0 = 1_700_000_000.0
+HORIZON = 7200.0
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = await Store.open(tmp_path / "catchup.sqlite3")
+    try:
+        async with s.transaction() as db:
+            for flow in (
+                Flow(1, "PARTICIPATION_STARTED", participation_start=int(T0) - 10_000),
+                Flow(2, "ARCHIVED"),
+                Flow(3, "CONCLUDED", participation_start=0, marking_end=10),
+            ):
+                await mirror.save_flow(db, flow, T0)
+        yield s
+    finally:
+        await s.close()
+
+
+def _catchup(store: Store, clock: ManualClock, refresher: FakeRefresher) -> CatchUp:
+    return CatchUp(store, Inbox(store), refresher, clock, horizon=HORIZON)
+
+
+async def test_long_downtime_catches_up_active_flows_at_start(store: Store) -> None:
+    """A previous heartbeat older than the horizon makes start() refresh every flow active in the gap."""
+    clock = ManualClock(start=T0)
+    await Inbox(store).set_marker(HEARTBEAT, T0 - HORIZON - 1)
+    refresher = FakeRefresher()
+    gap = await _catchup(store, clock, refresher).start()
+    assert gap is not None
+    assert gap.cause == "downtime"
+    assert refresher.calls == [("flow", 1), ("assessments", 1), ("participants", 1)]
+
+
+async def test_short_downtime_needs_no_catch_up(store: Store) -> None:
+    """Down for less than the horizon: WISEflow redelivers, nothing is refreshed."""
+    clock = ManualClock(start=T0)
+    await Inbox(store).set_marker(HEARTBEAT, T0 - 60)
+    refresher = FakeRefresher()
+    assert await _catchup(store, clock, refresher).start() is None
+    assert refresher.calls == []
+
+
+async def test_silence_beyond_the_horizon_catches_up_once(store: Store) -> None:
+    """No delivery for longer than the horizon while a flow is active: one catch-up, then quiet again."""
+    clock = ManualClock(start=T0)
+    refresher = FakeRefresher()
+    catchup = _catchup(store, clock, refresher)
+    await catchup.start()
+    clock.advance(HORIZON)
+    assert await catchup.check() is None
+    clock.advance(1)
+    gap = await catchup.check()
+    assert gap is not None
+    assert gap.cause == "silence"
+    assert len(refresher.calls) == 3
+    clock.advance(60)
+    assert await catchup.check() is None
+    assert (len(refresher.calls), catchup.catchups) == (3, 1)
+
+
+async def test_a_delivery_resets_the_silence(store: Store) -> None:
+    """A webhook delivery (even a duplicate) proves we are not blind."""
+    clock = ManualClock(start=T0)
+    refresher = FakeRefresher()
+    catchup = _catchup(store, clock, refresher)
+    await catchup.start()
+    clock.advance(HORIZON - 10)
+    await Inbox(store).record(
+        WebhookEvent("d", 1, "FINAL_GRADE", int(T0), 1, None), b"{}", "pending", clock.wall()
+    )
+    clock.advance(20)
+    assert await catchup.check() is None
+    assert refresher.calls == []
+
+
+async def test_an_interrupted_catch_up_is_retried(store: Store) -> None:
+    """When the breaker is open during a catch-up, the next check tries again until it completes."""
+    clock = ManualClock(start=T0)
+    await Inbox(store).set_marker(HEARTBEAT, T0 - HORIZON - 1)
+    refresher = FakeRefresher()
+    refresher.fail = 1
+    refresher.error = CircuitOpen("http://api", 5.0, "maintenance")
+    catchup = _catchup(store, clock, refresher)
+    await catchup.start()
+    assert refresher.calls == []
+    clock.advance(60)
+    await catchup.check()
+    assert refresher.calls == [("flow", 1), ("assessments", 1), ("participants", 1)]
+    clock.advance(60)
+    await catchup.check()
+    assert len(refresher.calls) == 3

@@ -1,0 +1,231 @@
+"""The inbox worker over a real SQLite inbox, a fake refresher and a manual clock (no sleeping)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from service.adapters.store import Store
+from service.adapters.store.inbox import Inbox
+from service.core.clock import ManualClock
+from service.core.webhook_events import WebhookEvent
+from service.core.webhook_figures import WebhookFigures
+from service.errors import ApiUnavailable, CircuitOpen
+from service.sync.inbox_worker import InboxWorker, WorkerPolicy
+
+NOW = 1_700_000_000.0
+
+
+class FakeRefresher:
+    """Records every refresh; fails the next `fail` calls with `error`."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.fail = 0
+        self.error: Exception = ApiUnavailable("down", status=503)
+
+    async def _call(self, kind: str, flow_id: int) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise self.error
+        self.calls.append((kind, flow_id))
+
+    async def refresh_flow(self, flow_id: int) -> None:
+        await self._call("flow", flow_id)
+
+    async def refresh_assessments(self, flow_id: int) -> None:
+        await self._call("assessments", flow_id)
+
+    async def refresh_participants(self, flow_id: int) -> None:
+        await self._call("participants", flow_id)
+
+
+class World:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.inbox = Inbox(store)
+        self.clock = ManualClock(start=NOW)
+        self.refresher = FakeRefresher()
+        self.figures = WebhookFigures()
+        self.worker = InboxWorker(
+            self.inbox,
+            self.refresher,
+            self.clock,
+            WorkerPolicy(max_attempts=3, base=1.0, cap=10.0),
+            self.figures,
+            random.Random(1),
+        )
+
+    async def add(self, sequence: int, event: str = "FINAL_GRADE", flow_id: int = 10) -> None:
+        ev = WebhookEvent(f"d{sequence}", sequence, event, int(NOW), flow_id, 1)
+        await self.inbox.record(ev, b"{}", "pending", self.clock.wall())
+
+    async def statuses(self) -> dict[int, str]:
+        async with self.store.db.execute("SELECT sequence, status FROM inbox") as cur:
+            return {int(r[0]): str(r[1]) for r in await cur.fetchall()}
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    store = await Store.open(tmp_path / "inbox.sqlite3")
+    try:
+        yield World(store)
+    finally:
+        await store.close()
+
+
+async def test_each_event_kind_calls_its_refresh(world: World) -> None:
+    """Grades refresh assessments, flow events refresh the flow, submissions refresh participants."""
+    await world.add(1, "FINAL_GRADE", 1)
+    await world.add(2, "FLOW_STATE_UPDATED", 2)
+    await world.add(3, "PAPER_SUBMITTED", 3)
+    await world.add(4, "FLOW_PERIOD_UPDATED", 4)
+    await world.add(5, "ASSIGNMENT", 5)
+    await world.add(6, "ALTERNATIVE_GRADE", 6)
+    result = await world.worker.run_once()
+    assert world.refresher.calls == [
+        ("assessments", 1),
+        ("flow", 2),
+        ("participants", 3),
+        ("flow", 4),
+        ("participants", 5),
+        ("assessments", 6),
+    ]
+    assert result.processed == 6
+    assert set((await world.statuses()).values()) == {"done"}
+
+
+async def test_events_of_one_flow_share_one_refresh(world: World) -> None:
+    """Several grade events of one flow waiting together cost one assessments refresh."""
+    for sequence in (1, 2, 3):
+        await world.add(sequence, "ASSESSMENT", 10)
+    await world.worker.run_once()
+    assert world.refresher.calls == [("assessments", 10)]
+    assert await world.statuses() == {1: "done", 2: "done", 3: "done"}
+
+
+async def test_a_done_event_is_not_processed_again(world: World) -> None:
+    """A second pass finds nothing to do: processed events stay done."""
+    await world.add(1)
+    await world.worker.run_once()
+    await world.worker.run_once()
+    assert world.refresher.calls == [("assessments", 10)]
+
+
+async def test_an_older_event_arriving_late_is_superseded(world: World) -> None:
+    """Sequence 7 applied, then sequence 5 of the same flow and kind arrives: no refresh, marked done."""
+    await world.add(7)
+    await world.worker.run_once()
+    await world.add(5)
+    await world.worker.run_once()
+    assert world.refresher.calls == [("assessments", 10)]
+    assert await world.statuses() == {5: "done", 7: "done"}
+    assert world.figures.superseded == 1
+
+
+async def test_an_older_event_of_another_kind_still_refreshes(world: World) -> None:
+    """Supersession is per kind: a late flow event after a newer grade event still refreshes the flow."""
+    await world.add(7, "FINAL_GRADE")
+    await world.worker.run_once()
+    await world.add(5, "FLOW_STATE_UPDATED")
+    await world.worker.run_once()
+    assert world.refresher.calls == [("assessments", 10), ("flow", 10)]
+
+
+async def test_failures_retry_with_backoff_then_dead_letter(world: World) -> None:
+    """A failing event is retried after its backoff and is dead after max_attempts (3) failures."""
+    await world.add(1)
+    world.refresher.fail = 99
+    first = await world.worker.run_once()
+    assert first.failed == 1
+    assert first.next_due is not None
+    assert NOW < first.next_due <= NOW + 1.0  # full jitter within the first ceiling (base 1 s)
+    await world.worker.run_once()  # not due yet: no attempt
+    assert world.refresher.fail == 98
+    for _ in range(2):
+        world.clock.advance(10.0)
+        await world.worker.run_once()
+    assert await world.statuses() == {1: "dead"}
+    assert world.figures.dead_lettered == 1
+    dead = await world.inbox.dead_letters()
+    assert (dead[0].attempts, dead[0].last_error) == (3, "ApiUnavailable: down | status=503 | attempt=1")
+
+
+async def test_a_failing_event_holds_back_later_events_of_its_flow_only(world: World) -> None:
+    """Order per flow: flow 10's later event waits behind its failed one; flow 20 goes ahead."""
+    await world.add(1, "FINAL_GRADE", 10)
+    await world.add(2, "FLOW_STATE_UPDATED", 10)
+    await world.add(3, "FINAL_GRADE", 20)
+    world.refresher.fail = 1
+    await world.worker.run_once()
+    assert world.refresher.calls == [("assessments", 20)]
+    assert await world.statuses() == {1: "pending", 2: "pending", 3: "done"}
+    world.clock.advance(10.0)
+    await world.worker.run_once()
+    assert world.refresher.calls == [("assessments", 20), ("assessments", 10), ("flow", 10)]
+
+
+async def test_circuit_open_defers_without_burning_attempts(world: World) -> None:
+    """While the breaker is open, events wait until the probe and their attempt count stays 0."""
+    await world.add(1, flow_id=10)
+    await world.add(2, flow_id=20)
+    world.refresher.fail = 5
+    world.refresher.error = CircuitOpen("http://api", retry_after=30.0, reason="maintenance")
+    result = await world.worker.run_once()
+    assert result.next_due == NOW + 30.0
+    async with world.store.db.execute("SELECT attempts, next_attempt_at FROM inbox ORDER BY sequence") as cur:
+        assert [tuple(r) for r in await cur.fetchall()] == [(0, NOW + 30.0), (0, NOW + 30.0)]
+    assert world.refresher.fail == 4  # one call tried, the pass stopped there
+    world.refresher.fail = 0
+    world.clock.advance(30.0)
+    await world.worker.run_once()
+    assert await world.statuses() == {1: "done", 2: "done"}
+
+
+async def test_replay_requeues_dead_letters_and_is_repeatable(world: World) -> None:
+    """`replay` turns dead events pending with fresh attempts; replaying again changes nothing."""
+    await world.add(1)
+    await world.add(2, flow_id=20)
+    world.refresher.fail = 99
+    for _ in range(3):
+        await world.worker.run_once()
+        world.clock.advance(10.0)
+    assert await world.statuses() == {1: "dead", 2: "dead"}
+    assert await world.inbox.replay(1) == 1
+    assert await world.inbox.replay(1) == 0
+    assert await world.inbox.replay(None) == 1
+    assert await world.inbox.replay(None) == 0
+    world.refresher.fail = 0
+    await world.worker.run_once()
+    assert await world.statuses() == {1: "done", 2: "done"}
+
+
+async def test_processing_lag_is_recorded(world: World) -> None:
+    """The lag from receipt to done is measured on the clock."""
+    await world.add(1)
+    world.clock.advance(2.5)
+    await world.worker.run_once()
+    assert (world.figures.processed, world.figures.lag_last) == (1, 2.5)
+
+
+async def test_unknown_events_are_never_processed(world: World) -> None:
+    """Events stored as 'unknown' are left alone by the worker."""
+    ev = WebhookEvent("dx", 9, "NEW_THING", int(NOW), None, None)
+    await world.inbox.record(ev, b"{}", "unknown", NOW)
+    await world.worker.run_once()
+    assert (world.refresher.calls, await world.statuses()) == ([], {9: "unknown"})
+
+
+async def test_counts_and_markers(world: World) -> None:
+    """Counts by status include deliveries; markers round-trip through the checkpoints table."""
+    await world.add(1)
+    await world.add(2)
+    await world.worker.run_once()
+    assert await world.inbox.counts() == {"done": 2, "deliveries": 2}
+    assert await world.inbox.get_marker("heartbeat") is None
+    await world.inbox.set_marker("heartbeat", 123.5)
+    await world.inbox.set_marker("heartbeat", 124.5)
+    assert await world.inbox.get_marker("heartbeat") == 124.5
