@@ -17,7 +17,7 @@ from service import __version__
 from service.errors import ConfigError
 
 # The commands of DESIGN.md's contract, in the order `--help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("run", "sync", "simulate", "demo", "export", "diagnose")
+COMMAND_MODULES: tuple[str, ...] = ("run", "sync", "simulate", "demo", "export", "diagnose", "certify")
 
 EXIT_USAGE = 2
 
