@@ -1,0 +1,114 @@
+"""`wiseflow-sync run` as a real process: ready, serving, graceful on SIGTERM; bad settings stop it at once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from tests.conftest import SimFactory
+from tests.e2e.test_service import service_env
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def start_service(env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service",
+        "run",
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def wait_ready(url: str, proc: asyncio.subprocess.Process, within: float = 20.0) -> None:
+    """Poll /readyz of a real process until it answers 200."""
+    deadline = time.monotonic() + within
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            assert proc.returncode is None, "the service exited before becoming ready"
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError("service not ready in time")
+
+
+async def test_run_serves_and_stops_gracefully_on_sigterm(make_simulator: SimFactory, tmp_path: Path) -> None:
+    """The service becomes ready, accepts a webhook, and exits 0 soon after SIGTERM with its logs in JSON."""
+    sim = await make_simulator()
+    port = free_port()
+    env = service_env(sim, tmp_path / "run.sqlite3", SYNC_HTTP_PORT=str(port), SYNC_HTTP_HOST="127.0.0.1")
+    proc = await start_service(env)
+    try:
+        await wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"http://127.0.0.1:{port}/webhooks/wiseflow", data=b"{}") as response,
+        ):
+            assert response.status == 401  # unsigned: refused, and the process carries on
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0
+    lines = stderr.decode().splitlines()
+    assert any('"event":"service.started"' in line for line in lines)
+    assert any('"event":"service.stopped"' in line for line in lines)
+    assert sim.config.client_secret not in stderr.decode()
+
+
+async def test_a_bad_setting_stops_startup_with_one_line(tmp_path: Path) -> None:
+    """A malformed variable: exit 2 and one line on stderr naming it, without echoing secrets."""
+    env = {
+        "WISEFLOW_CLIENT_ID": "id",
+        "WISEFLOW_CLIENT_SECRET": "s3cr3t-value",
+        "SYNC_HTTP_PORT": "eighty",
+        "SYNC_DATABASE": str(tmp_path / "x.sqlite3"),
+    }
+    proc = await start_service(env)
+    _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
+    text = stderr.decode().strip()
+    assert proc.returncode == 2
+    assert text.count("\n") == 0
+    assert "SYNC_HTTP_PORT" in text
+    assert "s3cr3t-value" not in text
+
+
+async def test_missing_credentials_stop_startup_with_one_line(tmp_path: Path) -> None:
+    """No OAuth client and no API key: exit 2 naming WISEFLOW_CLIENT_ID."""
+    env = {"SYNC_DATABASE": str(tmp_path / "x.sqlite3")}
+    scrubbed = {k: v for k, v in os.environ.items() if not k.startswith("WISEFLOW_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service",
+        "run",
+        env={**scrubbed, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode == 2
+    assert "WISEFLOW_CLIENT_ID" in stderr.decode()
+    assert stderr.decode().strip().count("\n") == 0
