@@ -17,7 +17,9 @@ from service import __version__
 from service.errors import ConfigError
 
 # The commands of DESIGN.md's contract, in the order `--help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("run", "sync", "simulate", "demo", "export", "diagnose", "certify")
+COMMAND_MODULES: tuple[str, ...] = (
+    "run", "sync", "simulate", "demo", "export", "diagnose", "certify", "inbox", "webhooks",
+)  # fmt: skip
 
 EXIT_USAGE = 2
 

@@ -205,6 +205,11 @@ class Inbox:
             await cursor.close()
         return count
 
+    async def status_of(self, sequence: int) -> str | None:
+        """The status of one event, or None when there is no such event."""
+        value = await fetch_value(self._store.db, "SELECT status FROM inbox WHERE sequence = ?", (sequence,))
+        return None if value is None else str(value)
+
     async def counts(self) -> dict[str, int]:
         """Events by status, plus 'deliveries' (every delivery id recorded)."""
         async with self._store.db.execute("SELECT status, COUNT(*) FROM inbox GROUP BY status") as cursor:

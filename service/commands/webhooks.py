@@ -1,0 +1,116 @@
+"""`wiseflow-sync webhooks ensure`: make WISEflow's subscription match our URL and events; idempotent.
+
+The URL is `--url` or `SYNC_PUBLIC_WEBHOOK_URL` (the public https address of `POST /webhooks/wiseflow`);
+the events are `--events` or `SYNC_WEBHOOK_EVENTS` (comma-separated), by default every event WISEflow
+sends. A new subscription is given the first secret of `WISEFLOW_WEBHOOK_SECRET`. Prints one line:
+created, updated or unchanged (`--dry-run` says what it would do and sends nothing but `GET /webhooks`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, TextIO
+from urllib.parse import urlsplit
+
+from service.adapters.logs import configure_logging
+from service.adapters.wiseflow import WiseflowClient
+from service.core.ports import WEBHOOK_EVENTS
+from service.core.redact import redact_url
+from service.core.subscriptions import SubscriptionPlan, plan_subscription
+from service.errors import ConfigError, ServiceError
+from service.settings import Settings, load_settings
+
+URL_VARIABLE: Final = "SYNC_PUBLIC_WEBHOOK_URL"
+EVENTS_VARIABLE: Final = "SYNC_WEBHOOK_EVENTS"
+# WISEflow delivers to https only; plain http is allowed for loopback (the simulator, local tests).
+_LOOPBACK: Final = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def register(subparsers: Any) -> None:
+    """Add the `webhooks` command."""
+    p = subparsers.add_parser("webhooks", help="manage WISEflow's webhook subscription")
+    sub = p.add_subparsers(dest="webhooks_command", metavar="ACTION")
+    sub.required = True
+    ensure = sub.add_parser("ensure", help="create or update the subscription to match the configuration")
+    ensure.add_argument("--url", help=f"public webhook URL (default: ${URL_VARIABLE})")
+    ensure.add_argument("--events", help=f"comma-separated events (default: ${EVENTS_VARIABLE} or all)")
+    ensure.add_argument("--dry-run", action="store_true", help="only say what would change")
+    ensure.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Load the settings, reconcile the subscription, print one line; 1 when WISEflow refused."""
+    settings = load_settings(env)
+    settings.require_api_credentials()
+    configure_logging(settings.log_level)
+    url = webhook_url(args.url or env.get(URL_VARIABLE))
+    events = webhook_events(args.events or env.get(EVENTS_VARIABLE))
+    if not settings.webhook_secrets:
+        raise ConfigError("WISEFLOW_WEBHOOK_SECRET", "missing: webhooks cannot be verified without it")
+    return asyncio.run(ensure(settings, url, events, dry_run=args.dry_run, out=sys.stdout))
+
+
+def webhook_url(raw: str | None) -> str:
+    """The configured public URL, checked: https (http only on loopback), no credentials."""
+    if raw is None or raw.strip() == "":
+        raise ConfigError(URL_VARIABLE, "missing: set it (or pass --url) to the public webhook URL")
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(URL_VARIABLE, "malformed: expected an https URL")
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+        raise ConfigError(URL_VARIABLE, "malformed: WISEflow delivers to https URLs only")
+    if parts.username or parts.password:
+        raise ConfigError(URL_VARIABLE, "malformed: credentials do not belong in the URL")
+    return raw.strip()
+
+
+def webhook_events(raw: str | None) -> list[str]:
+    """The events to subscribe to: the comma-separated list given, or every event WISEflow sends."""
+    if raw is None or raw.strip() == "":
+        return list(WEBHOOK_EVENTS)
+    events = [e.strip().upper() for e in raw.split(",") if e.strip()]
+    unknown = [e for e in events if e not in WEBHOOK_EVENTS]
+    if unknown or not events:
+        raise ConfigError(EVENTS_VARIABLE, f"malformed: expected events among {', '.join(WEBHOOK_EVENTS)}")
+    return events
+
+
+async def ensure(settings: Settings, url: str, events: Sequence[str], *, dry_run: bool, out: TextIO) -> int:
+    """Reconcile with WISEflow through the client; returns the exit code."""
+    try:
+        async with WiseflowClient(settings) as client:
+            plan = plan_subscription(
+                await client.list_webhooks(),
+                url=url,
+                events=events,
+                title=settings.client_name,
+                secret=settings.webhook_secrets[0].reveal(),
+            )
+            webhook_id = plan.webhook_id
+            if not dry_run and plan.action == "create":
+                webhook_id = int((await client.create_webhook(plan.body))["id"])
+            elif not dry_run and plan.action == "update" and webhook_id is not None:
+                await client.update_webhook(webhook_id, plan.body)
+    except ServiceError as exc:
+        print(f"wiseflow-sync webhooks ensure: {exc}", file=sys.stderr)
+        return 1
+    out.write(describe(plan, webhook_id, url, events, dry_run=dry_run) + "\n")
+    return 0
+
+
+def describe(
+    plan: SubscriptionPlan, webhook_id: int | None, url: str, events: Sequence[str], *, dry_run: bool
+) -> str:
+    """The one line the command prints (the URL redacted, the secret never)."""
+    verb = {"create": "created", "update": "updated", "ok": "unchanged"}[plan.action]
+    if dry_run and plan.action != "ok":
+        verb = f"would be {verb}"
+    ident = "new" if webhook_id is None else str(webhook_id)
+    line = f"webhook subscription {verb}: id={ident} url={redact_url(url)} events={','.join(sorted(events))}"
+    if plan.duplicates:
+        ids = ", ".join(str(i) for i in plan.duplicates)
+        line += f" (warning: subscription(s) {ids} also deliver to this URL; the inbox absorbs the duplicates)"
+    return line

@@ -1,0 +1,44 @@
+"""What `webhooks ensure` must do to make WISEflow's subscriptions match ours: a pure decision.
+
+Which existing subscription is ours: first one with our URL; else one with our title (the URL moved, so
+update it rather than add a second subscription); else none, and one is created. Ours is updated when
+its events differ or it is inactive; otherwise nothing is sent. Other subscriptions with our URL are
+reported as duplicates (each would deliver every event twice), never deleted behind the operator's back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from service.core.ports import Json
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionPlan:
+    """The action (`create`, `update` or `ok`), the subscription it concerns, and the request body."""
+
+    action: str
+    webhook_id: int | None
+    body: Json
+    duplicates: tuple[int, ...] = field(default=())
+
+
+def plan_subscription(
+    existing: Sequence[Json], *, url: str, events: Sequence[str], title: str, secret: str | None
+) -> SubscriptionPlan:
+    """How to bring `existing` (`GET /webhooks` data) to one active subscription of `url` for `events`."""
+    wanted = sorted(dict.fromkeys(events))
+    same_url = [w for w in existing if w.get("url") == url]
+    ours = same_url[0] if same_url else next((w for w in existing if w.get("title") == title), None)
+    duplicates = tuple(int(w["id"]) for w in same_url[1:] if isinstance(w.get("id"), int))
+    if ours is None:
+        body: Json = {"title": title, "url": url, "active": True, "events": wanted}
+        if secret is not None:
+            body["secret"] = secret
+        return SubscriptionPlan("create", None, body, duplicates)
+    webhook_id = int(ours["id"])
+    current = sorted(e for e in ours.get("events") or [] if isinstance(e, str))
+    if ours.get("url") == url and current == wanted and ours.get("active") is True:
+        return SubscriptionPlan("ok", webhook_id, {}, duplicates)
+    return SubscriptionPlan("update", webhook_id, {"url": url, "active": True, "events": wanted}, duplicates)

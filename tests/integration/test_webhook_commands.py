@@ -1,0 +1,155 @@
+"""`inbox dead-letters`, `inbox replay` and `webhooks ensure` against real SQLite and the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+
+import pytest
+
+from service.adapters.store import Store
+from service.adapters.store.inbox import Inbox
+from service.cli import main
+from service.commands.webhooks import ensure, webhook_events, webhook_url
+from service.core.ports import WEBHOOK_EVENTS
+from service.core.webhook_events import WebhookEvent
+from service.errors import ConfigError
+from service.settings import load_settings
+from tests.conftest import SimHandle
+
+NOW = 1_700_000_000.0
+
+
+async def _database_with_dead_letter(path: Path) -> None:
+    store = await Store.open(path)
+    try:
+        inbox = Inbox(store)
+        await inbox.record(WebhookEvent("d1", 11, "FINAL_GRADE", int(NOW), 5, 1), b"{}", "pending", NOW)
+        await inbox.record(WebhookEvent("d2", 12, "FINAL_GRADE", int(NOW), 5, 1), b"{}", "pending", NOW)
+        await inbox.mark_failed([11], "ApiUnavailable: down", NOW, max_attempts=1)
+    finally:
+        await store.close()
+
+
+async def _status(path: Path, sequence: int) -> str | None:
+    store = await Store.open(path)
+    try:
+        return await Inbox(store).status_of(sequence)
+    finally:
+        await store.close()
+
+
+async def test_dead_letters_lists_failed_events(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The dead event is listed with its error; the pending one is not."""
+    db = tmp_path / "db.sqlite3"
+    await _database_with_dead_letter(db)
+    # The CLI runs its own event loop: call it from a worker thread of this test's loop.
+    code = await _cli(["inbox", "dead-letters"], db)
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "11" in out
+    assert "ApiUnavailable: down" in out
+    assert "\n12 " not in out
+
+
+async def test_replay_is_safe_to_repeat(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Replaying an event re-queues it once; again says there is nothing to replay; unknown IDs exit 1."""
+    db = tmp_path / "db.sqlite3"
+    await _database_with_dead_letter(db)
+    assert await _cli(["inbox", "replay", "11"], db) == 0
+    assert await _status(db, 11) == "pending"
+    assert await _cli(["inbox", "replay", "11"], db) == 0
+    assert await _cli(["inbox", "replay", "--all"], db) == 0
+    assert await _cli(["inbox", "replay", "999"], db) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "re-queued 1 event(s); the service's inbox worker will process them",
+        "event 11 is pending: nothing to replay",
+        "no dead events to replay",
+    ]
+
+
+async def test_commands_refuse_a_missing_database(tmp_path: Path) -> None:
+    """Without a database file the command exits 2 naming SYNC_DATABASE (it never creates one)."""
+    assert await _cli(["inbox", "dead-letters"], tmp_path / "absent.sqlite3") == 2
+    assert not (tmp_path / "absent.sqlite3").exists()
+
+
+async def _cli(argv: list[str], db: Path) -> int:
+    return await asyncio.to_thread(main, argv, {"SYNC_DATABASE": str(db)})
+
+
+async def test_ensure_creates_then_reports_then_updates(simulator: SimHandle) -> None:
+    """First run creates the subscription (with our first secret), second changes nothing, new events update."""
+    settings = load_settings(
+        {
+            "WISEFLOW_API_URL": simulator.api_url,
+            "WISEFLOW_API_KEY": "demo-api-key",
+            "WISEFLOW_WEBHOOK_SECRET": "s1,s0",
+        }
+    )
+    url = "http://127.0.0.1:9/webhooks/wiseflow"
+    lines = []
+    for events in (list(WEBHOOK_EVENTS), list(WEBHOOK_EVENTS), ["FINAL_GRADE"]):
+        out = io.StringIO()
+        assert await ensure(settings, url, events, dry_run=False, out=out) == 0
+        lines.append(out.getvalue().split(":")[0])
+    assert lines == [
+        "webhook subscription created",
+        "webhook subscription unchanged",
+        "webhook subscription updated",
+    ]
+    subs = list(simulator.state.subscriptions.values())
+    assert [(s.url, s.events, s.active, s.secret) for s in subs] == [(url, ["FINAL_GRADE"], True, "s1")]
+
+
+async def test_ensure_dry_run_sends_no_write(simulator: SimHandle) -> None:
+    """--dry-run says what it would do and creates nothing."""
+    settings = load_settings(
+        {
+            "WISEFLOW_API_URL": simulator.api_url,
+            "WISEFLOW_API_KEY": "demo-api-key",
+            "WISEFLOW_WEBHOOK_SECRET": "s",
+        }
+    )
+    out = io.StringIO()
+    assert (
+        await ensure(
+            settings, "https://sync.example.org/webhooks/wiseflow", ["FINAL_GRADE"], dry_run=True, out=out
+        )
+        == 0
+    )
+    assert out.getvalue().startswith("webhook subscription would be created: id=new")
+    assert simulator.state.subscriptions == {}
+
+
+async def test_ensure_reports_an_api_error(simulator: SimHandle, capsys: pytest.CaptureFixture[str]) -> None:
+    """Refused credentials end the command with exit 1 and one line on stderr."""
+    settings = load_settings(
+        {"WISEFLOW_API_URL": simulator.api_url, "WISEFLOW_API_KEY": "wrong", "WISEFLOW_WEBHOOK_SECRET": "s"}
+    )
+    assert (
+        await ensure(settings, "https://x.example.org/h", ["FINAL_GRADE"], dry_run=False, out=io.StringIO())
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert err.startswith("wiseflow-sync webhooks ensure:")
+    assert "wrong" not in err
+
+
+@pytest.mark.parametrize(
+    "raw", [None, "", "ftp://x.example.org/h", "http://sync.example.org/h", "https://u:p@sync.example.org/h"]
+)
+def test_webhook_url_must_be_https_or_loopback(raw: str | None) -> None:
+    """Missing, non-http(s), plain http off loopback, or credentialed URLs are configuration errors."""
+    with pytest.raises(ConfigError, match="SYNC_PUBLIC_WEBHOOK_URL"):
+        webhook_url(raw)
+
+
+def test_webhook_events_default_to_all_and_are_checked() -> None:
+    """No list means every event; an unknown event is a configuration error."""
+    assert webhook_events(None) == list(WEBHOOK_EVENTS)
+    assert webhook_events("final_grade, ASSESSMENT") == ["FINAL_GRADE", "ASSESSMENT"]
+    with pytest.raises(ConfigError, match="SYNC_WEBHOOK_EVENTS"):
+        webhook_events("FINAL_GRADE,NOPE")

@@ -1,0 +1,57 @@
+"""The subscription plan of `webhooks ensure`: create, update, unchanged, duplicates."""
+
+from __future__ import annotations
+
+from service.core.subscriptions import plan_subscription
+
+URL = "https://sync.example.org/webhooks/wiseflow"
+
+
+def test_nothing_there_creates_with_the_secret() -> None:
+    """No subscription yet: create one, active, with sorted events and our secret."""
+    plan = plan_subscription([], url=URL, events=["FINAL_GRADE", "ASSESSMENT"], title="t", secret="s")
+    assert (plan.action, plan.body) == (
+        "create",
+        {"title": "t", "url": URL, "active": True, "events": ["ASSESSMENT", "FINAL_GRADE"], "secret": "s"},
+    )
+
+
+def test_matching_subscription_is_left_alone() -> None:
+    """Same URL, same events (any order), active: nothing to do."""
+    existing = [{"id": 4, "url": URL, "active": True, "events": ["ASSESSMENT", "FINAL_GRADE"]}]
+    plan = plan_subscription(existing, url=URL, events=["FINAL_GRADE", "ASSESSMENT"], title="t", secret=None)
+    assert (plan.action, plan.webhook_id) == ("ok", 4)
+
+
+def test_inactive_or_different_events_are_updated() -> None:
+    """An inactive subscription, or one with other events, is updated in place."""
+    for existing in (
+        [{"id": 4, "url": URL, "active": False, "events": ["FINAL_GRADE"]}],
+        [{"id": 4, "url": URL, "active": True, "events": ["ASSIGNMENT"]}],
+    ):
+        plan = plan_subscription(existing, url=URL, events=["FINAL_GRADE"], title="t", secret=None)
+        assert (plan.action, plan.webhook_id, plan.body) == (
+            "update",
+            4,
+            {"url": URL, "active": True, "events": ["FINAL_GRADE"]},
+        )
+
+
+def test_a_moved_url_updates_our_titled_subscription() -> None:
+    """Our title under an old URL: update its URL instead of adding a second subscription."""
+    existing = [
+        {"id": 1, "url": "https://other/", "title": "x"},
+        {"id": 2, "url": "https://old/", "title": "t"},
+    ]
+    plan = plan_subscription(existing, url=URL, events=["FINAL_GRADE"], title="t", secret=None)
+    assert (plan.action, plan.webhook_id) == ("update", 2)
+
+
+def test_duplicates_of_our_url_are_reported() -> None:
+    """Further subscriptions of our URL are reported, not touched."""
+    existing = [
+        {"id": 1, "url": URL, "active": True, "events": ["FINAL_GRADE"]},
+        {"id": 3, "url": URL, "active": True, "events": ["FINAL_GRADE"]},
+    ]
+    plan = plan_subscription(existing, url=URL, events=["FINAL_GRADE"], title="t", secret=None)
+    assert (plan.action, plan.webhook_id, plan.duplicates) == ("ok", 1, (3,))
