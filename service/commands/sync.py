@@ -64,7 +64,7 @@ class ProgressReport:
         self._out = out
         self._tty = out.isatty()
         self._every = every
-        self._last = 0.0
+        self._last: float | None = None  # the first report always prints
 
     def __call__(self, progress: Progress) -> None:
         if self._tty:
@@ -72,7 +72,7 @@ class ProgressReport:
             self._out.flush()
             return
         now = time.monotonic()
-        if now - self._last >= self._every:
+        if self._last is None or now - self._last >= self._every:
             self._last = now
             print(f"wiseflow-sync sync: {_counts(progress)}", file=self._out, flush=True)
 
