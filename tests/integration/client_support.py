@@ -38,14 +38,19 @@ class Recorder:
         self.transitions: list[Transition] = []
 
 
-def make_client(api_url: str, recorder: Recorder | None = None, **overrides: Any) -> WiseflowClient:
+QUICK_BREAKER = BreakerPolicy(failure_threshold=3, open_base=0.5, open_cap=5.0, probe_timeout=5.0)
+
+
+def make_client(
+    api_url: str, recorder: Recorder | None = None, breaker: BreakerPolicy = QUICK_BREAKER, **overrides: Any
+) -> WiseflowClient:
     """A client for the simulator at `api_url`; `recorder` receives its records and transitions."""
     rec = recorder or Recorder()
     return WiseflowClient(
         client_settings(api_url, **overrides),
         on_request=rec.records.append,
         on_transition=rec.transitions.append,
-        breaker_policy=BreakerPolicy(failure_threshold=3, open_base=0.5, open_cap=5.0, probe_timeout=5.0),
+        breaker_policy=breaker,
     )
 
 
