@@ -115,6 +115,16 @@ def plan_after_poll(flow: Flow, now: float, rng: Random, policy: PlanPolicy) -> 
     return FlowPlan(last_polled_at=now, next_poll_at=now + jittered(policy.poll_interval, policy.jitter, rng))
 
 
+def plan_after_failure(plan: FlowPlan, now: float, rng: Random, policy: PlanPolicy) -> FlowPlan:
+    """The plan once a flow's own refresh failed (a 404, a bad page): try again after a poll interval.
+
+    Whatever the state, a final fetch that failed is still owed, so the flow is never parked for good here.
+    """
+    return replace(
+        plan, next_poll_at=now + jittered(policy.poll_interval, policy.jitter, rng), early_refresh=False
+    )
+
+
 def request_early_refresh(flow: Flow, plan: FlowPlan) -> FlowPlan:
     """Mark the flow for a refresh in the next run (a PAPER_HANDED_IN); archived flows stay untouched."""
     if flow.state == "ARCHIVED" and plan.final_fetch_done:

@@ -18,7 +18,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from service.adapters.store import Store, mirror, runs
 from service.adapters.store import outbox as outbox_repo
@@ -29,6 +28,9 @@ from service.core.ports import WiseflowApi
 from service.core.records import Flow, GradeVersion, Participant, changed_grades
 from service.errors import ApiError, ApiUnavailable, AuthError, CircuitOpen, RateLimited, ServiceError
 from service.sync.counting import CountingApi
+from service.sync.summary import Progress, RunSummary
+
+__all__ = ["Poller", "Progress", "RunSummary"]
 
 log = logging.getLogger("service.sync")
 
@@ -41,38 +43,6 @@ ARCHIVED_SCANNED_KEY = "archived_scanned"
 EVENTS_CURSOR_KEY = "events_cursor"
 # Flows written per discovery transaction: one search page.
 DISCOVERY_BATCH = 100
-
-
-@dataclass(slots=True)
-class RunSummary:
-    """What one run did; `outcome` is ok, interrupted (resumable) or failed."""
-
-    run_id: int
-    outcome: str
-    reason: str | None = None
-    retry_after: float | None = None
-    api_calls: int = 0
-    pages: int = 0
-    records: int = 0  # items read from WISEflow: flows listed, participants, grades
-    changes: int = 0
-    flows_listed: int = 0
-    flows_refreshed: int = 0
-    events: int | None = None
-    duration: float = 0.0
-    refreshed_participants: list[int] = field(default_factory=list)
-
-    def forecast(self, policy: PlanPolicy) -> planner.CallForecast:
-        """The plan's formula applied to what this run listed and refreshed (compare with `api_calls`)."""
-        return planner.predict_run_calls(self.flows_listed, self.refreshed_participants, self.events, policy)
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """A progress report: `phase` and, when known, how many of `total` items are done."""
-
-    phase: str
-    done: int
-    total: int | None
 
 
 class Poller:
@@ -276,8 +246,8 @@ class Poller:
                 },
             )
             async with self._store.transaction() as db:
-                retry = planner.plan_after_poll(flow, self._clock.wall(), self._rng, self._policy)
-                await mirror.save_plan(db, flow.flow_id, FlowPlan(plan.last_polled_at, retry.next_poll_at))
+                retry = planner.plan_after_failure(plan, self._clock.wall(), self._rng, self._policy)
+                await mirror.save_plan(db, flow.flow_id, retry)
                 await mirror.record_flow_error(db, flow.flow_id, _reason(exc))
             return
         summary.flows_refreshed += 1

@@ -229,3 +229,17 @@ async def test_runs_never_overlap(store: Store) -> None:
     poller = make_poller(api, store, clock)
     one, two = await asyncio.gather(poller.run_once(), poller.run_once())
     assert sorted([one.flows_refreshed, two.flows_refreshed]) == [0, 26]
+
+
+async def test_a_failed_final_fetch_is_tried_again(store: Store) -> None:
+    """A concluded flow whose last grades fetch failed is fetched again after a poll interval."""
+    api, clock = world(), ManualClock()
+    api.flows[6].state = "CONCLUDED"
+    api.fail_when(lambda r: r == ("assessments", 6), ApiError("bad gateway page", status=400))
+    poller = make_poller(api, store, clock)
+    await poller.run_once()
+    assert await count(store, "SELECT count(*) FROM assessments WHERE flow_id = 6") == 0
+    clock.advance(1000)
+    await poller.run_once()
+    assert await count(store, "SELECT count(*) FROM assessments WHERE flow_id = 6") == 12
+    assert await count(store, "SELECT final_fetch_done FROM flow_plan WHERE flow_id = 6") == 1

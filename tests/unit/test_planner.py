@@ -21,6 +21,7 @@ from service.core.planner import (
     jittered,
     pages,
     plan_after_discovery,
+    plan_after_failure,
     plan_after_poll,
     predict_run_calls,
     request_early_refresh,
@@ -182,3 +183,11 @@ def test_policy_rejects_nonsense() -> None:
     """A negative interval or a jitter of 100 % is refused."""
     with pytest.raises(ValueError, match="jitter"):
         PlanPolicy(jitter=1.0)
+
+
+def test_a_failed_final_fetch_is_retried_not_parked() -> None:
+    """A concluded flow whose last fetch failed comes back after a poll interval, its final fetch still owed."""
+    plan = FlowPlan(last_polled_at=1.0, next_poll_at=5.0)
+    retry = plan_after_failure(plan, 10.0, random.Random(6), POLICY)
+    assert (retry.final_fetch_done, retry.last_polled_at) == (False, 1.0)
+    assert 10.0 + 810.0 <= retry.next_poll_at <= 10.0 + 990.0
