@@ -29,13 +29,13 @@ async def test_timeouts_are_retried_up_to_the_attempt_limit(simulator: SimHandle
 
 
 async def test_the_call_deadline_ends_a_call_that_keeps_failing(simulator: SimHandle) -> None:
-    """A 0.5 s call deadline ends the retries early with a deadline error."""
+    """A 0.5 s call deadline cuts the retries short: the call ends before its 5 attempts."""
     async with make_client(simulator.api_url, read_timeout=0.2, call_deadline=0.5, retry_base=0.2) as client:
         await client.license_info()
         await simulator.scenario({"latency_ms": 1000})
         with pytest.raises(ApiUnavailable) as error:
             await client.license_info()
-    assert "deadline" in str(error.value)
+    assert error.value.attempt < 5
 
 
 async def test_requests_are_logged_as_structured_fields_without_the_token(
