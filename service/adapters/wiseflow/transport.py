@@ -4,6 +4,10 @@ Every request of the process passes here, the token request included, so every o
 by the rate budget, gated by the breaker, carries `X-Client-Name` and is logged and traced the same way.
 Retries and re-authentication are decided one level up (`client.py`); this level only translates what
 happened into a `Reply` or an `ApiUnavailable` (no answer at all).
+
+One resend happens below us: aiohttp repeats an idempotent request once when a reused keep-alive
+connection turns out to be closed before any answer (RFC 9112 9.3.1). That resend is not an attempt of
+ours and is not counted by the budget; it only happens when the server dropped the first copy unanswered.
 """
 
 from __future__ import annotations
