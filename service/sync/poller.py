@@ -6,10 +6,12 @@
                  refresh     per due flow, `concurrency` at a time: participants, assessments, new plan,
                              changed grades + outbox rows, all in ONE transaction per flow
 
-Runs never overlap (a lock). Every flow's refresh commits with its new plan, so the plan is the
-checkpoint: a run ended by the breaker, a Retry-After or kill -9 leaves the flows it did not reach still
-due, and the next run picks them up first. Discovery keeps its pass start in a checkpoint so a resumed pass
-still knows which flows it has seen; the events cursor moves only once a window is fully read.
+Runs never overlap: an asyncio lock within the process, and a file lock (`Store.exclusive`) across
+processes, so `sync --once` and a running service take turns. Every flow's refresh commits with its new
+plan, so the plan is the checkpoint: a run ended by the breaker, a Retry-After or kill -9 leaves the
+flows it did not reach still due, and the next run picks them up first. Discovery keeps its pass start in
+a checkpoint so a resumed pass still knows which flows it has seen; the events cursor moves only once a
+window is fully read.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ class Poller:
 
     async def run_once(self) -> RunSummary:
         """One sync run; never raises for WISEflow trouble, which ends the run as interrupted."""
-        async with self._run_lock:
+        async with self._run_lock, self._store.exclusive("sync"):
             started = time.monotonic()
             async with self._store.transaction() as db:
                 await runs.abandon_running(db, self._clock.wall())

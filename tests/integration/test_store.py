@@ -186,3 +186,25 @@ async def test_inbox_collapses_duplicate_sequences(tmp_path: Path) -> None:
         assert await fetch_value(store.db, "SELECT count(*) || ':' || min(status) FROM inbox") == "1:pending"
     finally:
         await store.close()
+
+
+async def test_exclusive_is_held_across_connections_until_released(tmp_path: Path) -> None:
+    """A second holder of the same named lock (another process, here another store) waits for the first."""
+    path = tmp_path / "db.sqlite3"
+    one, two = await Store.open(path), await Store.open(path)
+    order: list[str] = []
+    try:
+
+        async def second() -> None:
+            async with two.exclusive("sync", poll=0.01):
+                order.append("second")
+
+        async with one.exclusive("sync"):
+            waiter = asyncio.create_task(second())
+            await asyncio.sleep(0.05)
+            order.append("first done")
+        await waiter
+        assert order == ["first done", "second"]
+    finally:
+        await one.close()
+        await two.close()

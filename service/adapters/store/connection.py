@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,8 +34,9 @@ class StoreError(ServiceError):
 class Store:
     """The database of wiseflow-sync. Create with `await Store.open(path)`; close with `await close()`."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: str = ":memory:") -> None:
         self.db = db
+        self.path = path
         self._lock = asyncio.Lock()
         # The task inside `transaction()`: a nested call from that same task joins instead of deadlocking.
         self._owner: asyncio.Task[object] | None = None
@@ -53,7 +56,7 @@ class Store:
             await db.close()
             raise
         db.row_factory = aiosqlite.Row
-        return cls(db)
+        return cls(db, str(path))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -81,6 +84,28 @@ class Store:
         # When the BEGIN itself failed (busy) there is nothing to roll back.
         with contextlib.suppress(sqlite3.OperationalError):
             await self.db.execute("ROLLBACK")
+
+    @asynccontextmanager
+    async def exclusive(self, name: str, poll: float = 0.2) -> AsyncIterator[None]:
+        """Hold a lock shared by every process using this database (e.g. "sync": runs never overlap).
+
+        An flock on `<database>.<name>.lock`: the kernel releases it when its holder dies, even by kill -9,
+        so a crashed run never blocks the next one. Waits (polling) while another process holds it.
+        """
+        if self.path == ":memory:":
+            yield
+            return
+        fd = os.open(f"{self.path}.{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    await asyncio.sleep(poll)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
 
     async def ping(self) -> None:
         """Raise `StoreError` unless the database is writable and fully migrated (readiness)."""
