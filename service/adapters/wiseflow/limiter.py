@@ -22,8 +22,9 @@ class AsyncRateLimiter:
     def __init__(self, gate: RateGate, max_hold: float) -> None:
         self.gate = gate
         # A wait longer than this is handed back to the caller as RateLimited: the scheduler defers the
-        # work instead of a task sitting on a long pause (SYNC_RETRY_AFTER_MAX).
-        self._max_hold = max_hold
+        # work instead of a task sitting on a long pause (SYNC_RETRY_AFTER_MAX). Waits within a second are
+        # ordinary pacing and never fail, whatever the setting.
+        self._max_hold = max(max_hold, 1.0)
         self._lock = asyncio.Lock()
         self._settled = asyncio.Event()
 
