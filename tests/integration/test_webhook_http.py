@@ -187,9 +187,23 @@ async def test_rotated_secrets_are_both_accepted(tmp_path: Path) -> None:
         assert [r[0] for r in await h.rows()] == [1, 2]
 
 
-async def test_broken_gzip_body_is_400_not_500(harness: Harness) -> None:
-    """A body that claims gzip but is not: 400 unreadable_body (or 401), never a 5xx, nothing stored."""
-    headers = {"Content-Encoding": "gzip", "X-Wiseflow-Signature": "x"}
-    response = await harness.client.post(WEBHOOK_PATH, data=b"\x1f\x8bnot really gzip", headers=headers)
-    assert response.status in (400, 401)
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "x-unknown"])
+async def test_compressed_bodies_are_415_unread(harness: Harness, encoding: str) -> None:
+    """Any Content-Encoding but identity is refused unread: 415 from us, or 400 from aiohttp's own decoder."""
+    headers = {"Content-Encoding": encoding, "X-Wiseflow-Signature": "x"}
+    response = await harness.client.post(WEBHOOK_PATH, data=b"{}", headers=headers)
+    assert response.status in (400, 415)
     assert await harness.rows() == []
+
+
+async def test_a_body_slower_than_the_read_timeout_is_408(tmp_path: Path) -> None:
+    """A sender trickling its body past the read timeout gets 408 and holds no handler."""
+
+    async def trickle() -> AsyncIterator[bytes]:
+        yield b"{"
+        await asyncio.sleep(1.0)
+        yield b"}"
+
+    async with running_receiver(tmp_path, read_timeout=0.2) as h:
+        response = await h.client.post(WEBHOOK_PATH, data=trickle(), headers={"X-Wiseflow-Signature": "x"})
+        assert (response.status, await response.json()) == (408, {"error": "body_timeout"})

@@ -74,7 +74,7 @@ class Harness:
 
 @asynccontextmanager
 async def running_receiver(
-    tmp_path: Path, scheme: str = "wiseflow", secrets: tuple[str, ...] = (SECRET,)
+    tmp_path: Path, scheme: str = "wiseflow", secrets: tuple[str, ...] = (SECRET,), read_timeout: float = 5.0
 ) -> AsyncIterator[Harness]:
     """Start the webhook endpoint on 127.0.0.1 (port 0) over a fresh database."""
     store = await Store.open(tmp_path / "webhooks.sqlite3")
@@ -88,6 +88,7 @@ async def running_receiver(
         clock,
         figures,
         on_stored=lambda: wakes.append(1),
+        read_timeout=read_timeout,
     )
     app = web.Application()
     add_webhook_routes(app, receiver)
