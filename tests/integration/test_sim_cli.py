@@ -1,0 +1,65 @@
+"""`wiseflow-sync simulate`: bad flags exit 2 with one line; the server runs until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import aiohttp
+import pytest
+
+from service.cli import main
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["simulate", "--port", "abc"],
+        ["simulate", "--port", "70000"],
+        ["simulate", "--profile", "stormy"],
+        ["simulate", "--flows", "0"],
+        ["simulate", "--webhook-scheme", "md5"],
+    ],
+)
+def test_bad_flags_exit_2_with_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse errors are one line on stderr and exit code 2."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv, env={})
+    assert exit_info.value.code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_bad_setting_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """A value the config refuses (a non-http webhook URL) is one line and exit code 2."""
+    assert main(["simulate", "--webhook-url", "ftp://example.org"], env={}) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "webhook_url" in err[0]
+
+
+@pytest.mark.slow
+async def test_simulate_serves_until_sigterm() -> None:
+    """The command serves /v1 with the environment's API key and exits 0 on SIGTERM."""
+    env = {"WISEFLOW_API_KEY": "cli-key", "PATH": "/usr/bin:/bin"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service", "simulate", "--port", "0", "--seed", "3",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(10):
+            line = (await proc.stdout.readline()).decode()
+        url = line.split()[3]  # "WISEflow simulator on http://127.0.0.1:PORT/v1 (...)"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url + "/license/info", headers={"x-api-key": "cli-key"}) as resp:
+                assert resp.status == 200
+            async with session.get(url + "/license/info", headers={"x-api-key": "demo-api-key"}) as resp:
+                assert resp.status == 401
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
