@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from service.core.signatures import standard_key
+
 PROFILES: Final = ("calm", "chaos")
 WEBHOOK_SCHEMES: Final = ("wiseflow", "standard")
 DEFAULT_CLIENT_ID: Final = "demo-client"
@@ -86,6 +88,11 @@ def _problems(cfg: SimConfig) -> list[str]:
     for name in ("token_ttl", "redelivery_interval", "delivery_timeout", "advance_interval"):
         if not getattr(cfg, name) > 0:
             out.append(f"{name} must be positive")
+    if cfg.webhook_scheme == "standard":
+        try:
+            standard_key(cfg.webhook_secret)
+        except ValueError:
+            out.append("webhook_secret must be base64 after its whsec_ prefix")
     if cfg.webhook_url is not None and not cfg.webhook_url.startswith(("http://", "https://")):
         out.append("webhook_url must be an http(s) URL")
     return out

@@ -173,12 +173,13 @@ class Dispatcher:
             "data": {"flowId": ev.flow_id, "participantId": ev.participant_id},
         }
         body = orjson.dumps(payload)
-        headers = sign_headers(job.target, delivery_id, timestamp, body)
         try:
+            headers = sign_headers(job.target, delivery_id, timestamp, body)
             async with self._session.post(job.target.url, data=body, headers=headers) as resp:
                 await resp.read()
                 status: int | None = resp.status
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            # ValueError: an unusable URL or an undecodable whsec_ secret: a failed attempt, never a crash.
             self._record(job.target, ev, delivery_id, job.attempt, f"error:{type(exc).__name__}", None)
             return None, "error"
         outcome = "delivered" if status is not None and 200 <= status < 300 else "failed"
