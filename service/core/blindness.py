@@ -7,7 +7,7 @@ not take it for longer than that horizon. Two ways to be blind that long:
 - *silence*: the service ran, flows were active, yet no delivery at all arrived for longer than the
   horizon (a broken subscription, a firewall, a wrong URL).
 
-Either way the answer is a catch-up: refresh, at once, every flow that was active during the gap.
+Either way the answer is a catch-up: refresh, at once, every flow that could have changed during the gap.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from typing import Final
 
 # 8 retries x 15 minutes (FACTS.md): after this, WISEflow has given up on an event we did not take.
 REDELIVERY_HORIZON: Final = 8 * 15 * 60.0
-# States in which nothing changes any more (archived) or has begun to (not activated).
-_QUIET_STATES: Final = frozenset({"ARCHIVED", "NOT_ACTIVATED"})
+# The one state in which a flow produces no more events. Dates do not decide: WISEflow changes grades after
+# the marking period ends and moves flows between states whatever their dates say (the simulator too).
+_QUIET_STATES: Final = frozenset({"ARCHIVED"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,13 +33,11 @@ class BlindGap:
 
 
 @dataclass(frozen=True, slots=True)
-class FlowSpan:
-    """A flow's state and the time during which it can produce events (None: unknown or open-ended)."""
+class MirroredFlow:
+    """A mirrored flow and the state we last saw it in."""
 
     flow_id: int
     state: str
-    start: float | None
-    end: float | None
 
 
 def downtime_gap(
@@ -67,18 +66,14 @@ def silence_gap(
     return BlindGap(covered, now, "silence")
 
 
-def is_active_during(flow: FlowSpan, gap: BlindGap) -> bool:
-    """True when `flow` could have produced events during `gap`."""
-    if flow.state == "ARCHIVED":
-        return False
-    if flow.start is None and flow.end is None:
-        # No dates known: trust the state alone.
-        return flow.state not in _QUIET_STATES
-    starts_before_gap_ends = flow.start is None or flow.start <= gap.end
-    ends_after_gap_starts = flow.end is None or flow.end >= gap.start
-    return starts_before_gap_ends and ends_after_gap_starts
+def may_have_changed(flow: MirroredFlow) -> bool:
+    """True when `flow` could have produced events during a gap: any flow not archived could have.
+
+    A NOT_ACTIVATED flow counts too: its activation during the gap is itself an event we may have missed.
+    """
+    return flow.state not in _QUIET_STATES
 
 
-def flows_to_catch_up(flows: Iterable[FlowSpan], gap: BlindGap) -> list[int]:
-    """The ids of the flows active during `gap`, in id order."""
-    return sorted(f.flow_id for f in flows if is_active_during(f, gap))
+def flows_to_catch_up(flows: Iterable[MirroredFlow]) -> list[int]:
+    """The ids of the flows that may have changed during a gap, in id order."""
+    return sorted(f.flow_id for f in flows if may_have_changed(f))

@@ -20,7 +20,7 @@ from service.adapters.store.inbox import Inbox
 from service.core.blindness import (
     REDELIVERY_HORIZON,
     BlindGap,
-    FlowSpan,
+    MirroredFlow,
     downtime_gap,
     flows_to_catch_up,
     silence_gap,
@@ -97,7 +97,7 @@ class CatchUp:
                 log.exception("catch-up check failed", extra={"event": "catchup.failed"})
 
     async def _catch_up(self, gap: BlindGap) -> None:
-        flows = flows_to_catch_up(await self._flow_spans(), gap)
+        flows = flows_to_catch_up(await self._flows())
         if flows:
             context = {"cause": gap.cause, "gap_seconds": round(gap.end - gap.start), "flows": len(flows)}
             log.warning("webhook blind spot: catching up", extra={"event": "catchup.start", **context})
@@ -122,18 +122,9 @@ class CatchUp:
             self.catchups += 1
             log.info("catch-up done", extra={"event": "catchup.done", "flows": len(flows)})
 
-    async def _flow_spans(self) -> list[FlowSpan]:
-        """Every non-archived flow and when it can produce events (participation start to marking end)."""
+    async def _flows(self) -> list[MirroredFlow]:
+        """Every mirrored flow that is not archived, with its last known state."""
         async with self.store.db.execute(
-            "SELECT flow_id, state, participation_start, marking_end FROM flows WHERE state != 'ARCHIVED'"
+            "SELECT flow_id, state FROM flows WHERE state != 'ARCHIVED'"
         ) as cursor:
-            rows = await cursor.fetchall()
-        return [
-            FlowSpan(
-                int(r[0]),
-                str(r[1]),
-                None if r[2] is None else float(r[2]),
-                None if r[3] is None else float(r[3]),
-            )
-            for r in rows
-        ]
+            return [MirroredFlow(int(r[0]), str(r[1])) for r in await cursor.fetchall()]

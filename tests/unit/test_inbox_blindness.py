@@ -8,10 +8,9 @@ from hypothesis import strategies as st
 from service.core.blindness import (
     REDELIVERY_HORIZON,
     BlindGap,
-    FlowSpan,
+    MirroredFlow,
     downtime_gap,
     flows_to_catch_up,
-    is_active_during,
     silence_gap,
 )
 
@@ -49,33 +48,25 @@ def test_silence_counts_from_the_latest_cover() -> None:
     assert gap == BlindGap(T0 + 500, now, "silence")
 
 
-def test_active_flows_are_chosen_by_dates_then_state() -> None:
-    """Flows overlapping the gap are chosen; archived never; without dates, live states only."""
-    gap = BlindGap(100.0, 200.0, "silence")
+def test_every_flow_but_archived_ones_is_caught_up() -> None:
+    """Grades change after marking ends, states whatever the dates: only archived flows are skipped."""
     flows = [
-        FlowSpan(1, "PARTICIPATION_STARTED", 50.0, 150.0),  # overlaps
-        FlowSpan(2, "CONCLUDED", 10.0, 90.0),  # ended before the gap
-        FlowSpan(3, "ACTIVATED", 250.0, None),  # starts after
-        FlowSpan(4, "ARCHIVED", None, None),
-        FlowSpan(5, "PARTICIPATION_ENDED", None, None),  # no dates, live state
-        FlowSpan(6, "NOT_ACTIVATED", None, None),
-        FlowSpan(7, "CONCLUDED", 10.0, None),  # marking open-ended
+        MirroredFlow(3, "PARTICIPATION_STARTED"),
+        MirroredFlow(1, "CONCLUDED"),
+        MirroredFlow(4, "ARCHIVED"),
+        MirroredFlow(2, "NOT_ACTIVATED"),
     ]
-    assert flows_to_catch_up(flows, gap) == [1, 5, 7]
+    assert flows_to_catch_up(flows) == [1, 2, 3]
 
 
 @given(
-    start=st.floats(0, 1e6),
-    length=st.floats(0, 1e6),
-    flow_start=st.none() | st.floats(0, 2e6),
-    flow_len=st.none() | st.floats(0, 2e6),
+    heartbeat=st.floats(0, 1e9),
+    down=st.floats(0, 1e5),
+    horizon=st.floats(1, 1e4),
 )
-def test_a_flow_active_during_a_gap_is_active_during_any_larger_gap(
-    start: float, length: float, flow_start: float | None, flow_len: float | None
-) -> None:
-    """Widening a gap never drops a flow from the catch-up."""
-    end = None if flow_len is None or flow_start is None else flow_start + flow_len
-    flow = FlowSpan(1, "PARTICIPATION_STARTED", flow_start, end)
-    small = BlindGap(start, start + length, "silence")
-    large = BlindGap(start - 1, start + length + 1, "silence")
-    assert not is_active_during(flow, small) or is_active_during(flow, large)
+def test_downtime_gap_iff_down_longer_than_the_horizon(heartbeat: float, down: float, horizon: float) -> None:
+    """A downtime gap exists exactly when the process was down longer than the horizon, and spans the outage."""
+    gap = downtime_gap(heartbeat, heartbeat + down, horizon)
+    assert (gap is not None) == ((heartbeat + down) - heartbeat > horizon)
+    if gap is not None:
+        assert (gap.start, gap.end) == (heartbeat, heartbeat + down)
