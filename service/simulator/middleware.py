@@ -56,8 +56,18 @@ def to_response(exc: Exception) -> web.Response:
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost: no request ever sees a stack trace, only the error envelope."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        # WISEflow's requests are small JSON or forms; a compressed body is refused before anything decodes it.
+        refused = to_response(
+            ApiProblem(415, "compressed request bodies are not accepted", "unsupported_encoding")
+        )
+        refused.force_close()  # no keep-alive: aiohttp would otherwise try to decode the body to drain it
+        return refused
     try:
         return await handler(request)
+    except web.RequestPayloadError:
+        return to_response(ApiProblem(400, "the request body could not be read", "invalid_body"))
     except _Refused:
         # The transport is already closed: this answer is never written, nobody sees it.
         return web.Response(status=503)

@@ -50,3 +50,13 @@ async def test_no_input_produces_a_server_error(simulator: SimHandle) -> None:
         if resp.status >= 500 or "Traceback" in text:
             failures.append((method, path, body[:40], resp.status, text[:120]))
     assert failures == []
+
+
+async def test_compressed_bodies_are_415_envelopes(simulator: SimHandle) -> None:
+    """A Content-Encoding other than identity is refused unread with 415 and the envelope, not a 500."""
+    headers = {**simulator.auth_headers(), "Content-Type": "application/json", "Content-Encoding": "gzip"}
+    async with simulator.session.post(
+        simulator.api_url + "/flows/search", data=b"not gzip", headers=headers
+    ) as r:
+        body = await r.json()
+    assert (r.status, body["error"]["code"]) == (415, 415)
