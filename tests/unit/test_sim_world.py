@@ -155,6 +155,7 @@ def test_delivery_headers_verify_with_the_service_verifier(scheme: str) -> None:
 def test_chaos_profile_turns_on_faults_and_the_background_clock() -> None:
     """chaos: duplicates, losses, disorder, a little 5xx and a moving world; overrides still win."""
     config = make_sim_config("chaos", env={}, drop_rate=0.0)
-    assert (config.duplicate_rate, config.drop_rate, config.reorder, config.error_rate) == (0.2, 0.0, True, 0.02)
+    faults = (config.duplicate_rate, config.drop_rate, config.reorder, config.error_rate)
+    assert faults == (0.2, 0.0, True, 0.02)
     assert config.background_advance
     assert not make_sim_config("calm", env={}).background_advance
