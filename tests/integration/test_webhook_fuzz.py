@@ -175,7 +175,7 @@ def test_fuzzed_requests_never_get_a_5xx_nor_store_unverified_events(tmp_path: P
             body, headers, valid = request
             status = _post(server.port, body, headers, chunked)
             assert status < 500
-            if valid and "Content-Encoding" not in headers:
+            if valid and headers.get("Content-Encoding", "identity") == "identity":
                 signed_bodies.add(body)
             else:
                 assert status != 200

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import aiosqlite
+import orjson
 
 from service.adapters.store.connection import Store, fetch_value
 from service.core.webhook_events import WebhookEvent
@@ -54,6 +55,22 @@ _COLUMNS: Final = (
     "sequence, event, flow_id, participant_id, event_timestamp, received_at, status, attempts, "
     "next_attempt_at, last_error, processed_at"
 )
+# `WHERE true`: SQLite needs it to parse an upsert whose rows come from a SELECT.
+_INSERT_EVENTS: Final = """
+INSERT INTO inbox (sequence, event, flow_id, participant_id, event_timestamp, body, received_at, status)
+SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+       json_extract(value, '$[3]'), json_extract(value, '$[4]'), CAST(json_extract(value, '$[5]') AS BLOB),
+       json_extract(value, '$[6]'), json_extract(value, '$[7]')
+FROM json_each(?) WHERE true
+ON CONFLICT(sequence) DO NOTHING
+RETURNING sequence
+"""
+_INSERT_DELIVERIES: Final = """
+INSERT INTO inbox_deliveries (delivery_id, sequence, received_at)
+SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
+FROM json_each(?) WHERE true
+ON CONFLICT(delivery_id) DO NOTHING
+"""
 _Pending = tuple[WebhookEvent, bytes, str, float, "asyncio.Future[Recorded]"]
 
 
@@ -93,30 +110,27 @@ class Inbox:
                     future.set_result(result)
 
     async def _write(self, batch: Sequence[_Pending]) -> list[Recorded]:
-        results: list[Recorded] = []
+        """The batch in one transaction of two statements, whatever its size.
+
+        Each aiosqlite call is a hop to its thread and back, and those hops (not the fsync) bound the
+        throughput: so the rows travel as one JSON array (`json_each`), and `RETURNING` says which were new.
+        Bodies are valid UTF-8 (the parser checked), so they cross as text and are stored back as bytes.
+        """
+        events = orjson.dumps(
+            [
+                [e.sequence, e.event, e.flow_id, e.participant_id, e.timestamp, body.decode(), now, status]
+                for e, body, status, now, _ in batch
+            ]
+        ).decode()
+        deliveries = orjson.dumps([[e.delivery_id, e.sequence, now] for e, _, _, now, _ in batch]).decode()
         async with self._store.transaction() as db:
-            for event, body, status, now, _ in batch:
-                cursor = await db.execute(
-                    "INSERT INTO inbox (sequence, event, flow_id, participant_id, event_timestamp, body, "
-                    "received_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(sequence) DO NOTHING",
-                    (
-                        event.sequence,
-                        event.event,
-                        event.flow_id,
-                        event.participant_id,
-                        event.timestamp,
-                        body,
-                        now,
-                        status,
-                    ),
-                )
-                results.append(Recorded.NEW if cursor.rowcount == 1 else Recorded.DUPLICATE)
-                await cursor.close()
-                await db.execute(
-                    "INSERT INTO inbox_deliveries (delivery_id, sequence, received_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT(delivery_id) DO NOTHING",
-                    (event.delivery_id, event.sequence, now),
-                )
+            inserted = await db.execute_fetchall(_INSERT_EVENTS, (events,))
+            await db.execute_fetchall(_INSERT_DELIVERIES, (deliveries,))
+        new = {int(row[0]) for row in inserted}
+        results: list[Recorded] = []
+        for event, *_ in batch:
+            results.append(Recorded.NEW if event.sequence in new else Recorded.DUPLICATE)
+            new.discard(event.sequence)  # a second copy inside the same batch is a duplicate
         return results
 
     async def pending(self, limit: int = 500) -> list[InboxRow]:

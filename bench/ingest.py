@@ -1,0 +1,200 @@
+"""Benchmark: signed webhooks per second through verification and the durable inbox, beside a bare handler.
+
+    python bench/ingest.py [--requests 20000] [--concurrency 32] [--warmup 1000]
+
+Starts two servers, one after the other, each in its own process on loopback:
+
+- ``raw``: an aiohttp handler that only reads the body and answers 200;
+- ``inbox``: the service's `WebhookReceiver` (default scheme, HMAC-SHA256 verified in constant time,
+  strict parsing, replay window) committing every event to SQLite (WAL, synchronous=FULL, group commit)
+  before its 200.
+
+The same load generator (this process: aiohttp, `--concurrency` connections, pre-signed distinct events)
+drives both in one run. Prints requests/s, p50/p99 latency, and the ratio inbox/raw (target >= 0.7).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from service.adapters.store import Store
+from service.adapters.store.inbox import Inbox
+from service.adapters.webhook_http import WEBHOOK_PATH, WebhookReceiver, add_webhook_routes
+from service.core.clock import SystemClock
+from service.core.signatures import WebhookVerifier, sign_wiseflow
+
+SECRET = "bench-webhook-secret"  # noqa: S105 - a fixed secret shared by this bench's two sides
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    requests: int
+    seconds: float
+    latencies: list[float]
+    failures: int
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, p: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
+
+
+# --- the two servers (run with --serve in a child process) ---------------------------------------------
+
+
+async def _raw(request: web.Request) -> web.Response:
+    await request.read()
+    return web.Response(text="ok")
+
+
+def serve(kind: str, port: int, database: str) -> None:
+    """Run one server until SIGTERM."""
+    app = web.Application()
+    if kind == "raw":
+        app.router.add_post(WEBHOOK_PATH, _raw)
+    else:
+
+        async def inbox(app: web.Application) -> object:
+            store = await Store.open(database)
+            verifier = WebhookVerifier("wiseflow", (SECRET,), tolerance=300)
+            add_webhook_routes(app, WebhookReceiver(verifier, Inbox(store), SystemClock()))
+            yield
+            await store.close()
+
+        app.cleanup_ctx.append(inbox)  # type: ignore[arg-type]
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+# --- the load generator -------------------------------------------------------------------------------
+
+
+def signed_requests(count: int, first_sequence: int) -> list[tuple[bytes, dict[str, str]]]:
+    """Distinct, fresh, signed FINAL_GRADE events (signed before timing starts)."""
+    now = int(time.time())
+    out = []
+    for i in range(count):
+        body = orjson.dumps(
+            {
+                "id": str(uuid.uuid4()),
+                "sequence": first_sequence + i,
+                "event": "FINAL_GRADE",
+                "timestamp": now,
+                "data": {"flowId": 1000 + i % 50, "participantId": i},
+            }
+        )
+        out.append(
+            (body, {"X-Wiseflow-Signature": sign_wiseflow(SECRET, body), "Content-Type": "application/json"})
+        )
+    return out
+
+
+async def drive(url: str, requests: list[tuple[bytes, dict[str, str]]], concurrency: int) -> Result:
+    """Send every request over `concurrency` keep-alive connections; time each one."""
+    latencies: list[float] = []
+    failures = 0
+    queue = iter(requests)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            nonlocal failures
+            for body, headers in queue:
+                started = time.perf_counter()
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    failures += response.status != 200
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return Result("", len(requests), elapsed, latencies, failures)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_listening(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"server on port {port} did not start")
+
+
+def measure(kind: str, args: argparse.Namespace, database: str) -> Result:
+    """Start one server process, warm it up, measure it, stop it."""
+    port = _free_port()
+    cmd = [sys.executable, __file__, "--serve", kind, "--port", str(port), "--database", database]
+    child = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})  # noqa: S603
+    try:
+        _wait_listening(port)
+        url = f"http://127.0.0.1:{port}{WEBHOOK_PATH}"
+        asyncio.run(drive(url, signed_requests(args.warmup, 1), args.concurrency))
+        result = asyncio.run(drive(url, signed_requests(args.requests, 10**6), args.concurrency))
+    finally:
+        child.send_signal(signal.SIGTERM)
+        child.wait(timeout=30)
+    return Result(kind, result.requests, result.seconds, result.latencies, result.failures)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=1_000)
+    parser.add_argument("--serve", choices=("raw", "inbox"), help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--database", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port, args.database)
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        database = str(Path(tmp) / "ingest.sqlite3")
+        raw = measure("raw", args, database)
+        inbox = measure("inbox", args, database)
+        with sqlite3.connect(database) as conn:
+            stored = conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
+    print(f"{args.requests} signed webhooks, {args.concurrency} concurrent connections, loopback")
+    print(f"{'server':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-200':>8}")
+    for r in (raw, inbox):
+        print(
+            f"{r.name:<8} {r.rate:>9.0f} {r.percentile(0.5):>8.2f} {r.percentile(0.99):>8.2f} {r.failures:>8}"
+        )
+    print(f"inbox rows committed: {stored} (expected {args.requests + args.warmup})")
+    ratio = inbox.rate / raw.rate
+    print(f"ratio inbox/raw: {ratio:.2f} (target >= 0.70){'' if ratio >= 0.7 else '  BELOW TARGET'}")
+    means = [statistics.fmean(r.latencies) * 1000 for r in (raw, inbox)]
+    print(f"mean latency raw {means[0]:.2f} ms, inbox {means[1]:.2f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
