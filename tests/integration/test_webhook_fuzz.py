@@ -66,6 +66,11 @@ class ServerThread:
     async def _stop(self) -> None:
         await self.runner.cleanup()
         await self.store.close()
+        # Handlers of connections the raw-socket client left half-open: end them before the loop closes.
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
     def stored(self) -> list[tuple[int, bytes]]:
         """Every stored (sequence, body)."""
