@@ -238,3 +238,23 @@ async def test_a_dropped_webhook_arrives_through_the_catch_up(
         return service.catchup.catchups > catchups_before
 
     await wait_for(caught_up)  # the change came with a completed catch-up
+
+
+async def test_standard_webhooks_scheme_with_a_whsec_secret(
+    make_simulator: SimFactory, services: Services, tmp_path: Path
+) -> None:
+    """WISEFLOW_WEBHOOK_SCHEME=standard with a whsec_ secret: the simulator's signed events are processed."""
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    sim = await make_simulator(webhook_scheme="standard", webhook_secret=secret)
+    port = free_port()
+    env = {**service_env(sim, tmp_path / "s.sqlite3"), "WISEFLOW_WEBHOOK_SCHEME": "standard"}
+    service = await services.start(env, port)
+    await subscribe(sim, env, port)
+    changes = [c for c in await sim.advance({"grade_changes": 2}) if c["event"] in GRADE_EVENTS]
+    sequences = [int(c["sequence"]) for c in changes]
+
+    async def processed() -> bool:
+        return await inbox_status(service, sequences) == dict.fromkeys(sequences, "done")
+
+    await wait_for(processed)
+    assert service.figures.rejected == {}

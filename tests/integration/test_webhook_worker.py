@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -229,3 +230,20 @@ async def test_counts_and_markers(world: World) -> None:
     await world.inbox.set_marker("heartbeat", 123.5)
     await world.inbox.set_marker("heartbeat", 124.5)
     assert await world.inbox.get_marker("heartbeat") == 124.5
+
+
+async def test_run_loop_processes_on_wake_and_stops_on_cancel(world: World) -> None:
+    """The background loop processes an event soon after wake() and ends cleanly when cancelled."""
+    world.worker.policy = WorkerPolicy(idle_interval=30.0)  # only a wake-up can explain a prompt pass
+    task = asyncio.create_task(world.worker.run())
+    await asyncio.sleep(0.05)  # the first (empty) pass is over; the loop now waits
+    await world.add(1)
+    world.worker.wake()
+    for _ in range(200):
+        if (await world.statuses()).get(1) == "done":
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await world.statuses() == {1: "done"}
