@@ -136,6 +136,16 @@ class InboxWorker:
         return result
 
     async def _process_flow(self, rows: list[InboxRow], now: float, result: PassResult) -> None:
+        done: list[InboxRow] = []
+        try:
+            await self._walk_flow(rows, now, result, done)
+        finally:
+            # One transaction for the flow's done events, also when the pass stops on an open breaker.
+            await self._mark_done(done, result)
+
+    async def _walk_flow(
+        self, rows: list[InboxRow], now: float, result: PassResult, done: list[InboxRow]
+    ) -> None:
         refreshed: set[Refresh] = set()
         for row in rows:
             if row.next_attempt_at > now:
@@ -155,7 +165,7 @@ class InboxWorker:
                     await self._fail(row, _describe(exc), now, result, final=False)
                     return  # keep the flow's order: the rest waits for this one
                 refreshed.add(kind)
-            await self._done(row, result)
+            done.append(row)
 
     async def _superseded(self, row: InboxRow, kind: Refresh) -> bool:
         assert row.flow_id is not None  # noqa: S101 - checked by the caller
@@ -177,11 +187,14 @@ class InboxWorker:
         else:
             await self.refresher.refresh_participants(flow_id)
 
-    async def _done(self, row: InboxRow, result: PassResult) -> None:
+    async def _mark_done(self, rows: list[InboxRow], result: PassResult) -> None:
+        if not rows:
+            return
         done_at = self.clock.wall()
-        await self.inbox.mark_done([row.sequence], done_at)
-        self.figures.record_lag(done_at - row.received_at)
-        result.processed += 1
+        await self.inbox.mark_done([row.sequence for row in rows], done_at)
+        for row in rows:
+            self.figures.record_lag(done_at - row.received_at)
+        result.processed += len(rows)
 
     async def _fail(self, row: InboxRow, error: str, now: float, result: PassResult, *, final: bool) -> None:
         attempt = row.attempts + 1
