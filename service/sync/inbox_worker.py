@@ -1,6 +1,7 @@
 """The inbox worker: turns stored webhook events into targeted refreshes, apart from the request.
 
-One pass reads the pending events in sequence order and, flow by flow, in that order:
+One pass reads the pending events in sequence order and, for each flow in that order (a few flows at a
+time):
 
 - an event whose flow has an earlier event still waiting for its retry is held back (order per flow);
 - an event of a kind already refreshed in this pass is covered by that refresh (it arrived before it);
@@ -61,6 +62,8 @@ class WorkerPolicy:
     cap: float = 900.0
     batch: int = 500
     idle_interval: float = 5.0
+    # Flows refreshed at once; events of one flow stay sequential. The client's limiter is the real brake.
+    concurrency: int = 4
 
 
 @dataclass(slots=True)
@@ -121,19 +124,35 @@ class InboxWorker:
         by_flow: dict[int | None, list[InboxRow]] = defaultdict(list)
         for row in rows:
             by_flow[row.flow_id].append(row)
-        for flow_rows in by_flow.values():
-            try:
-                await self._process_flow(flow_rows, now, result)
-            except (CircuitOpen, RateLimited) as exc:
-                until = self.clock.wall() + max(exc.retry_after, 0.1)
-                await self._defer_rest(by_flow, until)
-                result.next_due = until
-                log.info(
-                    "inbox waits: API unavailable",
-                    extra={"event": "inbox.deferred", "seconds": exc.retry_after},
-                )
-                break
+        stop = await self._process_flows(list(by_flow.values()), now, result)
+        if stop is not None:
+            until = self.clock.wall() + max(stop.retry_after, 0.1)
+            await self._defer_rest(by_flow, until)
+            result.next_due = until
+            log.info(
+                "inbox waits: API unavailable", extra={"event": "inbox.deferred", "seconds": stop.retry_after}
+            )
         return result
+
+    async def _process_flows(
+        self, flows: list[list[InboxRow]], now: float, result: PassResult
+    ) -> CircuitOpen | RateLimited | None:
+        """Each flow's events in order, `concurrency` flows at a time; the first open breaker stops the pass."""
+        gate = asyncio.Semaphore(self.policy.concurrency)
+        stop: CircuitOpen | RateLimited | None = None
+
+        async def one(rows: list[InboxRow]) -> None:
+            nonlocal stop
+            async with gate:
+                if stop is not None:
+                    return  # the API said wait: do not start another flow
+                try:
+                    await self._process_flow(rows, now, result)
+                except (CircuitOpen, RateLimited) as exc:
+                    stop = stop or exc
+
+        await asyncio.gather(*(one(rows) for rows in flows))
+        return stop
 
     async def _process_flow(self, rows: list[InboxRow], now: float, result: PassResult) -> None:
         done: list[InboxRow] = []

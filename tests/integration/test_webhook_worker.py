@@ -171,6 +171,7 @@ async def test_a_failing_event_holds_back_later_events_of_its_flow_only(world: W
 
 async def test_circuit_open_defers_without_burning_attempts(world: World) -> None:
     """While the breaker is open, events wait until the probe and their attempt count stays 0."""
+    world.worker.policy = WorkerPolicy(max_attempts=3, base=1.0, cap=10.0, concurrency=1)
     await world.add(1, flow_id=10)
     await world.add(2, flow_id=20)
     world.refresher.fail = 5
@@ -247,3 +248,30 @@ async def test_run_loop_processes_on_wake_and_stops_on_cancel(world: World) -> N
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await world.statuses() == {1: "done"}
+
+
+class SlowRefresher(FakeRefresher):
+    """Counts how many refreshes run at the same time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running = 0
+        self.most = 0
+
+    async def _call(self, kind: str, flow_id: int) -> None:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        await asyncio.sleep(0.02)
+        self.running -= 1
+        await super()._call(kind, flow_id)
+
+
+async def test_flows_are_refreshed_a_few_at_a_time(world: World) -> None:
+    """Five flows with concurrency 2: at most two refreshes run at once, and every event is done."""
+    refresher = SlowRefresher()
+    worker = InboxWorker(world.inbox, refresher, world.clock, WorkerPolicy(concurrency=2), world.figures)
+    for flow_id in range(5):
+        await world.add(100 + flow_id, flow_id=flow_id)
+    await worker.run_once()
+    assert (refresher.most, len(refresher.calls)) == (2, 5)
+    assert set((await world.statuses()).values()) == {"done"}
