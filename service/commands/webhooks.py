@@ -91,7 +91,8 @@ async def ensure(settings: Settings, url: str, events: Sequence[str], *, dry_run
             )
             webhook_id = plan.webhook_id
             if not dry_run and plan.action == "create":
-                webhook_id = int((await client.create_webhook(plan.body))["id"])
+                created = await client.create_webhook(plan.body)
+                webhook_id = created["id"] if isinstance(created.get("id"), int) else None
             elif not dry_run and plan.action == "update" and webhook_id is not None:
                 await client.update_webhook(webhook_id, plan.body)
     except ServiceError as exc:

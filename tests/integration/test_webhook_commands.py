@@ -153,3 +153,22 @@ def test_webhook_events_default_to_all_and_are_checked() -> None:
     assert webhook_events("final_grade, ASSESSMENT") == ["FINAL_GRADE", "ASSESSMENT"]
     with pytest.raises(ConfigError, match="SYNC_WEBHOOK_EVENTS"):
         webhook_events("FINAL_GRADE,NOPE")
+
+
+async def test_ensure_through_the_cli(simulator: SimHandle, capsys: pytest.CaptureFixture[str]) -> None:
+    """`wiseflow-sync webhooks ensure` reads SYNC_PUBLIC_WEBHOOK_URL and is idempotent across runs."""
+    env = {
+        "WISEFLOW_API_URL": simulator.api_url,
+        "WISEFLOW_API_KEY": "demo-api-key",
+        "WISEFLOW_WEBHOOK_SECRET": "s",
+        "SYNC_PUBLIC_WEBHOOK_URL": "https://sync.example.org/webhooks/wiseflow",
+        "LOG_LEVEL": "ERROR",
+    }
+    for _ in range(2):
+        assert await asyncio.to_thread(main, ["webhooks", "ensure"], env) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in out] == [
+        "webhook subscription created",
+        "webhook subscription unchanged",
+    ]
+    assert len(simulator.state.subscriptions) == 1
