@@ -275,3 +275,17 @@ async def test_flows_are_refreshed_a_few_at_a_time(world: World) -> None:
     await worker.run_once()
     assert (refresher.most, len(refresher.calls)) == (2, 5)
     assert set((await world.statuses()).values()) == {"done"}
+
+
+async def test_a_waiter_that_goes_away_does_not_stop_the_group_commit(world: World) -> None:
+    """Cancelling one request waiting for its commit leaves the batch (its own event included) committed."""
+    first = asyncio.create_task(world.add(1))
+    second = asyncio.create_task(world.add(2))
+    await asyncio.sleep(0)  # both are queued for the same commit
+    first.cancel()
+    await asyncio.gather(first, second, return_exceptions=True)
+    for _ in range(100):
+        if len(await world.statuses()) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert await world.statuses() == {1: "pending", 2: "pending"}

@@ -92,8 +92,8 @@ class Inbox:
         self._queue.append((event, body, status, now, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="inbox-group-commit")
-        # Shielded: a caller that goes away must not cancel the commit of everyone else in its batch.
-        return await asyncio.shield(future)
+        # A caller that goes away cancels only its own future; the commit runs in the flusher task regardless.
+        return await future
 
     async def _flush(self) -> None:
         while self._queue:
