@@ -21,6 +21,8 @@ from typing import Any, Final
 import aiohttp
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Middleware
+from opentelemetry import trace
 
 from service import __version__
 from service.adapters import metrics as prom
@@ -102,7 +104,9 @@ class _WakingRefresher:
         await self._poller.refresh_participants(flow_id)
 
 
-async def open_service(settings: Settings, clock: Clock | None = None) -> Service:
+async def open_service(
+    settings: Settings, clock: Clock | None = None, tracer_provider: trace.TracerProvider | None = None
+) -> Service:
     """Open the store and the clients and wire every component (no loop is started)."""
     settings.require_api_credentials()
     clock = clock or SystemClock()
@@ -110,7 +114,8 @@ async def open_service(settings: Settings, clock: Clock | None = None) -> Servic
     store = await Store.open(settings.database)
     session = aiohttp.ClientSession()
     journal = JournalWriter(store)
-    client = WiseflowClient(settings, session, clock, rng, on_request=journal.record)
+    tracer = trace.get_tracer("service.adapters.wiseflow", __version__, tracer_provider=tracer_provider)
+    client = WiseflowClient(settings, session, clock, rng, on_request=journal.record, tracer=tracer)
     deliverer = None
     if settings.sink_url is not None:
         sink = HttpSink(settings.sink_url, session, client_name=settings.client_name)
@@ -285,12 +290,47 @@ async def status_of(service: Service) -> dict[str, Any]:
     }
 
 
-def build_app(settings: Settings, clock: Clock | None = None, *, start: bool = True) -> web.Application:
-    """The service's aiohttp application; `start=False` wires everything but runs no background loop."""
-    app = web.Application(client_max_size=2 * 1024 * 1024)
+# Probes and scrapes are frequent and say nothing about the integration: no span for them.
+UNTRACED_PATHS: Final = frozenset({"/livez", "/readyz", "/metrics"})
+
+
+def tracing_middleware(tracer: trace.Tracer) -> Middleware:
+    """One server span per request (route template, method, status; never headers or bodies)."""
+
+    @web.middleware
+    async def trace_requests(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path in UNTRACED_PATHS:
+            return await handler(request)
+        route = request.match_info.route.resource
+        template = route.canonical if route is not None else "unmatched"
+        with tracer.start_as_current_span(f"{request.method} {template}", kind=trace.SpanKind.SERVER) as span:
+            span.set_attribute("http.request.method", request.method)
+            span.set_attribute("http.route", template)
+            response = await handler(request)
+            span.set_attribute("http.response.status_code", response.status)
+            return response
+
+    return trace_requests
+
+
+def build_app(
+    settings: Settings,
+    clock: Clock | None = None,
+    *,
+    start: bool = True,
+    tracer_provider: trace.TracerProvider | None = None,
+) -> web.Application:
+    """The service's aiohttp application; `start=False` wires everything but runs no background loop.
+
+    Spans go to `tracer_provider`, or to the global provider that `setup_tracing` installs.
+    """
+    tracer = trace.get_tracer("service.app", __version__, tracer_provider=tracer_provider)
+    app = web.Application(client_max_size=2 * 1024 * 1024, middlewares=[tracing_middleware(tracer)])
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        service = await open_service(settings, clock)
+        service = await open_service(settings, clock, tracer_provider)
         app[SERVICE] = service
         if start:
             start_loops(service)

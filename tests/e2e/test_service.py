@@ -11,6 +11,10 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from service.app import SERVICE, Service, build_app
 from service.commands.diagnose import collect, render_text
@@ -180,3 +184,38 @@ async def test_diagnose_finds_a_request_by_its_trace_id(
     missing = await collect(str(database), "no-such-trace")
     assert missing["requests"] == []
     assert "no request with X-Trace-Id no-such-trace" in render_text(missing)
+
+
+async def test_requests_and_api_calls_are_traced(make_simulator: SimFactory, tmp_path: Path) -> None:
+    """A webhook request gets a server span; API calls get client spans tagged with WISEflow's X-Trace-Id."""
+    sim = await make_simulator()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = build_app(
+        load_settings(service_env(sim, tmp_path / "s.sqlite3")), start=False, tracer_provider=provider
+    )
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        service = app[SERVICE]
+        await service.run_sync()
+        await service.journal.flush()
+        async with service.store.db.execute("SELECT DISTINCT trace_id FROM request_journal") as cursor:
+            journal_ids = {row[0] for row in await cursor.fetchall()}
+        async with aiohttp.ClientSession() as session:
+            async with session.post(server.make_url("/webhooks/wiseflow"), data=b"{}") as response:
+                assert response.status == 401
+            async with session.get(server.make_url("/livez")) as response:
+                assert response.status == 200
+    finally:
+        await server.close()
+    spans = exporter.get_finished_spans()
+    server_spans = [s for s in spans if s.kind is SpanKind.SERVER]
+    assert [s.name for s in server_spans] == ["POST /webhooks/wiseflow"]
+    assert server_spans[0].attributes is not None
+    assert server_spans[0].attributes["http.response.status_code"] == 401
+    client_spans = [s for s in spans if s.kind is SpanKind.CLIENT]
+    span_ids = {s.attributes.get("wiseflow.trace_id") for s in client_spans if s.attributes}
+    assert len(client_spans) == service.client.calls
+    assert span_ids == journal_ids
