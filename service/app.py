@@ -134,7 +134,12 @@ async def open_service(
     inbox = Inbox(store)
     refresher = _WakingRefresher(poller, deliverer)
     worker = InboxWorker(
-        inbox, refresher, clock, WorkerPolicy(max_attempts=settings.webhook_max_attempts), figures, rng
+        inbox,
+        refresher,
+        clock,
+        WorkerPolicy(max_attempts=settings.webhook_max_attempts, concurrency=settings.concurrency),
+        figures,
+        rng,
     )
     receiver = WebhookReceiver.from_settings(settings, inbox, clock, figures, on_stored=worker.wake)
     catchup = CatchUp(store, inbox, refresher, clock)

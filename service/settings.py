@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
+from service.core.ports import WEBHOOK_EVENTS
 from service.errors import ConfigError
 
 PRODUCTION_API_URL: Final = "https://europe-api.wiseflow.net/v1"
 STAGING_API_URL: Final = "https://europe-stage-api.wiseflow.net/v1"
 WEBHOOK_SCHEMES: Final = ("wiseflow", "standard")
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 # WISEflow's documented ceilings per credential set; our budgets must stay at or under them.
 WISEFLOW_MAX_PER_SECOND: Final = 200
 WISEFLOW_MAX_PER_MINUTE: Final = 5000
@@ -76,6 +78,8 @@ class Settings:
     otel_service_name: str = "wiseflow-sync"
     otel_endpoint: str | None = None
     otel_sampler: str = "parentbased_always_on"
+    public_webhook_url: str | None = None
+    webhook_events: tuple[str, ...] = WEBHOOK_EVENTS
 
     @property
     def uses_oauth(self) -> bool:
@@ -133,7 +137,34 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         otel_service_name=r.text("OTEL_SERVICE_NAME") or "wiseflow-sync",
         otel_endpoint=r.optional_url("OTEL_EXPORTER_OTLP_ENDPOINT"),
         otel_sampler=r.text("OTEL_TRACES_SAMPLER") or "parentbased_always_on",
+        public_webhook_url=parse_webhook_url("SYNC_PUBLIC_WEBHOOK_URL", r.text("SYNC_PUBLIC_WEBHOOK_URL")),
+        webhook_events=parse_webhook_events("SYNC_WEBHOOK_EVENTS", r.text("SYNC_WEBHOOK_EVENTS")),
     )
+
+
+def parse_webhook_url(name: str, raw: str | None) -> str | None:
+    """The public URL WISEflow delivers webhooks to: https (http only on loopback), no credentials."""
+    if raw is None or raw.strip() == "":
+        return None
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(name, "malformed: expected an https URL")
+    # WISEflow delivers to https only; plain http is allowed for loopback (the simulator, local tests).
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        raise ConfigError(name, "malformed: WISEflow delivers to https URLs only")
+    if parts.username or parts.password:
+        raise ConfigError(name, "malformed: credentials do not belong in the URL")
+    return raw.strip()
+
+
+def parse_webhook_events(name: str, raw: str | None) -> tuple[str, ...]:
+    """The events to subscribe to: a comma-separated list, or every event WISEflow sends."""
+    if raw is None or raw.strip() == "":
+        return WEBHOOK_EVENTS
+    events = tuple(e.strip().upper() for e in raw.split(",") if e.strip())
+    if not events or any(e not in WEBHOOK_EVENTS for e in events):
+        raise ConfigError(name, f"malformed: expected events among {', '.join(WEBHOOK_EVENTS)}")
+    return events
 
 
 class _Reader:

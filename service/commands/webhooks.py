@@ -13,20 +13,16 @@ import asyncio
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, TextIO
-from urllib.parse import urlsplit
 
 from service.adapters.logs import configure_logging
 from service.adapters.wiseflow import WiseflowClient
-from service.core.ports import WEBHOOK_EVENTS
 from service.core.redact import redact_url
 from service.core.subscriptions import SubscriptionPlan, plan_subscription
 from service.errors import ConfigError, ServiceError
-from service.settings import Settings, load_settings
+from service.settings import Settings, load_settings, parse_webhook_events, parse_webhook_url
 
 URL_VARIABLE: Final = "SYNC_PUBLIC_WEBHOOK_URL"
 EVENTS_VARIABLE: Final = "SYNC_WEBHOOK_EVENTS"
-# WISEflow delivers to https only; plain http is allowed for loopback (the simulator, local tests).
-_LOOPBACK: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def register(subparsers: Any) -> None:
@@ -46,36 +42,13 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings = load_settings(env)
     settings.require_api_credentials()
     configure_logging(settings.log_level)
-    url = webhook_url(args.url or env.get(URL_VARIABLE))
-    events = webhook_events(args.events or env.get(EVENTS_VARIABLE))
+    url = parse_webhook_url(URL_VARIABLE, args.url) if args.url else settings.public_webhook_url
+    if url is None:
+        raise ConfigError(URL_VARIABLE, "missing: set it (or pass --url) to the public webhook URL")
+    events = parse_webhook_events(EVENTS_VARIABLE, args.events) if args.events else settings.webhook_events
     if not settings.webhook_secrets:
         raise ConfigError("WISEFLOW_WEBHOOK_SECRET", "missing: webhooks cannot be verified without it")
     return asyncio.run(ensure(settings, url, events, dry_run=args.dry_run, out=sys.stdout))
-
-
-def webhook_url(raw: str | None) -> str:
-    """The configured public URL, checked: https (http only on loopback), no credentials."""
-    if raw is None or raw.strip() == "":
-        raise ConfigError(URL_VARIABLE, "missing: set it (or pass --url) to the public webhook URL")
-    parts = urlsplit(raw.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(URL_VARIABLE, "malformed: expected an https URL")
-    if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
-        raise ConfigError(URL_VARIABLE, "malformed: WISEflow delivers to https URLs only")
-    if parts.username or parts.password:
-        raise ConfigError(URL_VARIABLE, "malformed: credentials do not belong in the URL")
-    return raw.strip()
-
-
-def webhook_events(raw: str | None) -> list[str]:
-    """The events to subscribe to: the comma-separated list given, or every event WISEflow sends."""
-    if raw is None or raw.strip() == "":
-        return list(WEBHOOK_EVENTS)
-    events = [e.strip().upper() for e in raw.split(",") if e.strip()]
-    unknown = [e for e in events if e not in WEBHOOK_EVENTS]
-    if unknown or not events:
-        raise ConfigError(EVENTS_VARIABLE, f"malformed: expected events among {', '.join(WEBHOOK_EVENTS)}")
-    return events
 
 
 async def ensure(settings: Settings, url: str, events: Sequence[str], *, dry_run: bool, out: TextIO) -> int:

@@ -11,7 +11,7 @@ import pytest
 from service.adapters.store import Store
 from service.adapters.store.inbox import Inbox
 from service.cli import main
-from service.commands.webhooks import ensure, webhook_events, webhook_url
+from service.commands.webhooks import ensure
 from service.core.ports import WEBHOOK_EVENTS
 from service.core.webhook_events import WebhookEvent
 from service.errors import ConfigError
@@ -139,20 +139,31 @@ async def test_ensure_reports_an_api_error(simulator: SimHandle, capsys: pytest.
 
 
 @pytest.mark.parametrize(
-    "raw", [None, "", "ftp://x.example.org/h", "http://sync.example.org/h", "https://u:p@sync.example.org/h"]
+    "raw", ["ftp://x.example.org/h", "http://sync.example.org/h", "https://u:p@sync.example.org/h"]
 )
-def test_webhook_url_must_be_https_or_loopback(raw: str | None) -> None:
-    """Missing, non-http(s), plain http off loopback, or credentialed URLs are configuration errors."""
+def test_webhook_url_must_be_https_or_loopback(raw: str) -> None:
+    """Non-http(s), plain http off loopback, or credentialed URLs are configuration errors."""
     with pytest.raises(ConfigError, match="SYNC_PUBLIC_WEBHOOK_URL"):
-        webhook_url(raw)
+        load_settings({"SYNC_PUBLIC_WEBHOOK_URL": raw})
+    assert load_settings(
+        {"SYNC_PUBLIC_WEBHOOK_URL": "http://127.0.0.1:8080/webhooks/wiseflow"}
+    ).public_webhook_url
 
 
 def test_webhook_events_default_to_all_and_are_checked() -> None:
     """No list means every event; an unknown event is a configuration error."""
-    assert webhook_events(None) == list(WEBHOOK_EVENTS)
-    assert webhook_events("final_grade, ASSESSMENT") == ["FINAL_GRADE", "ASSESSMENT"]
+    assert load_settings({}).webhook_events == WEBHOOK_EVENTS
+    chosen = load_settings({"SYNC_WEBHOOK_EVENTS": "final_grade, ASSESSMENT"}).webhook_events
+    assert chosen == ("FINAL_GRADE", "ASSESSMENT")
     with pytest.raises(ConfigError, match="SYNC_WEBHOOK_EVENTS"):
-        webhook_events("FINAL_GRADE,NOPE")
+        load_settings({"SYNC_WEBHOOK_EVENTS": "FINAL_GRADE,NOPE"})
+
+
+def test_ensure_without_a_url_names_the_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    """No --url and no SYNC_PUBLIC_WEBHOOK_URL: exit 2 with one line naming the variable."""
+    env = {"WISEFLOW_API_KEY": "k", "WISEFLOW_WEBHOOK_SECRET": "s"}
+    assert main(["webhooks", "ensure"], env) == 2
+    assert "SYNC_PUBLIC_WEBHOOK_URL" in capsys.readouterr().err
 
 
 async def test_ensure_through_the_cli(simulator: SimHandle, capsys: pytest.CaptureFixture[str]) -> None:
