@@ -39,7 +39,7 @@ from service.settings import Settings
 from service.sync.catchup import CatchUp
 from service.sync.inbox_worker import InboxWorker, WorkerPolicy
 from service.sync.outbox import OutboxDeliverer
-from service.sync.poller import Poller, RunSummary
+from service.sync.poller import Poller, Progress, RunSummary
 
 log = logging.getLogger("service.app")
 
@@ -72,9 +72,9 @@ class Service:
     shutting_down: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
-    async def run_sync(self) -> RunSummary:
-        """One sync run, then wake the deliverer for the grades it queued."""
-        summary = await self.poller.run_once()
+    async def run_sync(self, *, full: bool = False) -> RunSummary:
+        """One sync run (`full`: every live flow, due or not), then wake the deliverer for what it queued."""
+        summary = await self.poller.run_once(full=full)
         self.last_run = summary
         self.runs += 1
         if self.deliverer is not None and summary.changes:
@@ -105,9 +105,15 @@ class _WakingRefresher:
 
 
 async def open_service(
-    settings: Settings, clock: Clock | None = None, tracer_provider: trace.TracerProvider | None = None
+    settings: Settings,
+    clock: Clock | None = None,
+    tracer_provider: trace.TracerProvider | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
 ) -> Service:
-    """Open the store and the clients and wire every component (no loop is started)."""
+    """Open the store and the clients and wire every component (no loop is started).
+
+    The one wiring of the process: `run`, `sync --once` and `demo` all get their objects here.
+    """
     settings.require_api_credentials()
     clock = clock or SystemClock()
     rng = random.Random()  # noqa: S311 - jitter, not cryptography
@@ -120,15 +126,15 @@ async def open_service(
     if settings.sink_url is not None:
         sink = HttpSink(settings.sink_url, session, client_name=settings.client_name)
         deliverer = OutboxDeliverer(store, sink, clock, rng)
-    policy = planner.PlanPolicy(poll_interval=settings.poll_interval)
     poller = Poller(
         client,
         store,
         clock,
         rng,
-        policy,
+        planner.PlanPolicy.from_settings(settings),
         concurrency=settings.concurrency,
         outbox_enabled=deliverer is not None,
+        on_progress=on_progress,
     )
     figures = WebhookFigures()
     inbox = Inbox(store)

@@ -85,7 +85,7 @@ def answers(settings: Settings, figures: Figures | None) -> list[dict[str, Any]]
     """The eight sections, each a title and its answer lines."""
     retry = RetryPolicy.from_settings(settings)
     breaker = BreakerPolicy()
-    plan = PlanPolicy(poll_interval=settings.poll_interval)
+    plan = PlanPolicy.from_settings(settings)
     f = figures or Figures()
     measured = figures is not None
     auth = (
@@ -114,7 +114,9 @@ def answers(settings: Settings, figures: Figures | None) -> list[dict[str, Any]]
             "4. Synchronisation and polling",
             f"Active flows (participation or marking) every {settings.poll_interval:g} s with "
             f"{plan.jitter:.0%} jitter; flows not yet started every {plan.dormant_interval:g} s; a concluded "
-            "flow's grades once more after it concludes, then never; archived flows never again.",
+            "flow's grades once more after it concludes, then "
+            + (f"a reconciliation every {plan.reconcile_interval:g} s" if plan.reconcile_interval else "never")
+            + "; archived flows never again.",
             "There is no modified-since filter: runs are planned from flow states and dates, participation "
             "events and webhooks. Runs never overlap and resume from their checkpoint after an interruption.",
             f"API calls per run (measured): first full run {_or(f.last_full_calls)}, median of "

@@ -62,6 +62,7 @@ class Settings:
     http_host: str = "0.0.0.0"  # noqa: S104 - a container listens on all interfaces
     http_port: int = 8080
     poll_interval: float = 900.0
+    reconcile_interval: float = 86400.0
     rate_per_second: int = 20
     rate_per_minute: int = 1000
     max_wait: float = 300.0
@@ -121,6 +122,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         http_host=r.text("SYNC_HTTP_HOST") or "0.0.0.0",  # noqa: S104 - see Settings.http_host
         http_port=r.number("SYNC_HTTP_PORT", int, 8080, low=1, high=65535),
         poll_interval=r.number("SYNC_POLL_INTERVAL", float, 900.0, low=1, high=7 * 86400),
+        reconcile_interval=r.number("SYNC_RECONCILE_INTERVAL", float, 86400.0, low=0, high=365 * 86400),
         rate_per_second=per_second,
         rate_per_minute=per_minute,
         max_wait=r.number("SYNC_MAX_WAIT", float, 300.0, low=0, high=86400),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -18,15 +17,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-import aiohttp
-
 from service.adapters.logs import configure_logging
-from service.adapters.sink import HttpSink
-from service.adapters.store import Store
-from service.adapters.store.journal import JournalWriter
-from service.adapters.wiseflow import WiseflowClient
+from service.app import Service, close_service, open_service
 from service.core.clock import Clock, SystemClock
-from service.core.planner import PlanPolicy
 from service.settings import Settings, load_settings
 from service.sync.outbox import OutboxDeliverer
 from service.sync.poller import Poller, Progress, RunSummary
@@ -46,6 +39,11 @@ def register(subparsers: Any) -> None:
         "sync", help="mirror flows, participants and grades, and deliver grades to the SIS"
     )
     p.add_argument("--once", action="store_true", required=True, help="run one sync, then exit")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="reconcile: refresh every flow that is not archived, whether its plan says it is due or not",
+    )
     p.set_defaults(handler=run)
 
 
@@ -54,7 +52,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings = load_settings(env)
     settings.require_api_credentials()
     configure_logging(settings.log_level)
-    return asyncio.run(sync_once(settings, sys.stderr))
+    return asyncio.run(sync_once(settings, sys.stderr, full=args.full))
 
 
 class ProgressReport:
@@ -107,53 +105,29 @@ class Totals:
     waited: float = 0.0
 
 
-@dataclass(slots=True)
-class Engine:
-    """The sync engine's objects, wired from the settings (the sink and deliverer only with SYNC_SINK_URL)."""
-
-    store: Store
-    client: WiseflowClient
-    poller: Poller
-    deliverer: OutboxDeliverer | None
-    journal: JournalWriter
+# The sync engine is the service's own wiring (app.open_service), without its background loops.
+Engine = Service
 
 
 @asynccontextmanager
 async def open_engine(
     settings: Settings, clock: Clock, on_progress: Callable[[Progress], None] | None = None
-) -> AsyncIterator[Engine]:
+) -> AsyncIterator[Service]:
     """Open the store, the HTTP session, the client, the poller and (with a sink) the deliverer; close them."""
-    store = await Store.open(settings.database)
-    journal = JournalWriter(store)
+    service = await open_service(settings, clock, on_progress=on_progress)
     try:
-        async with aiohttp.ClientSession() as session:
-            client = WiseflowClient(settings, session, clock, on_request=journal.record)
-            sink = (
-                HttpSink(settings.sink_url, session, client_name=settings.client_name)
-                if settings.sink_url
-                else None
-            )
-            policy = PlanPolicy(poll_interval=settings.poll_interval)
-            rng = random.Random()  # noqa: S311 - jitter, not cryptography
-            poller = Poller(
-                client,
-                store,
-                clock,
-                rng,
-                policy,
-                concurrency=settings.concurrency,
-                outbox_enabled=sink is not None,
-                on_progress=on_progress,
-            )
-            deliverer = None if sink is None else OutboxDeliverer(store, sink, clock, rng)
-            yield Engine(store, client, poller, deliverer, journal)
+        yield service
     finally:
-        await journal.close()
-        await store.close()
+        await close_service(service)
 
 
 async def sync_once(
-    settings: Settings, err: TextIO, *, clock: Clock | None = None, sleep: Sleep = asyncio.sleep
+    settings: Settings,
+    err: TextIO,
+    *,
+    clock: Clock | None = None,
+    sleep: Sleep = asyncio.sleep,
+    full: bool = False,
 ) -> int:
     """The command's work, callable in-process (tests): returns the exit code."""
     clock = clock or SystemClock()
@@ -161,7 +135,7 @@ async def sync_once(
     started = time.monotonic()
     totals = Totals()
     async with open_engine(settings, clock, report) as engine:
-        code = await _sync(engine.poller, settings, report, totals, sleep)
+        code = await _sync(engine.poller, settings, report, totals, sleep, full)
         if code == 0 and engine.deliverer is not None:
             code = await _deliver(engine.deliverer, settings, report, totals, sleep, clock)
         totals.api_calls = engine.client.calls  # every request that left: token requests and retries included
@@ -174,11 +148,13 @@ async def sync_once(
 
 
 async def _sync(
-    poller: Poller, settings: Settings, report: ProgressReport, totals: Totals, sleep: Sleep
+    poller: Poller, settings: Settings, report: ProgressReport, totals: Totals, sleep: Sleep, full: bool
 ) -> int:
     """Run until a run completes, waiting out pauses within SYNC_MAX_WAIT."""
     while True:
-        summary = await poller.run_once()
+        # A resumed run does not mark again: the flows a full run has not reached yet are still marked.
+        summary = await poller.run_once(full=full)
+        full = False
         totals.records += summary.records
         totals.changes += summary.changes
         if summary.outcome == "ok":

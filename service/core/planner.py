@@ -5,7 +5,9 @@ WISEflow has no modified-since filter, so the plan rests on flow states and date
     NOT_ACTIVATED, ACTIVATED            dormant: every `dormant_interval`, or at participation start if sooner
     PARTICIPATION_STARTED, _ENDED       active: every `poll_interval` +- `jitter` (also any flow in its
                                         marking window, whatever its state)
-    CONCLUDED                           one more grades fetch after it concludes, then never
+    CONCLUDED                           one more grades fetch after it concludes, then only the slow
+                                        reconciliation (`reconcile_interval`, 0 = never): the safety net
+                                        for a grade changed later whose webhook was lost
     ARCHIVED                            never again; a flow first seen archived is mirrored once
                                         (`mirror_archived_once`) or skipped
 
@@ -18,9 +20,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from service.core.records import Flow
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 ACTIVE_STATES: Final = frozenset({"PARTICIPATION_STARTED", "PARTICIPATION_ENDED"})
 DORMANT_STATES: Final = frozenset({"NOT_ACTIVATED", "ACTIVATED"})
@@ -52,10 +57,19 @@ class PlanPolicy:
     search_page: int = 100
     participants_page: int = 100
     events_page: int = 1000
+    # Concluded flows after their final fetch: 0 leaves them for good (webhooks alone report later changes).
+    reconcile_interval: float = 0.0
 
     def __post_init__(self) -> None:
         if self.poll_interval <= 0 or self.dormant_interval <= 0 or not 0 <= self.jitter < 1:
             raise ValueError("PlanPolicy needs positive intervals and 0 <= jitter < 1")
+        if self.reconcile_interval < 0:
+            raise ValueError("PlanPolicy.reconcile_interval must not be negative")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PlanPolicy:
+        """The plan of `SYNC_POLL_INTERVAL` and `SYNC_RECONCILE_INTERVAL`."""
+        return cls(poll_interval=settings.poll_interval, reconcile_interval=settings.reconcile_interval)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +118,10 @@ def plan_after_discovery(
 def plan_after_poll(flow: Flow, now: float, rng: Random, policy: PlanPolicy) -> FlowPlan:
     """The plan once the flow's participants and grades have been refreshed at `now`."""
     if flow.state in TERMINAL_STATES:
-        return FlowPlan(last_polled_at=now, next_poll_at=NEVER, final_fetch_done=True)
+        due = NEVER
+        if flow.state == "CONCLUDED" and policy.reconcile_interval > 0:
+            due = now + jittered(policy.reconcile_interval, policy.jitter, rng)
+        return FlowPlan(last_polled_at=now, next_poll_at=due, final_fetch_done=True)
     if flow.state in DORMANT_STATES and not is_active(flow, now):
         due = now + jittered(policy.dormant_interval, policy.jitter, rng)
         start = flow.participation_start

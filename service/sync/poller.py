@@ -84,8 +84,11 @@ class Poller:
         """The clock the plan reads."""
         return self._clock
 
-    async def run_once(self) -> RunSummary:
-        """One sync run; never raises for WISEflow trouble, which ends the run as interrupted."""
+    async def run_once(self, *, full: bool = False) -> RunSummary:
+        """One sync run; never raises for WISEflow trouble, which ends the run as interrupted.
+
+        `full` is a reconciliation: after discovery every flow not archived is refreshed, due or not.
+        """
         async with self._run_lock, self._store.exclusive("sync"):
             started = time.monotonic()
             async with self._store.transaction() as db:
@@ -94,6 +97,9 @@ class Poller:
             self._api.reset()
             try:
                 await self._discover(summary)
+                if full:
+                    async with self._store.transaction() as db:
+                        await mirror.mark_all_live_for_refresh(db)
                 await self._read_events(summary)
                 await self._refresh_due(summary)
                 summary.outcome = "ok"

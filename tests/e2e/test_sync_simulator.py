@@ -159,6 +159,25 @@ async def test_a_changed_grade_reaches_the_sis_exactly_once(world: SimHandle, en
     assert sorted(delivered_keys(sis)) == sorted(before | after)  # every version once, none twice
 
 
+async def test_a_full_run_reconciles_a_concluded_flow_whose_webhook_was_lost(
+    world: SimHandle, engine: Engine
+) -> None:
+    """A concluded flow's late grade change, its webhook lost, is missed by plans; a full run finds it."""
+    await engine.poller.run_once()
+    changes = await world.advance({"grade_changes": 12})
+    late = [c for c in changes if c["event"] == "FINAL_GRADE"]
+    assert late, "the seeded world changes at least one concluded flow's grade"
+    planned = await engine.poller.run_once()
+    assert planned.flows_refreshed == 0
+    full = await engine.poller.run_once(full=True)
+    truth = await world.truth()
+    live = [f for f in truth["flows"] if f["state"] != "ARCHIVED"]
+    assert (full.outcome, full.flows_refreshed) == ("ok", len(live))
+    await assert_mirror_equals_truth(engine, world)
+    after = await engine.poller.run_once()
+    assert after.flows_refreshed == 0  # the marks were spent: the next planned run is idle again
+
+
 async def test_a_maintenance_window_mid_run_ends_it_cleanly_and_the_next_run_finishes(
     world: SimHandle, tmp_path: Path
 ) -> None:
@@ -174,7 +193,7 @@ async def test_a_maintenance_window_mid_run_ends_it_cleanly_and_the_next_run_fin
 
     async with open_engine(settings, ShiftedClock(), on_progress) as engine:
         first = await engine.poller.run_once()
-        assert first.outcome == "interrupted"
+        assert first.outcome == "interrupted", first
         assert 5 <= first.flows_refreshed < 30
         await world.scenario({"reset": True})
         engine.poller.clock.offset += 31  # type: ignore[attr-defined]

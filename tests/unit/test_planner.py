@@ -27,6 +27,7 @@ from service.core.planner import (
     request_early_refresh,
 )
 from service.core.records import Flow
+from service.settings import load_settings
 
 POLICY = PlanPolicy(poll_interval=900.0, jitter=0.1, dormant_interval=21600.0)
 
@@ -77,6 +78,22 @@ def test_a_concluded_flow_gets_one_final_fetch_then_never() -> None:
     assert (final.final_fetch_done, is_due(final, 10.0**9)) == (True, False)
     again = plan_after_discovery(flow("CONCLUDED"), flow("CONCLUDED"), final, 10.0**6, POLICY)
     assert not is_due(again, 10.0**6)
+
+
+def test_a_concluded_flow_is_reconciled_slowly_when_asked() -> None:
+    """With a reconcile interval, a concluded flow comes back once a day (+-jitter); archived flows never."""
+    daily = PlanPolicy(reconcile_interval=86400.0)
+    final = plan_after_poll(flow("CONCLUDED"), 10.0, random.Random(5), daily)
+    assert final.final_fetch_done
+    assert 10.0 + 0.9 * 86400 <= final.next_poll_at <= 10.0 + 1.1 * 86400
+    assert not is_due(plan_after_poll(flow("ARCHIVED"), 10.0, random.Random(5), daily), 10.0**9)
+
+
+def test_the_reconcile_interval_comes_from_the_settings() -> None:
+    """SYNC_RECONCILE_INTERVAL feeds the plan; 0 restores "final fetch, then never"."""
+    assert PlanPolicy.from_settings(load_settings({})).reconcile_interval == 86400.0
+    never = PlanPolicy.from_settings(load_settings({"SYNC_RECONCILE_INTERVAL": "0"}))
+    assert not is_due(plan_after_poll(flow("CONCLUDED"), 1.0, random.Random(6), never), 10.0**9)
 
 
 def test_archiving_a_fetched_concluded_flow_costs_nothing() -> None:

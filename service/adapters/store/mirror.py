@@ -116,6 +116,15 @@ async def mark_early_refresh(db: aiosqlite.Connection, flow_ids: Iterable[int]) 
     return max(cursor.rowcount, 0)
 
 
+async def mark_all_live_for_refresh(db: aiosqlite.Connection) -> int:
+    """A full reconciliation: every flow not archived is refreshed by the next run, whatever its plan."""
+    cursor = await db.execute(
+        "UPDATE flow_plan SET early_refresh = 1"
+        " WHERE flow_id IN (SELECT flow_id FROM flows WHERE state != 'ARCHIVED')"
+    )
+    return max(cursor.rowcount, 0)
+
+
 async def record_flow_error(db: aiosqlite.Connection, flow_id: int, error: str) -> None:
     """Remember why a flow's last refresh failed (a short, safe label)."""
     await db.execute("UPDATE flow_plan SET last_error = ? WHERE flow_id = ?", (error[:500], flow_id))
