@@ -12,17 +12,12 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Final
 
+from service.core.ports import FLOW_STATES
+
 Json = dict[str, Any]
 
 # `POST /flows/search` names; the basic flow's numeric state is the index (1 is PARTICIPATION_NOT_STARTED).
-STATE_NAMES: Final = (
-    "NOT_ACTIVATED",
-    "ACTIVATED",
-    "PARTICIPATION_STARTED",
-    "PARTICIPATION_ENDED",
-    "CONCLUDED",
-    "ARCHIVED",
-)
+STATE_NAMES: Final = FLOW_STATES
 PARTICIPATION_STARTED: Final = 2
 MARKING: Final = 3  # PARTICIPATION_ENDED: assessors are marking, grades appear
 CONCLUDED: Final = 4
