@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from service.adapters.logs import configure_logging
-from service.app import Service, close_service, open_service
 from service.core.clock import Clock, SystemClock
+from service.runtime import Service, close_service, open_service
 from service.settings import Settings, load_settings
 from service.sync.outbox import OutboxDeliverer
 from service.sync.poller import Poller, Progress, RunSummary

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
-from service.app import SERVICE, Service, _WakingRefresher, build_app, start_loops
+from service.app import SERVICE, Service, build_app, start_loops
 from service.commands.webhooks import ensure
+from service.runtime import WakingRefresher
 from service.settings import load_settings
 from service.sync.catchup import CatchUp
 from tests.conftest import SimFactory, SimHandle
@@ -62,7 +63,7 @@ class Services:
         service = server.app[SERVICE]
         if catchup_horizon is not None:
             # The real horizon is 2 h; the same code with a 1 s horizon shows the catch-up in a test.
-            refresher = _WakingRefresher(service.poller, service.deliverer)
+            refresher = WakingRefresher(service.poller, service.deliverer)
             service.catchup = CatchUp(
                 service.store, service.inbox, refresher, service.clock, horizon=catchup_horizon, interval=0.2
             )

@@ -1,0 +1,158 @@
+"""The service's operational HTTP surface: health, readiness, metrics, status, and request spans.
+
+GET /livez    liveness: the event loop answers; never depends on WISEflow
+GET /readyz   readiness: can accept webhooks (database writable and migrated, not shutting down)
+GET /metrics  Prometheus text, read at scrape time from the objects that own the figures
+GET /status   JSON: breaker, last run, webhook figures, inbox and outbox backlogs
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from opentelemetry import trace
+
+from service import __version__
+from service.adapters import metrics as prom
+from service.runtime import SERVICE, Service
+
+
+def register_metrics(service: Service) -> None:
+    """The Prometheus figures: API calls, breaker, webhooks, inbox and outbox backlogs.
+
+    Read at scrape time from the objects that own them (callback gauges), so there is one source of truth;
+    monotonic figures are named without `_total` because they are exposed as gauges.
+    """
+    m = service.metrics
+    m.gauge_fn("wiseflow_api_requests", "Requests sent to WISEflow", lambda: float(service.client.calls))
+    m.gauge_fn(
+        "wiseflow_breaker_open",
+        "1 while the circuit breaker is not closed",
+        lambda: 0.0 if service.client.breaker.state.value == "closed" else 1.0,
+    )
+    m.gauge_fn("wiseflow_sync_runs", "Sync runs since start", lambda: float(service.runs))
+    m.gauge_fn("wiseflow_webhook_deliveries", "Webhook deliveries", lambda: float(service.figures.received))
+    m.gauge_fn("wiseflow_webhook_duplicates", "Duplicates absorbed", lambda: float(service.figures.duplicates))
+    m.gauge_fn(
+        "wiseflow_webhook_rejected",
+        "Webhook deliveries rejected, by reason",
+        lambda: {reason: float(n) for reason, n in service.figures.rejected.items()},
+        labels=("reason",),
+    )
+    m.gauge_fn(
+        "wiseflow_inbox_events", "Inbox events by status", lambda: _inbox_counts(service), labels=("status",)
+    )
+    m.gauge_fn(
+        "wiseflow_outbox_rows", "Outbox rows by status", lambda: _outbox_counts(service), labels=("status",)
+    )
+
+
+async def _inbox_counts(service: Service) -> dict[str, float]:
+    return {k: float(v) for k, v in (await service.inbox.counts()).items()}
+
+
+async def _outbox_counts(service: Service) -> dict[str, float]:
+    async with service.store.db.execute("SELECT status, COUNT(*) FROM outbox GROUP BY status") as cursor:
+        return {str(row[0]): float(row[1]) for row in await cursor.fetchall()}
+
+
+async def status_of(service: Service) -> dict[str, Any]:
+    """The `/status` document: what an operator asks first."""
+    run = service.last_run
+    return {
+        "service": "wiseflow-sync",
+        "version": __version__,
+        "api_url": service.settings.api_url,
+        "client_name": service.settings.client_name,
+        "breaker": service.client.breaker.state.value,
+        "api_calls": service.client.calls,
+        "runs": service.runs,
+        "last_run": None
+        if run is None
+        else {
+            "outcome": run.outcome,
+            "reason": run.reason,
+            "api_calls": run.api_calls,
+            "records": run.records,
+            "changes": run.changes,
+            "duration_s": round(run.duration, 3),
+        },
+        "webhooks": service.figures.snapshot(),
+        "inbox": await service.inbox.counts(),
+        "outbox": await _outbox_counts(service),
+        "sink": service.settings.sink_url is not None,
+    }
+
+
+# Probes and scrapes are frequent and say nothing about the integration: no span for them.
+UNTRACED_PATHS: Final = frozenset({"/livez", "/readyz", "/metrics"})
+
+
+def tracing_middleware(tracer: trace.Tracer) -> Middleware:
+    """One server span per request (route template, method, status; never headers or bodies)."""
+
+    @web.middleware
+    async def trace_requests(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path in UNTRACED_PATHS:
+            return await handler(request)
+        route = request.match_info.route.resource
+        template = route.canonical if route is not None else "unmatched"
+        with tracer.start_as_current_span(f"{request.method} {template}", kind=trace.SpanKind.SERVER) as span:
+            span.set_attribute("http.request.method", request.method)
+            span.set_attribute("http.route", template)
+            response = await handler(request)
+            span.set_attribute("http.response.status_code", response.status)
+            return response
+
+    return trace_requests
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+async def livez(request: web.Request) -> web.Response:
+    """Liveness: the event loop answers. It never depends on WISEflow."""
+    return _json({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: can accept webhooks (database writable, migrations applied, not shutting down)."""
+    service = request.app.get(SERVICE)
+    if service is None or service.shutting_down:
+        return _json({"status": "unavailable", "reason": "starting or stopping"}, status=503)
+    try:
+        await service.store.ping()
+    except Exception as exc:  # StoreError and anything SQLite raises: not ready, never a 500
+        return _json({"status": "unavailable", "reason": type(exc).__name__}, status=503)
+    return _json({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition."""
+    text = await request.app[SERVICE].metrics.render_async()
+    return web.Response(text=text, headers={"Content-Type": prom.CONTENT_TYPE})
+
+
+async def status(request: web.Request) -> web.Response:
+    """The JSON status document."""
+    return _json(await status_of(request.app[SERVICE]))
+
+
+async def webhook(request: web.Request) -> web.Response:
+    """`POST /webhooks/wiseflow`, handed to the receiver (which exists only once the store is open)."""
+    return await request.app[SERVICE].receiver.handle(request)
+
+
+def add_ops_routes(app: web.Application) -> None:
+    """Register the health, metrics and status routes."""
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/status", status)

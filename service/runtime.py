@@ -1,0 +1,165 @@
+"""The process's objects, wired once from the settings: `open_service` / `close_service`.
+
+`run`, `sync --once` and `demo` all get their store, WISEflow client, poller, inbox, worker, catch-up,
+journal and (with a sink) deliverer here, so there is one wiring to read and to test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+import aiohttp
+from aiohttp import web
+from opentelemetry import trace
+
+from service import __version__
+from service.adapters import metrics as prom
+from service.adapters.sink import HttpSink
+from service.adapters.store import Store
+from service.adapters.store.inbox import Inbox
+from service.adapters.store.journal import JournalWriter
+from service.adapters.webhook_http import WebhookReceiver
+from service.adapters.wiseflow.client import WiseflowClient
+from service.core import planner
+from service.core.clock import Clock, SystemClock
+from service.core.webhook_figures import WebhookFigures
+from service.settings import Settings
+from service.sync.catchup import CatchUp
+from service.sync.inbox_worker import InboxWorker, WorkerPolicy
+from service.sync.outbox import OutboxDeliverer
+from service.sync.poller import Poller, Progress, RunSummary
+
+
+@dataclass(slots=True)
+class Service:
+    """Every long-lived object of one process, wired once."""
+
+    settings: Settings
+    clock: Clock
+    store: Store
+    client: WiseflowClient
+    session: aiohttp.ClientSession
+    poller: Poller
+    inbox: Inbox
+    receiver: WebhookReceiver
+    worker: InboxWorker
+    catchup: CatchUp
+    journal: JournalWriter
+    figures: WebhookFigures
+    deliverer: OutboxDeliverer | None
+    metrics: prom.Metrics = field(default_factory=prom.Metrics)
+    last_run: RunSummary | None = None
+    runs: int = 0
+    shutting_down: bool = False
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def run_sync(self, *, full: bool = False) -> RunSummary:
+        """One sync run (`full`: every live flow, due or not), then wake the deliverer for what it queued."""
+        summary = await self.poller.run_once(full=full)
+        self.last_run = summary
+        self.runs += 1
+        if self.deliverer is not None and summary.changes:
+            self.deliverer.wake()
+        return summary
+
+
+SERVICE: Final = web.AppKey("service", Service)
+
+
+class WakingRefresher:
+    """The poller as the inbox worker's refresher, waking the deliverer after a grade refresh."""
+
+    def __init__(self, poller: Poller, deliverer: OutboxDeliverer | None) -> None:
+        self._poller = poller
+        self._deliverer = deliverer
+
+    async def refresh_flow(self, flow_id: int) -> None:
+        await self._poller.refresh_flow(flow_id)
+
+    async def refresh_assessments(self, flow_id: int) -> None:
+        await self._poller.refresh_assessments(flow_id)
+        if self._deliverer is not None:
+            self._deliverer.wake()
+
+    async def refresh_participants(self, flow_id: int) -> None:
+        await self._poller.refresh_participants(flow_id)
+
+
+async def open_service(
+    settings: Settings,
+    clock: Clock | None = None,
+    tracer_provider: trace.TracerProvider | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> Service:
+    """Open the store and the clients and wire every component (no loop is started).
+
+    The one wiring of the process: `run`, `sync --once` and `demo` all get their objects here.
+    """
+    settings.require_api_credentials()
+    clock = clock or SystemClock()
+    rng = random.Random()  # noqa: S311 - jitter, not cryptography
+    store = await Store.open(settings.database)
+    session = aiohttp.ClientSession()
+    journal = JournalWriter(store)
+    tracer = trace.get_tracer("service.adapters.wiseflow", __version__, tracer_provider=tracer_provider)
+    client = WiseflowClient(settings, session, clock, rng, on_request=journal.record, tracer=tracer)
+    deliverer = None
+    if settings.sink_url is not None:
+        sink = HttpSink(settings.sink_url, session, client_name=settings.client_name)
+        deliverer = OutboxDeliverer(store, sink, clock, rng)
+    poller = Poller(
+        client,
+        store,
+        clock,
+        rng,
+        planner.PlanPolicy.from_settings(settings),
+        concurrency=settings.concurrency,
+        outbox_enabled=deliverer is not None,
+        on_progress=on_progress,
+    )
+    figures = WebhookFigures()
+    inbox = Inbox(store)
+    refresher = WakingRefresher(poller, deliverer)
+    worker = InboxWorker(
+        inbox,
+        refresher,
+        clock,
+        WorkerPolicy(max_attempts=settings.webhook_max_attempts, concurrency=settings.concurrency),
+        figures,
+        rng,
+    )
+    receiver = WebhookReceiver.from_settings(settings, inbox, clock, figures, on_stored=worker.wake)
+    catchup = CatchUp(store, inbox, refresher, clock)
+    service = Service(
+        settings=settings,
+        clock=clock,
+        store=store,
+        client=client,
+        session=session,
+        poller=poller,
+        inbox=inbox,
+        receiver=receiver,
+        worker=worker,
+        catchup=catchup,
+        journal=journal,
+        figures=figures,
+        deliverer=deliverer,
+    )
+    return service
+
+
+async def close_service(service: Service) -> None:
+    """Stop the loops, write what is buffered, close connections."""
+    service.shutting_down = True
+    for task in service.tasks:
+        task.cancel()
+    await asyncio.gather(*service.tasks, return_exceptions=True)
+    service.tasks.clear()
+    await service.journal.close()
+    await service.client.close()
+    await service.session.close()
+    await service.store.close()
