@@ -139,9 +139,14 @@ def _optional_int(doc: dict[str, Any], name: str) -> int | None:
 
 
 def _timestamp(doc: dict[str, Any]) -> int:
-    if doc.get("timestamp") is None:
+    raw = doc.get("timestamp")
+    if raw is None:
         raise MalformedEvent("missing_timestamp")
+    if not isinstance(raw, int):
+        # The body's timestamp is a JSON integer (FACTS.md): a string or float is a malformed field,
+        # even when its digits would parse (only the Standard Webhooks header carries it as text).
+        raise MalformedEvent("bad_timestamp")
     try:
-        return parse_timestamp(doc["timestamp"])
+        return parse_timestamp(raw)
     except InvalidSignature:
         raise MalformedEvent("bad_timestamp") from None

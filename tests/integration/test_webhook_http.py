@@ -55,9 +55,10 @@ async def test_bad_signature_is_401_and_stores_nothing(harness: Harness) -> None
     assert harness.figures.rejected["bad_signature"] == 1
 
 
-async def test_stale_body_timestamp_is_401(harness: Harness) -> None:
-    """A correctly signed body whose timestamp is outside the replay window: 401 stale_timestamp."""
-    body = event_body(timestamp=NOW - 301)
+@pytest.mark.parametrize("timestamp", [NOW - 301, NOW + 301])
+async def test_stale_body_timestamp_is_401(harness: Harness, timestamp: int) -> None:
+    """A correctly signed body whose timestamp is outside the replay window (either way) is 401."""
+    body = event_body(timestamp=timestamp)
     response = await harness.client.post(WEBHOOK_PATH, data=body, headers=signed(body))
     assert (response.status, await response.json()) == (401, {"error": "stale_timestamp"})
     assert await harness.rows() == []
@@ -76,6 +77,19 @@ async def test_stale_body_timestamp_is_401(harness: Harness) -> None:
         (event_body(flow_id=None), "missing_flowId"),
         (event_body(timestamp=1.5), "bad_timestamp"),
         (event_body(timestamp=True), "bad_timestamp"),
+        (event_body(timestamp=str(NOW)), "bad_timestamp"),
+        (event_body(timestamp=-1), "bad_timestamp"),
+        (event_body(timestamp=10**13), "bad_timestamp"),
+        (orjson.dumps({"id": "d", "sequence": 5, "event": "ASSIGNMENT", "data": {}}), "missing_timestamp"),
+        (orjson.dumps({"id": "d", "sequence": 5, "timestamp": NOW, "data": {"flowId": 1}}), "missing_event"),
+        (b'"an event"', "not_an_object"),
+        (b"5", "not_an_object"),
+        (b"", "bad_json"),
+        (event_body(sequence=2**63), "bad_sequence"),
+        (event_body(sequence=-3), "bad_sequence"),
+        (event_body(sequence=5.0), "bad_sequence"),  # type: ignore[arg-type]
+        (event_body(data=[1]), "bad_data"),
+        (event_body(data={"flowId": "10"}), "bad_flowId"),
     ],
 )
 async def test_malformed_verified_bodies_are_400(harness: Harness, body: bytes, reason: str) -> None:
