@@ -44,20 +44,47 @@ def register_metrics(service: Service) -> None:
         labels=("reason",),
     )
     m.gauge_fn(
-        "wiseflow_inbox_events", "Inbox events by status", lambda: _inbox_counts(service), labels=("status",)
+        "wiseflow_webhook_processing_lag_seconds",
+        "Seconds from receipt to processing of the last webhook event",
+        lambda: service.figures.lag_last,
     )
     m.gauge_fn(
-        "wiseflow_outbox_rows", "Outbox rows by status", lambda: _outbox_counts(service), labels=("status",)
+        "wiseflow_catchups", "Catch-ups after a webhook blind spot", lambda: float(service.catchup.catchups)
     )
+    m.gauge_fn(
+        "wiseflow_last_sync_success_timestamp_seconds",
+        "Unix time of the end of the last successful sync run (0: none yet); alert when it grows old",
+        lambda: _last_success(service),
+    )
+    m.gauge_fn("wiseflow_inbox_events", "Inbox events by status", lambda: _inbox(service), labels=("status",))
+    m.gauge_fn("wiseflow_outbox_rows", "Outbox rows by status", lambda: _outbox(service), labels=("status",))
 
 
-async def _inbox_counts(service: Service) -> dict[str, float]:
-    return {k: float(v) for k, v in (await service.inbox.counts()).items()}
+async def _inbox(service: Service) -> dict[str, float]:
+    counts = await inbox_counts(service)
+    return {k: float(v) for k, v in counts.items()}
 
 
-async def _outbox_counts(service: Service) -> dict[str, float]:
+async def _outbox(service: Service) -> dict[str, float]:
+    return {k: float(v) for k, v in (await outbox_counts(service)).items()}
+
+
+async def _last_success(service: Service) -> float:
+    sql = "SELECT MAX(ended_at) FROM sync_runs WHERE outcome = 'ok'"
+    async with service.store.db.execute(sql) as cursor:
+        row = await cursor.fetchone()
+    return 0.0 if row is None or row[0] is None else float(row[0])
+
+
+async def inbox_counts(service: Service) -> dict[str, int]:
+    """Inbox events by status (pending, done, dead, unknown); deliveries are counted apart."""
+    return {k: v for k, v in (await service.inbox.counts()).items() if k != "deliveries"}
+
+
+async def outbox_counts(service: Service) -> dict[str, int]:
+    """Outbox rows by status (pending, delivered)."""
     async with service.store.db.execute("SELECT status, COUNT(*) FROM outbox GROUP BY status") as cursor:
-        return {str(row[0]): float(row[1]) for row in await cursor.fetchall()}
+        return {str(row[0]): int(row[1]) for row in await cursor.fetchall()}
 
 
 async def status_of(service: Service) -> dict[str, Any]:
@@ -82,8 +109,8 @@ async def status_of(service: Service) -> dict[str, Any]:
             "duration_s": round(run.duration, 3),
         },
         "webhooks": service.figures.snapshot(),
-        "inbox": await service.inbox.counts(),
-        "outbox": await _outbox_counts(service),
+        "inbox": await inbox_counts(service),
+        "outbox": await outbox_counts(service),
         "sink": service.settings.sink_url is not None,
     }
 

@@ -117,6 +117,13 @@ async def test_metrics_are_prometheus_text(
     assert f"wiseflow_api_requests {service.client.calls}\n" in text
     assert "# TYPE wiseflow_breaker_open gauge" in text
     assert "wiseflow_sync_runs 1\n" in text
+    last_ok = [
+        line for line in text.splitlines() if line.startswith("wiseflow_last_sync_success_timestamp_seconds ")
+    ]
+    assert len(last_ok) == 1
+    assert float(last_ok[0].split()[1]) > 1.7e9
+    assert 'wiseflow_outbox_rows{status="pending"}' in text
+    assert 'status="deliveries"' not in text
 
 
 async def test_a_webhook_grade_change_reaches_the_sis_once(
