@@ -191,6 +191,22 @@ async def test_standard_scheme_end_to_end(tmp_path: Path) -> None:
         assert await h.rows() == [(8, "FINAL_GRADE", "pending")]
 
 
+@pytest.mark.parametrize("secret", ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "a-plain-secret"])
+async def test_standard_scheme_signature_lists_and_header_case(tmp_path: Path, secret: str) -> None:
+    """Standard Webhooks: any-case header names and a valid v1 among many entries pass; v1a alone is 401."""
+    async with running_receiver(tmp_path, scheme="standard", secrets=(secret,)) as h:
+        body = event_body(sequence=9)
+        headers = standard_signed(body, "msg_9", secret=secret)
+        valid = headers["webhook-signature"]
+        headers["webhook-signature"] = " ".join(["v1a,abc", *["v1,AAAA"] * 12, valid, "v2,x"])
+        upper = {name.upper(): value for name, value in headers.items()}
+        ok = await h.client.post(WEBHOOK_PATH, data=body, headers=upper)
+        headers["webhook-signature"] = "v1a," + valid.removeprefix("v1,")
+        other = await h.client.post(WEBHOOK_PATH, data=event_body(sequence=10), headers=headers)
+        assert (ok.status, other.status, await other.json()) == (200, 401, {"error": "bad_signature"})
+        assert await h.rows() == [(9, "FINAL_GRADE", "pending")]
+
+
 async def test_rotated_secrets_are_both_accepted(tmp_path: Path) -> None:
     """During a rotation, events signed with the old or the new secret are both stored."""
     async with running_receiver(tmp_path, secrets=("old-secret", "new-secret")) as h:

@@ -51,6 +51,21 @@ def test_standard_accepts_any_of_several_signatures() -> None:
     assert verifier.verify(_standard_headers(header), VECTOR_BODY, VECTOR_TS).message_id == VECTOR_ID
 
 
+def test_standard_accepts_a_valid_signature_after_many_others() -> None:
+    """A valid v1 entry after twenty wrong ones (and doubled spaces) is still found."""
+    verifier = WebhookVerifier("standard", (VECTOR_SECRET,))
+    header = "  ".join(["v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="] * 20 + [VECTOR_SIG])
+    assert verifier.verify(_standard_headers(header), VECTOR_BODY, VECTOR_TS).message_id == VECTOR_ID
+
+
+def test_standard_refuses_a_valid_digest_under_another_version() -> None:
+    """The right digest labelled v1a (or with no version) is not a v1 signature: bad_signature."""
+    verifier = WebhookVerifier("standard", (VECTOR_SECRET,))
+    digest = VECTOR_SIG.removeprefix("v1,")
+    header = f"v1a,{digest} {digest} v2,{digest}"
+    assert _reason(verifier.verify, _standard_headers(header), VECTOR_BODY, VECTOR_TS) == "bad_signature"
+
+
 @pytest.mark.parametrize(
     ("headers", "reason"),
     [
