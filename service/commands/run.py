@@ -13,8 +13,10 @@ from service.adapters.telemetry import setup_tracing
 from service.app import build_app
 from service.settings import load_settings
 
-# 25 s: inside Kubernetes' default 30 s grace period, leaving time to flush spans after the drain.
-SHUTDOWN_TIMEOUT: Final = 25.0
+# Kubernetes' 30 s grace period also covers the pod's 5 s preStop pause: 15 s to drain requests, 5 s to
+# flush spans, and the rest for the loops and the database to close.
+SHUTDOWN_TIMEOUT: Final = 15.0
+SPAN_FLUSH_TIMEOUT: Final = 5.0
 
 
 def register(subparsers: Any) -> None:
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     app = build_app(settings)
 
     async def flush_spans(_: web.Application) -> None:
-        await tracing.aclose()
+        await tracing.aclose(SPAN_FLUSH_TIMEOUT)
 
     app.on_cleanup.append(flush_spans)
     web.run_app(
