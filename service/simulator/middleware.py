@@ -1,9 +1,12 @@
 """What happens around every simulator request: errors as envelopes, and the `/v1` gauntlet.
 
 For `/v1` the order is WISEflow's as a client sees it: added latency, a maintenance window (503 with
-`Retry-After`, or a connection closed without an answer), a 429 storm, random 5xx, then credentials (401),
-then the per-credential windows (429 with `Retry-After`), then the handler. Every `/v1` request is
-journalled with its credentials masked; every response of the app carries a fresh `X-Trace-Id`.
+`Retry-After`, or a connection closed without an answer), credentials (401), a 429 storm, the
+per-credential windows (429 with `Retry-After`), random 5xx, then the handler. The token endpoint has no
+credentials to check: a storm or a random 5xx reaches it right after maintenance. Every answer to an
+identified credential carries the `RateLimit-*` and `X-RateLimit-Second-*`/`-Minute-*` headers. Every
+`/v1` request is journalled with its credentials masked; every response of the app carries a fresh
+`X-Trace-Id`.
 """
 
 from __future__ import annotations
@@ -107,27 +110,52 @@ async def _gauntlet(request: web.Request, handler: Handler, sim: SimState) -> we
             _refuse(request)
         retry = {"Retry-After": str(scenario.maintenance_retry_after)}
         raise ApiProblem(503, "WISEflow is down for scheduled maintenance", "maintenance", retry)
-    if scenario.in_storm(now):
-        retry = {"Retry-After": str(scenario.storm_retry_after)}
-        raise ApiProblem(429, "too many requests", "rate_limited", retry)
-    if scenario.error_rate > 0 and sim.fault_rng.random() < scenario.error_rate:
-        raise ApiProblem(500, "internal server error (simulated)", "internal_error")
     if request.path == TOKEN_PATH:
+        _storm_or_fault(sim, now, {})
         return await handler(request)
     credential = identify(request.headers, sim.config, sim.tokens, now)
     request[CLIENT] = credential
+    if scenario.in_storm(now):
+        # A storm is the server refusing everyone: its headers say the windows are spent until Retry-After.
+        _storm_or_fault(sim, now, storm_headers(sim, scenario.storm_retry_after))
     verdict = sim.windows.admit(credential, now)
     headers = rate_headers(verdict)
     if not verdict.allowed:
         headers["Retry-After"] = str(verdict.retry_after)
         raise ApiProblem(429, "rate limit exceeded for these credentials", "rate_limited", headers)
+    # Counted requests carry the rate headers whatever the answer: a simulated 5xx, a 404, a 405 or a 200.
     try:
+        _storm_or_fault(sim, now, headers)
         response = await handler(request)
-    except ApiProblem as problem:
-        problem.headers.update(headers)
-        raise
+    except Exception as exc:  # noqa: BLE001 - every answer of a counted request gets the headers
+        response = to_response(exc)
     response.headers.update(headers)
     return response
+
+
+def storm_headers(sim: SimState, retry_after: int) -> dict[str, str]:
+    """The rate headers of a storm's 429: every window spent until `retry_after` seconds from now."""
+    cfg = sim.config
+    headers: dict[str, str] = {}
+    for prefix, limit in (
+        ("RateLimit", cfg.rate_per_second),
+        ("X-RateLimit-Second", cfg.rate_per_second),
+        ("X-RateLimit-Minute", cfg.rate_per_minute),
+    ):
+        headers.update(
+            {f"{prefix}-Limit": str(limit), f"{prefix}-Remaining": "0", f"{prefix}-Reset": str(retry_after)}
+        )
+    return headers
+
+
+def _storm_or_fault(sim: SimState, now: float, headers: dict[str, str]) -> None:
+    """Raise the 429 of a storm, or a random 5xx at the scenario's error rate, carrying `headers`."""
+    scenario = sim.scenario
+    if scenario.in_storm(now):
+        retry = {**headers, "Retry-After": str(scenario.storm_retry_after)}
+        raise ApiProblem(429, "too many requests", "rate_limited", retry)
+    if scenario.error_rate > 0 and sim.fault_rng.random() < scenario.error_rate:
+        raise ApiProblem(500, "internal server error (simulated)", "internal_error", headers)
 
 
 def _refuse(request: web.Request) -> None:

@@ -128,3 +128,43 @@ async def test_scenario_errors_are_400(simulator: SimHandle, body: object) -> No
     assert resp.status == 400
     assert answer["error"]["message"]
     assert (await _status_and_headers(simulator))[0] == 200
+
+
+RATE_HEADERS = [
+    f"{prefix}-{part}"
+    for prefix in ("RateLimit", "X-RateLimit-Second", "X-RateLimit-Minute")
+    for part in ("Limit", "Remaining", "Reset")
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "scenario", "status"),
+    [
+        ("GET", "/no/such/path", None, 404),
+        ("GET", "/flow/999", None, 404),
+        ("PATCH", "/flow/1001", None, 405),
+        ("GET", "/flows/1001/participants?limit=101", None, 400),
+        ("GET", "/flow/1001", {"error_rate": 1.0}, 500),
+        ("GET", "/flow/1001", {"storm_429": {"seconds": 5, "retry_after": 2}}, 429),
+    ],
+)
+async def test_every_answer_to_a_credential_carries_rate_headers(
+    simulator: SimHandle, method: str, path: str, scenario: dict[str, object] | None, status: int
+) -> None:
+    """Errors too (404, 405, 400, a simulated 500, a storm's 429) carry all nine rate-limit headers."""
+    if scenario is not None:
+        await simulator.scenario(scenario)
+    headers = simulator.auth_headers()
+    async with simulator.session.request(method, simulator.api_url + path, headers=headers) as resp:
+        await resp.read()
+    assert (status, []) == (resp.status, [h for h in RATE_HEADERS if h not in resp.headers])
+    assert resp.headers["X-RateLimit-Minute-Limit"] == "5000"
+
+
+async def test_storm_headers_say_the_windows_are_spent_until_retry_after(simulator: SimHandle) -> None:
+    """A storm's 429: Remaining 0 and Reset equal to its Retry-After, so a client's quota agrees with it."""
+    await simulator.scenario({"storm_429": {"seconds": 5, "retry_after": 2}})
+    status, headers = await _status_and_headers(simulator)
+    assert status == 429
+    spent = (headers["RateLimit-Remaining"], headers["RateLimit-Reset"], headers["Retry-After"])
+    assert spent == ("0", "2", "2")
