@@ -29,16 +29,30 @@ def plan_subscription(
 ) -> SubscriptionPlan:
     """How to bring `existing` (`GET /webhooks` data) to one active subscription of `url` for `events`."""
     wanted = sorted(dict.fromkeys(events))
-    same_url = [w for w in existing if w.get("url") == url]
-    ours = same_url[0] if same_url else next((w for w in existing if w.get("title") == title), None)
-    duplicates = tuple(int(w["id"]) for w in same_url[1:] if isinstance(w.get("id"), int))
+    # Only entries we could address (an object with an integer id) are candidates: an API answer with a
+    # stray item must not crash the command nor make it update a subscription it cannot name.
+    usable = [w for w in existing if isinstance(w, dict) and _id_of(w) is not None]
+    same_url = [w for w in usable if _same_url(w.get("url"), url)]
+    ours = same_url[0] if same_url else next((w for w in usable if w.get("title") == title), None)
+    duplicates = tuple(int(w["id"]) for w in same_url[1:])
     if ours is None:
         body: Json = {"title": title, "url": url, "active": True, "events": wanted}
         if secret is not None:
             body["secret"] = secret
         return SubscriptionPlan("create", None, body, duplicates)
     webhook_id = int(ours["id"])
-    current = sorted(e for e in ours.get("events") or [] if isinstance(e, str))
-    if ours.get("url") == url and current == wanted and ours.get("active") is True:
+    events_now = ours.get("events")
+    current = sorted({e for e in events_now if isinstance(e, str)}) if isinstance(events_now, list) else []
+    if _same_url(ours.get("url"), url) and current == wanted and ours.get("active") is True:
         return SubscriptionPlan("ok", webhook_id, {}, duplicates)
     return SubscriptionPlan("update", webhook_id, {"url": url, "active": True, "events": wanted}, duplicates)
+
+
+def _id_of(webhook: Json) -> int | None:
+    value = webhook.get("id")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _same_url(theirs: object, ours: str) -> bool:
+    """The same endpoint, whatever a trailing slash WISEflow may add (else every run would update)."""
+    return isinstance(theirs, str) and theirs.rstrip("/") == ours.rstrip("/")

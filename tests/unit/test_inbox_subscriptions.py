@@ -55,3 +55,17 @@ def test_duplicates_of_our_url_are_reported() -> None:
     ]
     plan = plan_subscription(existing, url=URL, events=["FINAL_GRADE"], title="t", secret=None)
     assert (plan.action, plan.webhook_id, plan.duplicates) == ("ok", 1, (3,))
+
+
+def test_unusable_entries_are_ignored() -> None:
+    """Items that are not objects, or have no integer id, neither crash the plan nor become ours."""
+    existing = [None, "x", {"url": URL, "events": []}, {"id": "7", "url": URL}, {"id": True, "url": URL}]
+    plan = plan_subscription(existing, url=URL, events=["FINAL_GRADE"], title="t", secret=None)  # type: ignore[list-item]
+    assert (plan.action, plan.webhook_id, plan.duplicates) == ("create", None, ())
+
+
+def test_trailing_slash_and_repeated_events_are_still_unchanged() -> None:
+    """A URL echoed back with a trailing slash and events listed twice need no update (idempotent)."""
+    existing = [{"id": 4, "url": URL + "/", "active": True, "events": ["FINAL_GRADE", "FINAL_GRADE"]}]
+    plan = plan_subscription(existing, url=URL, events=["FINAL_GRADE"], title="t", secret=None)
+    assert (plan.action, plan.webhook_id) == ("ok", 4)
