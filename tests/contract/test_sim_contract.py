@@ -186,3 +186,35 @@ async def test_rate_limited_answer_is_an_error_envelope(make_simulator: SimFacto
     assert status == 429
     assert headers["Retry-After"] == "1"
     check_schema(ERROR_ENVELOPE, json.loads(body))
+
+
+KEY = {"x-api-key": "demo-api-key"}
+ERROR_CASES: list[tuple[str, str, dict[str, Any], int]] = [
+    ("GET", "/flows/1001/participants?offset=-1", {"headers": KEY}, 400),
+    ("GET", "/flows/1001/participants?limit=ten", {"headers": KEY}, 400),
+    ("GET", "/flows/1001/participants?limit=0", {"headers": KEY}, 400),
+    ("POST", "/flows/search?offset=x", {"headers": KEY, "json": {}}, 400),
+    ("POST", "/flows/search", {"headers": KEY, "data": b"{not json"}, 400),
+    ("POST", "/flows/search", {"headers": KEY, "json": [1]}, 400),
+    ("POST", "/participation-events", {"headers": KEY, "json": {"pagination": {"offset": -1}}}, 400),
+    ("GET", "/flow/abc", {"headers": KEY}, 400),
+    ("GET", "/license/info", {"headers": {}}, 401),
+    ("GET", "/license/info", {"headers": {"x-api-key": "wrong"}}, 401),
+    ("GET", "/license/info", {"headers": {"Authorization": "Bearer expired-or-unknown"}}, 401),
+    ("GET", "/no/such/path", {"headers": KEY}, 404),
+    ("PATCH", "/flow/1001", {"headers": KEY}, 405),
+    ("POST", "/flows/search", {"headers": {**KEY, "Content-Encoding": "gzip"}, "data": b"\x1f\x8b"}, 415),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs", "status"), ERROR_CASES)
+async def test_error_answers_are_the_common_envelope(
+    simulator: SimHandle, method: str, path: str, kwargs: dict[str, Any], status: int
+) -> None:
+    """400, 401, 404, 405 and 415 answers are general-api-error-response with their status as code."""
+    answer, headers, body = await call(simulator, method, path, **kwargs)
+    assert (status, "application/json") == (answer, headers["Content-Type"].split(";")[0])
+    envelope = json.loads(body)
+    check_schema(ERROR_ENVELOPE, envelope)
+    assert (False, status) == (envelope["success"], envelope["error"]["code"])
+    assert envelope["error"]["errors"][0]["message"]
