@@ -10,12 +10,14 @@ import argparse
 import asyncio
 import csv
 import json
+import os
+import sqlite3
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from service.adapters.store import Store
+from service.adapters.store import Store, StoreError
 from service.adapters.store.mirror import stream_grades
 from service.settings import load_settings
 
@@ -36,22 +38,42 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if not Path(settings.database).exists():
         print(f"wiseflow-sync export: no database at SYNC_DATABASE ({settings.database})", file=sys.stderr)
         return 1
-    return asyncio.run(export_grades(settings.database, args.format, sys.stdout))
+    try:
+        return asyncio.run(export_grades(settings.database, args.format, sys.stdout))
+    except StoreError as exc:  # not SQLite, unreadable, a newer schema: one line, no traceback
+        print(f"wiseflow-sync export: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader stopped early (`| head`): not an error of ours. Point stdout at devnull so the
+        # interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 async def export_grades(database: str, fmt: str, out: TextIO) -> int:
     """Write every mirrored grade to `out` as JSON lines or CSV (with a header)."""
     store = await Store.open(database)
     try:
+        await _write(store, fmt, out)
+    except sqlite3.Error as exc:
+        raise StoreError(f"database {database} cannot be read: {exc}") from exc
+    finally:
+        await store.close()
+    return 0
+
+
+async def _write(store: Store, fmt: str, out: TextIO) -> None:
+    """Stream the grades to `out`; the cursor is closed before the caller closes the store."""
+    grades = stream_grades(store.db)
+    try:
         writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n") if fmt == "csv" else None
         if writer is not None:
             writer.writeheader()
-        async for version in stream_grades(store.db):
+        async for version in grades:
             record = version.payload()
             if writer is not None:
                 writer.writerow(record)
             else:
                 out.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
     finally:
-        await store.close()
-    return 0
+        await grades.aclose()

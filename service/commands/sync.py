@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from service.adapters.logs import configure_logging
+from service.adapters.store import StoreError
 from service.core.clock import Clock, SystemClock
 from service.runtime import Service, close_service, open_service
 from service.settings import Settings, load_settings
@@ -52,7 +54,11 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings = load_settings(env)
     settings.require_api_credentials()
     configure_logging(settings.log_level)
-    return asyncio.run(sync_once(settings, sys.stderr, full=args.full))
+    try:
+        return asyncio.run(sync_once(settings, sys.stderr, full=args.full))
+    except (StoreError, sqlite3.Error) as exc:  # not SQLite, read-only, a newer schema: one line
+        print(f"wiseflow-sync sync: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 class ProgressReport:

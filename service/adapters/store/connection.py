@@ -43,9 +43,22 @@ class Store:
 
     @classmethod
     async def open(cls, path: str | Path) -> Store:
-        """Open (creating if needed) the database at `path` and apply pending migrations."""
+        """Open (creating if needed) the database at `path` and apply pending migrations.
+
+        Raises `StoreError` with one line naming the file when it cannot be used (not SQLite, read-only,
+        a missing directory), so commands print that line instead of a traceback.
+        """
+        try:
+            return await cls._open(path)
+        except sqlite3.Error as exc:
+            raise StoreError(f"database {path} cannot be used: {exc}") from exc
+
+    @classmethod
+    async def _open(cls, path: str | Path) -> Store:
         db = await aiosqlite.connect(str(path), isolation_level=None)
         try:
+            if await schema_version(db) > LATEST_VERSION:
+                await _migrate(db)  # refuses it, before any pragma writes into a newer program's file
             await db.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit survives power loss too, which "committed before 200" promises.
             await db.execute("PRAGMA synchronous=FULL")
