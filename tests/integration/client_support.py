@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from service.adapters.wiseflow import RequestRecord, WiseflowClient
 from service.core.breaker import BreakerPolicy, Transition
@@ -63,3 +67,26 @@ def most_in_any_window(times: Sequence[float], period: float) -> int:
 def api_requests(journal: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The journal without token requests."""
     return [r for r in journal if not r["path"].endswith("/oauth2/token")]
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@asynccontextmanager
+async def misbehaving_server(
+    routes: Mapping[tuple[str, str], Handler], *, token: Handler | None = None
+) -> AsyncIterator[str]:
+    """A tiny WISEflow stand-in on loopback that answers `routes` ((method, "/v1/...") -> handler).
+
+    `POST /v1/oauth2/token` grants a one-hour token unless `token` is given. Yields the API base URL.
+    """
+
+    async def grant(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"access_token": "issued-token-value", "expires_in": 3600})
+
+    app = web.Application()
+    app.router.add_post("/v1/oauth2/token", token or grant)
+    for (method, path), handler in routes.items():
+        app.router.add_route(method, path, handler)
+    async with TestServer(app, host="127.0.0.1", port=0) as server:
+        yield f"http://127.0.0.1:{server.port}/v1"

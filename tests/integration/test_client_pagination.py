@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from service.adapters.wiseflow import WiseflowClient
+from service.adapters.wiseflow.pagination import paginate
+from service.core.ports import Json
+from service.errors import ApiError
 from tests.conftest import SimFactory, SimHandle
-from tests.integration.client_support import Recorder, api_requests, client_settings, make_client
+from tests.integration.client_support import (
+    Recorder,
+    api_requests,
+    client_settings,
+    make_client,
+    misbehaving_server,
+)
 
 
 async def test_participants_are_paged_at_the_maximum_limit_until_the_total(make_simulator: SimFactory) -> None:
@@ -75,3 +89,79 @@ async def test_hooks_record_every_request_and_spans_carry_the_trace_id(simulator
     assert [a["url.path"] for a in attributes] == [r["path"] for r in journal]
     assert all(a["wiseflow.trace_id"] and a["http.response.status_code"] == 200 for a in attributes)
     assert [a["wiseflow.trace_id"] for a in attributes] == [r.trace_id for r in recorder.records]
+
+
+def page_server(answer: Callable[[int, int], Any]) -> Any:
+    """A participants endpoint answering `answer(offset, call_number)` as the JSON body."""
+    calls: list[int] = []
+
+    async def participants(request: web.Request) -> web.Response:
+        calls.append(int(request.query["offset"]))
+        return web.json_response(answer(int(request.query["offset"]), len(calls)))
+
+    return misbehaving_server({("GET", "/v1/flows/{flow}/participants"): participants}), calls
+
+
+def full_page(start: int) -> list[dict[str, int]]:
+    """A full page of 100 distinct participants."""
+    return [{"id": start + i} for i in range(100)]
+
+
+async def test_a_total_that_lies_ends_at_the_first_empty_page() -> None:
+    """total 100000 but only 150 records: the iteration ends at the empty page after them."""
+    server, calls = page_server(
+        lambda offset, _n: {
+            "success": True,
+            "data": full_page(offset)[: max(0, 150 - offset)],
+            "pagination": {"limit": 100, "offset": offset, "total": 100000},
+        }
+    )
+    async with server as url, make_client(url) as client:
+        got = [p["id"] async for p in client.iter_participants(1)]
+    assert (got, calls) == (list(range(150)), [0, 100, 150])
+
+
+async def test_a_server_that_ignores_the_offset_cannot_loop_forever() -> None:
+    """The same full page at every offset, no total: an ApiError after the second page, not a loop."""
+    server, calls = page_server(lambda _offset, _n: {"success": True, "data": full_page(0)})
+    async with server as url, make_client(url) as client:
+        got: list[Json] = []
+        with pytest.raises(ApiError, match="repeated a page"):
+            got.extend([p async for p in client.iter_participants(1)])
+    assert calls == [0, 100]
+
+
+async def test_a_server_cycling_between_pages_under_a_huge_total_is_stopped() -> None:
+    """Pages A, B, A, ... with total 10**9: stopped when A comes back."""
+    server, calls = page_server(
+        lambda _offset, n: {"success": True, "data": full_page(1000 * (n % 2)), "pagination": {"total": 10**9}}
+    )
+    async with server as url, make_client(url) as client:
+        with pytest.raises(ApiError, match="repeated a page"):
+            [p async for p in client.iter_participants(1)]
+    assert calls == [0, 100, 200]
+
+
+async def test_an_echoed_offset_other_than_the_one_asked_ends_the_iteration() -> None:
+    """An envelope saying offset 0 for the second page is a server that ignores the offset."""
+    server, calls = page_server(
+        lambda offset, _n: {
+            "success": True,
+            "data": full_page(offset + 7),
+            "pagination": {"limit": 100, "offset": 0, "total": 10**6},
+        }
+    )
+    async with server as url, make_client(url) as client:
+        with pytest.raises(ApiError, match="offset 0 when asked for 100"):
+            [p async for p in client.iter_participants(1)]
+    assert calls == [0, 100]
+
+
+async def test_endless_new_pages_without_a_total_stop_at_the_page_bound() -> None:
+    """A server inventing new full pages forever is cut off at `max_pages`."""
+    server, calls = page_server(lambda offset, _n: {"success": True, "data": full_page(offset)})
+    async with server as url, make_client(url) as client:
+        pages = paginate(client.request, "GET", "/flows/1/participants", 100, max_pages=3)
+        with pytest.raises(ApiError, match="did not end within 3 pages"):
+            [p async for p in pages]
+    assert calls == [0, 100, 200]

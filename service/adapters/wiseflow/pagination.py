@@ -8,13 +8,20 @@ again with a larger offset could repeat it forever.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
+
+import orjson
 
 from service.core.ports import Json
 from service.errors import ApiError
 
 from .records import Reply, error_code
+
+# 10,000 pages are a million participants or ten million events: far beyond any one WISEflow tenant, and
+# still a bound on a server that keeps inventing new full pages without a total.
+MAX_PAGES: Final = 10_000
 
 
 class Request(Protocol):
@@ -53,15 +60,18 @@ async def paginate(
     body: Callable[[int, int], Json] | None = None,
     *,
     in_query: bool = True,
+    max_pages: int = MAX_PAGES,
 ) -> AsyncIterator[Json]:
     """Every record of an offset/limit endpoint; `body(offset, limit)` builds a POST body per page."""
     offset = 0
-    while True:
+    seen: set[bytes] = set()
+    for _page in range(max_pages):
         params = {"offset": offset, "limit": limit} if in_query else None
         reply = await request(method, path, params=params, json=body(offset, limit) if body else None)
         items, total = unwrap(reply)
         if not isinstance(items, list):
             raise ApiError("WISEflow answered an unexpected shape (expected a list)", **reply.context())
+        _check_progress(reply, offset, items, seen)
         for item in items:
             yield item
         offset += len(items)
@@ -73,3 +83,23 @@ async def paginate(
             or (total is None and len(items) < limit)
         ):
             return
+    raise ApiError(f"WISEflow pagination did not end within {max_pages} pages", method=method, path=path)
+
+
+def _check_progress(reply: Reply, offset: int, items: list[Any], seen: set[bytes]) -> None:
+    """Raise when the page is not the one asked for: a wrong echoed offset, or a page seen before."""
+    pagination = reply.body.get("pagination") if isinstance(reply.body, dict) else None
+    echoed = pagination.get("offset") if isinstance(pagination, dict) else None
+    if isinstance(echoed, int) and not isinstance(echoed, bool) and echoed != offset:
+        raise ApiError(
+            f"WISEflow answered offset {echoed} when asked for {offset} (pagination not honoured)",
+            **reply.context(),
+        )
+    if not items:
+        return
+    digest = hashlib.blake2b(orjson.dumps(items, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
+    if digest in seen:
+        raise ApiError(
+            f"WISEflow repeated a page at offset {offset} (pagination not honoured)", **reply.context()
+        )
+    seen.add(digest)
