@@ -24,6 +24,7 @@ from aiohttp import web
 
 from service.adapters.store import mirror
 from service.app import SERVICE, Service, build_app
+from service.core.ports import WEBHOOK_EVENTS
 from service.settings import load_settings
 from service.simulator import build_simulator_app, make_sim_config
 
@@ -73,14 +74,10 @@ async def run_demo(duration: float, out: TextIO = sys.stdout) -> DemoReport:
 
 
 async def _run(duration: float, tmp: Path, out: TextIO) -> DemoReport:
-    # The service's port must be known before the simulator is built (it is the webhook URL).
-    service_runner, service_port = await _start(web.Application())
-    await service_runner.cleanup()
     sim_config = make_sim_config(
         "calm",
         {},
         seed=DEMO_SEED,
-        webhook_url=f"http://127.0.0.1:{service_port}/webhooks/wiseflow",
         duplicate_rate=0.3,
         drop_rate=0.1,
         reorder=True,
@@ -103,12 +100,20 @@ async def _run(duration: float, tmp: Path, out: TextIO) -> DemoReport:
         }
     )
     app = build_app(settings)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", service_port).start()
+    runner, service_port = await _start(app)
     service = app[SERVICE]
     started = time.monotonic()
     try:
+        # Subscribe the way an operator does (`webhooks ensure`): through the API, with our secret.
+        await service.client.create_webhook(
+            {
+                "title": settings.client_name,
+                "url": f"http://127.0.0.1:{service_port}/webhooks/wiseflow",
+                "active": True,
+                "events": list(WEBHOOK_EVENTS),
+                "secret": sim_config.webhook_secret,
+            }
+        )
         async with aiohttp.ClientSession(root) as sim:
             await _script(sim, service, duration, started, out)
             report = await _report(sim, service)
