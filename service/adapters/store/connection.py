@@ -55,6 +55,10 @@ class Store:
 
     @classmethod
     async def _open(cls, path: str | Path) -> Store:
+        folder = Path(path).parent
+        if str(path) != ":memory:" and not folder.is_dir():
+            # Checked here: a failed aiosqlite.connect leaves its thread to finish after the loop is gone.
+            raise StoreError(f"database {path} cannot be used: the directory {folder} does not exist")
         db = await aiosqlite.connect(str(path), isolation_level=None)
         try:
             if await schema_version(db) > LATEST_VERSION:

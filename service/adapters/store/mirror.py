@@ -6,7 +6,7 @@ caller decides what commits together: a flow's grades, its outbox rows and its n
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 
 import aiosqlite
 
@@ -199,7 +199,7 @@ async def remove_grades_except(db: aiosqlite.Connection, flow_id: int, participa
     await db.execute(f"DELETE FROM assessments WHERE flow_id = ?{clause}", (flow_id, *keep))  # noqa: S608
 
 
-async def stream_grades(db: aiosqlite.Connection) -> AsyncIterator[GradeVersion]:
+async def stream_grades(db: aiosqlite.Connection) -> AsyncGenerator[GradeVersion, None]:
     """Every mirrored grade, ordered by flow and participant, streamed row by row (export, checks)."""
     sql = (
         "SELECT flow_id, participant_id, grade, admin_grade, grade_date, admin_grade_date, export_state"
