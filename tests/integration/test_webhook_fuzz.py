@@ -135,10 +135,15 @@ def requests(draw: st.DrawFn) -> tuple[bytes, dict[str, str], bool]:
 def _post(port: int, body: bytes, headers: dict[str, str], chunked: bool) -> int:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        if chunked:
-            conn.request("POST", WEBHOOK_PATH, body=iter([body]), headers=headers, encode_chunked=True)
-        else:
-            conn.request("POST", WEBHOOK_PATH, body=body, headers=headers)
+        try:
+            if chunked:
+                conn.request("POST", WEBHOOK_PATH, body=iter([body]), headers=headers, encode_chunked=True)
+            else:
+                conn.request("POST", WEBHOOK_PATH, body=body, headers=headers)
+        except (BrokenPipeError, ConnectionResetError):
+            # The server refused the request early (e.g. an encoding aiohttp cannot decode) and closed while
+            # we were still sending the last chunk: its answer is already in our receive buffer, read it.
+            pass
         response = conn.getresponse()
         response.read()
         return response.status
