@@ -99,6 +99,11 @@ class WebhookReceiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         """Answer one webhook delivery (see the module docstring for the order of checks)."""
+        if request.method != "POST":
+            # Routed here for every method so that a wrong one also gets a short JSON answer, not a page.
+            response = _answer(405, {"error": "method_not_allowed"})
+            response.headers["Allow"] = "POST"
+            return response
         self.figures.received += 1
         try:
             body = await self._read(request)
@@ -202,5 +207,5 @@ async def read_bounded(request: web.Request, limit: int) -> bytes:
 
 
 def add_webhook_routes(app: web.Application, receiver: WebhookReceiver) -> None:
-    """Route `POST /webhooks/wiseflow` of `app` to `receiver`."""
-    app.router.add_post(WEBHOOK_PATH, receiver.handle)
+    """Route `/webhooks/wiseflow` of `app` to `receiver`: POST is a delivery, any other method a JSON 405."""
+    app.router.add_route("*", WEBHOOK_PATH, receiver.handle)

@@ -217,6 +217,29 @@ async def test_rotated_secrets_are_both_accepted(tmp_path: Path) -> None:
         assert [r[0] for r in await h.rows()] == [1, 2]
 
 
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH", "OPTIONS"])
+async def test_other_methods_are_a_json_405(harness: Harness, method: str) -> None:
+    """Any method but POST gets 405 with `Allow: POST` and a short JSON answer; nothing is stored or counted."""
+    body = event_body(sequence=4)
+    response = await harness.client.request(method, WEBHOOK_PATH, data=body, headers=signed(body))
+    assert (response.status, response.headers["Allow"], await response.json()) == (
+        405,
+        "POST",
+        {"error": "method_not_allowed"},
+    )
+    assert (await harness.rows(), harness.figures.received) == ([], 0)
+
+
+async def test_a_signed_body_is_accepted_whatever_its_content_type(harness: Harness) -> None:
+    """The signature, not the Content-Type, decides: a verified event sent as text/plain is still stored."""
+    body = event_body(sequence=5)
+    response = await harness.client.post(
+        WEBHOOK_PATH, data=body, headers={**signed(body), "Content-Type": "text/plain"}
+    )
+    assert response.status == 200
+    assert await harness.rows() == [(5, "FINAL_GRADE", "pending")]
+
+
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "x-unknown"])
 async def test_compressed_bodies_are_415_unread(harness: Harness, encoding: str) -> None:
     """Any Content-Encoding but identity is refused unread: 415 from us, or 400 from aiohttp's own decoder."""
