@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import signal
 import sys
 from collections.abc import Mapping
@@ -45,6 +46,17 @@ def _positive(raw: str) -> int:
     return value
 
 
+def _seconds(raw: str) -> float:
+    """A positive, finite number of seconds."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{raw} must be a positive number of seconds")
+    return value
+
+
 def register(subparsers: Any) -> None:
     """Add the `simulate` command."""
     p = subparsers.add_parser("simulate", help="run the WISEflow simulator (and the fake SIS) alone")
@@ -56,6 +68,11 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--webhook-url", help="where to deliver webhooks (none by default)")
     p.add_argument("--webhook-scheme", choices=WEBHOOK_SCHEMES, help="signature scheme (default wiseflow)")
+    p.add_argument(
+        "--redelivery-interval",
+        type=_seconds,
+        help="seconds between redeliveries of a failed webhook (default 900, WISEflow's 15 minutes)",
+    )
     p.add_argument("--flows", type=_positive, help="number of flows (default 24)")
     p.add_argument("--participants", type=_positive, help="participants per flow (default 25)")
     p.set_defaults(handler=run)
@@ -64,7 +81,7 @@ def register(subparsers: Any) -> None:
 def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> SimConfig:
     """The simulator config of the command line (flags win over the environment)."""
     overrides: dict[str, Any] = {"seed": args.seed}
-    for name in ("webhook_url", "webhook_scheme", "flows", "participants"):
+    for name in ("webhook_url", "webhook_scheme", "redelivery_interval", "flows", "participants"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value

@@ -7,9 +7,9 @@ simulator's), in the simulator's scheme. Plain http URLs are accepted so that lo
 from __future__ import annotations
 
 from aiohttp import web
-from yarl import URL
 
 from service.core.ports import WEBHOOK_EVENTS
+from service.simulator.config import is_http_url
 from service.simulator.http import ApiProblem, json_response, ok, path_int, read_object
 from service.simulator.state import MAX_SUBSCRIPTIONS, SIM, SimState, Subscription
 from service.simulator.webhooks import Event
@@ -30,7 +30,7 @@ def _validated(body: Json, *, creating: bool) -> Json:
     for name, kind in _FIELDS.items():
         if name in body and not isinstance(body[name], kind):
             raise ApiProblem(400, f"{name} must be a {kind.__name__}", "invalid_field")
-    if "url" in body and not _is_http_url(body["url"]):
+    if "url" in body and not is_http_url(body["url"]):
         raise ApiProblem(400, "url must be an http(s) URL with a host", "invalid_field")
     if "events" in body:
         events = body["events"]
@@ -39,15 +39,6 @@ def _validated(body: Json, *, creating: bool) -> Json:
                 400, f"events must be a non-empty list among {', '.join(WEBHOOK_EVENTS)}", "invalid_field"
             )
     return body
-
-
-def _is_http_url(raw: str) -> bool:
-    """True for an absolute http(s) URL with a host."""
-    try:
-        url = URL(raw)
-    except ValueError:
-        return False
-    return url.scheme in ("http", "https") and bool(url.host)
 
 
 def _subscription(request: web.Request, sim: SimState) -> Subscription:

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from yarl import URL
+
 from service.core.signatures import standard_key
 
 PROFILES: Final = ("calm", "chaos")
@@ -93,9 +95,18 @@ def _problems(cfg: SimConfig) -> list[str]:
             standard_key(cfg.webhook_secret)
         except ValueError:
             out.append("webhook_secret must be base64 after its whsec_ prefix")
-    if cfg.webhook_url is not None and not cfg.webhook_url.startswith(("http://", "https://")):
-        out.append("webhook_url must be an http(s) URL")
+    if cfg.webhook_url is not None and not is_http_url(cfg.webhook_url):
+        out.append("webhook_url must be an http(s) URL with a host")
     return out
+
+
+def is_http_url(raw: str) -> bool:
+    """True for an absolute http(s) URL with a host."""
+    try:
+        url = URL(raw)
+    except ValueError:
+        return False
+    return url.scheme in ("http", "https") and bool(url.host)
 
 
 def make_sim_config(profile: str = "calm", env: Mapping[str, str] | None = None, **overrides: Any) -> SimConfig:

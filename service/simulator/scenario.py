@@ -15,7 +15,8 @@ from service.simulator.config import SimConfig
 
 MAINTENANCE_MODES: Final = ("503", "refuse")
 _RATES: Final = ("error_rate", "sis_error_rate", "duplicate_rate", "drop_rate")
-KNOWN_KEYS: Final = ("maintenance", "storm_429", "latency_ms", "token_ttl", "reorder", "reset", *_RATES)
+_SECONDS: Final = ("token_ttl", "redelivery_interval")
+KNOWN_KEYS: Final = ("maintenance", "storm_429", "latency_ms", "reorder", "reset", *_SECONDS, *_RATES)
 MAX_LATENCY_MS: Final = 60_000
 MAX_WINDOW_S: Final = 86_400
 
@@ -33,6 +34,7 @@ class Scenario:
     drop_rate: float
     reorder: bool
     token_ttl: float
+    redelivery_interval: float
     sis_error_rate: float = 0.0
     latency_ms: float = 0.0
     maintenance_until: float = 0.0
@@ -44,7 +46,14 @@ class Scenario:
     @classmethod
     def from_config(cls, config: SimConfig) -> Scenario:
         """The scenario a fresh simulator starts with."""
-        return cls(config.error_rate, config.duplicate_rate, config.drop_rate, config.reorder, config.token_ttl)
+        return cls(
+            config.error_rate,
+            config.duplicate_rate,
+            config.drop_rate,
+            config.reorder,
+            config.token_ttl,
+            config.redelivery_interval,
+        )
 
     def in_maintenance(self, now: float) -> bool:
         """True while a maintenance window is open."""
@@ -78,7 +87,7 @@ class Scenario:
                 "seconds_left": max(0.0, self.storm_until - now),
                 "retry_after": self.storm_retry_after,
             },
-            **{name: getattr(self, name) for name in (*_RATES, "latency_ms", "token_ttl", "reorder")},
+            **{name: getattr(self, name) for name in (*_RATES, "latency_ms", *_SECONDS, "reorder")},
         }
 
 
@@ -101,8 +110,9 @@ def parse_scenario(body: Any, now: float) -> dict[str, Any]:
             updates[name] = _number(body[name], name, 0.0, 1.0)
     if "latency_ms" in body:
         updates["latency_ms"] = _number(body["latency_ms"], "latency_ms", 0.0, MAX_LATENCY_MS)
-    if "token_ttl" in body:
-        updates["token_ttl"] = _number(body["token_ttl"], "token_ttl", 0.001, MAX_WINDOW_S)
+    for name in _SECONDS:
+        if name in body:
+            updates[name] = _number(body[name], name, 0.001, MAX_WINDOW_S)
     if "reorder" in body:
         if not isinstance(body["reorder"], bool):
             raise ScenarioError("reorder must be true or false")

@@ -2,9 +2,10 @@
 
 Every event gets one sequence number; every delivery call gets its own id (a uuid4), so a duplicate or a
 redelivery carries a new id and the same sequence. A non-2xx answer, a timeout or a connection error is
-retried at `redelivery_interval` until `max_attempts` calls were made. `drop_rate` loses an event for a
-target entirely (the receiver's fallback polling must notice); `duplicate_rate` sends it twice; `reorder`
-shuffles a batch and sends its deliveries concurrently after random short delays.
+retried at the scenario's `redelivery_interval` (the config's until a scenario changes it) until
+`max_attempts` calls were made. `drop_rate` loses an event for a target entirely (the receiver's fallback
+polling must notice); `duplicate_rate` sends it twice; `reorder` shuffles a batch and sends its
+deliveries concurrently after random short delays.
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ class Dispatcher:
 
     async def _requeue_later(self, job: Job) -> None:
         """Put a redelivery back in the queue after the redelivery interval."""
-        await asyncio.sleep(self._config.redelivery_interval)
+        await asyncio.sleep(self._scenario.redelivery_interval)
         self._queue.put_nowait(job)
 
     async def _post(self, job: Job) -> tuple[int | None, str]:

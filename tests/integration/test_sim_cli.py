@@ -9,7 +9,8 @@ import sys
 import aiohttp
 import pytest
 
-from service.cli import main
+from service.cli import build_parser, main
+from service.commands.simulate import config_from_args
 
 
 @pytest.mark.parametrize(
@@ -20,6 +21,9 @@ from service.cli import main
         ["simulate", "--profile", "stormy"],
         ["simulate", "--flows", "0"],
         ["simulate", "--webhook-scheme", "md5"],
+        ["simulate", "--redelivery-interval", "0"],
+        ["simulate", "--redelivery-interval", "soon"],
+        ["simulate", "--redelivery-interval", "nan"],
     ],
 )
 def test_bad_flags_exit_2_with_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -30,12 +34,21 @@ def test_bad_flags_exit_2_with_one_line(argv: list[str], capsys: pytest.CaptureF
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
-def test_bad_setting_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    """A value the config refuses (a non-http webhook URL) is one line and exit code 2."""
-    assert main(["simulate", "--webhook-url", "ftp://example.org"], env={}) == 2
+@pytest.mark.parametrize("url", ["ftp://example.org", "http://", "not a url"])
+def test_bad_setting_exits_2_with_one_line(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A webhook URL the config refuses (not http(s), or without a host) is one line and exit code 2."""
+    assert main(["simulate", "--webhook-url", url], env={}) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert "webhook_url" in err[0]
+
+
+def test_redelivery_interval_flag_reaches_the_config() -> None:
+    """--redelivery-interval 0.5 sets the simulator's redelivery interval; without it, WISEflow's 900 s."""
+    parser = build_parser()
+    fast = config_from_args(parser.parse_args(["simulate", "--redelivery-interval", "0.5"]), {})
+    default = config_from_args(parser.parse_args(["simulate"]), {})
+    assert (fast.redelivery_interval, default.redelivery_interval) == (0.5, 900.0)
 
 
 @pytest.mark.slow

@@ -118,6 +118,13 @@ async def test_several_scenario_keys_apply_together(simulator: SimHandle) -> Non
         {"storm_429": "soon"},
         {"error_rate": "high"},
         {"latency_ms": 10**9},
+        {"redelivery_interval": 0},
+        {"token_ttl": "5"},
+        {"maintenance": {"retry_after": 10}},
+        {"storm_429": {"seconds": 5, "retry_after": 1.5}},
+        {"reset": False},
+        {},
+        "maintenance",
         [],
     ],
 )

@@ -199,3 +199,34 @@ async def test_chaos_profile_advances_on_its_own(make_simulator: SimFactory, rec
     )
     await receiver.wait_for(1)
     assert (await sim.truth())["sequence"] >= 1
+
+
+async def test_default_policy_is_eight_attempts_at_the_interval(
+    make_simulator: SimFactory, receiver: Receiver
+) -> None:
+    """A receiver that always fails gets WISEflow's 8 attempts, each one redelivery interval after the last."""
+    receiver.script = [500] * 20
+    sim = await make_simulator(webhook_url=receiver.url, redelivery_interval=0.05)
+    await sim.advance({"grade_changes": 1})
+    await receiver.wait_for(8)
+    await asyncio.sleep(0.2)  # room for a wrong 9th attempt to show up
+    log = await sim.deliveries()
+    gaps = [later["time"] - earlier["time"] for earlier, later in zip(log, log[1:], strict=False)]
+    assert list(range(1, 9)) == [d["attempt"] for d in log]
+    assert len(receiver.calls) == 8
+    assert [g for g in gaps if g < 0.05] == []
+
+
+async def test_redelivery_interval_scenario_shortens_the_wait(
+    make_simulator: SimFactory, receiver: Receiver
+) -> None:
+    """With the 15-minute default, {"redelivery_interval": 0.05} brings the redelivery within the test."""
+    receiver.script = [500]
+    sim = await make_simulator(webhook_url=receiver.url)
+    state = await sim.scenario({"redelivery_interval": 0.05})
+    [change] = await sim.advance({"grade_changes": 1})
+    await receiver.wait_for(2)
+    assert (0.05, [change["sequence"]] * 2) == (
+        state["redelivery_interval"],
+        [b["sequence"] for b in receiver.bodies],
+    )
