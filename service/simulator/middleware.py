@@ -66,6 +66,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             ApiProblem(415, "compressed request bodies are not accepted", "unsupported_encoding")
         )
         refused.force_close()  # no keep-alive: aiohttp would otherwise try to decode the body to drain it
+        if request.path.startswith("/v1/"):
+            sim = request.app[SIM]
+            _journal(sim, request, refused.status, sim.clock.wall())
         return refused
     try:
         return await handler(request)
@@ -174,7 +177,8 @@ def _journal(sim: SimState, request: web.Request, status: int, started: float) -
             "time": started,
             "method": request.method,
             "path": request.path,
-            "query": {str(k): v for k, v in request.query.items()},
+            # A client may put a secret in the query (client_secret, access_token): masked like a header.
+            "query": {str(k): (MASK if is_sensitive(k) else v) for k, v in request.query.items()},
             "status": status,
             "headers": headers,
             "client": request.get(CLIENT),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -274,3 +275,22 @@ async def test_wrong_method_is_405_envelope(simulator: SimHandle) -> None:
         simulator.api_url + "/flows/search", headers=simulator.auth_headers()
     ) as r:
         assert (r.status, (await r.json())["error"]["code"]) == (405, 405)
+
+
+async def test_journal_never_holds_a_credential(simulator: SimHandle) -> None:
+    """Secrets in headers, cookies and the query of token and API calls are masked; 415s are journalled too."""
+    token = await simulator.token()
+    calls = [
+        ("POST", "/oauth2/token?client_secret=demo-secret", {"data": FORM}),
+        ("GET", "/license/info?access_token=" + token, {"headers": {"Authorization": f"Bearer {token}"}}),
+        ("GET", "/license/info", {"headers": {"x-api-key": "demo-api-key", "Cookie": "sid=demo-secret"}}),
+        ("POST", "/flows/search", {"headers": {"Content-Encoding": "gzip", "x-api-key": "demo-api-key"}}),
+    ]
+    for method, path, kwargs in calls:
+        async with simulator.session.request(method, simulator.api_url + path, **kwargs) as resp:
+            await resp.read()
+    entries = await simulator.journal()
+    text = json.dumps(entries)
+    assert [s for s in ("demo-secret", "demo-api-key", token) if s in text] == []
+    assert [e["status"] for e in entries][-4:] == [200, 200, 200, 415]
+    assert entries[-4]["query"] == {"client_secret": "***"}
