@@ -294,3 +294,25 @@ async def test_journal_never_holds_a_credential(simulator: SimHandle) -> None:
     assert [s for s in ("demo-secret", "demo-api-key", token) if s in text] == []
     assert [e["status"] for e in entries][-4:] == [200, 200, 200, 415]
     assert entries[-4]["query"] == {"client_secret": "***"}
+
+
+async def test_error_answers_and_control_paths_have_fresh_trace_ids(simulator: SimHandle) -> None:
+    """404, 405, 400, 415, the fake SIS and /_sim answers each carry a new X-Trace-Id, like 200s."""
+    key = simulator.auth_headers()
+    calls = [
+        ("GET", simulator.api_url + "/no/such/path", {"headers": key}),
+        ("GET", simulator.root + "/nothing/here", {}),
+        ("PATCH", simulator.api_url + "/flow/1001", {"headers": key}),
+        ("GET", simulator.api_url + "/flows/1001/participants?limit=101", {"headers": key}),
+        ("POST", simulator.api_url + "/flows/search", {"headers": {**key, "Content-Encoding": "gzip"}}),
+        ("POST", simulator.sis_url, {}),
+        ("GET", simulator.root + "/_sim/truth", {}),
+        ("POST", simulator.root + "/_sim/scenario", {"json": {"nope": 1}}),
+    ]
+    ids = []
+    for method, url, kwargs in calls:
+        async with simulator.session.request(method, url, **kwargs) as resp:
+            await resp.read()
+            ids.append(resp.headers.get("X-Trace-Id", ""))
+    assert len(set(ids)) == len(calls)
+    assert all(uuid.UUID(i).version == 4 for i in ids)

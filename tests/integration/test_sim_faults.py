@@ -175,3 +175,57 @@ async def test_storm_headers_say_the_windows_are_spent_until_retry_after(simulat
     assert status == 429
     spent = (headers["RateLimit-Remaining"], headers["RateLimit-Reset"], headers["Retry-After"])
     assert spent == ("0", "2", "2")
+
+
+async def test_error_rate_fails_about_that_share_of_calls(simulator: SimHandle) -> None:
+    """{"error_rate": 0.1}: of 200 calls some, but far from all, are 500s (seeded, so always the same)."""
+    await simulator.scenario({"error_rate": 0.1})
+    statuses = [(await _status_and_headers(simulator))[0] for _ in range(200)]
+    assert set(statuses) == {200, 500}
+    assert 5 <= statuses.count(500) <= 50
+
+
+async def test_latency_scenario_delays_every_answer(simulator: SimHandle) -> None:
+    """{"latency_ms": 200}: an answer takes at least 200 ms."""
+    loop = asyncio.get_running_loop()
+    await simulator.scenario({"latency_ms": 200})
+    started = loop.time()
+    assert (await _status_and_headers(simulator))[0] == 200
+    assert loop.time() - started >= 0.2
+
+
+async def test_token_ttl_scenario_expires_new_tokens(make_simulator: SimFactory) -> None:
+    """{"token_ttl": 5}: a token issued after it works at 4.9 s and is 401 at 5 s."""
+    clock = ManualClock()
+    sim = await make_simulator(clock=clock)
+    await sim.scenario({"token_ttl": 5})
+    headers = {"Authorization": f"Bearer {await sim.token()}"}
+    statuses = []
+    for step in (4.9, 0.1):
+        clock.advance(step)
+        async with sim.session.get(sim.api_url + "/license/info", headers=headers) as resp:
+            statuses.append(resp.status)
+    assert statuses == [200, 401]
+
+
+async def test_design_scenarios_combine_in_one_body(make_simulator: SimFactory) -> None:
+    """All of DESIGN.md's scenario keys in one body are in force together; maintenance answers first."""
+    clock = ManualClock()
+    sim = await make_simulator(clock=clock)
+    state = await sim.scenario(
+        {
+            "maintenance": {"seconds": 30, "retry_after": 10},
+            "storm_429": {"seconds": 40, "retry_after": 2},
+            "error_rate": 0.1,
+            "latency_ms": 1,
+            "token_ttl": 5,
+        }
+    )
+    in_force = (state["maintenance"]["active"], state["storm_429"]["active"], state["error_rate"])
+    assert in_force == (True, True, 0.1)
+    assert (state["latency_ms"], state["token_ttl"]) == (1.0, 5.0)
+    status, headers = await _status_and_headers(sim)
+    assert (status, headers["Retry-After"]) == (503, "10")
+    clock.advance(30.0)
+    status, headers = await _status_and_headers(sim)
+    assert (status, headers["Retry-After"]) == (429, "2")
