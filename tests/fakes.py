@@ -113,8 +113,14 @@ class FakeWiseflowApi:
             raise ApiError("not found", method="GET", path=f"/flow/{flow_id}", status=404)
         return self.flows[flow_id].basic()
 
+    def _flow(self, flow_id: int, path: str) -> FakeFlow:
+        """The flow, or WISEflow's 404 for a flow that is gone."""
+        if flow_id not in self.flows:
+            raise ApiError("not found", method="GET", path=path, status=404)
+        return self.flows[flow_id]
+
     def iter_participants(self, flow_id: int) -> AsyncIterator[Json]:
-        flow = self.flows[flow_id]
+        flow = self._flow(flow_id, f"/flows/{flow_id}/participants")
         items = [
             {"participantId": p, "user": {"id": p + 5, "firstName": "X"}, "number": p % 1000}
             for p in flow.participants
@@ -123,7 +129,7 @@ class FakeWiseflowApi:
 
     async def get_assessments(self, flow_id: int) -> list[Json]:
         self._request("assessments", flow_id)
-        flow = self.flows[flow_id]
+        flow = self._flow(flow_id, f"/flow/{flow_id}/assessments")
         return [{"id": p, "participantId": p, **g} for p, g in sorted(flow.grades.items())]
 
     def iter_participation_events(

@@ -195,13 +195,26 @@ class Poller:
             except ApiError as exc:
                 if isinstance(exc, RUN_STOPPERS) or exc.status != 404:
                     raise
-                await self._retire(flow_id)
+                await self._drop(flow_id)
 
-    async def _retire(self, flow_id: int) -> None:
-        """A deleted flow: keep what was mirrored, never poll it again."""
+    async def _is_gone(self, flow_id: int) -> bool:
+        """After a 404 on a flow's participants or grades: does `GET /flow/{id}` confirm it? Then drop it."""
+        try:
+            await self._api.get_flow(flow_id)
+        except ApiError as exc:
+            if isinstance(exc, RUN_STOPPERS) or exc.status != 404:
+                raise
+            await self._drop(flow_id)
+            return True
+        return False
+
+    async def _drop(self, flow_id: int) -> None:
+        """A flow WISEflow no longer has: the mirror follows (its queued grades are still delivered)."""
         async with self._store.transaction() as db:
-            await mirror.save_plan(db, flow_id, FlowPlan(next_poll_at=planner.NEVER, final_fetch_done=True))
-            await mirror.record_flow_error(db, flow_id, "flow not found (404): no longer polled")
+            await mirror.delete_flow(db, flow_id)
+        log.warning(
+            "flow not found: removed from the mirror", extra={"event": "sync.flow_gone", "flow_id": flow_id}
+        )
 
     async def _read_events(self, summary: RunSummary) -> None:
         """Mark flows with a PAPER_HANDED_IN since the cursor for an early refresh; advance the cursor."""
@@ -244,6 +257,8 @@ class Poller:
         except RUN_STOPPERS:
             raise
         except ApiError as exc:  # this flow's problem (404, 403, a bad page): skip it until its next turn
+            if exc.status == 404 and await self._is_gone(flow.flow_id):
+                return
             log.warning(
                 "flow refresh failed",
                 extra={

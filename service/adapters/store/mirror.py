@@ -6,6 +6,7 @@ caller decides what commits together: a flow's grades, its outbox rows and its n
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncGenerator, Iterable, Sequence
 
 import aiosqlite
@@ -125,6 +126,11 @@ async def mark_all_live_for_refresh(db: aiosqlite.Connection) -> int:
     return max(cursor.rowcount, 0)
 
 
+async def delete_flow(db: aiosqlite.Connection, flow_id: int) -> None:
+    """Forget a flow with its plan, participants and grades (cascade); its outbox rows stay."""
+    await db.execute("DELETE FROM flows WHERE flow_id = ?", (flow_id,))
+
+
 async def record_flow_error(db: aiosqlite.Connection, flow_id: int, error: str) -> None:
     """Remember why a flow's last refresh failed (a short, safe label)."""
     await db.execute("UPDATE flow_plan SET last_error = ? WHERE flow_id = ?", (error[:500], flow_id))
@@ -154,7 +160,11 @@ async def replace_participants(
             for p in participants
         ],
     )
-    await db.execute("DELETE FROM participants WHERE flow_id = ? AND updated_at < ?", (flow_id, now))
+    # By id, not by `updated_at < now`: two refreshes within one clock tick must still drop the removed.
+    await db.execute(
+        "DELETE FROM participants WHERE flow_id = ? AND participant_id NOT IN (SELECT value FROM json_each(?))",
+        (flow_id, _id_list(p.participant_id for p in participants)),
+    )
 
 
 async def stored_grade_keys(db: aiosqlite.Connection, flow_id: int) -> dict[int, str]:
@@ -193,10 +203,15 @@ async def write_grades(db: aiosqlite.Connection, versions: Sequence[GradeVersion
 
 async def remove_grades_except(db: aiosqlite.Connection, flow_id: int, participant_ids: Iterable[int]) -> None:
     """Drop stored grades of participants WISEflow no longer lists for the flow."""
-    keep = list(participant_ids)
-    marks = ",".join("?" * len(keep))
-    clause = f" AND participant_id NOT IN ({marks})" if keep else ""
-    await db.execute(f"DELETE FROM assessments WHERE flow_id = ?{clause}", (flow_id, *keep))  # noqa: S608
+    await db.execute(
+        "DELETE FROM assessments WHERE flow_id = ? AND participant_id NOT IN (SELECT value FROM json_each(?))",
+        (flow_id, _id_list(participant_ids)),
+    )
+
+
+def _id_list(ids: Iterable[int]) -> str:
+    """Ids as one JSON array parameter: any number of them, where `IN (?, ?, ...)` stops at 32,766."""
+    return json.dumps([int(i) for i in ids])
 
 
 async def stream_grades(db: aiosqlite.Connection) -> AsyncGenerator[GradeVersion, None]:

@@ -27,24 +27,59 @@ class OutboxItem:
 
 
 async def enqueue(db: aiosqlite.Connection, versions: Sequence[GradeVersion], now: float) -> int:
-    """Add these grade versions (graded ones only); an already queued version is ignored. Returns rows added."""
+    """Queue these grade versions (graded ones only); returns rows added.
+
+    A version that is already its participant's latest row is not queued again (a re-read is a no-op).
+    A version seen before but superseded since (B -> C -> B) is queued again under a key of its own,
+    `<key>-<n>`, so the SIS, which holds C, receives B again instead of dropping it as a repeat.
+    """
+    graded = [v for v in versions if v.is_graded]
+    latest = await _latest_keys(db, {v.flow_id for v in graded})
+    first: list[GradeVersion] = []  # participants with no row yet: the common case, one batch
+    added = 0
+    for version in graded:
+        key = version.idempotency_key
+        previous = latest.get((version.flow_id, version.participant_id))
+        if previous is None:
+            first.append(version)
+        elif not previous[0].startswith(key):  # else: the participant's latest version already
+            if not await _insert(db, key, version, now):
+                await _insert(db, f"{key}-{previous[1] + 1}", version, now)
+            added += 1
     before = db.total_changes
-    await db.executemany(
-        "INSERT OR IGNORE INTO outbox (idempotency_key, flow_id, participant_id, payload, created_at)"
-        " VALUES (?, ?, ?, ?, ?)",
-        [
-            (
-                v.idempotency_key,
-                v.flow_id,
-                v.participant_id,
-                json.dumps(v.payload(), separators=(",", ":")),
-                now,
-            )
-            for v in versions
-            if v.is_graded
-        ],
-    )
-    return db.total_changes - before
+    await db.executemany(_INSERT, [_row(v.idempotency_key, v, now) for v in first])
+    return added + db.total_changes - before
+
+
+async def _latest_keys(db: aiosqlite.Connection, flow_ids: set[int]) -> dict[tuple[int, int], tuple[str, int]]:
+    """(flowId, participantId) -> (key of the participant's latest outbox row, how many rows it has)."""
+    latest: dict[tuple[int, int], tuple[str, int]] = {}
+    for flow_id in flow_ids:
+        async with db.execute(
+            "SELECT participant_id, idempotency_key, max(id), count(*) FROM outbox WHERE flow_id = ?"
+            " GROUP BY participant_id",
+            (flow_id,),
+        ) as cursor:
+            async for row in cursor:
+                latest[(flow_id, int(row[0]))] = (str(row[1]), int(row[3]))
+    return latest
+
+
+_INSERT = (
+    "INSERT OR IGNORE INTO outbox (idempotency_key, flow_id, participant_id, payload, created_at)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
+
+
+def _row(key: str, version: GradeVersion, now: float) -> tuple[object, ...]:
+    payload = json.dumps(version.payload(), separators=(",", ":"))
+    return (key, version.flow_id, version.participant_id, payload, now)
+
+
+async def _insert(db: aiosqlite.Connection, key: str, version: GradeVersion, now: float) -> bool:
+    """Insert one row under `key`; False when the key is taken (that version was queued before)."""
+    cursor = await db.execute(_INSERT, _row(key, version, now))
+    return cursor.rowcount > 0
 
 
 async def due_items(db: aiosqlite.Connection, now: float, limit: int = 100) -> list[OutboxItem]:

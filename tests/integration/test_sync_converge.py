@@ -1,0 +1,128 @@
+"""The mirror and the SIS follow WISEflow through every kind of change (fake API, real SQLite, fake sink)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.adapters.store import Store
+from service.adapters.store.connection import fetch_value
+from service.core.clock import ManualClock
+from service.core.planner import PlanPolicy
+from service.sync.outbox import OutboxDeliverer
+from service.sync.poller import Poller
+from tests.fakes import FakeSink, FakeWiseflowApi
+
+POLICY = PlanPolicy(poll_interval=900.0, jitter=0.1, search_page=10, participants_page=10)
+PID = 1001
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = await Store.open(tmp_path / "converge.sqlite3")
+    yield s
+    await s.close()
+
+
+class Rig:
+    """One flow of three participants, a poller, a deliverer and a SIS; the clock never moves."""
+
+    def __init__(self, store: Store) -> None:
+        self.api = FakeWiseflowApi(page=10)
+        self.flow = self.api.add_flow(1, participants=3)
+        self.store = store
+        self.sink = FakeSink()
+        clock = ManualClock()
+        self.poller = Poller(self.api, store, clock, random.Random(1), POLICY, outbox_enabled=True)
+        self.deliverer = OutboxDeliverer(store, self.sink, clock, random.Random(2))
+
+    async def sync(self) -> None:
+        """A full run (every live flow, due or not), then deliver everything due."""
+        summary = await self.poller.run_once(full=True)
+        assert summary.outcome == "ok", summary.reason
+        await self.deliverer.deliver_due()
+
+    async def mirrored(self) -> list[tuple[Any, ...]]:
+        async with self.store.db.execute(
+            "SELECT participant_id, grade, admin_grade, grade_date FROM assessments ORDER BY participant_id"
+        ) as cursor:
+            return [tuple(row) for row in await cursor.fetchall()]
+
+    def truth(self) -> list[tuple[Any, ...]]:
+        g = self.flow.grades
+        return [(p, g[p]["grade"], g[p]["adminGrade"], g[p]["date"]) for p in sorted(g)]
+
+    def sis_latest(self) -> dict[int, tuple[Any, ...]]:
+        """What the SIS holds per participant: the last record it accepted."""
+        return {r["participantId"]: (r["grade"], r["adminGrade"], r["date"]) for r, _ in self.sink.deliveries}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"grade": "C"}, {"adminGrade": "C-admin"}, {"date": 1_700_000_999}],
+    ids=["grade", "adminGrade", "date"],
+)
+async def test_each_grade_field_alone_is_a_new_version_delivered_once(
+    store: Store, change: dict[str, Any]
+) -> None:
+    """Changing grade, adminGrade or date alone: the mirror follows and the SIS gets exactly one new record."""
+    rig = Rig(store)
+    await rig.sync()
+    assert len(rig.sink.deliveries) == 3
+    rig.flow.grades[PID].update(change)
+    await rig.sync()
+    await rig.sync()  # nothing changed since: nothing more is sent
+    assert rig.truth() == await rig.mirrored()
+    assert len(rig.sink.deliveries) == 4
+    assert rig.sink.deliveries[-1][0] == {"flowId": 1, "participantId": PID, **_sis(rig.flow.grades[PID])}
+    assert len(set(rig.sink.keys)) == 4
+
+
+async def test_a_grade_changed_back_reaches_the_sis_again(store: Store) -> None:
+    """B -> C -> B: the SIS ends with B (the third version is sent with a key of its own), not C."""
+    rig = Rig(store)
+    await rig.sync()
+    rig.flow.grades[PID]["grade"] = "C"
+    await rig.sync()
+    rig.flow.grades[PID]["grade"] = "B"
+    await rig.sync()
+    await rig.sync()
+    assert rig.truth() == await rig.mirrored()
+    assert rig.sis_latest()[PID] == ("B", None, 1_700_000_500)
+    assert len(rig.sink.deliveries) == 5
+    assert len(set(rig.sink.keys)) == 5
+
+
+async def test_a_removed_participant_leaves_the_mirror_even_within_the_same_second(store: Store) -> None:
+    """A participant WISEflow no longer lists disappears from participants and grades (clock unchanged)."""
+    rig = Rig(store)
+    await rig.sync()
+    rig.flow.participants.remove(PID)
+    del rig.flow.grades[PID]
+    await rig.sync()
+    assert rig.truth() == await rig.mirrored()
+    removed = await fetch_value(store.db, "SELECT count(*) FROM participants WHERE participant_id = ?", (PID,))
+    assert removed == 0
+    assert await fetch_value(store.db, "SELECT count(*) FROM participants") == 2
+
+
+async def test_a_flow_that_404s_leaves_the_mirror_and_is_not_polled_again(store: Store) -> None:
+    """A listed flow deleted in WISEflow: its refresh 404s, GET /flow confirms, the mirror drops it for good."""
+    rig = Rig(store)
+    rig.api.add_flow(2, participants=2)
+    await rig.sync()
+    del rig.api.flows[1]
+    await rig.sync()
+    await rig.sync()
+    assert await fetch_value(store.db, "SELECT count(*) FROM flows WHERE flow_id = 1") == 0
+    assert await fetch_value(store.db, "SELECT count(*) FROM assessments WHERE flow_id = 1") == 0
+    assert await fetch_value(store.db, "SELECT count(*) FROM assessments WHERE flow_id = 2") == 2
+    assert [r for r in rig.api.requests if r[0] == "participants" and r[1][0] == 1][1:] == []
+
+
+def _sis(grade: dict[str, Any]) -> dict[str, Any]:
+    return {"grade": grade["grade"], "adminGrade": grade["adminGrade"], "date": grade["date"]}
