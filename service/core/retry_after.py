@@ -108,3 +108,26 @@ def parse_quotas(headers: Mapping[str, str], now_wall: float) -> list[Quota]:
         if remaining is not None and reset is not None and remaining == int(remaining):
             quotas.append(Quota(scope=scope, remaining=int(remaining), reset=reset))
     return quotas
+
+
+def rate_limited_wait(headers: Mapping[str, str], now_wall: float) -> float | None:
+    """What a 429 asks us to wait: Retry-After, else the reset of an exhausted window, else a bare reset.
+
+    A server may send `RateLimit-Reset` without `RateLimit-Remaining` on its 429; the reset still says
+    when the window reopens. With several bare resets and no way to tell which window is full, the
+    longest wins: waiting too long costs a little speed, waiting too short costs another 429.
+    None when the answer says nothing usable (the caller backs off on its own schedule).
+    """
+    retry_after = parse_retry_after(headers.get("Retry-After"), now_wall)
+    if retry_after is not None:
+        return retry_after
+    exhausted = [q.reset for q in parse_quotas(headers, now_wall) if q.remaining <= 0]
+    if exhausted:
+        return max(exhausted)
+    lower = {k.lower(): v for k, v in headers.items()}
+    general = parse_reset(lower.get("ratelimit-reset"), now_wall)
+    if general is not None:
+        return general
+    resets = [parse_reset(lower.get(f"x-ratelimit-{scope}-reset"), now_wall) for scope in ("second", "minute")]
+    known = [r for r in resets if r is not None]
+    return max(known) if known else None

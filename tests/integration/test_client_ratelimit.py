@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
 
 import pytest
+from aiohttp import web
 
+from service.adapters.wiseflow import WiseflowClient
 from service.errors import RateLimited
 from tests.conftest import SimFactory, SimHandle
-from tests.integration.client_support import api_requests, make_client, most_in_any_window
+from tests.integration.client_support import (
+    api_requests,
+    client_settings,
+    make_client,
+    misbehaving_server,
+    most_in_any_window,
+)
 
 
 async def test_no_one_second_window_exceeds_the_budget(simulator: SimHandle) -> None:
@@ -67,3 +80,60 @@ async def test_ratelimit_headers_stop_us_before_the_server_says_429(make_simulat
     journal = api_requests(await sim.journal())
     assert [r["status"] for r in journal] == [200] * 5
     assert held.value.retry_after > 5.0
+
+
+class Ceiling:
+    """An rng at the top of the jitter range: each backoff is (almost) its ceiling, so waits are known."""
+
+    def random(self) -> float:
+        """Just under 1."""
+        return 0.999
+
+
+def refusing_server(headers: dict[str, str], refusals: int) -> tuple[Any, list[float]]:
+    """`GET /license/info` answers 429 with `headers` `refusals` times, then 200; arrival times kept."""
+    arrivals: list[float] = []
+
+    async def info(request: web.Request) -> web.Response:
+        arrivals.append(time.monotonic())
+        if len(arrivals) <= refusals:
+            return web.json_response({"success": False}, status=429, headers=headers)
+        return web.json_response({"success": True, "data": {"ok": True}})
+
+    return misbehaving_server({("GET", "/v1/license/info"): info}), arrivals
+
+
+async def test_a_429_with_only_ratelimit_reset_waits_for_the_reset() -> None:
+    """No Retry-After, no Remaining, `RateLimit-Reset: 1`: the retry arrives a second later, not sooner."""
+    server, arrivals = refusing_server({"RateLimit-Reset": "1"}, refusals=1)
+    async with server as url, make_client(url) as client:
+        assert await client.license_info() == {"ok": True}
+    assert len(arrivals) == 2
+    assert arrivals[1] - arrivals[0] >= 0.99
+
+
+@pytest.mark.parametrize("retry_after", ["0", "soon", "Wed, 21 Oct 2015 07:28:00 GMT", None])
+async def test_a_429_without_a_usable_wait_backs_off_instead_of_hammering(retry_after: str | None) -> None:
+    """Retry-After 0, negative, garbage, past or absent: each retry waits at least its backoff ceiling."""
+    headers = {} if retry_after is None else {"Retry-After": retry_after}
+    server, arrivals = refusing_server(headers, refusals=10)
+    async with server as url:
+        settings = client_settings(url, retry_base=0.05, retry_cap=1.0)
+        async with WiseflowClient(settings, rng=Ceiling()) as client:
+            with pytest.raises(RateLimited) as error:
+                await client.license_info()
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    ceilings = [0.999 * 0.05 * 2**n for n in range(4)]
+    assert (len(arrivals), error.value.attempt, error.value.status) == (5, 5, 429)
+    assert [gap >= ceiling - 0.005 for gap, ceiling in zip(gaps, ceilings, strict=True)] == [True] * 4
+
+
+async def test_a_429_with_an_http_date_in_the_future_waits_until_then() -> None:
+    """Retry-After as an IMF-fixdate two seconds ahead: no retry arrives before that date."""
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=2), usegmt=True)
+    server, arrivals = refusing_server({"Retry-After": when}, refusals=1)
+    async with server as url, make_client(url) as client:
+        assert await client.license_info() == {"ok": True}
+    # The date has whole seconds: the wait is between 1 and 2 s from the 429.
+    assert len(arrivals) == 2
+    assert arrivals[1] - arrivals[0] >= 1.0

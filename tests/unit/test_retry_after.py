@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.core.retry_after import MAX_WAIT, Quota, parse_quotas, parse_reset, parse_retry_after
+from service.core.retry_after import (
+    MAX_WAIT,
+    Quota,
+    parse_quotas,
+    parse_reset,
+    parse_retry_after,
+    rate_limited_wait,
+)
 
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 
@@ -115,3 +122,29 @@ def test_incomplete_or_garbage_quotas_are_ignored() -> None:
         "X-RateLimit-Second-Reset": "1",
     }
     assert parse_quotas(headers, NOW) == []
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"Retry-After": "7", "RateLimit-Reset": "30", "RateLimit-Remaining": "0"}, 7.0),
+        ({"RateLimit-Reset": "30", "RateLimit-Remaining": "0", "X-RateLimit-Second-Reset": "1"}, 30.0),
+        ({"RateLimit-Reset": "12"}, 12.0),
+        ({"ratelimit-reset": "12", "X-RateLimit-Minute-Reset": "40"}, 12.0),
+        ({"X-RateLimit-Second-Reset": "1", "X-RateLimit-Minute-Reset": "40"}, 40.0),
+        ({"X-RateLimit-Second-Remaining": "0", "X-RateLimit-Second-Reset": "1", "RateLimit-Reset": "9"}, 1.0),
+        ({"Retry-After": "soon", "RateLimit-Reset": "3"}, 3.0),
+        ({"Retry-After": "-1"}, None),
+        ({}, None),
+    ],
+)
+def test_what_a_429_asks_us_to_wait(headers: dict[str, str], expected: float | None) -> None:
+    """Retry-After first, then an exhausted window's reset, then a bare RateLimit-Reset, else None."""
+    assert expected == rate_limited_wait(headers, NOW)
+
+
+@given(st.dictionaries(st.sampled_from(["Retry-After", "RateLimit-Reset", "RateLimit-Remaining"]), st.text()))
+def test_any_429_headers_give_none_or_a_bounded_wait(headers: dict[str, str]) -> None:
+    """No header values make the 429 wait raise, go negative or exceed MAX_WAIT."""
+    wait = rate_limited_wait(headers, NOW)
+    assert wait is None or 0.0 <= wait <= MAX_WAIT

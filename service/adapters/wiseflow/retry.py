@@ -129,8 +129,8 @@ class Caller:
         )
 
     def _retry_after(self, reply: Reply) -> float | None:
-        """For a 429: Retry-After, else the pause the transport set (reset or backoff)."""
+        """Retry-After; for a 429 the shared pause the transport set (Retry-After, reset or backoff)."""
         retry_after = self._transport.retry_after(reply)
-        if retry_after is None and reply.status == 429:
-            return self._transport.pause_remaining()
+        if reply.status == 429:
+            return max(retry_after or 0.0, self._transport.pause_remaining())
         return retry_after

@@ -28,7 +28,7 @@ from service import __version__
 from service.core.backoff import Random, RetryPolicy
 from service.core.breaker import Breaker, Permit
 from service.core.clock import Clock
-from service.core.retry_after import parse_quotas, parse_retry_after
+from service.core.retry_after import parse_quotas, parse_retry_after, rate_limited_wait
 from service.errors import ApiUnavailable
 from service.settings import Settings
 
@@ -178,10 +178,11 @@ class Transport:
         else:
             self._breaker.record_success(permit)
         if reply.status == 429:
-            # Every caller waits: Retry-After, else the window's reset, else our own backoff.
-            resets = [q.reset for q in quotas if q.remaining <= 0]
-            fallback = max(resets) if resets else self._policy.delay(reply.attempt, self._rng)
-            self._limiter.pause(retry_after if retry_after is not None else fallback)
+            # Every caller waits: Retry-After, else the window's reset, else our own backoff. The server's
+            # wait is a minimum, not a schedule: "Retry-After: 0" (or a past date, or a reset of 0) must
+            # not send five requests back to back, so the backoff of this attempt is the floor.
+            asked = rate_limited_wait(reply.headers, self._clock.wall())
+            self._limiter.pause(max(asked or 0.0, self._policy.delay(reply.attempt, self._rng)))
 
     def _finish(
         self,
