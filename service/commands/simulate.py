@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from service.adapters.logs import configure_logging
+from service.settings import LOG_LEVELS
 from service.simulator import SimConfig, build_simulator_app, make_sim_config
 from service.simulator.config import PROFILES, WEBHOOK_SCHEMES
 
@@ -90,12 +91,16 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> SimCon
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Serve the simulator until SIGINT or SIGTERM."""
+    level = env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+    problem = None if level in LOG_LEVELS else f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}"
     try:
         config = config_from_args(args, env)
     except ValueError as exc:
-        print(f"wiseflow-sync simulate: error: {exc}", file=sys.stderr)
+        problem = str(exc)
+    if problem is not None:
+        print(f"wiseflow-sync simulate: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    configure_logging(env.get("LOG_LEVEL", "INFO"))
+    configure_logging(level)
     try:
         asyncio.run(serve(config, args.host, args.port))
     except OSError as exc:

@@ -43,6 +43,14 @@ def test_bad_setting_exits_2_with_one_line(url: str, capsys: pytest.CaptureFixtu
     assert "webhook_url" in err[0]
 
 
+def test_bad_log_level_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """LOG_LEVEL=LOUD is one line naming LOG_LEVEL and exit code 2, not a traceback."""
+    assert main(["simulate"], env={"LOG_LEVEL": "LOUD"}) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "LOG_LEVEL" in err[0]
+
+
 def test_redelivery_interval_flag_reaches_the_config() -> None:
     """--redelivery-interval 0.5 sets the simulator's redelivery interval; without it, WISEflow's 900 s."""
     parser = build_parser()
