@@ -72,24 +72,35 @@ class OutboxDeliverer:
             failed_before = result.failed
             async with asyncio.TaskGroup() as group:
                 for item in items:
-                    group.create_task(self._deliver(item, limit, result))
+                    group.create_task(self._deliver(item, limit, result, failed_before))
             if result.failed > failed_before:
                 break  # the sink is struggling: leave the rest for the next pass rather than hammer it
         async with self._store.transaction() as db:
             result.next_due = await repo.next_due_at(db)
         return result
 
-    async def _deliver(self, item: repo.OutboxItem, limit: asyncio.Semaphore, result: DeliveryResult) -> None:
+    async def _deliver(
+        self, item: repo.OutboxItem, limit: asyncio.Semaphore, result: DeliveryResult, failed_before: int
+    ) -> None:
         async with limit:
+            if result.failed > failed_before:
+                # A delivery of this batch failed: a SIS that times out would hold every remaining row
+                # for its full timeout. Leave them due; the next pass tries again.
+                return
             try:
                 await self._sink.deliver(item.payload, item.idempotency_key)
             except SinkError as exc:
-                delay = compute_backoff(
-                    item.attempts + 1, base=self._policy.base, cap=self._policy.cap, rng=self._rng
+                result.failed += 1  # first: the batch's other deliveries check it before they start
+                # At least `base`: full jitter alone may draw ~0, and a SIS refusing a grade (a 4xx answers
+                # the same every time) must not be asked again in a tight loop.
+                delay = max(
+                    self._policy.base,
+                    compute_backoff(
+                        item.attempts + 1, base=self._policy.base, cap=self._policy.cap, rng=self._rng
+                    ),
                 )
                 async with self._store.transaction() as db:
                     await repo.mark_failed(db, item.id, self._clock.wall() + delay, str(exc))
-                result.failed += 1
                 log.warning(
                     "grade delivery failed",
                     extra={

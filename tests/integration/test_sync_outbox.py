@@ -83,6 +83,37 @@ async def test_a_refused_delivery_is_retried_after_its_backoff(store: Store) -> 
     assert await fetch_value(store.db, "SELECT attempts FROM outbox") == 2
 
 
+async def test_a_failure_stops_the_batch_instead_of_trying_every_row(store: Store) -> None:
+    """One refusal: the rows not yet started stay due for the next pass (a timing-out SIS costs one timeout)."""
+    sink, clock = FakeSink(), ManualClock()
+    await queue(store, versions(4))
+    sink.fail_next(1, status=None)
+    result = await OutboxDeliverer(store, sink, clock, random.Random(2), POLICY).deliver_due()
+    assert (result.delivered, result.failed) == (0, 1)
+    assert (
+        await fetch_value(store.db, "SELECT count(*) FROM outbox WHERE status = 'pending' AND attempts = 0")
+        == 3
+    )
+    assert result.next_due == 0.0  # the untried rows are due at once
+
+
+@pytest.mark.parametrize("status", [400, 409, 422])
+async def test_a_4xx_is_kept_and_retried_later_never_at_once(store: Store, status: int) -> None:
+    """A refused grade stays pending with a later due time: not dropped, and a second pass sends nothing."""
+    sink, clock = FakeSink(), ManualClock()
+    await queue(store, versions(1))
+    sink.fail_next(1, status=status)
+    deliverer = OutboxDeliverer(store, sink, clock, random.Random(5), DeliveryPolicy(base=1.0, cap=10.0))
+    first = await deliverer.deliver_due()
+    again = await deliverer.deliver_due()
+    assert (first.failed, again.failed, again.delivered) == (1, 0, 0)
+    assert first.next_due is not None
+    assert first.next_due >= clock.wall() + 1.0  # never sooner than the policy's base
+    assert await fetch_value(store.db, "SELECT status FROM outbox") == "pending"
+    clock.advance(10.0)
+    assert (await deliverer.deliver_due()).delivered == 1
+
+
 async def test_a_participants_versions_are_delivered_in_order(store: Store) -> None:
     """A newer grade never overtakes an older one of the same participant that is still failing."""
     sink, clock = FakeSink(), ManualClock()
