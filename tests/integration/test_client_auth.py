@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from service import __version__
 from service.adapters.wiseflow import WiseflowClient
 from service.core.clock import ManualClock
-from service.errors import AuthError
+from service.errors import ApiUnavailable, AuthError
 from service.settings import Secret
 from tests.conftest import SimFactory, SimHandle
-from tests.integration.client_support import api_requests, client_settings, make_client
+from tests.integration.client_support import api_requests, client_settings, make_client, misbehaving_server
 
 
 async def test_every_request_carries_identification_headers(simulator: SimHandle) -> None:
@@ -132,3 +136,99 @@ async def test_a_second_401_ends_the_call_with_auth_error() -> None:
                 await client.license_info()
     assert seen == ["token", "info", "token", "info"]
     assert (error.value.status, error.value.path, error.value.method) == (401, "/license/info", "GET")
+
+
+async def answer_ok(request: web.Request) -> web.Response:
+    """A license-info answer."""
+    return web.json_response({"success": True, "data": {"ok": True}})
+
+
+def token_answer(
+    status: int, body: str, counter: list[int]
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A token endpoint that always answers `status` with the raw `body`, counting its requests."""
+
+    async def token(request: web.Request) -> web.Response:
+        counter.append(1)
+        return web.Response(status=status, text=body, content_type="application/json")
+
+    return token
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (200, '{"expires_in": 3600, "token_type": "bearer"}'),
+        (200, "<html><body>Welcome</body></html>"),
+        (200, '{"access_token": "abc", "expi'),
+        (200, '{"access_token": 42}'),
+        (500, "<html>Internal Server Error</html>"),
+    ],
+)
+async def test_a_broken_token_answer_is_api_unavailable_not_a_crash(status: int, body: str) -> None:
+    """No usable token (no access_token, HTML, truncated JSON, a 500): ApiUnavailable naming the token call."""
+    tokens: list[int] = []
+    routes = {("GET", "/v1/license/info"): answer_ok}
+    server = misbehaving_server(routes, token=token_answer(status, body, tokens))
+    async with server as url, make_client(url) as client:
+        with pytest.raises(ApiUnavailable) as error:
+            await client.license_info()
+    assert (error.value.method, error.value.path, error.value.status) == ("POST", "/oauth2/token", status)
+    assert "demo-secret" not in str(error.value)
+    assert len(tokens) == 1  # 200 and 500 are not answers worth repeating within the call
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "renewed"),
+    [(2, True), ("2", True), (0, False), (-5, False), ("soon", False), (None, False), (True, False)],
+)
+async def test_token_lifetime_is_read_from_expires_in_or_defaults_to_an_hour(
+    expires_in: object, renewed: bool
+) -> None:
+    """expires_in 2 (or "2") is renewed 1.9 s later; 0, negative, garbage or missing mean WISEflow's hour."""
+    clock = ManualClock()
+    tokens: list[int] = []
+
+    async def token(request: web.Request) -> web.Response:
+        tokens.append(1)
+        body = {"access_token": f"t{len(tokens)}"} | ({} if expires_in is None else {"expires_in": expires_in})
+        return web.json_response(body)
+
+    server = misbehaving_server({("GET", "/v1/license/info"): answer_ok}, token=token)
+    async with server as url, WiseflowClient(client_settings(url), clock=clock) as client:
+        await client.license_info()
+        clock.advance(1.9)  # past 2 s minus the 10% margin, long before an hour
+        await client.license_info()
+    assert len(tokens) == (2 if renewed else 1)
+
+
+async def test_no_secret_reaches_logs_spans_or_errors(caplog: pytest.LogCaptureFixture) -> None:
+    """Secret, issued token and 401s everywhere: none of them in any log record, span attribute or error."""
+    caplog.set_level(logging.DEBUG)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    async def refuse(request: web.Request) -> web.Response:
+        return web.json_response({"success": False}, status=401)
+
+    async def grant(request: web.Request) -> web.Response:
+        return web.json_response({"access_token": "issued-token-value", "expires_in": 3600})
+
+    routes = {("GET", "/v1/license/info"): refuse}
+    texts: list[str] = []
+    async with misbehaving_server(routes, token=grant) as url:
+        settings = client_settings(url, client_secret=Secret("client-secret-value"))
+        async with WiseflowClient(settings, tracer=provider.get_tracer("test")) as client:
+            with pytest.raises(AuthError) as oauth_error:
+                await client.license_info()
+        keyed = client_settings(url, client_id=None, client_secret=None, api_key=Secret("api-key-value"))
+        async with WiseflowClient(keyed, tracer=provider.get_tracer("test")) as client:
+            with pytest.raises(AuthError) as key_error:
+                await client.license_info()
+    texts += [str(oauth_error.value), repr(oauth_error.value), str(key_error.value), caplog.text]
+    texts += [str(vars(record)) for record in caplog.records]
+    texts += [str(dict(span.attributes or {})) + str(span.events) for span in exporter.get_finished_spans()]
+    leaks = [s for s in ("client-secret-value", "issued-token-value", "api-key-value") if s in "\n".join(texts)]
+    assert len(exporter.get_finished_spans()) == 5  # token, 401, token, 401 (replay), and the api-key 401
+    assert leaks == []

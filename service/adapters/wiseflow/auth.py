@@ -21,7 +21,8 @@ import aiohttp
 
 from service.core.backoff import backoff_ceiling
 from service.core.clock import Clock
-from service.errors import AuthError
+from service.core.retry_after import parse_delta_seconds
+from service.errors import ApiUnavailable, AuthError
 from service.settings import Settings
 
 from .records import Reply, error_code, error_for
@@ -135,6 +136,10 @@ class OAuthTokens:
             return token
         if reply.status in (400, 401):
             raise self._refused(reply)
+        if reply.ok:
+            # A 200 without a usable token (an HTML page, truncated JSON, no access_token) is the server's
+            # fault, not the credentials': ApiUnavailable stops a run (one error, not one per flow).
+            raise ApiUnavailable("WISEflow's token answer carried no access_token", **reply.context())
         raise error_for(reply, self._transport.retry_after(reply))
 
     def _accept(self, token: str, body: Any) -> None:
@@ -168,7 +173,14 @@ def _access_token(body: Any) -> str | None:
 
 
 def _expires_in(body: Any) -> float:
+    """The token's lifetime: `expires_in` as a number or a numeric string; else the documented hour.
+
+    Zero, negative, absurd (over ten days) or garbled values fall back to 3599 s: should the server
+    really drop the token sooner, its 401 costs one re-authentication and one replay, nothing more.
+    """
     value = body.get("expires_in") if isinstance(body, dict) else None
+    if isinstance(value, str):
+        value = parse_delta_seconds(value)
     if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 10 * 86400:
         return float(value)
     return DEFAULT_EXPIRES_IN
