@@ -55,13 +55,22 @@ class OutboxDeliverer:
         self._rng = rng
         self._policy = policy or DeliveryPolicy()
         self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
 
     def wake(self) -> None:
         """Ask the loop to look for work now (new rows were committed)."""
         self._wake.set()
 
     async def deliver_due(self) -> DeliveryResult:
-        """Deliver the rows due now, batch after batch, until none is due or a delivery fails."""
+        """Deliver the rows due now, batch after batch, until none is due or a delivery fails.
+
+        One deliverer at a time per database, across processes too (a `sync --once` next to a running
+        service): two would read the same pending rows and send each twice.
+        """
+        async with self._lock, self._store.exclusive("outbox"):
+            return await self._deliver_due()
+
+    async def _deliver_due(self) -> DeliveryResult:
         result = DeliveryResult()
         limit = asyncio.Semaphore(self._policy.concurrency)
         while True:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -112,6 +113,29 @@ async def test_a_4xx_is_kept_and_retried_later_never_at_once(store: Store, statu
     assert await fetch_value(store.db, "SELECT status FROM outbox") == "pending"
     clock.advance(10.0)
     assert (await deliverer.deliver_due()).delivered == 1
+
+
+class SlowSink(FakeSink):
+    """A SIS that takes a moment per grade, so two deliverers would overlap."""
+
+    async def deliver(self, record: dict[str, object], idempotency_key: str) -> None:
+        await asyncio.sleep(0.002)
+        await super().deliver(record, idempotency_key)
+
+
+async def test_two_deliverers_on_one_database_never_send_a_row_twice(store: Store) -> None:
+    """Two processes' deliverers (two connections to one file) take turns: each row reaches the SIS once."""
+    await queue(store, versions(30))
+    other = await Store.open(store.path)
+    sink, clock = SlowSink(), ManualClock()
+    try:
+        one = OutboxDeliverer(store, sink, clock, random.Random(1), POLICY)
+        two = OutboxDeliverer(other, sink, clock, random.Random(2), POLICY)
+        results = await asyncio.gather(one.deliver_due(), two.deliver_due())
+    finally:
+        await other.close()
+    assert sum(r.delivered for r in results) == 30
+    assert sorted(sink.keys) == sorted(v.idempotency_key for v in versions(30))
 
 
 async def test_a_participants_versions_are_delivered_in_order(store: Store) -> None:
