@@ -29,7 +29,7 @@ from service.core.backoff import Random, RetryPolicy
 from service.core.breaker import Breaker, Permit
 from service.core.clock import Clock
 from service.core.retry_after import parse_quotas, parse_retry_after, rate_limited_wait
-from service.errors import ApiUnavailable
+from service.errors import ApiError, ApiUnavailable
 from service.settings import Settings
 
 from .limiter import AsyncRateLimiter
@@ -38,6 +38,9 @@ from .records import OnRequest, Reply, RequestRecord, route_of
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
 USER_AGENT: Final = f"wiseflow-sync/{__version__}"
+# The largest answer we hold in memory (after decompression): a page of 1,000 events is well under 1 MiB,
+# so only a broken or hostile server reaches this, and it must not exhaust the process's memory.
+MAX_BODY: Final = 32 * 2**20
 # The span attribute carrying WISEflow's X-Trace-Id (same name as service.adapters.telemetry uses).
 X_TRACE_ID_ATTRIBUTE: Final = "wiseflow.trace_id"
 
@@ -142,9 +145,10 @@ class Transport:
                 timeout=self._timeout,
                 allow_redirects=False,
             ) as response:
-                raw = await response.read()
+                raw = await _read_bounded(response, MAX_BODY)
                 trace_id = _trace_id(response.headers)
-                reply = Reply(method, path, response.status, response.headers, _decode(raw), trace_id, attempt)
+                body = None if raw is None else _decode(raw)
+                reply = Reply(method, path, response.status, response.headers, body, trace_id, attempt)
         except asyncio.CancelledError:
             self._breaker.release(permit)
             raise
@@ -156,7 +160,11 @@ class Transport:
             raise ApiUnavailable(f"WISEflow {reason}", method=method, path=path, attempt=attempt) from exc
         duration = (time.perf_counter() - started) * 1000
         self._account(permit, reply)
-        self._finish(span, sent_wall, duration, method, path, attempt, reply.status, reply.trace_id, None)
+        failure = "answer too large" if raw is None else None
+        self._finish(span, sent_wall, duration, method, path, attempt, reply.status, reply.trace_id, failure)
+        if raw is None:
+            # Asking again would bring the same flood: a plain ApiError, never retried.
+            raise ApiError(f"WISEflow's answer exceeded {MAX_BODY // 2**20} MiB", **reply.context())
         return reply
 
     def retry_after(self, reply: Reply) -> float | None:
@@ -220,6 +228,18 @@ class Transport:
         if self._on_request is not None:
             record = RequestRecord(sent_wall, method, path, status, round(duration_ms, 3), attempt, trace_id)
             self._on_request(record)
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The body, or None once it grows past `limit` bytes (the rest is left unread; the connection closes)."""
+    if response.content_length is not None and response.content_length > limit:
+        return None
+    body = bytearray()
+    async for chunk in response.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 def _decode(raw: bytes) -> Any:
