@@ -40,6 +40,8 @@ log = logging.getLogger("service.sync")
 RUN_STOPPERS = (CircuitOpen, RateLimited, ApiUnavailable, AuthError)
 # Of those, the ones waiting cannot cure: the run fails instead of pausing.
 RUN_FAILURES = (AuthError,)
+# What parsing a malformed item raises (a missing key, "abc" for an id, a list for an object).
+BAD_DATA = (KeyError, ValueError, TypeError)
 DISCOVERY_KEY = "discovery"
 ARCHIVED_SCANNED_KEY = "archived_scanned"
 EVENTS_CURSOR_KEY = "events_cursor"
@@ -110,6 +112,8 @@ class Poller:
                 summary.retry_after = getattr(exc, "retry_after", None)
             except ServiceError as exc:
                 summary.outcome, summary.reason = "failed", _reason(exc)
+            except BAD_DATA as exc:  # a listing or event WISEflow sent malformed: fail the run, say so
+                summary.outcome, summary.reason = "failed", _bad_data(exc)
             summary.duration = time.monotonic() - started
             await self._finish(summary)
             return summary
@@ -259,24 +263,28 @@ class Poller:
         except ApiError as exc:  # this flow's problem (404, 403, a bad page): skip it until its next turn
             if exc.status == 404 and await self._is_gone(flow.flow_id):
                 return
-            log.warning(
-                "flow refresh failed",
-                extra={
-                    "event": "sync.flow_failed",
-                    "flow_id": flow.flow_id,
-                    "status": exc.status,
-                    "x_trace_id": exc.trace_id,
-                },
-            )
-            async with self._store.transaction() as db:
-                retry = planner.plan_after_failure(plan, self._clock.wall(), self._rng, self._policy)
-                await mirror.save_plan(db, flow.flow_id, retry)
-                await mirror.record_flow_error(db, flow.flow_id, _reason(exc))
+            await self._flow_failed(flow.flow_id, plan, _reason(exc), exc.status, exc.trace_id)
+            return
+        except BAD_DATA as exc:  # an item without its id, a date that is not a number: this flow only
+            await self._flow_failed(flow.flow_id, plan, _bad_data(exc), None, None)
             return
         summary.flows_refreshed += 1
         summary.records += participants + grades
         summary.changes += changes
         summary.refreshed_participants.append(participants)
+
+    async def _flow_failed(
+        self, flow_id: int, plan: FlowPlan, reason: str, status: int | None, trace_id: str | None
+    ) -> None:
+        """Record why the flow's refresh failed and try it again after a poll interval."""
+        log.warning(
+            "flow refresh failed",
+            extra={"event": "sync.flow_failed", "flow_id": flow_id, "status": status, "x_trace_id": trace_id},
+        )
+        async with self._store.transaction() as db:
+            retry = planner.plan_after_failure(plan, self._clock.wall(), self._rng, self._policy)
+            await mirror.save_plan(db, flow_id, retry)
+            await mirror.record_flow_error(db, flow_id, reason)
 
     async def _refresh(
         self, flow: Flow, plan: FlowPlan | None, *, with_participants: bool
@@ -331,6 +339,11 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The first non-group exception inside `group`."""
     first = group.exceptions[0]
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _bad_data(exc: BaseException) -> str:
+    """A malformed answer, named by the error's type only: its message may quote personal data."""
+    return f"unexpected data from WISEflow ({type(exc).__name__})"
 
 
 def _reason(exc: BaseException) -> str:

@@ -126,3 +126,23 @@ async def test_a_flow_that_404s_leaves_the_mirror_and_is_not_polled_again(store:
 
 def _sis(grade: dict[str, Any]) -> dict[str, Any]:
     return {"grade": grade["grade"], "adminGrade": grade["adminGrade"], "date": grade["date"]}
+
+
+async def test_a_malformed_grade_fails_its_flow_only_and_names_no_value(store: Store) -> None:
+    """A date that is not a number: that flow's refresh fails (reason without the value), the others go on."""
+    rig = Rig(store)
+    rig.api.add_flow(2, participants=2)
+    rig.flow.grades[PID]["date"] = "Clara Jensen"
+    summary = await rig.poller.run_once()
+    assert (summary.outcome, summary.flows_refreshed) == ("ok", 1)
+    error = str(await fetch_value(store.db, "SELECT last_error FROM flow_plan WHERE flow_id = 1"))
+    assert error == "unexpected data from WISEflow (ValueError)"
+
+
+async def test_a_malformed_listing_fails_the_run_with_a_clear_reason(store: Store) -> None:
+    """A search item whose dates are not numbers ends the run as failed, recorded, never a traceback."""
+    rig = Rig(store)
+    rig.flow.participation = ("Clara", "Jensen")  # type: ignore[assignment]
+    summary = await rig.poller.run_once()
+    assert (summary.outcome, summary.reason) == ("failed", "unexpected data from WISEflow (ValueError)")
+    assert await fetch_value(store.db, "SELECT outcome FROM sync_runs") == "failed"
