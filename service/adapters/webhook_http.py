@@ -140,7 +140,7 @@ class WebhookReceiver:
     def _verify_and_parse(self, request: web.Request, body: bytes) -> WebhookEvent:
         now = self.clock.wall()
         verified = self.verifier.verify(request.headers, body, now)
-        event = parse_event(body, fallback_delivery_id=verified.message_id)
+        event = parse_event(body, verified.message_id, verified.timestamp)
         if self.verifier.timestamp_in_body:
             self.verifier.check_body_timestamp(event.timestamp, now)
         return event

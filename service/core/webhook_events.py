@@ -82,8 +82,14 @@ class WebhookEvent:
         return self.event in _REFRESH
 
 
-def parse_event(body: bytes, fallback_delivery_id: str | None = None) -> WebhookEvent:
-    """Parse a verified body strictly; `fallback_delivery_id` (e.g. ``webhook-id``) when the body has no id."""
+def parse_event(
+    body: bytes, fallback_delivery_id: str | None = None, fallback_timestamp: int | None = None
+) -> WebhookEvent:
+    """Parse a verified body strictly.
+
+    Under Standard Webhooks the signed headers already carry the message id and timestamp: they stand in
+    (`fallback_delivery_id`, `fallback_timestamp`) when the body has no ``id`` or ``timestamp`` of its own.
+    """
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -106,7 +112,7 @@ def parse_event(body: bytes, fallback_delivery_id: str | None = None) -> Webhook
         delivery_id=delivery_id,
         sequence=_required_int(doc, "sequence"),
         event=event,
-        timestamp=_timestamp(doc),
+        timestamp=_timestamp(doc, fallback_timestamp),
         flow_id=flow_id,
         participant_id=_optional_int(data, "participantId"),
     )
@@ -138,8 +144,10 @@ def _optional_int(doc: dict[str, Any], name: str) -> int | None:
     return value
 
 
-def _timestamp(doc: dict[str, Any]) -> int:
+def _timestamp(doc: dict[str, Any], fallback: int | None) -> int:
     raw = doc.get("timestamp")
+    if raw is None and fallback is not None:
+        return fallback
     if raw is None:
         raise MalformedEvent("missing_timestamp")
     if not isinstance(raw, int):

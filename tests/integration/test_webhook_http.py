@@ -207,6 +207,18 @@ async def test_standard_scheme_signature_lists_and_header_case(tmp_path: Path, s
         assert await h.rows() == [(9, "FINAL_GRADE", "pending")]
 
 
+async def test_standard_scheme_body_without_id_or_timestamp_uses_the_signed_headers(tmp_path: Path) -> None:
+    """Standard Webhooks: a body with no id or timestamp takes webhook-id and webhook-timestamp."""
+    async with running_receiver(tmp_path, scheme="standard") as h:
+        body = orjson.dumps({"sequence": 11, "event": "ASSESSMENT", "data": {"flowId": 3}})
+        response = await h.client.post(WEBHOOK_PATH, data=body, headers=standard_signed(body, "msg_11"))
+        assert (response.status, await h.rows(), await h.deliveries()) == (
+            200,
+            [(11, "ASSESSMENT", "pending")],
+            ["msg_11"],
+        )
+
+
 async def test_rotated_secrets_are_both_accepted(tmp_path: Path) -> None:
     """During a rotation, events signed with the old or the new secret are both stored."""
     async with running_receiver(tmp_path, secrets=("old-secret", "new-secret")) as h:

@@ -123,3 +123,11 @@ def test_figures_snapshot() -> None:
         2.0,
         3.0,
     )
+
+
+def test_signed_header_timestamp_stands_in_for_a_missing_body_timestamp() -> None:
+    """Standard Webhooks: without a body timestamp the verified header's is used; a body one wins."""
+    without = {k: v for k, v in GOOD.items() if k != "timestamp"}
+    assert parse_event(orjson.dumps(without), fallback_timestamp=1_600_000_000).timestamp == 1_600_000_000
+    assert parse_event(orjson.dumps(GOOD), fallback_timestamp=1_600_000_000).timestamp == 1_700_000_000
+    assert _reason(orjson.dumps(without)) == "missing_timestamp"
