@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from aiohttp import web
 
 from service.core.breaker import State
 from service.errors import ApiError, ApiUnavailable, CircuitOpen
 from tests.conftest import SimHandle
-from tests.integration.client_support import Recorder, api_requests, make_client
+from tests.integration.client_support import Recorder, api_requests, make_client, misbehaving_server
 
 
 async def test_maintenance_opens_the_breaker_nothing_is_sent_while_open_one_probe_closes_it(
@@ -104,3 +105,56 @@ async def test_errors_carry_method_path_status_trace_id_and_attempt(simulator: S
     assert (exc.method, exc.path, exc.status, exc.attempt) == ("GET", "/flow/999999", 404, 1)
     assert exc.trace_id
     assert len(journal) == 1
+
+
+async def test_half_open_lets_exactly_one_probe_through_among_fifty_callers() -> None:
+    """After a 503 + Retry-After, 50 concurrent calls: one reaches the server, 49 fail fast, it closes."""
+    arrivals: list[str] = []
+
+    async def maintenance(request: web.Request) -> web.Response:
+        arrivals.append("test")
+        return web.json_response({"success": False}, status=503, headers={"Retry-After": "0.3"})
+
+    async def slow_info(request: web.Request) -> web.Response:
+        arrivals.append("info")
+        await asyncio.sleep(0.3)  # the probe is still out while the others ask
+        return web.json_response({"success": True, "data": {"ok": True}})
+
+    routes = {("POST", "/v1/webhooks/{id}/test"): maintenance, ("GET", "/v1/license/info"): slow_info}
+    recorder = Recorder()
+    async with misbehaving_server(routes) as url, make_client(url, recorder) as client:
+        with pytest.raises(ApiUnavailable):
+            await client.test_webhook(1)
+        await asyncio.sleep(0.35)
+        results = await asyncio.gather(*(client.license_info() for _ in range(50)), return_exceptions=True)
+        state = client.breaker.state
+    outcomes = sorted(type(r).__name__ for r in results)
+    assert arrivals == ["test", "info"]
+    assert outcomes == ["CircuitOpen"] * 49 + ["dict"]
+    assert state is State.CLOSED
+    assert [(t.source, t.target) for t in recorder.transitions] == [
+        (State.CLOSED, State.OPEN),
+        (State.OPEN, State.HALF_OPEN),
+        (State.HALF_OPEN, State.CLOSED),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("status", "headers"),
+    [(429, {"Retry-After": "0"}), (408, {}), (502, {}), (503, {}), (504, {}), (None, {})],
+)
+async def test_no_write_is_retried_whatever_the_answer(status: int | None, headers: dict[str, str]) -> None:
+    """POST /webhooks answered 429/408/502/503/504 or a dropped connection: one request, then the error."""
+    arrivals: list[int] = []
+
+    async def create(request: web.Request) -> web.Response:
+        arrivals.append(1)
+        if status is None:
+            assert request.transport is not None
+            request.transport.close()  # no answer at all
+        return web.json_response({"success": False}, status=status or 500, headers=headers)
+
+    async with misbehaving_server({("POST", "/v1/webhooks"): create}) as url, make_client(url) as client:
+        with pytest.raises(ApiError) as error:
+            await client.create_webhook({"url": "https://example.org/hook", "events": ["FINAL_GRADE"]})
+    assert (len(arrivals), error.value.attempt, error.value.status) == (1, 1, status)
