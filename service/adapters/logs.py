@@ -50,9 +50,25 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is when a record is emitted, not when logging was configured.
+
+    A command run in-process (tests, an embedding) may swap stderr after configuring logs; a handler bound
+    to the old stream would then write to a closed file.
+    """
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        """StreamHandler assigns a stream at construction: ignored, stderr is looked up at emit time."""
+
+
 def configure_logging(level: str = "INFO", stream: Any = None) -> None:
-    """Route the root logger to one JSON handler at `level` (idempotent)."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    """Route the root logger to one JSON handler at `level` (idempotent); stderr unless `stream` is given."""
+    handler: logging.Handler = _StderrHandler() if stream is None else logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -1,0 +1,62 @@
+"""JSON logs: one object a line, context fields kept, secrets masked, stderr looked up when writing."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from service.adapters.logs import configure_logging
+
+
+@pytest.fixture
+def restore_root() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_a_record_is_one_json_object_with_its_context_and_no_secret(restore_root: None) -> None:
+    """Fields from `extra` are kept; sensitive names and bearer tokens are masked."""
+    out = io.StringIO()
+    configure_logging("INFO", out)
+    logging.getLogger("t").warning(
+        "call failed with Bearer abc.def",
+        extra={
+            "x_trace_id": "t-1",
+            "status": 503,
+            "client_secret": "s3cr3t",
+            "headers": {"Authorization": "x"},
+        },
+    )
+    entry = json.loads(out.getvalue())
+    assert (entry["level"], entry["logger"], entry["x_trace_id"], entry["status"]) == (
+        "WARNING",
+        "t",
+        "t-1",
+        503,
+    )
+    assert entry["client_secret"] == "***"
+    assert entry["headers"] == {"Authorization": "***"}
+    assert entry["message"] == "call failed with Bearer ***"
+    assert "s3cr3t" not in out.getvalue()
+
+
+def test_stderr_is_looked_up_when_a_record_is_written(
+    restore_root: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Configured once, the handler follows a later swap of sys.stderr instead of a closed old stream."""
+    configure_logging("INFO")
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    logging.getLogger("t").info("one")
+    first.close()
+    monkeypatch.setattr(sys, "stderr", second)
+    logging.getLogger("t").info("two")
+    assert json.loads(second.getvalue())["message"] == "two"
