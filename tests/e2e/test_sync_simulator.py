@@ -214,3 +214,20 @@ async def test_sync_once_prints_one_summary_line_and_exits_zero(world: SimHandle
     assert lines[-1].startswith("wiseflow-sync sync: ok: ")
     assert "API calls" in lines[-1]
     assert "grades delivered" in lines[-1]
+
+
+async def test_state_and_grade_changes_converge_by_planned_runs_alone(world: SimHandle, engine: Engine) -> None:
+    """States, grades (concluded flows' too) and papers change, no webhook: planned runs reach the truth."""
+    assert engine.deliverer is not None
+    await engine.poller.run_once()
+    changes = await world.advance({"state_changes": 8, "grade_changes": 20, "paper_submissions": 5})
+    assert {c["event"] for c in changes} >= {"FLOW_STATE_UPDATED", "FINAL_GRADE"}
+    clock = engine.poller.clock
+    assert isinstance(clock, ShiftedClock)
+    clock.offset += 1.5 * 86400  # past the reconcile interval (1 day +-10%) of every concluded flow
+    assert (await engine.poller.run_once()).outcome == "ok"
+    await engine.deliverer.deliver_due()
+    await assert_mirror_equals_truth(engine, world)
+    sis = await world.sis_grades()
+    assert sis["duplicates"] == 0
+    assert set(delivered_keys(sis)) >= truth_keys(await world.truth())
