@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
+from service.adapters.store import Store
+from service.adapters.store.connection import fetch_value
 from service.commands.export import export_grades
 from service.commands.sync import EXIT_PAUSED, ProgressReport, sync_once
 from service.sync.poller import Progress
@@ -81,3 +84,23 @@ def test_progress_is_plain_periodic_lines_otherwise() -> None:
     report(Progress("discovery", 100, None))
     report(Progress("discovery", 200, None))
     assert out.getvalue() == "wiseflow-sync sync: 100 flows listed\n"
+
+
+async def test_without_a_sink_the_outbox_stays_empty_and_grades_export(
+    simulator: SimHandle, tmp_path: Path
+) -> None:
+    """No SYNC_SINK_URL: exit 0, nothing queued, nothing sent to the SIS, and every grade is exportable."""
+    db = tmp_path / "nosink.sqlite3"
+    settings = dataclasses.replace(settings_for(simulator, db), sink_url=None)
+    err = io.StringIO()
+    assert await sync_once(settings, err) == 0
+    assert "0 grades delivered" in err.getvalue().splitlines()[-1]
+    store = await Store.open(db)
+    try:
+        assert await fetch_value(store.db, "SELECT count(*) FROM outbox") == 0
+    finally:
+        await store.close()
+    out = io.StringIO()
+    await export_grades(str(db), "jsonl", out)
+    assert len(out.getvalue().splitlines()) == len(truth_grades(await simulator.truth()))
+    assert (await simulator.sis_grades())["deliveries"] == []
