@@ -191,8 +191,11 @@ class WebhookVerifier:
         return self._verify_standard(headers, body, now)
 
     def check_body_timestamp(self, raw: object, now: float) -> int:
-        """Parse and check the body's `timestamp` against the replay window; return it."""
-        timestamp = parse_timestamp(raw)
+        """Parse and check the body's `timestamp` against the replay window; return it.
+
+        An integer however far off (negative, huge) is a time outside the window: `stale_timestamp`.
+        """
+        timestamp = raw if isinstance(raw, int) and not isinstance(raw, bool) else parse_timestamp(raw)
         check_timestamp(timestamp, now, self.tolerance)
         return timestamp
 

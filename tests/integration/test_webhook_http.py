@@ -55,7 +55,7 @@ async def test_bad_signature_is_401_and_stores_nothing(harness: Harness) -> None
     assert harness.figures.rejected["bad_signature"] == 1
 
 
-@pytest.mark.parametrize("timestamp", [NOW - 301, NOW + 301])
+@pytest.mark.parametrize("timestamp", [NOW - 301, NOW + 301, -5, 0, 10**13, 2**63 - 1])
 async def test_stale_body_timestamp_is_401(harness: Harness, timestamp: int) -> None:
     """A correctly signed body whose timestamp is outside the replay window (either way) is 401."""
     body = event_body(timestamp=timestamp)
@@ -78,8 +78,8 @@ async def test_stale_body_timestamp_is_401(harness: Harness, timestamp: int) -> 
         (event_body(timestamp=1.5), "bad_timestamp"),
         (event_body(timestamp=True), "bad_timestamp"),
         (event_body(timestamp=str(NOW)), "bad_timestamp"),
-        (event_body(timestamp=-1), "bad_timestamp"),
-        (event_body(timestamp=10**13), "bad_timestamp"),
+        (event_body(timestamp=2**64 - 1), "bad_timestamp"),
+        (event_body().replace(str(NOW).encode(), b"99999999999999999999999"), "bad_timestamp"),
         (orjson.dumps({"id": "d", "sequence": 5, "event": "X", "data": {"flowId": 1}}), "missing_timestamp"),
         (orjson.dumps({"id": "d", "sequence": 5, "timestamp": NOW, "data": {"flowId": 1}}), "missing_event"),
         (b'"an event"', "not_an_object"),

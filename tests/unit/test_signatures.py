@@ -161,6 +161,13 @@ def test_body_timestamp_is_checked_against_the_window() -> None:
     assert _reason(verifier.check_body_timestamp, NOW, NOW + 61) == "stale_timestamp"
 
 
+@pytest.mark.parametrize("raw", [-5, 0, 10**13, 2**63 - 1])
+def test_a_far_off_integer_body_timestamp_is_stale(raw: int) -> None:
+    """An integer body timestamp however far off (negative, huge) is outside the window: stale_timestamp."""
+    verifier = WebhookVerifier("wiseflow", ("s",), tolerance=300)
+    assert _reason(verifier.check_body_timestamp, raw, NOW) == "stale_timestamp"
+
+
 @pytest.mark.parametrize(
     "raw",
     [True, 1.5, 1614265330.0, -1, 10**12, "", " 1", "1 ", "+1", "-1", "1e9", "0x10", "١٢٣", "1_000", None, [1]],
