@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
 
+from service.adapters.wiseflow import log_transition
 from service.adapters.wiseflow.pagination import unwrap
 from service.adapters.wiseflow.records import Reply, error_code, error_for, route_of
+from service.core.breaker import Breaker, BreakerPolicy
+from service.core.clock import ManualClock
 from service.errors import ApiError, ApiUnavailable, AuthError, RateLimited
 
 
@@ -67,3 +71,23 @@ def test_unwrap_refuses_a_failure_envelope() -> None:
 def test_route_of_replaces_ids() -> None:
     """Span names group by route, not by id."""
     assert route_of("/flow/12/assessments") == "/flow/{id}/assessments"
+
+
+def test_each_breaker_transition_is_one_warning_with_its_reason(caplog: pytest.LogCaptureFixture) -> None:
+    """A breaker driven through open, half-open and closed logs one WARNING per move, naming the reason."""
+    caplog.set_level(logging.DEBUG, logger="service.adapters.wiseflow")
+    clock = ManualClock()
+    breaker = Breaker("https://api.example/v1", BreakerPolicy(open_base=1.0), clock, log_transition)
+    breaker.record_failure(breaker.acquire(), "503 answer", retry_after=2.0)
+    clock.advance(2.0)
+    breaker.record_success(breaker.acquire())
+    lines = [
+        (r.levelname, getattr(r, "from_state", None), getattr(r, "to_state", None), getattr(r, "reason", None))
+        for r in caplog.records
+        if getattr(r, "event", None) == "wiseflow.breaker"
+    ]
+    assert lines == [
+        ("WARNING", "closed", "open", "503 answer with Retry-After"),
+        ("WARNING", "open", "half_open", "open time elapsed: one probe allowed"),
+        ("WARNING", "half_open", "closed", "probe succeeded"),
+    ]
