@@ -27,6 +27,7 @@ from service.simulator.state import SIM, SimState
 
 log = logging.getLogger(__name__)
 CLIENT: Final = web.RequestKey("sim_client", str)
+TRACE_ID: Final = web.RequestKey("sim_trace_id", str)
 TOKEN_PATH: Final = "/v1/oauth2/token"  # noqa: S105 - a path, not a secret
 
 
@@ -182,10 +183,19 @@ def _journal(sim: SimState, request: web.Request, status: int, started: float) -
             "status": status,
             "headers": headers,
             "client": request.get(CLIENT),
+            # The id the answer carried, so a client's log line and this journal line can be matched.
+            "traceId": trace_id(request),
         }
     )
 
 
+def trace_id(request: web.Request) -> str:
+    """The request's `X-Trace-Id`: drawn fresh the first time it is asked for, then the same."""
+    if TRACE_ID not in request:
+        request[TRACE_ID] = str(uuid.uuid4())
+    return request[TRACE_ID]
+
+
 async def trace_id_on_prepare(request: web.Request, response: web.StreamResponse) -> None:
-    """Every response carries a fresh `X-Trace-Id`, as WISEflow's do."""
-    response.headers["X-Trace-Id"] = str(uuid.uuid4())
+    """Every response carries a fresh `X-Trace-Id`, as WISEflow's do (the journal line has the same one)."""
+    response.headers["X-Trace-Id"] = trace_id(request)

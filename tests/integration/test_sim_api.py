@@ -316,3 +316,12 @@ async def test_error_answers_and_control_paths_have_fresh_trace_ids(simulator: S
             ids.append(resp.headers.get("X-Trace-Id", ""))
     assert len(set(ids)) == len(calls)
     assert all(uuid.UUID(i).version == 4 for i in ids)
+
+
+async def test_journal_lines_carry_the_trace_id_of_their_answer(simulator: SimHandle) -> None:
+    """Each journal line has the X-Trace-Id its answer carried (200 and 401 alike), to match client logs."""
+    sent = []
+    for headers in (simulator.auth_headers(), {}):
+        async with simulator.session.get(simulator.api_url + "/flow/1001", headers=headers) as resp:
+            sent.append((resp.status, resp.headers["X-Trace-Id"]))
+    assert [(e["status"], e["traceId"]) for e in await simulator.journal()] == sent
