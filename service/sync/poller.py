@@ -98,10 +98,10 @@ class Poller:
                 summary = RunSummary(run_id=await runs.start_run(db, self._clock.wall()), outcome="running")
             self._api.reset()
             try:
-                await self._discover(summary)
-                if full:
+                if full:  # marked first and committed, so a run interrupted by discovery keeps the marks
                     async with self._store.transaction() as db:
                         await mirror.mark_all_live_for_refresh(db)
+                await self._discover(summary)
                 await self._read_events(summary)
                 await self._refresh_due(summary)
                 summary.outcome = "ok"

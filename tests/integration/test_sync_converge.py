@@ -13,6 +13,7 @@ from service.adapters.store import Store
 from service.adapters.store.connection import fetch_value
 from service.core.clock import ManualClock
 from service.core.planner import PlanPolicy
+from service.errors import CircuitOpen
 from service.sync.outbox import OutboxDeliverer
 from service.sync.poller import Poller
 from tests.fakes import FakeSink, FakeWiseflowApi
@@ -146,3 +147,18 @@ async def test_a_malformed_listing_fails_the_run_with_a_clear_reason(store: Stor
     summary = await rig.poller.run_once()
     assert (summary.outcome, summary.reason) == ("failed", "unexpected data from WISEflow (ValueError)")
     assert await fetch_value(store.db, "SELECT outcome FROM sync_runs") == "failed"
+
+
+async def test_a_full_run_interrupted_in_discovery_still_refreshes_every_flow_when_resumed(
+    store: Store,
+) -> None:
+    """`sync --once --full` resumes with full=False after a pause: the marks it set first must survive."""
+    rig = Rig(store)
+    for flow_id in range(2, 6):
+        rig.api.add_flow(flow_id, participants=1)
+    await rig.poller.run_once()
+    rig.api.fail_when(lambda r: r[0] == "search_flows", CircuitOpen("http://x", 1.0, "maintenance"))
+    interrupted = await rig.poller.run_once(full=True)
+    resumed = await rig.poller.run_once()
+    assert (interrupted.outcome, resumed.outcome) == ("interrupted", "ok")
+    assert resumed.flows_refreshed == 5
