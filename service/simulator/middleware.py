@@ -1,7 +1,8 @@
 """What happens around every simulator request: errors as envelopes, and the `/v1` gauntlet.
 
 For `/v1` the order is WISEflow's as a client sees it: added latency, a maintenance window (503 with
-`Retry-After`, or a connection closed without an answer), credentials (401), a 429 storm, the
+`Retry-After`, or a connection closed without an answer), an unknown path or method (404, 405, before any
+credential check, as a gateway that matches routes first), credentials (401), a 429 storm, the
 per-credential windows (429 with `Retry-After`), random 5xx, then the handler. The token endpoint has no
 credentials to check: a storm or a random 5xx reaches it right after maintenance. Every answer to an
 identified credential carries the `RateLimit-*` and `X-RateLimit-Second-*`/`-Minute-*` headers. Every
@@ -114,6 +115,10 @@ async def _gauntlet(request: web.Request, handler: Handler, sim: SimState) -> we
             _refuse(request)
         retry = {"Retry-After": str(scenario.maintenance_retry_after)}
         raise ApiProblem(503, "WISEflow is down for scheduled maintenance", "maintenance", retry)
+    unrouted = getattr(request.match_info, "http_exception", None)
+    if unrouted is not None:
+        # No such path or method: the gateway answers before any credential check or counting.
+        raise unrouted
     if request.path == TOKEN_PATH:
         _storm_or_fault(sim, now, {})
         return await handler(request)

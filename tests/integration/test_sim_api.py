@@ -325,3 +325,27 @@ async def test_journal_lines_carry_the_trace_id_of_their_answer(simulator: SimHa
         async with simulator.session.get(simulator.api_url + "/flow/1001", headers=headers) as resp:
             sent.append((resp.status, resp.headers["X-Trace-Id"]))
     assert [(e["status"], e["traceId"]) for e in await simulator.journal()] == sent
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/no/such/path", 404),
+        ("GET", "/flows", 404),
+        ("PATCH", "/flow/1001", 405),
+        ("GET", "/oauth2/token", 405),
+    ],
+)
+async def test_unknown_routes_answer_before_credentials(
+    simulator: SimHandle, method: str, path: str, status: int
+) -> None:
+    """An unknown path or method is 404/405 with or without credentials, and spends no rate budget."""
+    answers = []
+    for headers in ({}, {"x-api-key": "wrong"}, simulator.auth_headers()):
+        async with simulator.session.request(method, simulator.api_url + path, headers=headers) as resp:
+            answers.append((resp.status, (await resp.json())["error"]["code"]))
+    assert answers == [(status, status)] * 3
+    async with simulator.session.get(
+        simulator.api_url + "/license/info", headers=simulator.auth_headers()
+    ) as resp:
+        assert resp.headers["X-RateLimit-Second-Remaining"] == "199"

