@@ -100,16 +100,13 @@ def _check_grade(body: dict[str, object]) -> None:
 
 
 async def sis_get(request: web.Request) -> web.Response:
-    """`GET /_sis/grades`: deliveries, unique keys and duplicates."""
+    """`GET /_sis/grades`: deliveries, unique keys, duplicates and conflicts (a key reused for new data)."""
     return json_response(request.app[SIM].sis.to_json())
 
 
 async def sis_clear(request: web.Request) -> web.Response:
     """`DELETE /_sis/grades`: forget every delivery."""
-    sim = request.app[SIM]
-    sim.sis.deliveries.clear()
-    sim.sis.keys.clear()
-    sim.sis.duplicates = 0
+    request.app[SIM].sis.clear()
     return json_response({"cleared": True})
 
 

@@ -54,23 +54,43 @@ class Subscription:
 
 @dataclass(slots=True)
 class SisLedger:
-    """The fake SIS: every grade delivery received, and which idempotency keys it has seen."""
+    """The fake SIS: every grade delivery received, and which idempotency keys it has seen.
+
+    A repeated key is a duplicate (answered 200, the record kept once); a repeated key whose record
+    differs from the first one is also a conflict: the sender reused a key for another grade version.
+    """
 
     deliveries: list[Json] = field(default_factory=list)
-    keys: set[str] = field(default_factory=set)
+    keys: dict[str, Json] = field(default_factory=dict)
     duplicates: int = 0
+    conflicts: int = 0
 
     def record(self, key: str, body: Json, now: float) -> bool:
         """Record one delivery; True when its key was seen before (a duplicate)."""
-        duplicate = key in self.keys
-        self.keys.add(key)
+        first = self.keys.setdefault(key, body)
+        duplicate = first is not body
+        conflict = duplicate and first != body
         self.duplicates += duplicate
-        self.deliveries.append({"time": now, "idempotencyKey": key, "duplicate": duplicate, **body})
+        self.conflicts += conflict
+        self.deliveries.append(
+            {"time": now, "idempotencyKey": key, "duplicate": duplicate, "conflict": conflict, **body}
+        )
         return duplicate
+
+    def clear(self) -> None:
+        """Forget every delivery."""
+        self.deliveries.clear()
+        self.keys.clear()
+        self.duplicates = self.conflicts = 0
 
     def to_json(self) -> Json:
         """`GET /_sis/grades`."""
-        return {"deliveries": list(self.deliveries), "unique": len(self.keys), "duplicates": self.duplicates}
+        return {
+            "deliveries": list(self.deliveries),
+            "unique": len(self.keys),
+            "duplicates": self.duplicates,
+            "conflicts": self.conflicts,
+        }
 
 
 def iso(unix: float) -> str:

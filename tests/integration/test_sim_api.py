@@ -349,3 +349,17 @@ async def test_unknown_routes_answer_before_credentials(
         simulator.api_url + "/license/info", headers=simulator.auth_headers()
     ) as resp:
         assert resp.headers["X-RateLimit-Second-Remaining"] == "199"
+
+
+async def test_sis_counts_a_reused_key_for_another_record_as_a_conflict(simulator: SimHandle) -> None:
+    """The same key again with the same record is a duplicate; with another grade it is also a conflict."""
+    record = {"flowId": 1005, "participantId": 100500001, "grade": "12", "adminGrade": "12", "date": 1}
+    for body in (record, record, {**record, "grade": "7"}):
+        async with simulator.session.post(simulator.sis_url, json=body, headers={"Idempotency-Key": "k1"}) as r:
+            assert r.status in (200, 201)
+    grades = await simulator.sis_grades()
+    assert (grades["unique"], grades["duplicates"], grades["conflicts"]) == (1, 2, 1)
+    assert [d["conflict"] for d in grades["deliveries"]] == [False, False, True]
+    async with simulator.session.delete(simulator.sis_url) as r:
+        assert r.status == 200
+    assert (await simulator.sis_grades())["conflicts"] == 0
