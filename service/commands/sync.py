@@ -56,8 +56,11 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     configure_logging(settings.log_level)
     try:
         return asyncio.run(sync_once(settings, sys.stderr, full=args.full))
-    except (StoreError, sqlite3.Error) as exc:  # not SQLite, read-only, a newer schema: one line
+    except StoreError as exc:  # not SQLite, a newer schema, a missing directory: one line
         print(f"wiseflow-sync sync: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except sqlite3.Error as exc:  # read-only or full once running
+        print(f"wiseflow-sync sync: failed: database {settings.database}: {exc}", file=sys.stderr)
         return EXIT_FAILED
 
 

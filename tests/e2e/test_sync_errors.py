@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -83,3 +85,23 @@ def test_export_with_an_unknown_format_is_a_usage_error(
     assert exited.value.code == 2
     assert "--format" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_read_only_database_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An immutable database file (read-only even for root): `sync --once` fails with one line naming it."""
+    path = tmp_path / "ro.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE t (x)")
+    chattr = shutil.which("chattr")
+    # S603: fixed arguments and a path this test made.
+    if chattr is None or subprocess.run([chattr, "+i", str(path)], capture_output=True, check=False).returncode:  # noqa: S603
+        pytest.skip("chattr +i is not available here (needs root and a file system that supports it)")
+    try:
+        code = main(["sync", "--once"], {**API_ENV, "SYNC_DATABASE": str(path)})
+    finally:
+        subprocess.run([chattr, "-i", str(path)], check=True)  # noqa: S603
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert len(err) == 1, err
+    assert str(path) in err[0]
+    assert "readonly" in err[0]
