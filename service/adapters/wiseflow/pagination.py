@@ -4,6 +4,11 @@ Envelope: ``{success, data, error, pagination: {limit, offset, total}}``; some e
 array instead. A page loop stops at `pagination.total`, at an empty page, or -- when the server gives no
 total -- at a short page. A bare array is the whole collection: there is no offset to follow, and asking
 again with a larger offset could repeat it forever.
+
+A misbehaving server must not keep a loop going forever: a page whose content was seen before (the
+server ignores `offset` and answers the same page again, or cycles between a few) or more than
+`MAX_PAGES` pages end the iteration with an `ApiError`. Only a 16-byte digest per page is kept, never
+the pages themselves.
 """
 
 from __future__ import annotations
