@@ -41,6 +41,7 @@ class DeliveryResult:
     delivered: int = 0
     failed: int = 0
     next_due: float | None = None
+    retry_at: float | None = None  # the earliest retry of a row that failed in this pass
 
 
 class OutboxDeliverer:
@@ -86,6 +87,10 @@ class OutboxDeliverer:
                 break  # the sink is struggling: leave the rest for the next pass rather than hammer it
         async with self._store.transaction() as db:
             result.next_due = await repo.next_due_at(db)
+        if result.retry_at is not None and result.next_due is not None:
+            # The rows a failure left untried wait for the failed row's retry: it probes the SIS for them,
+            # so a SIS that is down is asked once per backoff, not once per pending row.
+            result.next_due = max(result.next_due, result.retry_at)
         return result
 
     async def _deliver(
@@ -108,8 +113,10 @@ class OutboxDeliverer:
                         item.attempts + 1, base=self._policy.base, cap=self._policy.cap, rng=self._rng
                     ),
                 )
+                retry_at = self._clock.wall() + delay
+                result.retry_at = retry_at if result.retry_at is None else min(result.retry_at, retry_at)
                 async with self._store.transaction() as db:
-                    await repo.mark_failed(db, item.id, self._clock.wall() + delay, str(exc))
+                    await repo.mark_failed(db, item.id, retry_at, str(exc))
                 log.warning(
                     "grade delivery failed",
                     extra={

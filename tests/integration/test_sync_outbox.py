@@ -95,7 +95,8 @@ async def test_a_failure_stops_the_batch_instead_of_trying_every_row(store: Stor
         await fetch_value(store.db, "SELECT count(*) FROM outbox WHERE status = 'pending' AND attempts = 0")
         == 3
     )
-    assert result.next_due == 0.0  # the untried rows are due at once
+    failed_retry = await fetch_value(store.db, "SELECT next_attempt_at FROM outbox WHERE attempts = 1")
+    assert result.next_due == failed_retry  # the untried rows wait for the failed row's retry: it probes
 
 
 @pytest.mark.parametrize("status", [400, 409, 422])
