@@ -20,7 +20,8 @@ Fixtures (function scope, started in the test's own event loop on 127.0.0.1, por
 - ``await scenario(body)`` -> the scenario in force (`POST /_sim/scenario`, asserts 200);
 - ``await advance(body=None)`` -> the list of changes (`POST /_sim/advance`; None = one default step);
 - ``await journal(since=None)`` -> the journalled `/v1` requests; ``await clear_journal()``;
-- ``await truth()`` -> `GET /_sim/truth`; ``await sis_grades()`` -> `GET /_sis/grades`;
+- ``await truth()`` -> `GET /_sim/truth`; ``await sis_grades()`` -> `GET /_sis/grades` (``deliveries``,
+  ``unique``, ``duplicates``, ``conflicts``);
 - ``await deliveries()`` -> the webhook delivery log (`GET /_sim/deliveries`).
 """
 
