@@ -119,8 +119,13 @@ class Poller:
             return summary
 
     async def refresh_flow(self, flow_id: int) -> None:
-        """Fetch the flow's state and dates, store them, and re-plan it (a state change makes it due now)."""
-        flow = Flow.from_basic(await self._api.get_flow(flow_id))
+        """Fetch the flow's state and dates, store them, and re-plan it (a state change makes it due now).
+
+        A flow WISEflow answers 404 for is gone: it leaves the mirror (a webhook for it is then done).
+        """
+        flow = await self._fetch_flow(flow_id)
+        if flow is None:
+            return
         now = self._clock.wall()
         async with self._store.transaction() as db:
             known = await mirror.load_flow(db, flow_id)
@@ -147,7 +152,11 @@ class Poller:
                 known = await mirror.load_flow(db, flow_id)
             if known is None:
                 return
-        await self._refresh(known[0], None, with_participants=with_participants)
+        try:
+            await self._refresh(known[0], None, with_participants=with_participants)
+        except ApiError as exc:
+            if isinstance(exc, RUN_STOPPERS) or exc.status != 404 or not await self._is_gone(flow_id):
+                raise
 
     async def _discover(self, summary: RunSummary) -> None:
         """List flows (every live state; archived ones once, on a first pass) and update their plans."""
@@ -194,23 +203,21 @@ class Poller:
         async with self._store.transaction() as db:
             vanished = await mirror.vanished_flows(db, pass_started)
         for flow_id in vanished:
-            try:
-                await self.refresh_flow(flow_id)
-            except ApiError as exc:
-                if isinstance(exc, RUN_STOPPERS) or exc.status != 404:
-                    raise
-                await self._drop(flow_id)
+            await self.refresh_flow(flow_id)
 
-    async def _is_gone(self, flow_id: int) -> bool:
-        """After a 404 on a flow's participants or grades: does `GET /flow/{id}` confirm it? Then drop it."""
+    async def _fetch_flow(self, flow_id: int) -> Flow | None:
+        """`GET /flow/{id}`; on a 404 the flow is dropped from the mirror and None returned."""
         try:
-            await self._api.get_flow(flow_id)
+            return Flow.from_basic(await self._api.get_flow(flow_id))
         except ApiError as exc:
             if isinstance(exc, RUN_STOPPERS) or exc.status != 404:
                 raise
-            await self._drop(flow_id)
-            return True
-        return False
+        await self._drop(flow_id)
+        return None
+
+    async def _is_gone(self, flow_id: int) -> bool:
+        """After a 404 on a flow's participants or grades: does `GET /flow/{id}` confirm it (and drop it)?"""
+        return await self._fetch_flow(flow_id) is None
 
     async def _drop(self, flow_id: int) -> None:
         """A flow WISEflow no longer has: the mirror follows (its queued grades are still delivered)."""

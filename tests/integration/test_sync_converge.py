@@ -162,3 +162,15 @@ async def test_a_full_run_interrupted_in_discovery_still_refreshes_every_flow_wh
     resumed = await rig.poller.run_once()
     assert (interrupted.outcome, resumed.outcome) == ("interrupted", "ok")
     assert resumed.flows_refreshed == 5
+
+
+async def test_webhook_refreshes_of_a_deleted_flow_drop_it_instead_of_failing(store: Store) -> None:
+    """The webhook path (refresh_flow, refresh_assessments) on a flow that now 404s: dropped, no error."""
+    rig = Rig(store)
+    rig.api.add_flow(2, participants=2)
+    await rig.sync()
+    del rig.api.flows[1], rig.api.flows[2]
+    await rig.poller.refresh_flow(1)
+    await rig.poller.refresh_assessments(2)
+    assert await fetch_value(store.db, "SELECT count(*) FROM flows") == 0
+    assert await fetch_value(store.db, "SELECT count(*) FROM assessments") == 0
