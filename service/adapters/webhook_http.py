@@ -35,7 +35,7 @@ from service.core.clock import Clock
 from service.core.signatures import WebhookVerifier
 from service.core.webhook_events import MalformedEvent, WebhookEvent, parse_event
 from service.core.webhook_figures import WebhookFigures
-from service.errors import InvalidSignature
+from service.errors import ConfigError, InvalidSignature
 from service.settings import Settings
 
 WEBHOOK_PATH: Final = "/webhooks/wiseflow"
@@ -58,6 +58,23 @@ class _Unreadable(Exception):
     def __init__(self, status: int, reason: str) -> None:
         self.status = status
         self.reason = reason
+
+
+def verifier_from_settings(settings: Settings) -> WebhookVerifier:
+    """The configured verifier; `ConfigError` naming the variable (never the value) for an unusable secret.
+
+    E.g. a ``whsec_`` secret that is not base64 under the standard scheme. The composition root can call
+    this before it opens anything, so startup stops with one clear line instead of a traceback.
+    """
+    try:
+        return WebhookVerifier(
+            scheme=settings.webhook_scheme,
+            secrets=tuple(s.reveal() for s in settings.webhook_secrets),
+            signature_header=settings.webhook_signature_header,
+            tolerance=settings.webhook_tolerance,
+        )
+    except ValueError as exc:
+        raise ConfigError("WISEFLOW_WEBHOOK_SECRET", f"malformed: {exc}") from None
 
 
 class WebhookReceiver:
@@ -89,12 +106,7 @@ class WebhookReceiver:
         on_stored: Callable[[], None] | None = None,
     ) -> WebhookReceiver:
         """A receiver using the configured scheme, header, tolerance and (rotating) secrets."""
-        verifier = WebhookVerifier(
-            scheme=settings.webhook_scheme,
-            secrets=tuple(s.reveal() for s in settings.webhook_secrets),
-            signature_header=settings.webhook_signature_header,
-            tolerance=settings.webhook_tolerance,
-        )
+        verifier = verifier_from_settings(settings)
         return cls(verifier, inbox, clock, figures, on_stored)
 
     async def handle(self, request: web.Request) -> web.Response:

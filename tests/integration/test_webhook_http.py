@@ -10,7 +10,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from service.adapters.webhook_http import MAX_BODY, WEBHOOK_PATH
+from service.adapters.webhook_http import MAX_BODY, WEBHOOK_PATH, verifier_from_settings
+from service.errors import ConfigError
+from service.settings import load_settings
 from tests.integration.webhook_helpers import (
     NOW,
     SECRET,
@@ -272,3 +274,11 @@ async def test_a_body_slower_than_the_read_timeout_is_408(tmp_path: Path) -> Non
     async with running_receiver(tmp_path, read_timeout=0.2) as h:
         response = await h.client.post(WEBHOOK_PATH, data=trickle(), headers={"X-Wiseflow-Signature": "x"})
         assert (response.status, await response.json()) == (408, {"error": "body_timeout"})
+
+
+def test_an_unusable_whsec_secret_is_a_configuration_error() -> None:
+    """A whsec_ secret that is not base64, under the standard scheme, names the variable and not the value."""
+    env = {"WISEFLOW_WEBHOOK_SCHEME": "standard", "WISEFLOW_WEBHOOK_SECRET": "whsec_!!not-base64"}
+    with pytest.raises(ConfigError) as info:
+        verifier_from_settings(load_settings(env))
+    assert (info.value.variable, "!!not-base64" in str(info.value)) == ("WISEFLOW_WEBHOOK_SECRET", False)
