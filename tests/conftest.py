@@ -38,6 +38,7 @@ from aiohttp.test_utils import TestServer
 
 from service.core.clock import Clock, SystemClock
 from service.simulator import SimConfig, build_simulator_app, make_sim_config
+from service.simulator.app import SERVER_OPTIONS
 from service.simulator.state import SIM, SimState
 
 
@@ -144,7 +145,7 @@ async def make_simulator() -> AsyncIterator[SimFactory]:
         the_clock = clock or SystemClock()
         app = build_simulator_app(config, the_clock)
         server = TestServer(app, host="127.0.0.1", port=0)
-        await server.start_server()
+        await server.start_server(**SERVER_OPTIONS)
         handle = SimHandle(
             root=f"http://127.0.0.1:{server.port}",
             config=config,

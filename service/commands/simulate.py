@@ -20,6 +20,7 @@ from aiohttp import web
 from service.adapters.logs import configure_logging
 from service.settings import LOG_LEVELS
 from service.simulator import SimConfig, build_simulator_app, make_sim_config
+from service.simulator.app import SERVER_OPTIONS
 from service.simulator.config import PROFILES, WEBHOOK_SCHEMES
 
 EXIT_USAGE = 2
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 async def serve(config: SimConfig, host: str, port: int) -> None:
     """Run the simulator app on host:port until a stop signal arrives."""
-    runner = web.AppRunner(build_simulator_app(config), handle_signals=False)
+    runner = web.AppRunner(build_simulator_app(config), handle_signals=False, **SERVER_OPTIONS)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

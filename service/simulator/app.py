@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -22,6 +23,10 @@ from service.simulator.middleware import errors_middleware, trace_id_on_prepare,
 from service.simulator.state import SIM, SimState
 
 log = logging.getLogger(__name__)
+# Options for the runner or test server of the simulator. No automatic decompression: the errors
+# middleware refuses every Content-Encoding with a 415 envelope, and aiohttp's parser would otherwise
+# answer an encoding it cannot decode (br, zstd) itself, in plain text and without an X-Trace-Id.
+SERVER_OPTIONS: Final[Mapping[str, Any]] = {"auto_decompress": False}
 
 
 def build_simulator_app(config: SimConfig, clock: Clock | None = None) -> web.Application:

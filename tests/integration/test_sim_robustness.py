@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from tests.conftest import SimHandle
 
 ENDPOINTS = [
@@ -52,11 +54,13 @@ async def test_no_input_produces_a_server_error(simulator: SimHandle) -> None:
     assert failures == []
 
 
-async def test_compressed_bodies_are_415_envelopes(simulator: SimHandle) -> None:
-    """A Content-Encoding other than identity is refused unread with 415 and the envelope, not a 500."""
-    headers = {**simulator.auth_headers(), "Content-Type": "application/json", "Content-Encoding": "gzip"}
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "zstd", "x-unknown"])
+async def test_compressed_bodies_are_415_envelopes(simulator: SimHandle, encoding: str) -> None:
+    """Any Content-Encoding but identity is refused unread: 415, the envelope and a trace id, not a 500."""
+    headers = {**simulator.auth_headers(), "Content-Type": "application/json", "Content-Encoding": encoding}
     async with simulator.session.post(
-        simulator.api_url + "/flows/search", data=b"not gzip", headers=headers
+        simulator.api_url + "/flows/search", data=b"not compressed", headers=headers
     ) as r:
         body = await r.json()
     assert (r.status, body["error"]["code"]) == (415, 415)
+    assert r.headers["X-Trace-Id"]
