@@ -129,5 +129,5 @@ def build_app(
     app.on_shutdown.append(on_shutdown)
     add_ops_routes(app)
     # The router is frozen before startup, but the receiver exists only once the store is open.
-    app.router.add_post(WEBHOOK_PATH, webhook)
+    app.router.add_route("*", WEBHOOK_PATH, webhook)  # the receiver answers other methods with a JSON 405
     return app

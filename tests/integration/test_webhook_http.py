@@ -9,8 +9,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from service.adapters.webhook_http import MAX_BODY, WEBHOOK_PATH, verifier_from_settings
+from service.app import build_app
 from service.errors import ConfigError
 from service.settings import load_settings
 from tests.integration.webhook_helpers import (
@@ -282,3 +284,19 @@ def test_an_unusable_whsec_secret_is_a_configuration_error() -> None:
     with pytest.raises(ConfigError) as info:
         verifier_from_settings(load_settings(env))
     assert (info.value.variable, "!!not-base64" in str(info.value)) == ("WISEFLOW_WEBHOOK_SECRET", False)
+
+
+async def test_the_service_app_answers_a_wrong_method_with_json(tmp_path: Path) -> None:
+    """Through build_app, GET on the webhook path is a JSON 405 (Allow: POST), not aiohttp's text page."""
+    env = {
+        "WISEFLOW_API_KEY": "k",
+        "WISEFLOW_WEBHOOK_SECRET": "s",
+        "SYNC_DATABASE": str(tmp_path / "a.sqlite3"),
+    }
+    async with TestClient(TestServer(build_app(load_settings(env), start=False), host="127.0.0.1")) as client:
+        response = await client.get(WEBHOOK_PATH)
+        assert (response.status, response.headers["Allow"], await response.json()) == (
+            405,
+            "POST",
+            {"error": "method_not_allowed"},
+        )
