@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from service.adapters.store import Store, mirror
 from service.adapters.store.inbox import Inbox
+from service.app import SERVICE, build_app
 from service.core.clock import ManualClock
 from service.core.records import Flow
 from service.core.webhook_events import WebhookEvent
 from service.errors import CircuitOpen
+from service.settings import load_settings
 from service.sync.catchup import HEARTBEAT, CatchUp
 from tests.integration.test_webhook_worker import FakeRefresher
 
@@ -111,3 +115,23 @@ async def test_an_interrupted_catch_up_is_retried(store: Store) -> None:
     clock.advance(60)
     await catchup.check()
     assert refresher.calls == EVERY_REFRESH
+
+
+async def test_the_running_service_starts_the_catch_up(tmp_path: Path) -> None:
+    """build_app with its loops: the catch-up loop runs (a task) and writes its first heartbeat at startup."""
+    database = tmp_path / "app.sqlite3"
+    env = {
+        # Nothing listens there: the poll loop just fails and waits, which this test does not look at.
+        "WISEFLOW_API_URL": "http://127.0.0.1:9/v1",
+        "WISEFLOW_API_KEY": "k",
+        "WISEFLOW_WEBHOOK_SECRET": "s",
+        "SYNC_DATABASE": str(database),
+    }
+    async with TestClient(TestServer(build_app(load_settings(env)), host="127.0.0.1")) as client:
+        service = client.server.app[SERVICE]
+        assert "wiseflow-sync:catchup" in {task.get_name() for task in service.tasks}
+        for _ in range(100):  # the loop's first step is start(): wait for its heartbeat (at most ~1 s)
+            if await service.inbox.get_marker(HEARTBEAT) is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert await service.inbox.get_marker(HEARTBEAT) is not None
