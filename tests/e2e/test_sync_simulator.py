@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import time
 from collections.abc import AsyncIterator
@@ -183,13 +182,15 @@ async def test_a_maintenance_window_mid_run_ends_it_cleanly_and_the_next_run_fin
 ) -> None:
     """Maintenance after a few flows: the run is interrupted, and the next run completes the mirror."""
     settings = settings_for(world, tmp_path / "m.sqlite3", SYNC_RETRY_AFTER_MAX="0.5", SYNC_CONCURRENCY="2")
-    started: list[asyncio.Task[Any]] = []
+    started: list[bool] = []
 
     def on_progress(progress: Any) -> None:
+        # Applied in place (the simulator runs in this process), so the window opens before the next request:
+        # an HTTP call scheduled from here could land after the run had already finished every flow.
         if progress.phase == "flows" and progress.done == 5 and not started:
-            started.append(
-                asyncio.ensure_future(world.scenario({"maintenance": {"seconds": 30, "retry_after": 30}}))
-            )
+            maintenance = {"maintenance": {"seconds": 30, "retry_after": 30}}
+            world.state.scenario.apply(maintenance, world.clock.monotonic(), world.config)
+            started.append(True)
 
     async with open_engine(settings, ShiftedClock(), on_progress) as engine:
         first = await engine.poller.run_once()
