@@ -22,10 +22,11 @@ from service.adapters.sink import HttpSink
 from service.adapters.store import Store
 from service.adapters.store.inbox import Inbox
 from service.adapters.store.journal import JournalWriter
-from service.adapters.webhook_http import WebhookReceiver
+from service.adapters.webhook_http import WebhookReceiver, verifier_from_settings
 from service.adapters.wiseflow.client import WiseflowClient
 from service.core import planner
 from service.core.clock import Clock, SystemClock
+from service.core.signatures import WebhookVerifier
 from service.core.webhook_figures import WebhookFigures
 from service.settings import Settings
 from service.sync.catchup import CatchUp
@@ -99,10 +100,29 @@ async def open_service(
 
     The one wiring of the process: `run`, `sync --once` and `demo` all get their objects here.
     """
+    # Everything a setting can break is checked before anything is opened: a bad value is one line, not a
+    # half-open process holding a database.
     settings.require_api_credentials()
+    verifier = verifier_from_settings(settings)
     clock = clock or SystemClock()
-    rng = random.Random()  # noqa: S311 - jitter, not cryptography
     store = await Store.open(settings.database)
+    try:
+        return _wire(settings, clock, store, verifier, tracer_provider, on_progress)
+    except BaseException:
+        await store.close()
+        raise
+
+
+def _wire(
+    settings: Settings,
+    clock: Clock,
+    store: Store,
+    verifier: WebhookVerifier,
+    tracer_provider: trace.TracerProvider | None,
+    on_progress: Callable[[Progress], None] | None,
+) -> Service:
+    """Build every component around an open store (no I/O: the HTTP session connects lazily)."""
+    rng = random.Random()  # noqa: S311 - jitter, not cryptography
     session = aiohttp.ClientSession()
     journal = JournalWriter(store)
     tracer = trace.get_tracer("service.adapters.wiseflow", __version__, tracer_provider=tracer_provider)
@@ -132,9 +152,9 @@ async def open_service(
         figures,
         rng,
     )
-    receiver = WebhookReceiver.from_settings(settings, inbox, clock, figures, on_stored=worker.wake)
+    receiver = WebhookReceiver(verifier, inbox, clock, figures, on_stored=worker.wake)
     catchup = CatchUp(store, inbox, refresher, clock)
-    service = Service(
+    return Service(
         settings=settings,
         clock=clock,
         store=store,
@@ -149,7 +169,6 @@ async def open_service(
         figures=figures,
         deliverer=deliverer,
     )
-    return service
 
 
 async def close_service(service: Service) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -31,6 +32,11 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings.require_api_credentials()
     configure_logging(settings.log_level)
     tracing = setup_tracing(settings, env=env)
+    if not settings.webhook_secrets:
+        logging.getLogger("service.run").warning(
+            "WISEFLOW_WEBHOOK_SECRET is not set: every webhook will be refused (401); polling still runs",
+            extra={"event": "config.no_webhook_secret"},
+        )
     app = build_app(settings)
 
     async def flush_spans(_: web.Application) -> None:
@@ -45,5 +51,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print=None,
         access_log=None,
         handle_signals=True,
+        # Webhook signatures cover the raw bytes: never inflate a body before the receiver sees it (it refuses
+        # encoded bodies with 415), and never let aiohttp answer an unknown encoding with a traceback.
+        auto_decompress=False,
     )
     return 0

@@ -112,3 +112,54 @@ async def test_missing_credentials_stop_startup_with_one_line(tmp_path: Path) ->
     assert proc.returncode == 2
     assert "WISEFLOW_CLIENT_ID" in stderr.decode()
     assert stderr.decode().strip().count("\n") == 0
+
+
+async def test_an_unusable_webhook_secret_stops_startup_with_one_line(
+    make_simulator: SimFactory, tmp_path: Path
+) -> None:
+    """A whsec_ secret that is not base64 (standard scheme): exit 2 naming the variable, no hang, no value."""
+    sim = await make_simulator()
+    env = service_env(
+        sim,
+        tmp_path / "bad.sqlite3",
+        WISEFLOW_WEBHOOK_SCHEME="standard",
+        WISEFLOW_WEBHOOK_SECRET="whsec_not*base64!",
+        SYNC_HTTP_PORT=str(free_port()),
+    )
+    proc = await start_service(env)
+    try:
+        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    lines = [line for line in stderr.decode().splitlines() if "WISEFLOW_WEBHOOK_SECRET" in line]
+    assert proc.returncode == 2
+    assert len(lines) == 1
+    assert "not*base64" not in stderr.decode()
+
+
+async def test_a_compressed_webhook_is_refused_cleanly(make_simulator: SimFactory, tmp_path: Path) -> None:
+    """A br or gzip body reaches the receiver undecoded and is answered 415 in JSON, never a text 400."""
+    sim = await make_simulator()
+    port = free_port()
+    env = service_env(sim, tmp_path / "enc.sqlite3", SYNC_HTTP_PORT=str(port), SYNC_HTTP_HOST="127.0.0.1")
+    proc = await start_service(env)
+    try:
+        await wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
+        async with aiohttp.ClientSession() as session:
+            for encoding in ("br", "gzip", "zstd"):
+                async with session.post(
+                    f"http://127.0.0.1:{port}/webhooks/wiseflow",
+                    data=b"\x1f\x8b garbage",
+                    headers={"Content-Encoding": encoding, "Content-Type": "application/json"},
+                ) as response:
+                    assert response.status == 415, encoding
+                    assert response.content_type == "application/json"
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert '"level":"ERROR"' not in stderr.decode()
