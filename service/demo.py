@@ -57,7 +57,7 @@ class DemoReport:
 
 
 async def _start(app: web.Application, host: str = "127.0.0.1") -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, auto_decompress=False)
     await runner.setup()
     site = web.TCPSite(runner, host, 0)
     await site.start()
