@@ -7,6 +7,7 @@ with, and every figure is measured from its own database, so the document cannot
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,7 @@ class Figures:
     runs: int = 0
     runs_ok: int = 0
     last_full_calls: int | None = None
+    latest_calls: int | None = None
     median_calls: float | None = None
     requests: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
@@ -61,9 +63,8 @@ async def gather_figures(db: aiosqlite.Connection) -> Figures:
     async with db.execute("SELECT api_calls FROM sync_runs WHERE outcome = 'ok' ORDER BY run_id") as cursor:
         calls = [int(row[0]) for row in await cursor.fetchall()]
     if calls:
-        f.last_full_calls = calls[0]
-        ordered = sorted(calls)
-        f.median_calls = float(ordered[len(ordered) // 2])
+        f.last_full_calls, f.latest_calls = calls[0], calls[-1]
+        f.median_calls = float(statistics.median(calls))
     async with db.execute("SELECT COALESCE(status, 0), COUNT(*) FROM request_journal GROUP BY 1") as cursor:
         f.by_status = {int(row[0]): int(row[1]) for row in await cursor.fetchall()}
     f.requests = sum(f.by_status.values())
@@ -119,8 +120,8 @@ def answers(settings: Settings, figures: Figures | None) -> list[dict[str, Any]]
             + "; archived flows never again.",
             "There is no modified-since filter: runs are planned from flow states and dates, participation "
             "events and webhooks. Runs never overlap and resume from their checkpoint after an interruption.",
-            f"API calls per run (measured): first full run {_or(f.last_full_calls)}, median of "
-            f"{f.runs_ok} successful runs {_or(f.median_calls)}."
+            f"API calls per run (measured): first full run {_or(f.last_full_calls)}, latest run "
+            f"{_or(f.latest_calls)}, median of {f.runs_ok} successful runs {_or(f.median_calls)}."
             if measured
             else "API calls per run: not measured yet (no database).",
         ),
