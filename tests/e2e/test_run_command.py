@@ -8,6 +8,8 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -36,6 +38,25 @@ async def start_service(env: dict[str, str]) -> asyncio.subprocess.Process:
     )
 
 
+@asynccontextmanager
+async def service_process(env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`wiseflow-sync run` as a subprocess, killed at the end if the test did not stop it."""
+    proc = await start_service(env)
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def stop(proc: asyncio.subprocess.Process) -> str:
+    """SIGTERM, wait for the exit (30 s at most), return stderr."""
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
+    return stderr.decode()
+
+
 async def wait_ready(url: str, proc: asyncio.subprocess.Process, within: float = 20.0) -> None:
     """Poll /readyz of a real process until it answers 200."""
     deadline = time.monotonic() + within
@@ -57,25 +78,19 @@ async def test_run_serves_and_stops_gracefully_on_sigterm(make_simulator: SimFac
     sim = await make_simulator()
     port = free_port()
     env = service_env(sim, tmp_path / "run.sqlite3", SYNC_HTTP_PORT=str(port), SYNC_HTTP_HOST="127.0.0.1")
-    proc = await start_service(env)
-    try:
+    async with service_process(env) as proc:
         await wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
         async with (
             aiohttp.ClientSession() as session,
             session.post(f"http://127.0.0.1:{port}/webhooks/wiseflow", data=b"{}") as response,
         ):
             assert response.status == 401  # unsigned: refused, and the process carries on
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        stderr = await stop(proc)
     assert proc.returncode == 0
-    lines = stderr.decode().splitlines()
+    lines = stderr.splitlines()
     assert any('"event":"service.started"' in line for line in lines)
     assert any('"event":"service.stopped"' in line for line in lines)
-    assert sim.config.client_secret not in stderr.decode()
+    assert sim.config.client_secret not in stderr
 
 
 async def test_a_bad_setting_stops_startup_with_one_line(tmp_path: Path) -> None:
@@ -126,13 +141,8 @@ async def test_an_unusable_webhook_secret_stops_startup_with_one_line(
         WISEFLOW_WEBHOOK_SECRET="whsec_not*base64!",
         SYNC_HTTP_PORT=str(free_port()),
     )
-    proc = await start_service(env)
-    try:
+    async with service_process(env) as proc:
         _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
     lines = [line for line in stderr.decode().splitlines() if "WISEFLOW_WEBHOOK_SECRET" in line]
     assert proc.returncode == 2
     assert len(lines) == 1
@@ -144,8 +154,7 @@ async def test_a_compressed_webhook_is_refused_cleanly(make_simulator: SimFactor
     sim = await make_simulator()
     port = free_port()
     env = service_env(sim, tmp_path / "enc.sqlite3", SYNC_HTTP_PORT=str(port), SYNC_HTTP_HOST="127.0.0.1")
-    proc = await start_service(env)
-    try:
+    async with service_process(env) as proc:
         await wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
         async with aiohttp.ClientSession() as session:
             for encoding in ("br", "gzip", "zstd"):
@@ -156,10 +165,5 @@ async def test_a_compressed_webhook_is_refused_cleanly(make_simulator: SimFactor
                 ) as response:
                     assert response.status == 415, encoding
                     assert response.content_type == "application/json"
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert '"level":"ERROR"' not in stderr.decode()
+        stderr = await stop(proc)
+    assert '"level":"ERROR"' not in stderr
