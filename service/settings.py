@@ -96,6 +96,23 @@ class Settings:
             )
 
 
+def startup_warnings(settings: Settings) -> list[str]:
+    """Settings that are valid but probably not what production wants, one sentence each (no values)."""
+    warnings: list[str] = []
+    if not settings.webhook_secrets:
+        warnings.append(
+            "WISEFLOW_WEBHOOK_SECRET is not set: every webhook will be refused (401); polling still runs"
+        )
+    api = urlsplit(settings.api_url)
+    if api.scheme != "https" and api.hostname not in LOOPBACK_HOSTS:
+        warnings.append("WISEFLOW_API_URL is not https: tokens and grades would cross the network unencrypted")
+    if not settings.uses_oauth and settings.api_key is not None:
+        warnings.append(
+            "WISEFLOW_API_KEY in use: UNIwise recommends OAuth 2.0 client credentials for production"
+        )
+    return warnings
+
+
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Parse every variable from `env`; raise `ConfigError` naming the first bad one."""
     r = _Reader(env)

@@ -12,7 +12,7 @@ from aiohttp import web
 from service.adapters.logs import configure_logging
 from service.adapters.telemetry import setup_tracing
 from service.app import build_app
-from service.settings import load_settings
+from service.settings import load_settings, startup_warnings
 
 # Kubernetes' 30 s grace period also covers the pod's 5 s preStop pause: 15 s to drain requests, 5 s to
 # flush spans, and the rest for the loops and the database to close.
@@ -32,11 +32,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings.require_api_credentials()
     configure_logging(settings.log_level)
     tracing = setup_tracing(settings, env=env)
-    if not settings.webhook_secrets:
-        logging.getLogger("service.run").warning(
-            "WISEFLOW_WEBHOOK_SECRET is not set: every webhook will be refused (401); polling still runs",
-            extra={"event": "config.no_webhook_secret"},
-        )
+    for warning in startup_warnings(settings):
+        logging.getLogger("service.run").warning(warning, extra={"event": "config.warning"})
     app = build_app(settings)
 
     async def flush_spans(_: web.Application) -> None:

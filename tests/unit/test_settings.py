@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from service.errors import ConfigError
-from service.settings import PRODUCTION_API_URL, Secret, load_settings
+from service.settings import PRODUCTION_API_URL, Secret, load_settings, startup_warnings
 
 
 def test_defaults_from_an_empty_environment() -> None:
@@ -95,3 +95,20 @@ def test_credentials_are_required_only_when_asked() -> None:
         load_settings({}).require_api_credentials()
     assert info.value.variable == "WISEFLOW_CLIENT_ID"
     load_settings({"WISEFLOW_API_KEY": "k"}).require_api_credentials()
+
+
+def test_startup_warnings_name_risky_but_valid_settings() -> None:
+    """No webhook secret, plain http off loopback, a static API key: one warning each; none when safe."""
+    risky = load_settings({"WISEFLOW_API_URL": "http://wiseflow.example.org/v1", "WISEFLOW_API_KEY": "k"})
+    warnings = startup_warnings(risky)
+    assert [w.split(" ", 1)[0] for w in warnings] == [
+        "WISEFLOW_WEBHOOK_SECRET",
+        "WISEFLOW_API_URL",
+        "WISEFLOW_API_KEY",
+    ]
+    safe = load_settings(
+        {"WISEFLOW_CLIENT_ID": "i", "WISEFLOW_CLIENT_SECRET": "s", "WISEFLOW_WEBHOOK_SECRET": "w"}
+    )
+    assert startup_warnings(safe) == []
+    loopback = load_settings({"WISEFLOW_API_URL": "http://127.0.0.1:8081/v1", "WISEFLOW_WEBHOOK_SECRET": "w"})
+    assert startup_warnings(loopback) == []
