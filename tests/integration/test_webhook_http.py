@@ -174,6 +174,25 @@ async def test_database_failure_is_503_so_wiseflow_redelivers(harness: Harness) 
     assert await harness.rows() == []
 
 
+async def test_a_failed_group_commit_rolls_back_and_the_next_one_commits(harness: Harness) -> None:
+    """A batch that fails mid-transaction stores nothing of itself (503) and leaves the store usable."""
+    await harness.store.db.execute(
+        "CREATE TEMP TRIGGER refuse_13 BEFORE INSERT ON inbox_deliveries WHEN NEW.sequence = 13 "
+        "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    )
+    refused, stored = event_body(sequence=13), event_body(sequence=14)
+    first = await harness.client.post(WEBHOOK_PATH, data=refused, headers=signed(refused))
+    second = await harness.client.post(WEBHOOK_PATH, data=stored, headers=signed(stored))
+    assert [(first.status, await first.json()), (second.status, await second.json())] == [
+        (503, {"error": "unavailable"}),
+        (200, {"status": "accepted"}),
+    ]
+    assert (await harness.rows(), await harness.deliveries()) == (
+        [(14, "FINAL_GRADE", "pending")],
+        ["delivery-14"],
+    )
+
+
 async def test_answers_never_echo_the_secret_or_signature(harness: Harness) -> None:
     """No answer carries the secret or the signature it was sent."""
     body = event_body()

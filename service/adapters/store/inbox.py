@@ -56,49 +56,53 @@ _COLUMNS: Final = (
     "sequence, event, flow_id, participant_id, event_timestamp, received_at, status, attempts, "
     "next_attempt_at, last_error, processed_at"
 )
-# `WHERE true`: SQLite needs it to parse an upsert whose rows come from a SELECT.
-_INSERT_EVENTS: Final = """
-INSERT INTO inbox (sequence, event, flow_id, participant_id, event_timestamp, body, received_at, status)
-SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-       json_extract(value, '$[3]'), json_extract(value, '$[4]'), CAST(json_extract(value, '$[5]') AS BLOB),
-       json_extract(value, '$[6]'), json_extract(value, '$[7]')
-FROM json_each(?) WHERE true
-ON CONFLICT(sequence) DO NOTHING
-RETURNING sequence
-"""
-_INSERT_DELIVERIES: Final = """
-INSERT INTO inbox_deliveries (delivery_id, sequence, received_at)
-SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
-FROM json_each(?) WHERE true
-ON CONFLICT(delivery_id) DO NOTHING
-"""
+# The sequences of a batch already stored before it: one statement (and one cached plan) whatever the
+# batch's size, the sequences travelling as one JSON array.
+_EXISTING: Final = "SELECT sequence FROM inbox WHERE sequence IN (SELECT value FROM json_each(?))"
+_INSERT_EVENT: Final = (
+    "INSERT INTO inbox (sequence, event, flow_id, participant_id, event_timestamp, body, received_at, status) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(sequence) DO NOTHING"
+)
+_INSERT_DELIVERY: Final = (
+    "INSERT INTO inbox_deliveries (delivery_id, sequence, received_at) VALUES (?, ?, ?) "
+    "ON CONFLICT(delivery_id) DO NOTHING"
+)
 _Pending = tuple[WebhookEvent, bytes, str, float, "asyncio.Future[Recorded]"]
-_OnThread = Callable[..., list[int]]
+_EventRow = tuple[int, str, int | None, int | None, int, bytes, float, str]
+_DeliveryRow = tuple[str, int, float]
+# How `_on_writer_thread` sees aiosqlite's (untyped) queueing call.
+_Run = Callable[..., Awaitable[list[int]]]
 
 
 def _row(row: aiosqlite.Row) -> InboxRow:
     return InboxRow(*tuple(row))
 
 
-def _commit_batch(conn: sqlite3.Connection, events: str, deliveries: str) -> list[int]:
-    """One group commit, run on the connection's thread: the sequences that were new.
+def _commit_batch(
+    conn: sqlite3.Connection, sequences: str, events: list[_EventRow], deliveries: list[_DeliveryRow]
+) -> list[int]:
+    """One group commit, run on the connection's thread; returns the sequences that were already stored.
 
     The same `BEGIN IMMEDIATE ... COMMIT` as `Store.transaction()` (and so the same durability: WAL,
     synchronous=FULL), rolled back here on any failure so the connection is never left inside it.
+    `executemany` binds the rows straight from tuples (measured: about a third less of this thread's CPU
+    than shipping them as JSON through `json_each`/`json_extract`); it cannot say which rows were new, so
+    the sequences already there are read first, inside the same transaction.
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
-        inserted = conn.execute(_INSERT_EVENTS, (events,)).fetchall()
-        conn.execute(_INSERT_DELIVERIES, (deliveries,))
+        existing = conn.execute(_EXISTING, (sequences,)).fetchall()
+        conn.executemany(_INSERT_EVENT, events)
+        conn.executemany(_INSERT_DELIVERY, deliveries)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:  # a failed COMMIT (e.g. disk full) can leave it open
             conn.execute("ROLLBACK")
         raise
-    return [int(row[0]) for row in inserted]
+    return [int(row[0]) for row in existing]
 
 
-async def _on_writer_thread(store: Store, fn: _OnThread, *args: str) -> list[int]:
+async def _on_writer_thread(store: Store, fn: Callable[..., list[int]], *args: object) -> list[int]:
     """Run `fn(connection, *args)` on the store's one writer connection, as one whole transaction.
 
     The store's lock is held meanwhile, exactly as `Store.transaction()` holds it, so no other task's
@@ -108,7 +112,7 @@ async def _on_writer_thread(store: Store, fn: _OnThread, *args: str) -> list[int
     rolls back there), and the thread runs calls in order, so a transaction queued after it starts after it.
     """
     db = store.db
-    run = cast(Callable[..., Awaitable[list[int]]], db._execute)  # private: see the docstring
+    run = cast(_Run, db._execute)  # private: see the docstring
     async with store._lock:  # the store's transaction lock, shared on purpose
         return await run(fn, db._conn, *args)
 
@@ -145,26 +149,23 @@ class Inbox:
                     future.set_result(result)
 
     async def _write(self, batch: Sequence[_Pending]) -> list[Recorded]:
-        """The batch in one transaction of two statements, whatever its size, in one hop to the connection.
+        """The batch in one transaction, whatever its size, in one hop to the connection's thread.
 
         Each aiosqlite call is a hop to its thread and back (a wake-up of each side, and the GIL handed over
-        twice), and those hops, not the fsync (~0.2 ms here), bound the throughput: so the rows travel as
-        one JSON array (`json_each`), `RETURNING` says which were new, and BEGIN, both INSERTs and COMMIT
-        run as one function on the connection's own thread (`_commit_batch`): one hop per batch, not four.
-        Bodies are valid UTF-8 (the parser checked), so they cross as text and are stored back as bytes.
+        twice), and those hops, not the fsync (~0.2 ms here), bound the throughput: so BEGIN, the statements
+        and COMMIT run as one function on the connection's own thread (`_commit_batch`), one hop per batch.
         """
-        events = orjson.dumps(
-            [
-                [e.sequence, e.event, e.flow_id, e.participant_id, e.timestamp, body.decode(), now, status]
-                for e, body, status, now, _ in batch
-            ]
-        ).decode()
-        deliveries = orjson.dumps([[e.delivery_id, e.sequence, now] for e, _, _, now, _ in batch]).decode()
-        new = set(await _on_writer_thread(self._store, _commit_batch, events, deliveries))
+        sequences = orjson.dumps([e.sequence for e, *_ in batch]).decode()
+        events = [
+            (e.sequence, e.event, e.flow_id, e.participant_id, e.timestamp, body, now, status)
+            for e, body, status, now, _ in batch
+        ]
+        deliveries = [(e.delivery_id, e.sequence, now) for e, _, _, now, _ in batch]
+        seen = set(await _on_writer_thread(self._store, _commit_batch, sequences, events, deliveries))
         results: list[Recorded] = []
         for event, *_ in batch:
-            results.append(Recorded.NEW if event.sequence in new else Recorded.DUPLICATE)
-            new.discard(event.sequence)  # a second copy inside the same batch is a duplicate
+            results.append(Recorded.DUPLICATE if event.sequence in seen else Recorded.NEW)
+            seen.add(event.sequence)  # a second copy inside the same batch is a duplicate
         return results
 
     async def pending(self, limit: int = 500) -> list[InboxRow]:
