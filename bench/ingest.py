@@ -7,7 +7,7 @@ Starts servers one after the other, each in its own process on loopback:
 - ``raw``: an aiohttp handler that only reads the body and answers 200;
 - ``inbox``: the service's `WebhookReceiver` (default scheme, HMAC-SHA256 verified in constant time,
   strict parsing, replay window) committing every event to SQLite (WAL, synchronous=FULL, group commit)
-  before its 200: the service as shipped;
+  before its 200: the service as shipped (JSON logs at INFO, written to /dev/null);
 - ``normal``: the same with `PRAGMA synchronous=NORMAL`, for comparison only: a commit then survives a
   kill -9 but not a power loss, and the difference is the fsync per group commit.
 
