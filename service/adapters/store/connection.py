@@ -14,14 +14,17 @@ import contextlib
 import fcntl
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeVar, cast
 
 import aiosqlite
 
 from service.adapters.store.migrations import LATEST_VERSION, MIGRATIONS
 from service.errors import ServiceError
+
+T = TypeVar("T")
 
 # 5 s: long enough to wait out another process's checkpoint, short enough for a readiness probe.
 BUSY_TIMEOUT_MS = 5000
@@ -123,6 +126,20 @@ class Store:
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the lock
+
+    async def run_on_writer(self, fn: Callable[..., T], *args: object) -> T:
+        """Run `fn(sqlite3_connection, *args)` on the writer connection's own thread, as one whole call.
+
+        For hot paths that would otherwise hop to aiosqlite's thread once per statement: `fn` runs BEGIN,
+        its statements and COMMIT (or ROLLBACK) itself, in one queued call. The transaction lock is held as
+        `transaction()` holds it, so no other task's transaction is open on the connection meanwhile.
+        aiosqlite has no public call for this; `_execute` is what its own methods use, kept here so the rest
+        of the code never touches aiosqlite's internals. A cancelled caller leaves `fn` to finish on the
+        thread (it commits or rolls back there), and the thread runs calls in order.
+        """
+        run = cast(Callable[..., Awaitable[T]], self.db._execute)  # private aiosqlite API: see the docstring
+        async with self._lock:
+            return await run(fn, self.db._conn, *args)  # private aiosqlite API: see the docstring
 
     async def ping(self) -> None:
         """Raise `StoreError` unless the database is writable and fully migrated (readiness)."""

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, cast
+from typing import Final
 
 import aiosqlite
 import orjson
@@ -70,10 +70,9 @@ _INSERT_DELIVERY: Final = (
 _Pending = tuple[WebhookEvent, bytes, str, float, "asyncio.Future[Recorded]"]
 _EventRow = tuple[int, str, int | None, int | None, int, bytes, float, str]
 _DeliveryRow = tuple[str, int, float]
+
+
 # How `_on_writer_thread` sees aiosqlite's (untyped) queueing call.
-_Run = Callable[..., Awaitable[list[int]]]
-
-
 def _row(row: aiosqlite.Row) -> InboxRow:
     return InboxRow(*tuple(row))
 
@@ -100,21 +99,6 @@ def _commit_batch(
             conn.execute("ROLLBACK")
         raise
     return [int(row[0]) for row in existing]
-
-
-async def _on_writer_thread(store: Store, fn: Callable[..., list[int]], *args: object) -> list[int]:
-    """Run `fn(connection, *args)` on the store's one writer connection, as one whole transaction.
-
-    The store's lock is held meanwhile, exactly as `Store.transaction()` holds it, so no other task's
-    transaction is open on the connection when `fn` begins its own. aiosqlite has no public call for
-    "run this on the connection's thread" (`_execute` is what its own methods use): one queued function
-    instead of one hop per statement. A cancelled caller leaves `fn` to finish on the thread (it commits or
-    rolls back there), and the thread runs calls in order, so a transaction queued after it starts after it.
-    """
-    db = store.db
-    run = cast(_Run, db._execute)  # private: see the docstring
-    async with store._lock:  # the store's transaction lock, shared on purpose
-        return await run(fn, db._conn, *args)
 
 
 class Inbox:
@@ -165,7 +149,7 @@ class Inbox:
             for e, body, status, now, _ in batch
         ]
         deliveries = [(e.delivery_id, e.sequence, now) for e, _, _, now, _ in batch]
-        seen = set(await _on_writer_thread(self._store, _commit_batch, sequences, events, deliveries))
+        seen = set(await self._store.run_on_writer(_commit_batch, sequences, events, deliveries))
         results: list[Recorded] = []
         for event, *_ in batch:
             results.append(Recorded.DUPLICATE if event.sequence in seen else Recorded.NEW)
