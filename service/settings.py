@@ -110,6 +110,8 @@ def startup_warnings(settings: Settings) -> list[str]:
         warnings.append(
             "WISEFLOW_API_KEY in use: UNIwise recommends OAuth 2.0 client credentials for production"
         )
+    if settings.sink_url is None:
+        warnings.append("SYNC_SINK_URL is not set: grades are mirrored and exportable but delivered nowhere")
     return warnings
 
 

@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 from service.adapters.logs import configure_logging
@@ -107,7 +107,8 @@ def _bar(progress: Progress, width: int = 30) -> str:
 class Totals:
     """What the whole command did, across resumed runs."""
 
-    api_calls: int = 0
+    api_calls: int = 0  # the runs' own count: what the plan's formula predicts
+    requests: int = 0
     records: int = 0
     changes: int = 0
     delivered: int = 0
@@ -139,6 +140,9 @@ async def sync_once(
     full: bool = False,
 ) -> int:
     """The command's work, callable in-process (tests): returns the exit code."""
+    # A pause WISEflow asks for is waited out inside an API call only up to SYNC_MAX_WAIT: a longer one comes
+    # back as the run's outcome, where the command's own budget of SYNC_MAX_WAIT decides.
+    settings = replace(settings, retry_after_max=min(settings.retry_after_max, settings.max_wait))
     clock = clock or SystemClock()
     report = ProgressReport(err)
     started = time.monotonic()
@@ -147,13 +151,20 @@ async def sync_once(
         code = await _sync(engine.poller, settings, report, totals, sleep, full)
         if code == 0 and engine.deliverer is not None:
             code = await _deliver(engine.deliverer, settings, report, totals, sleep, clock)
-        totals.api_calls = engine.client.calls  # every request that left: token requests and retries included
+        totals.requests = engine.client.calls  # every request that left: token requests and retries included
     if code == 0:
         report.line(
-            f"wiseflow-sync sync: ok: {totals.api_calls} API calls, {totals.records} records, "
-            f"{totals.changes} changes, {totals.delivered} grades delivered, {time.monotonic() - started:.1f} s"
+            f"wiseflow-sync sync: ok: {totals.api_calls} API calls ({totals.requests} requests with token"
+            f" and retries), {totals.records} records, {totals.changes} changes,"
+            f" {_delivered(settings, totals)}, {time.monotonic() - started:.1f} s"
         )
     return code
+
+
+def _delivered(settings: Settings, totals: Totals) -> str:
+    if settings.sink_url is None:
+        return "no grades delivered (SYNC_SINK_URL is not set; `export grades` prints them)"
+    return f"{totals.delivered} grades delivered"
 
 
 async def _sync(
@@ -164,6 +175,7 @@ async def _sync(
         # A resumed run does not mark again: the flows a full run has not reached yet are still marked.
         summary = await poller.run_once(full=full)
         full = False
+        totals.api_calls += summary.api_calls
         totals.records += summary.records
         totals.changes += summary.changes
         if summary.outcome == "ok":

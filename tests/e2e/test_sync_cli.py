@@ -51,6 +51,19 @@ async def test_a_long_maintenance_ends_the_command_with_one_clear_line(
     assert "resumes from its checkpoint" in last
 
 
+async def test_a_retry_after_longer_than_the_max_wait_is_not_waited_inside_a_call(
+    simulator: SimHandle, tmp_path: Path
+) -> None:
+    """SYNC_MAX_WAIT=2 with the default SYNC_RETRY_AFTER_MAX (60): a 20 s Retry-After on the very first
+    request ends the command (75) instead of being waited out inside the call."""
+    await simulator.scenario({"maintenance": {"seconds": 60, "retry_after": 20}})
+    settings = settings_for(simulator, tmp_path / "first.sqlite3", SYNC_MAX_WAIT="2")
+    err = io.StringIO()
+    assert await sync_once(settings, err) == EXIT_PAUSED
+    assert "SYNC_MAX_WAIT (2 s)" in err.getvalue().splitlines()[-1]
+    assert len(await simulator.journal()) == 1  # the token request met the window; nothing was retried
+
+
 async def test_export_prints_the_mirror_as_jsonl_and_csv(simulator: SimHandle, tmp_path: Path) -> None:
     """After a sync, both formats list every mirrored grade with the five fields."""
     db = tmp_path / "export.sqlite3"
@@ -94,7 +107,7 @@ async def test_without_a_sink_the_outbox_stays_empty_and_grades_export(
     settings = dataclasses.replace(settings_for(simulator, db), sink_url=None)
     err = io.StringIO()
     assert await sync_once(settings, err) == 0
-    assert "0 grades delivered" in err.getvalue().splitlines()[-1]
+    assert "no grades delivered (SYNC_SINK_URL is not set" in err.getvalue().splitlines()[-1]
     store = await Store.open(db)
     try:
         assert await fetch_value(store.db, "SELECT count(*) FROM outbox") == 0

@@ -98,17 +98,29 @@ def test_credentials_are_required_only_when_asked() -> None:
 
 
 def test_startup_warnings_name_risky_but_valid_settings() -> None:
-    """No webhook secret, plain http off loopback, a static API key: one warning each; none when safe."""
+    """No webhook secret, plain http off loopback, a static key, no sink: one warning each; none when safe."""
     risky = load_settings({"WISEFLOW_API_URL": "http://wiseflow.example.org/v1", "WISEFLOW_API_KEY": "k"})
     warnings = startup_warnings(risky)
     assert [w.split(" ", 1)[0] for w in warnings] == [
         "WISEFLOW_WEBHOOK_SECRET",
         "WISEFLOW_API_URL",
         "WISEFLOW_API_KEY",
+        "SYNC_SINK_URL",
     ]
     safe = load_settings(
-        {"WISEFLOW_CLIENT_ID": "i", "WISEFLOW_CLIENT_SECRET": "s", "WISEFLOW_WEBHOOK_SECRET": "w"}
+        {
+            "WISEFLOW_CLIENT_ID": "i",
+            "WISEFLOW_CLIENT_SECRET": "s",
+            "WISEFLOW_WEBHOOK_SECRET": "w",
+            "SYNC_SINK_URL": "https://sis.example.org/grades",
+        }
     )
     assert startup_warnings(safe) == []
-    loopback = load_settings({"WISEFLOW_API_URL": "http://127.0.0.1:8081/v1", "WISEFLOW_WEBHOOK_SECRET": "w"})
+    loopback = load_settings(
+        {
+            "WISEFLOW_API_URL": "http://127.0.0.1:8081/v1",
+            "WISEFLOW_WEBHOOK_SECRET": "w",
+            "SYNC_SINK_URL": "http://127.0.0.1:9/sis",
+        }
+    )
     assert startup_warnings(loopback) == []
