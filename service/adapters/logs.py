@@ -75,5 +75,7 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # aiohttp's access log repeats what our own request logs already say, with the query string.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # aiohttp's access log repeats what our own request logs already say, with the query string; aiosqlite
+    # logs every statement with its parameters at DEBUG, and those are grades and participant ids.
+    for noisy in ("aiohttp.access", "aiosqlite"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

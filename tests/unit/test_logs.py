@@ -60,3 +60,13 @@ def test_stderr_is_looked_up_when_a_record_is_written(
     monkeypatch.setattr(sys, "stderr", second)
     logging.getLogger("t").info("two")
     assert json.loads(second.getvalue())["message"] == "two"
+
+
+def test_debug_level_never_logs_sql_parameters(restore_root: None) -> None:
+    """LOG_LEVEL=DEBUG keeps aiosqlite's statement log (grades, participant ids) out of the output."""
+    out = io.StringIO()
+    configure_logging("DEBUG", out)
+    logging.getLogger("aiosqlite").debug("executing INSERT INTO assessments VALUES (%s)", "101000019, '12'")
+    logging.getLogger("service.sync").debug("a line of ours")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [entry["logger"] for entry in lines] == ["service.sync"]
