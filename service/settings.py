@@ -19,6 +19,15 @@ PRODUCTION_API_URL: Final = "https://europe-api.wiseflow.net/v1"
 STAGING_API_URL: Final = "https://europe-stage-api.wiseflow.net/v1"
 WEBHOOK_SCHEMES: Final = ("wiseflow", "standard")
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# The standard OTEL_TRACES_SAMPLER values (OpenTelemetry SDK environment specification).
+SAMPLER_NAMES: Final = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
 LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 # WISEflow's documented ceilings per credential set; our budgets must stay at or under them.
 WISEFLOW_MAX_PER_SECOND: Final = 200
@@ -79,6 +88,7 @@ class Settings:
     otel_service_name: str = "wiseflow-sync"
     otel_endpoint: str | None = None
     otel_sampler: str = "parentbased_always_on"
+    otel_sampler_arg: float | None = None
     public_webhook_url: str | None = None
     webhook_events: tuple[str, ...] = WEBHOOK_EVENTS
 
@@ -101,15 +111,13 @@ def startup_warnings(settings: Settings) -> list[str]:
     warnings: list[str] = []
     if not settings.webhook_secrets:
         warnings.append(
-            "WISEFLOW_WEBHOOK_SECRET is not set: every webhook will be refused (401); polling still runs"
+            "WISEFLOW_WEBHOOK_SECRET is not set: every webhook is refused (401); polling still runs"
         )
     api = urlsplit(settings.api_url)
     if api.scheme != "https" and api.hostname not in LOOPBACK_HOSTS:
         warnings.append("WISEFLOW_API_URL is not https: tokens and grades would cross the network unencrypted")
     if not settings.uses_oauth and settings.api_key is not None:
-        warnings.append(
-            "WISEFLOW_API_KEY in use: UNIwise recommends OAuth 2.0 client credentials for production"
-        )
+        warnings.append("WISEFLOW_API_KEY in use: UNIwise recommends OAuth 2.0 client credentials instead")
     if settings.sink_url is None:
         warnings.append("SYNC_SINK_URL is not set: grades are mirrored and exportable but delivered nowhere")
     return warnings
@@ -157,7 +165,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         log_level=r.choice("LOG_LEVEL", LOG_LEVELS, "INFO", upper=True),
         otel_service_name=r.text("OTEL_SERVICE_NAME") or "wiseflow-sync",
         otel_endpoint=r.optional_url("OTEL_EXPORTER_OTLP_ENDPOINT"),
-        otel_sampler=r.text("OTEL_TRACES_SAMPLER") or "parentbased_always_on",
+        otel_sampler=r.choice("OTEL_TRACES_SAMPLER", SAMPLER_NAMES, "parentbased_always_on"),
+        otel_sampler_arg=r.number("OTEL_TRACES_SAMPLER_ARG", float, None, low=0, high=1),
         public_webhook_url=parse_webhook_url("SYNC_PUBLIC_WEBHOOK_URL", r.text("SYNC_PUBLIC_WEBHOOK_URL")),
         webhook_events=parse_webhook_events("SYNC_WEBHOOK_EVENTS", r.text("SYNC_WEBHOOK_EVENTS")),
     )

@@ -33,18 +33,10 @@ from opentelemetry.util.types import Attributes, AttributeValue
 from service import __version__
 from service.core.redact import MASK, is_sensitive, redact_text, redact_url
 from service.errors import ConfigError
-from service.settings import Settings
+from service.settings import SAMPLER_NAMES, Settings
 
 # The span attribute carrying WISEflow's `X-Trace-Id` response header: search Jaeger by this tag.
 X_TRACE_ID_ATTRIBUTE: Final = "wiseflow.trace_id"
-SAMPLER_NAMES: Final = (
-    "always_on",
-    "always_off",
-    "traceidratio",
-    "parentbased_always_on",
-    "parentbased_always_off",
-    "parentbased_traceidratio",
-)
 # Per export request; short enough that a flush on SIGTERM fits the 30 s termination grace period.
 EXPORT_TIMEOUT: Final = 5.0
 # Attributes whose value is a URL: userinfo and sensitive query values are masked, not the whole URL.

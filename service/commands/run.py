@@ -10,8 +10,10 @@ from typing import Any, Final
 from aiohttp import web
 
 from service.adapters.logs import configure_logging
+from service.adapters.store import StoreError
 from service.adapters.telemetry import setup_tracing
 from service.app import build_app
+from service.errors import ConfigError
 from service.settings import load_settings, startup_warnings
 
 # Kubernetes' 30 s grace period also covers the pod's 5 s preStop pause: 15 s to drain requests, 5 s to
@@ -40,16 +42,25 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         await tracing.aclose(SPAN_FLUSH_TIMEOUT)
 
     app.on_cleanup.append(flush_spans)
-    web.run_app(
-        app,
-        host=settings.http_host,
-        port=settings.http_port,
-        shutdown_timeout=SHUTDOWN_TIMEOUT,
-        print=None,
-        access_log=None,
-        handle_signals=True,
-        # Webhook signatures cover the raw bytes: never inflate a body before the receiver sees it (it refuses
-        # encoded bodies with 415), and never let aiohttp answer an unknown encoding with a traceback.
-        auto_decompress=False,
-    )
+    try:
+        web.run_app(
+            app,
+            host=settings.http_host,
+            port=settings.http_port,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+            print=None,
+            access_log=None,
+            handle_signals=True,
+            # Webhook signatures cover the raw bytes: never inflate a body before the receiver sees it (it
+            # refuses encoded bodies with 415), and never let aiohttp answer an unknown encoding itself.
+            auto_decompress=False,
+        )
+    except StoreError as exc:  # not SQLite, a directory, a missing folder, a newer schema
+        raise ConfigError("SYNC_DATABASE", f"unusable: {exc}") from exc
+    except OSError as exc:  # the address: unknown host, port in use, no permission
+        where = f"{settings.http_host}:{settings.http_port}"
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError("SYNC_HTTP_HOST/SYNC_HTTP_PORT", f"cannot listen on {where}: {reason}") from exc
+    finally:
+        tracing.shutdown(SPAN_FLUSH_TIMEOUT)  # a second shutdown after a clean exit does nothing
     return 0

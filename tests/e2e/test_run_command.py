@@ -167,3 +167,26 @@ async def test_a_compressed_webhook_is_refused_cleanly(make_simulator: SimFactor
                     assert response.content_type == "application/json"
         stderr = await stop(proc)
     assert '"level":"ERROR"' not in stderr
+
+
+async def test_an_unusable_database_or_address_stops_run_with_one_line(tmp_path: Path) -> None:
+    """A database path that is a directory, or a port already taken: exit 2, one line naming the variable."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        cases = [
+            ({"SYNC_DATABASE": str(tmp_path), "SYNC_HTTP_PORT": str(free_port())}, "SYNC_DATABASE"),
+            (
+                {"SYNC_DATABASE": str(tmp_path / "ok.sqlite3"), "SYNC_HTTP_PORT": str(busy)},
+                "SYNC_HTTP_HOST/SYNC_HTTP_PORT",
+            ),
+        ]
+        for extra, variable in cases:
+            env = {"WISEFLOW_API_KEY": "k", "SYNC_HTTP_HOST": "127.0.0.1", **extra}
+            async with service_process(env) as proc:
+                _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
+            errors = [line for line in stderr.decode().splitlines() if not line.startswith("{")]
+            assert proc.returncode == 2
+            assert len(errors) == 1, errors
+            assert errors[0].startswith(f"wiseflow-sync: configuration error: {variable}:")

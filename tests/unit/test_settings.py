@@ -61,6 +61,9 @@ def test_values_are_parsed() -> None:
         ({"WISEFLOW_CLIENT_ID": "id"}, "WISEFLOW_CLIENT_SECRET"),
         ({"WISEFLOW_CLIENT_SECRET": "s3cr3t"}, "WISEFLOW_CLIENT_ID"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+        ({"OTEL_TRACES_SAMPLER": "bogus"}, "OTEL_TRACES_SAMPLER"),
+        ({"OTEL_TRACES_SAMPLER_ARG": "2"}, "OTEL_TRACES_SAMPLER_ARG"),
+        ({"OTEL_TRACES_SAMPLER_ARG": "abc"}, "OTEL_TRACES_SAMPLER_ARG"),
     ],
 )
 def test_a_bad_value_names_its_variable(env: dict[str, str], variable: str) -> None:

@@ -62,6 +62,8 @@ class Store:
         if str(path) != ":memory:" and not folder.is_dir():
             # Checked here: a failed aiosqlite.connect leaves its thread to finish after the loop is gone.
             raise StoreError(f"database {path} cannot be used: the directory {folder} does not exist")
+        if os.path.isdir(path):  # noqa: ASYNC240, PTH112 - one stat before opening, as for the folder above
+            raise StoreError(f"database {path} cannot be used: it is a directory")
         db = await aiosqlite.connect(str(path), isolation_level=None)
         try:
             if await schema_version(db) > LATEST_VERSION:
