@@ -89,11 +89,12 @@ def answers(settings: Settings, figures: Figures | None) -> list[dict[str, Any]]
     plan = PlanPolicy.from_settings(settings)
     f = figures or Figures()
     measured = figures is not None
-    auth = (
-        "OAuth 2.0 client credentials (client_secret_post) against POST /oauth2/token"
-        if settings.uses_oauth
-        else "static x-api-key (WISEFLOW_API_KEY); OAuth 2.0 is recommended and supported"
-    )
+    if settings.uses_oauth:
+        auth = "OAuth 2.0 client credentials (client_secret_post) against POST /oauth2/token"
+    elif settings.api_key is not None:
+        auth = "static x-api-key (WISEFLOW_API_KEY); OAuth 2.0 is recommended and supported"
+    else:
+        auth = "NOT CONFIGURED: set WISEFLOW_CLIENT_ID and WISEFLOW_CLIENT_SECRET (OAuth 2.0, recommended)"
     return [
         _section(
             "1. Overview",

@@ -42,10 +42,10 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings = load_settings(env)
     settings.require_api_credentials()
     configure_logging(settings.log_level)
-    url = parse_webhook_url(URL_VARIABLE, args.url) if args.url else settings.public_webhook_url
+    url = parse_webhook_url("--url", args.url) if args.url else settings.public_webhook_url
     if url is None:
         raise ConfigError(URL_VARIABLE, "missing: set it (or pass --url) to the public webhook URL")
-    events = parse_webhook_events(EVENTS_VARIABLE, args.events) if args.events else settings.webhook_events
+    events = parse_webhook_events("--events", args.events) if args.events else settings.webhook_events
     if not settings.webhook_secrets:
         raise ConfigError("WISEFLOW_WEBHOOK_SECRET", "missing: webhooks cannot be verified without it")
     return asyncio.run(ensure(settings, url, events, dry_run=args.dry_run, out=sys.stdout))

@@ -75,3 +75,10 @@ def test_the_command_prints_json_and_does_not_create_a_database(
     document = json.loads(capsys.readouterr().out)
     assert len(document["sections"]) == 8
     assert not database.exists()
+
+
+def test_missing_credentials_are_said_not_invented() -> None:
+    """Without any credentials the authentication answer says so instead of claiming an API key."""
+    text = render_markdown(answers(load_settings({}), None))
+    assert "NOT CONFIGURED: set WISEFLOW_CLIENT_ID" in text
+    assert "static x-api-key" not in text
