@@ -176,6 +176,12 @@ class CallbackGauge(_Family):
         return [((), float(reading))]
 
 
+class CallbackCounter(CallbackGauge):
+    """A counter read at render time: a running total owned by another object (requests sent, runs)."""
+
+    kind = "counter"
+
+
 _F = TypeVar("_F", bound="_ValueFamily | CallbackGauge")
 
 
@@ -197,6 +203,14 @@ class Metrics:
     def gauge_fn(self, name: str, help: str, fn: GaugeCallback, labels: Sequence[str] = ()) -> CallbackGauge:
         """Register a gauge whose value `fn` returns at render time (awaited by `render_async`)."""
         return self._register(CallbackGauge(name, help, fn, labels))
+
+    def counter_fn(
+        self, name: str, help: str, fn: GaugeCallback, labels: Sequence[str] = ()
+    ) -> CallbackCounter:
+        """Register a counter whose running total `fn` returns at render time; the name must end in `_total`."""
+        if not name.endswith("_total"):
+            raise ValueError(f"{name}: a counter's name ends in _total")
+        return self._register(CallbackCounter(name, help, fn, labels))
 
     def _register(self, family: _F) -> _F:
         with self._lock:

@@ -24,21 +24,27 @@ from service.runtime import SERVICE, Service
 def register_metrics(service: Service) -> None:
     """The Prometheus figures: API calls, breaker, webhooks, inbox and outbox backlogs.
 
-    Read at scrape time from the objects that own them (callback gauges), so there is one source of truth;
-    monotonic figures are named without `_total` because they are exposed as gauges.
+    Read at scrape time from the objects that own them (callbacks), so there is one source of truth:
+    running totals since start are counters (`_total`), levels and backlogs are gauges.
     """
     m = service.metrics
-    m.gauge_fn("wiseflow_api_requests", "Requests sent to WISEflow", lambda: float(service.client.calls))
+    m.counter_fn(
+        "wiseflow_api_requests_total", "Requests sent to WISEflow", lambda: float(service.client.calls)
+    )
     m.gauge_fn(
         "wiseflow_breaker_open",
         "1 while the circuit breaker is not closed",
         lambda: 0.0 if service.client.breaker.state.value == "closed" else 1.0,
     )
-    m.gauge_fn("wiseflow_sync_runs", "Sync runs since start", lambda: float(service.runs))
-    m.gauge_fn("wiseflow_webhook_deliveries", "Webhook deliveries", lambda: float(service.figures.received))
-    m.gauge_fn("wiseflow_webhook_duplicates", "Duplicates absorbed", lambda: float(service.figures.duplicates))
-    m.gauge_fn(
-        "wiseflow_webhook_rejected",
+    m.counter_fn("wiseflow_sync_runs_total", "Sync runs since start", lambda: float(service.runs))
+    m.counter_fn(
+        "wiseflow_webhook_deliveries_total", "Webhook deliveries", lambda: float(service.figures.received)
+    )
+    m.counter_fn(
+        "wiseflow_webhook_duplicates_total", "Duplicates absorbed", lambda: float(service.figures.duplicates)
+    )
+    m.counter_fn(
+        "wiseflow_webhook_rejected_total",
         "Webhook deliveries rejected, by reason",
         lambda: {reason: float(n) for reason, n in service.figures.rejected.items()},
         labels=("reason",),
@@ -48,8 +54,10 @@ def register_metrics(service: Service) -> None:
         "Seconds from receipt to processing of the last webhook event",
         lambda: service.figures.lag_last,
     )
-    m.gauge_fn(
-        "wiseflow_catchups", "Catch-ups after a webhook blind spot", lambda: float(service.catchup.catchups)
+    m.counter_fn(
+        "wiseflow_catchups_total",
+        "Catch-ups after a webhook blind spot",
+        lambda: float(service.catchup.catchups),
     )
     m.gauge_fn(
         "wiseflow_last_sync_success_timestamp_seconds",

@@ -114,9 +114,10 @@ async def test_metrics_are_prometheus_text(
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("text/plain")
         text = await response.text()
-    assert f"wiseflow_api_requests {service.client.calls}\n" in text
+    assert f"wiseflow_api_requests_total {service.client.calls}\n" in text
     assert "# TYPE wiseflow_breaker_open gauge" in text
-    assert "wiseflow_sync_runs 1\n" in text
+    assert "# TYPE wiseflow_api_requests_total counter" in text
+    assert "wiseflow_sync_runs_total 1\n" in text
     last_ok = [
         line for line in text.splitlines() if line.startswith("wiseflow_last_sync_success_timestamp_seconds ")
     ]

@@ -187,3 +187,14 @@ async def test_failing_callback_leaves_the_rest_of_the_scrape_intact(caplog: pyt
     assert "# HELP broken Broken.\n# TYPE broken gauge\n# HELP wrong_shape" in text
     assert "ok_total 1\n" in text
     assert [r.metric for r in caplog.records] == ["broken", "wrong_shape"]
+
+
+def test_a_callback_counter_renders_as_a_counter_and_needs_total() -> None:
+    """counter_fn: TYPE counter, value read at render time; a name without _total is refused."""
+    m = Metrics()
+    total = [3]
+    m.counter_fn("jobs_done_total", "Jobs done", lambda: float(total[0]))
+    total[0] = 5
+    assert m.render() == "# HELP jobs_done_total Jobs done\n# TYPE jobs_done_total counter\njobs_done_total 5\n"
+    with pytest.raises(ValueError, match="_total"):
+        m.counter_fn("jobs_done", "Jobs done", lambda: 1.0)
