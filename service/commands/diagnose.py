@@ -11,14 +11,13 @@ import asyncio
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Final
 
 import orjson
 
 from service.adapters.store import Store
 from service.adapters.store.journal import JournalRow, find_by_trace
-from service.errors import ConfigError
+from service.commands import existing_database
 from service.settings import load_settings
 
 # X-Trace-Id values are UUIDs in practice; accept any short token of safe characters.
@@ -43,10 +42,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Print the report; exit 1 when the journal has no such request."""
-    settings = load_settings(env)
-    if not Path(settings.database).is_file():
-        raise ConfigError("SYNC_DATABASE", "no database file there yet (has the service run?)")
-    report = asyncio.run(collect(settings.database, args.trace_id))
+    report = asyncio.run(collect(existing_database(load_settings(env)), args.trace_id))
     if args.format == "json":
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:

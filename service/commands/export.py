@@ -14,11 +14,11 @@ import os
 import sqlite3
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, TextIO
 
 from service.adapters.store import Store, StoreError
 from service.adapters.store.mirror import stream_grades
+from service.commands import existing_database
 from service.settings import load_settings
 
 FIELDS = ("flowId", "participantId", "grade", "adminGrade", "date")
@@ -34,12 +34,9 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Export from SYNC_DATABASE; a missing database is an error, not an empty export."""
-    settings = load_settings(env)
-    if not Path(settings.database).exists():
-        print(f"wiseflow-sync export: no database at SYNC_DATABASE ({settings.database})", file=sys.stderr)
-        return 1
+    database = existing_database(load_settings(env))
     try:
-        return asyncio.run(export_grades(settings.database, args.format, sys.stdout))
+        return asyncio.run(export_grades(database, args.format, sys.stdout))
     except StoreError as exc:  # not SQLite, unreadable, a newer schema: one line, no traceback
         print(f"wiseflow-sync export: {exc}", file=sys.stderr)
         return 1

@@ -12,14 +12,13 @@ import asyncio
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
 
 from service.adapters.store import Store
 from service.adapters.store.inbox import Inbox, InboxRow
-from service.errors import ConfigError
+from service.commands import existing_database
 from service.settings import load_settings
 
 
@@ -39,10 +38,7 @@ def register(subparsers: Any) -> None:
 
 
 def _database(env: Mapping[str, str]) -> str:
-    database = load_settings(env).database
-    if not Path(database).is_file():
-        raise ConfigError("SYNC_DATABASE", "no database file there yet (has the service run?)")
-    return database
+    return existing_database(load_settings(env))
 
 
 def run_dead_letters(args: argparse.Namespace, env: Mapping[str, str]) -> int:

@@ -66,13 +66,13 @@ def test_a_database_in_a_missing_directory_is_one_line(
 def test_export_of_a_missing_database_creates_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`export grades` without a database: exit 1, one line, and no empty database file left behind."""
+    """`export grades` without a database: exit 2, one line naming SYNC_DATABASE, and no file left behind."""
     path = tmp_path / "absent.sqlite3"
     code = main(["export", "grades", "--format", "csv"], {"SYNC_DATABASE": str(path)})
     captured = capsys.readouterr()
-    assert code == 1
+    assert code == 2
     assert captured.out == ""
-    assert "no database" in captured.err
+    assert "SYNC_DATABASE: no database file" in captured.err
     assert list(tmp_path.iterdir()) == []
 
 
