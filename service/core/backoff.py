@@ -15,7 +15,9 @@ if TYPE_CHECKING:
     from service.settings import Settings
 
 # RFC 9110 and WISEflow's own advice: these answers say "try again later", not "your request is wrong".
-RETRYABLE_STATUSES: Final = frozenset({408, 429, 502, 503, 504})
+# 500 too: for a safe request it is the commonest transient fault, and one of them ending a whole sync run
+# costs far more than a jittered retry (the breaker still counts it, so a failing API is not hammered).
+RETRYABLE_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
 # POST endpoints that only read: safe to repeat although the method is not.
 READ_ONLY_POSTS: Final = frozenset({"/flows/search", "/participation-events"})
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -83,5 +85,5 @@ def is_safe_request(method: str, path: str) -> bool:
 
 
 def is_retryable_status(status: int) -> bool:
-    """408, 429, 502, 503 and 504: the server asks us to come back; other 4xx/5xx will answer the same."""
+    """408, 429, 500, 502, 503 and 504: worth asking again; other 4xx/5xx (501, 505...) will answer the same."""
     return status in RETRYABLE_STATUSES

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from service import __version__
 from service.adapters.wiseflow import WiseflowClient
 from service.core.clock import ManualClock
-from service.errors import ApiUnavailable, AuthError
+from service.errors import ApiUnavailable, AuthError, CircuitOpen
 from service.settings import Secret
 from tests.conftest import SimFactory, SimHandle
 from tests.integration.client_support import api_requests, client_settings, make_client, misbehaving_server
@@ -162,11 +162,10 @@ def token_answer(
         (200, "<html><body>Welcome</body></html>"),
         (200, '{"access_token": "abc", "expi'),
         (200, '{"access_token": 42}'),
-        (500, "<html>Internal Server Error</html>"),
     ],
 )
 async def test_a_broken_token_answer_is_api_unavailable_not_a_crash(status: int, body: str) -> None:
-    """No usable token (no access_token, HTML, truncated JSON, a 500): ApiUnavailable naming the token call."""
+    """No usable token (no access_token, HTML, truncated JSON): ApiUnavailable naming the token call."""
     tokens: list[int] = []
     routes = {("GET", "/v1/license/info"): answer_ok}
     server = misbehaving_server(routes, token=token_answer(status, body, tokens))
@@ -175,7 +174,19 @@ async def test_a_broken_token_answer_is_api_unavailable_not_a_crash(status: int,
             await client.license_info()
     assert (error.value.method, error.value.path, error.value.status) == ("POST", "/oauth2/token", status)
     assert "demo-secret" not in str(error.value)
-    assert len(tokens) == 1  # 200 and 500 are not answers worth repeating within the call
+    assert len(tokens) == 1  # a 200 without a token is not an answer worth repeating within the call
+
+
+async def test_a_500_from_the_token_endpoint_is_retried_then_reported() -> None:
+    """A 500 on the token request is a transient fault: asked again, then ApiUnavailable or CircuitOpen."""
+    tokens: list[int] = []
+    routes = {("GET", "/v1/license/info"): answer_ok}
+    server = misbehaving_server(routes, token=token_answer(500, "<html>Internal Server Error</html>", tokens))
+    async with server as url, make_client(url) as client:
+        with pytest.raises((ApiUnavailable, CircuitOpen)) as error:
+            await client.license_info()
+    assert len(tokens) >= 2
+    assert "demo-secret" not in str(error.value)
 
 
 @pytest.mark.parametrize(

@@ -104,8 +104,8 @@ def test_only_safe_requests_are_retried(method: str, path: str, expected: bool) 
 
 @pytest.mark.parametrize(
     ("status", "expected"),
-    [(408, True), (429, True), (502, True), (503, True), (504, True), (500, False), (501, False), (404, False)],
+    [(408, True), (429, True), (500, True), (502, True), (503, True), (504, True), (501, False), (404, False)],
 )
 def test_retryable_statuses(status: int, expected: bool) -> None:
-    """Only 408, 429, 502, 503 and 504 ask to come back later."""
+    """408, 429, 500, 502, 503 and 504 are worth another attempt; 501 and other 4xx are not."""
     assert expected == is_retryable_status(status)
