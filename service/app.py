@@ -86,10 +86,11 @@ async def catchup_loop(service: Service) -> None:
 
 
 async def journal_loop(service: Service) -> None:
-    """Flush the request journal once a second."""
+    """Flush the request journal once a second, and persist a pause WISEflow asked for."""
     while True:
         await asyncio.sleep(JOURNAL_FLUSH_INTERVAL)
         await service.journal.flush()
+        await service.save_not_before()
 
 
 def build_app(

@@ -7,6 +7,7 @@ journal and (with a sink) deliverer here, so there is one wiring to read and to 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,12 +20,14 @@ from opentelemetry import trace
 from service import __version__
 from service.adapters import metrics as prom
 from service.adapters.sink import HttpSink
-from service.adapters.store import Store
+from service.adapters.store import Store, runs
 from service.adapters.store.inbox import Inbox
 from service.adapters.store.journal import JournalWriter
 from service.adapters.webhook_http import WebhookReceiver, verifier_from_settings
-from service.adapters.wiseflow.client import WiseflowClient
+from service.adapters.wiseflow.client import WiseflowClient, log_transition
 from service.core import planner
+from service.core.breaker import State as BreakerState
+from service.core.breaker import Transition
 from service.core.clock import Clock, SystemClock
 from service.core.signatures import WebhookVerifier
 from service.core.webhook_figures import WebhookFigures
@@ -33,6 +36,9 @@ from service.sync.catchup import CatchUp
 from service.sync.inbox_worker import InboxWorker, WorkerPolicy
 from service.sync.outbox import OutboxDeliverer
 from service.sync.poller import Poller, Progress, RunSummary
+
+NOT_BEFORE_KEY: Final = "wiseflow:not_before"
+log = logging.getLogger("service.runtime")
 
 
 @dataclass(slots=True)
@@ -57,6 +63,37 @@ class Service:
     runs: int = 0
     shutting_down: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # Wall-clock time before which WISEflow asked not to be called (an opening of the breaker with its
+    # Retry-After); persisted so that a restart inside a maintenance window does not call too early.
+    not_before: float = 0.0
+    not_before_saved: float = 0.0
+
+    def note_transition(self, transition: Transition) -> None:
+        """The breaker's hook: log it, and remember how long WISEflow asked us to stay away."""
+        log_transition(transition)
+        if transition.target is BreakerState.OPEN and transition.retry_after > 0:
+            self.not_before = max(self.not_before, self.clock.wall() + transition.retry_after)
+
+    async def save_not_before(self) -> None:
+        """Persist `not_before` when it moved (called by the journal loop and at shutdown)."""
+        if self.not_before > self.not_before_saved:
+            async with self.store.transaction() as db:
+                await runs.set_checkpoint(db, NOT_BEFORE_KEY, self.not_before, self.clock.wall())
+            self.not_before_saved = self.not_before
+
+    async def restore_not_before(self) -> float:
+        """At startup: pause every caller for what is left of a Retry-After a previous process was given."""
+        async with self.store.transaction() as db:
+            saved = await runs.get_checkpoint(db, NOT_BEFORE_KEY)
+        remaining = float(saved) - self.clock.wall() if isinstance(saved, int | float) else 0.0
+        if remaining > 0:
+            self.not_before = self.not_before_saved = float(saved)
+            self.client.limiter.pause(remaining)
+            log.warning(
+                "WISEflow asked a previous process to wait: pausing",
+                extra={"event": "wiseflow.pause_restored", "retry_after": round(remaining, 3)},
+            )
+        return max(0.0, remaining)
 
     async def run_sync(self, *, full: bool = False) -> RunSummary:
         """One sync run (`full`: every live flow, due or not), then wake the deliverer for what it queued."""
@@ -69,6 +106,19 @@ class Service:
 
 
 SERVICE: Final = web.AppKey("service", Service)
+
+
+class _TransitionHook:
+    """Forwards breaker transitions to the service, which exists only after the client is built."""
+
+    def __init__(self) -> None:
+        self.target: Service | None = None
+
+    def __call__(self, transition: Transition) -> None:
+        if self.target is None:
+            log_transition(transition)
+        else:
+            self.target.note_transition(transition)
 
 
 class WakingRefresher:
@@ -107,10 +157,12 @@ async def open_service(
     clock = clock or SystemClock()
     store = await Store.open(settings.database)
     try:
-        return _wire(settings, clock, store, verifier, tracer_provider, on_progress)
+        service = _wire(settings, clock, store, verifier, tracer_provider, on_progress)
+        await service.restore_not_before()
     except BaseException:
         await store.close()
         raise
+    return service
 
 
 def _wire(
@@ -126,7 +178,10 @@ def _wire(
     session = aiohttp.ClientSession()
     journal = JournalWriter(store)
     tracer = trace.get_tracer("service.adapters.wiseflow", __version__, tracer_provider=tracer_provider)
-    client = WiseflowClient(settings, session, clock, rng, on_request=journal.record, tracer=tracer)
+    hooks = _TransitionHook()
+    client = WiseflowClient(
+        settings, session, clock, rng, on_request=journal.record, tracer=tracer, on_transition=hooks
+    )
     deliverer = None
     if settings.sink_url is not None:
         sink = HttpSink(settings.sink_url, session, client_name=settings.client_name)
@@ -154,7 +209,7 @@ def _wire(
     )
     receiver = WebhookReceiver(verifier, inbox, clock, figures, on_stored=worker.wake)
     catchup = CatchUp(store, inbox, refresher, clock)
-    return Service(
+    service = Service(
         settings=settings,
         clock=clock,
         store=store,
@@ -169,6 +224,8 @@ def _wire(
         figures=figures,
         deliverer=deliverer,
     )
+    hooks.target = service
+    return service
 
 
 async def close_service(service: Service) -> None:
@@ -178,6 +235,7 @@ async def close_service(service: Service) -> None:
         task.cancel()
     await asyncio.gather(*service.tasks, return_exceptions=True)
     service.tasks.clear()
+    await service.save_not_before()
     await service.journal.close()
     await service.client.close()
     await service.session.close()

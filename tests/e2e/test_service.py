@@ -18,6 +18,7 @@ from opentelemetry.trace import SpanKind
 
 from service.app import SERVICE, Service, build_app
 from service.commands.diagnose import collect, render_text
+from service.runtime import close_service, open_service
 from service.settings import load_settings
 from tests.conftest import SimFactory, SimHandle
 
@@ -227,3 +228,27 @@ async def test_requests_and_api_calls_are_traced(make_simulator: SimFactory, tmp
     span_ids = {s.attributes.get("wiseflow.trace_id") for s in client_spans if s.attributes}
     assert len(client_spans) == service.client.calls
     assert span_ids == journal_ids
+
+
+async def test_a_restart_inside_a_retry_after_does_not_call_wiseflow_early(
+    make_simulator: SimFactory, tmp_path: Path
+) -> None:
+    """The breaker's Retry-After outlives the process: a new one on the same database waits it out."""
+    sim = await make_simulator()
+    settings = load_settings(service_env(sim, tmp_path / "s.sqlite3", SYNC_RETRY_AFTER_MAX="0.5"))
+    await sim.scenario({"maintenance": {"seconds": 60, "retry_after": 30}})
+    first = await open_service(settings)
+    try:
+        summary = await first.run_sync()
+    finally:
+        await close_service(first)
+    assert summary.outcome == "interrupted"
+    sent = len(await sim.journal())
+    second = await open_service(settings)
+    try:
+        assert await second.restore_not_before() > 20  # what the first process was told, less the time since
+        again = await second.run_sync()
+    finally:
+        await close_service(second)
+    assert again.outcome == "interrupted"
+    assert len(await sim.journal()) == sent
