@@ -72,6 +72,12 @@ async def poll_loop(service: Service) -> None:
     rng = random.Random()  # noqa: S311 - jitter, not cryptography
     interval = service.settings.poll_interval
     while True:
+        blocked = service.client.breaker.retry_after()
+        if blocked > 0:
+            # While the breaker is open the loop skips its run: nothing could be sent, and the one probe
+            # (this loop's next run, or the inbox worker's) decides when WISEflow is back.
+            await asyncio.sleep(min(interval, blocked))
+            continue
         summary = await service.run_sync()
         delay = planner.jittered(interval, 0.1, rng)
         if summary.outcome != "ok":
