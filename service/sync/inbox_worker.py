@@ -126,7 +126,9 @@ class InboxWorker:
             by_flow[row.flow_id].append(row)
         stop = await self._process_flows(list(by_flow.values()), now, result)
         if stop is not None:
-            until = self.clock.wall() + max(stop.retry_after, 0.1)
+            # At most one idle interval: a half-open breaker reports its probe's whole timeout, but the probe
+            # may succeed at once; looking again costs nothing (an open breaker answers in-process).
+            until = self.clock.wall() + min(max(stop.retry_after, 0.1), self.policy.idle_interval)
             await self._defer_rest(by_flow, until)
             result.next_due = until
             log.info(

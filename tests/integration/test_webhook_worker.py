@@ -170,17 +170,22 @@ async def test_a_failing_event_holds_back_later_events_of_its_flow_only(world: W
 
 
 async def test_circuit_open_defers_without_burning_attempts(world: World) -> None:
-    """While the breaker is open, events wait until the probe and their attempt count stays 0."""
-    world.worker.policy = WorkerPolicy(max_attempts=3, base=1.0, cap=10.0, concurrency=1)
+    """While the breaker is open, events wait (one idle interval at a time) and their attempt count stays 0."""
+    world.worker.policy = WorkerPolicy(max_attempts=3, base=1.0, cap=10.0, concurrency=1, idle_interval=5.0)
     await world.add(1, flow_id=10)
     await world.add(2, flow_id=20)
     world.refresher.fail = 5
     world.refresher.error = CircuitOpen("http://api", retry_after=30.0, reason="maintenance")
     result = await world.worker.run_once()
-    assert result.next_due == NOW + 30.0
+    # Not the whole 30 s: a half-open breaker's probe may close it sooner; looking again is free.
+    assert result.next_due == NOW + 5.0
     async with world.store.db.execute("SELECT attempts, next_attempt_at FROM inbox ORDER BY sequence") as cur:
-        assert [tuple(r) for r in await cur.fetchall()] == [(0, NOW + 30.0), (0, NOW + 30.0)]
+        assert [tuple(r) for r in await cur.fetchall()] == [(0, NOW + 5.0), (0, NOW + 5.0)]
     assert world.refresher.fail == 4  # one call tried, the pass stopped there
+    world.clock.advance(5.0)
+    await world.worker.run_once()  # still open: another free look
+    async with world.store.db.execute("SELECT attempts FROM inbox ORDER BY sequence") as cur:
+        assert [r[0] for r in await cur.fetchall()] == [0, 0]
     world.refresher.fail = 0
     world.clock.advance(30.0)
     await world.worker.run_once()
