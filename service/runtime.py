@@ -75,7 +75,13 @@ class Service:
             self.not_before = max(self.not_before, self.clock.wall() + transition.retry_after)
 
     async def save_not_before(self) -> None:
-        """Persist `not_before` when it moved (called by the journal loop and at shutdown)."""
+        """Persist `not_before` when it moved (called by the journal loop and at shutdown).
+
+        A 429's pause lives in the shared limiter rather than the breaker: it is folded in here.
+        """
+        paused = self.client.limiter.gate.pause_remaining()
+        if paused > 0:
+            self.not_before = max(self.not_before, self.clock.wall() + paused)
         if self.not_before > self.not_before_saved:
             async with self.store.transaction() as db:
                 await runs.set_checkpoint(db, NOT_BEFORE_KEY, self.not_before, self.clock.wall())

@@ -230,13 +230,17 @@ async def test_requests_and_api_calls_are_traced(make_simulator: SimFactory, tmp
     assert span_ids == journal_ids
 
 
+@pytest.mark.parametrize(
+    "fault",
+    [{"maintenance": {"seconds": 60, "retry_after": 30}}, {"storm_429": {"seconds": 60, "retry_after": 30}}],
+)
 async def test_a_restart_inside_a_retry_after_does_not_call_wiseflow_early(
-    make_simulator: SimFactory, tmp_path: Path
+    make_simulator: SimFactory, tmp_path: Path, fault: dict[str, Any]
 ) -> None:
     """The breaker's Retry-After outlives the process: a new one on the same database waits it out."""
     sim = await make_simulator()
     settings = load_settings(service_env(sim, tmp_path / "s.sqlite3", SYNC_RETRY_AFTER_MAX="0.5"))
-    await sim.scenario({"maintenance": {"seconds": 60, "retry_after": 30}})
+    await sim.scenario(fault)
     first = await open_service(settings)
     try:
         summary = await first.run_sync()
