@@ -14,6 +14,7 @@ from typing import Any
 import aiosqlite
 
 from service import __version__
+from service.adapters.store.connection import fetch_value
 from service.core.backoff import RetryPolicy
 from service.core.breaker import BreakerPolicy
 from service.core.planner import PlanPolicy
@@ -77,9 +78,8 @@ async def gather_figures(db: aiosqlite.Connection) -> Figures:
 
 
 async def _int(db: aiosqlite.Connection, sql: str) -> int:
-    async with db.execute(sql) as cursor:
-        row = await cursor.fetchone()
-    return 0 if row is None or row[0] is None else int(row[0])
+    value = await fetch_value(db, sql)
+    return 0 if value is None else int(value)  # type: ignore[call-overload]
 
 
 def answers(settings: Settings, figures: Figures | None) -> list[dict[str, Any]]:

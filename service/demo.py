@@ -22,6 +22,7 @@ from typing import Any, TextIO
 import aiohttp
 from aiohttp import web
 
+from service.adapters.ops_http import outbox_counts
 from service.adapters.store import mirror
 from service.app import SERVICE, Service, build_app
 from service.core.ports import WEBHOOK_EVENTS
@@ -173,9 +174,7 @@ async def _drain(service: Service, deadline: float) -> None:
 
 
 async def _pending_outbox(service: Service) -> int:
-    async with service.store.db.execute("SELECT COUNT(*) FROM outbox WHERE status != 'delivered'") as cursor:
-        row = await cursor.fetchone()
-    return int(row[0]) if row else 0
+    return (await outbox_counts(service)).get("pending", 0)
 
 
 async def _report(sim: aiohttp.ClientSession, service: Service) -> DemoReport:

@@ -18,6 +18,7 @@ from opentelemetry import trace
 
 from service import __version__
 from service.adapters import metrics as prom
+from service.adapters.store.connection import fetch_value
 from service.runtime import SERVICE, Service
 
 
@@ -78,10 +79,8 @@ async def _outbox(service: Service) -> dict[str, float]:
 
 
 async def _last_success(service: Service) -> float:
-    sql = "SELECT MAX(ended_at) FROM sync_runs WHERE outcome = 'ok'"
-    async with service.store.db.execute(sql) as cursor:
-        row = await cursor.fetchone()
-    return 0.0 if row is None or row[0] is None else float(row[0])
+    ended = await fetch_value(service.store.db, "SELECT MAX(ended_at) FROM sync_runs WHERE outcome = 'ok'")
+    return 0.0 if ended is None else float(ended)  # type: ignore[arg-type]
 
 
 async def inbox_counts(service: Service) -> dict[str, int]:

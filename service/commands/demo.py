@@ -7,17 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from service.adapters.logs import configure_logging
-
-
-def _duration(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid duration {raw!r}") from None
-    # 10 s: the shortest timeline in which every phase (storm, maintenance, reconciliation) fits.
-    if not 10 <= value <= 3600:
-        raise argparse.ArgumentTypeError("the duration must be between 10 and 3600 seconds")
-    return value
+from service.commands import number_arg
 
 
 def register(subparsers: Any) -> None:
@@ -25,7 +15,9 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "demo", help="run the service against the built-in simulator through faults, and print a summary"
     )
-    p.add_argument("--duration", type=_duration, default=40.0, help="seconds (default 40)")
+    # 10 s: the shortest timeline in which every phase (storm, maintenance, reconciliation) fits.
+    duration = number_arg(float, "duration", 10, 3600)
+    p.add_argument("--duration", type=duration, default=40.0, help="seconds, 10 to 3600 (default 40)")
     p.set_defaults(handler=run)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import signal
 import sys
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from service.adapters.logs import configure_logging
+from service.commands import number_arg
 from service.settings import LOG_LEVELS
 from service.simulator import SimConfig, build_simulator_app, make_sim_config
 from service.simulator.app import SERVER_OPTIONS
@@ -26,43 +26,15 @@ from service.simulator.config import PROFILES, WEBHOOK_SCHEMES
 EXIT_USAGE = 2
 
 
-def _port(raw: str) -> int:
-    """A TCP port number (0 picks a free one)."""
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid port {raw!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port {value} is out of range 0-65535")
-    return value
-
-
-def _positive(raw: str) -> int:
-    """A positive integer."""
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {raw!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
-def _seconds(raw: str) -> float:
-    """A positive, finite number of seconds."""
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number of seconds {raw!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{raw} must be a positive number of seconds")
-    return value
-
-
 def register(subparsers: Any) -> None:
     """Add the `simulate` command."""
     p = subparsers.add_parser("simulate", help="run the WISEflow simulator (and the fake SIS) alone")
-    p.add_argument("--port", type=_port, default=8081, help="TCP port (default 8081; 0 picks one)")
+    p.add_argument(
+        "--port",
+        type=number_arg(int, "port", 0, 65535),
+        default=8081,
+        help="TCP port (default 8081; 0 picks one)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--seed", type=int, default=1, help="world seed (default 1)")
     p.add_argument(
@@ -72,11 +44,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--webhook-scheme", choices=WEBHOOK_SCHEMES, help="signature scheme (default wiseflow)")
     p.add_argument(
         "--redelivery-interval",
-        type=_seconds,
+        type=number_arg(float, "number of seconds", 0, above=True),
         help="seconds between redeliveries of a failed webhook (default 900, WISEflow's 15 minutes)",
     )
-    p.add_argument("--flows", type=_positive, help="number of flows (default 24)")
-    p.add_argument("--participants", type=_positive, help="participants per flow (default 25)")
+    p.add_argument("--flows", type=number_arg(int, "number", 1), help="number of flows (default 24)")
+    p.add_argument(
+        "--participants", type=number_arg(int, "number", 1), help="participants per flow (default 25)"
+    )
     p.set_defaults(handler=run)
 
 
