@@ -1,15 +1,20 @@
 """One frozen settings object, parsed once from a mapping (the environment) by `load_settings`.
 
-A missing or malformed value raises `ConfigError` naming the variable and never echoing its value.
-Secrets are wrapped in `Secret`, whose `repr` and `str` are masked, so a settings object can be logged.
+Each field of `Settings` is declared once with `setting(VARIABLE, default, parser)`: its environment
+variable, its default and how a value is read. Adding a setting is that one line. A missing or malformed
+value raises `ConfigError` naming the variable and never echoing its value. Secrets are wrapped in
+`Secret`, whose `repr` and `str` are masked, so a settings object can be logged; every secret can also be
+read from the file named by `VARIABLE_FILE` (Kubernetes secret volumes).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Final, TypeVar
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Final, TypeVar, cast
 from urllib.parse import urlsplit
 
 from service.core.ports import WEBHOOK_EVENTS
@@ -28,12 +33,14 @@ SAMPLER_NAMES: Final = (
     "parentbased_always_off",
     "parentbased_traceidratio",
 )
-LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 # WISEflow's documented ceilings per credential set; our budgets must stay at or under them.
 WISEFLOW_MAX_PER_SECOND: Final = 200
 WISEFLOW_MAX_PER_MINUTE: Final = 5000
+DAY: Final = 86400.0
 
 T = TypeVar("T")
+# A parser gets the variable's name (for its error) and the non-blank, stripped raw value.
+Parser = Callable[[str, str], T]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,44 +60,167 @@ class Secret:
         return "***"
 
 
+def is_loopback(host: str | None) -> bool:
+    """True for localhost, 127.0.0.0/8 and ::1: the only hosts plain http is accepted for."""
+    if host is None:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# --- parsers: each takes (variable, raw) and returns the typed value or raises ConfigError ---
+
+
+def text(_: str, raw: str) -> str:
+    """Any non-blank text."""
+    return raw
+
+
+def secret(_: str, raw: str) -> Secret:
+    """One secret value."""
+    return Secret(raw)
+
+
+def secrets(name: str, raw: str) -> tuple[Secret, ...]:
+    """Comma-separated secrets, so one can be rotated without losing events."""
+    parts = [p.strip() for p in raw.split(",")]
+    if any(p == "" for p in parts):
+        raise ConfigError(name, "malformed: an empty entry in the comma-separated list")
+    return tuple(Secret(p) for p in parts)
+
+
+def number(kind: Callable[[str], T], *, low: float, high: float) -> Parser[T]:
+    """A whole number (`kind=int`) or a number (`kind=float`) within [low, high]."""
+
+    def parse(name: str, raw: str) -> T:
+        try:
+            value = kind(raw)
+        except ValueError:
+            label = "a whole number" if kind is int else "a number"
+            raise ConfigError(name, f"malformed: expected {label}") from None
+        as_float = float(cast(float, value))
+        if math.isnan(as_float) or not low <= as_float <= high:
+            raise ConfigError(name, f"out of range: expected {low:g} to {high:g}")
+        return value
+
+    return parse
+
+
+def choice(allowed: tuple[str, ...], *, upper: bool = False) -> Parser[str]:
+    """One of `allowed`, case-insensitive."""
+
+    def parse(name: str, raw: str) -> str:
+        value = raw.upper() if upper else raw.lower()
+        if value not in allowed:
+            raise ConfigError(name, f"malformed: expected one of {', '.join(allowed)}")
+        return value
+
+    return parse
+
+
+def header(name: str, raw: str) -> str:
+    """An HTTP header name."""
+    if not all(c.isalnum() or c in "-_" for c in raw):
+        raise ConfigError(name, "malformed: not an HTTP header name")
+    return raw
+
+
+def url(*, https: bool, strip_slash: bool = True) -> Parser[str]:
+    """An http(s) URL without credentials; with `https`, plain http only on loopback."""
+
+    def parse(name: str, raw: str) -> str:
+        parts = urlsplit(raw)
+        if parts.scheme not in ("http", "https") or not parts.netloc or not parts.hostname:
+            raise ConfigError(name, "malformed: expected an http(s) URL")
+        if parts.username or parts.password:
+            raise ConfigError(name, "malformed: credentials do not belong in the URL")
+        if https and parts.scheme != "https" and not is_loopback(parts.hostname):
+            raise ConfigError(name, "insecure: must be https (plain http only on loopback)")
+        return raw.rstrip("/") if strip_slash else raw
+
+    return parse
+
+
+def parse_webhook_url(name: str, raw: str | None) -> str | None:
+    """The public URL WISEflow delivers webhooks to: https (http only on loopback), no credentials."""
+    if raw is None or raw.strip() == "":
+        return None
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(name, "malformed: expected an https URL")
+    # WISEflow delivers to https only; plain http is allowed for loopback (the simulator, local tests).
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ConfigError(name, "malformed: WISEflow delivers to https URLs only")
+    if parts.username or parts.password:
+        raise ConfigError(name, "malformed: credentials do not belong in the URL")
+    return raw.strip()
+
+
+def parse_webhook_events(name: str, raw: str | None) -> tuple[str, ...]:
+    """The events to subscribe to: a comma-separated list, or every event WISEflow sends."""
+    if raw is None or raw.strip() == "":
+        return WEBHOOK_EVENTS
+    events = tuple(e.strip().upper() for e in raw.split(",") if e.strip())
+    if not events or any(e not in WEBHOOK_EVENTS for e in events):
+        raise ConfigError(name, f"malformed: expected events among {', '.join(WEBHOOK_EVENTS)}")
+    return events
+
+
+def setting(env: str, default: T, parse: Parser[T], *, from_file: bool = False) -> T:
+    """Declare a field of `Settings`: its variable, its default (written only here) and its parser.
+
+    `from_file`: a secret, also readable from the file named by `{env}_FILE`.
+    """
+    metadata = {"env": env, "parse": parse, "from_file": from_file}
+    return field(default=default, metadata=metadata)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Every setting of wiseflow-sync (names as in DESIGN.md), with its default."""
+    """Every setting of wiseflow-sync, each with its variable, default and parser (one line each)."""
 
-    api_url: str = PRODUCTION_API_URL
-    client_id: str | None = None
-    client_secret: Secret | None = None
-    api_key: Secret | None = None
-    client_name: str = "wiseflow-sync"
-    webhook_secrets: tuple[Secret, ...] = ()
-    webhook_scheme: str = "wiseflow"
-    webhook_signature_header: str = "X-Wiseflow-Signature"
-    webhook_tolerance: float = 300.0
-    webhook_max_attempts: int = 8
-    database: str = "wiseflow-sync.sqlite3"
-    http_host: str = "0.0.0.0"  # noqa: S104 - a container listens on all interfaces
-    http_port: int = 8080
-    poll_interval: float = 900.0
-    reconcile_interval: float = 86400.0
-    rate_per_second: int = 20
-    rate_per_minute: int = 1000
-    max_wait: float = 300.0
-    sink_url: str | None = None
-    concurrency: int = 4
-    connect_timeout: float = 5.0
-    read_timeout: float = 30.0
-    retry_attempts: int = 5
-    retry_base: float = 0.5
-    retry_cap: float = 30.0
-    retry_after_max: float = 60.0
-    call_deadline: float = 120.0
-    log_level: str = "INFO"
-    otel_service_name: str = "wiseflow-sync"
-    otel_endpoint: str | None = None
-    otel_sampler: str = "parentbased_always_on"
-    otel_sampler_arg: float | None = None
-    public_webhook_url: str | None = None
-    webhook_events: tuple[str, ...] = WEBHOOK_EVENTS
+    api_url: str = setting("WISEFLOW_API_URL", PRODUCTION_API_URL, url(https=True))
+    client_id: str | None = setting("WISEFLOW_CLIENT_ID", None, text)
+    client_secret: Secret | None = setting("WISEFLOW_CLIENT_SECRET", None, secret, from_file=True)
+    api_key: Secret | None = setting("WISEFLOW_API_KEY", None, secret, from_file=True)
+    client_name: str = setting("WISEFLOW_CLIENT_NAME", "wiseflow-sync", text)
+    webhook_secrets: tuple[Secret, ...] = setting("WISEFLOW_WEBHOOK_SECRET", (), secrets, from_file=True)
+    webhook_scheme: str = setting("WISEFLOW_WEBHOOK_SCHEME", "wiseflow", choice(WEBHOOK_SCHEMES))
+    webhook_signature_header: str = setting("WISEFLOW_WEBHOOK_SIGNATURE_HEADER", "X-Wiseflow-Signature", header)
+    webhook_tolerance: float = setting("WISEFLOW_WEBHOOK_TOLERANCE", 300.0, number(float, low=1, high=DAY))
+    webhook_max_attempts: int = setting("SYNC_WEBHOOK_MAX_ATTEMPTS", 8, number(int, low=1, high=1000))
+    database: str = setting("SYNC_DATABASE", "wiseflow-sync.sqlite3", text)
+    # A container listens on all interfaces.
+    http_host: str = setting("SYNC_HTTP_HOST", "0.0.0.0", text)  # noqa: S104
+    http_port: int = setting("SYNC_HTTP_PORT", 8080, number(int, low=1, high=65535))
+    poll_interval: float = setting("SYNC_POLL_INTERVAL", 900.0, number(float, low=1, high=7 * DAY))
+    reconcile_interval: float = setting("SYNC_RECONCILE_INTERVAL", DAY, number(float, low=0, high=365 * DAY))
+    rate_per_second: int = setting("SYNC_RATE_PER_SECOND", 20, number(int, low=1, high=WISEFLOW_MAX_PER_SECOND))
+    rate_per_minute: int = setting(
+        "SYNC_RATE_PER_MINUTE", 1000, number(int, low=1, high=WISEFLOW_MAX_PER_MINUTE)
+    )
+    max_wait: float = setting("SYNC_MAX_WAIT", 300.0, number(float, low=0, high=DAY))
+    sink_url: str | None = setting("SYNC_SINK_URL", None, url(https=True))
+    concurrency: int = setting("SYNC_CONCURRENCY", 4, number(int, low=1, high=64))
+    connect_timeout: float = setting("SYNC_CONNECT_TIMEOUT", 5.0, number(float, low=0.1, high=300))
+    read_timeout: float = setting("SYNC_READ_TIMEOUT", 30.0, number(float, low=0.1, high=600))
+    retry_attempts: int = setting("SYNC_RETRY_ATTEMPTS", 5, number(int, low=1, high=20))
+    retry_base: float = setting("SYNC_RETRY_BASE", 0.5, number(float, low=0.01, high=60))
+    retry_cap: float = setting("SYNC_RETRY_CAP", 30.0, number(float, low=0.1, high=3600))
+    retry_after_max: float = setting("SYNC_RETRY_AFTER_MAX", 60.0, number(float, low=0, high=DAY))
+    call_deadline: float = setting("SYNC_CALL_DEADLINE", 120.0, number(float, low=1, high=DAY))
+    log_level: str = setting("LOG_LEVEL", "INFO", choice(LOG_LEVELS, upper=True))
+    otel_service_name: str = setting("OTEL_SERVICE_NAME", "wiseflow-sync", text)
+    # The collector usually runs beside the pod, on plain http inside the cluster.
+    otel_endpoint: str | None = setting("OTEL_EXPORTER_OTLP_ENDPOINT", None, url(https=False))
+    otel_sampler: str = setting("OTEL_TRACES_SAMPLER", "parentbased_always_on", choice(SAMPLER_NAMES))
+    otel_sampler_arg: float | None = setting("OTEL_TRACES_SAMPLER_ARG", None, number(float, low=0, high=1))
+    public_webhook_url: str | None = setting("SYNC_PUBLIC_WEBHOOK_URL", None, parse_webhook_url)
+    webhook_events: tuple[str, ...] = setting("SYNC_WEBHOOK_EVENTS", WEBHOOK_EVENTS, parse_webhook_events)
 
     @property
     def uses_oauth(self) -> bool:
@@ -113,9 +243,6 @@ def startup_warnings(settings: Settings) -> list[str]:
         warnings.append(
             "WISEFLOW_WEBHOOK_SECRET is not set: every webhook is refused (401); polling still runs"
         )
-    api = urlsplit(settings.api_url)
-    if api.scheme != "https" and api.hostname not in LOOPBACK_HOSTS:
-        warnings.append("WISEFLOW_API_URL is not https: tokens and grades would cross the network unencrypted")
     if not settings.uses_oauth and settings.api_key is not None:
         warnings.append("WISEFLOW_API_KEY in use: UNIwise recommends OAuth 2.0 client credentials instead")
     if settings.sink_url is None:
@@ -125,145 +252,44 @@ def startup_warnings(settings: Settings) -> list[str]:
 
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Parse every variable from `env`; raise `ConfigError` naming the first bad one."""
-    r = _Reader(env)
-    client_id = r.text("WISEFLOW_CLIENT_ID")
-    client_secret = r.secret("WISEFLOW_CLIENT_SECRET")
-    if client_id is not None and client_secret is None:
+    values: dict[str, Any] = {}
+    for spec in fields(Settings):
+        name: str = spec.metadata["env"]
+        raw = _read_file(env, name) if spec.metadata["from_file"] else None
+        raw = raw if raw is not None else _read(env, name)
+        if raw is not None:
+            values[spec.name] = spec.metadata["parse"](name, raw)
+    settings = Settings(**values)
+    if settings.client_id is not None and settings.client_secret is None:
         raise ConfigError("WISEFLOW_CLIENT_SECRET", "missing: required with WISEFLOW_CLIENT_ID")
-    if client_secret is not None and client_id is None:
+    if settings.client_secret is not None and settings.client_id is None:
         raise ConfigError("WISEFLOW_CLIENT_ID", "missing: required with WISEFLOW_CLIENT_SECRET")
-    per_second = r.number("SYNC_RATE_PER_SECOND", int, 20, low=1, high=WISEFLOW_MAX_PER_SECOND)
-    per_minute = r.number("SYNC_RATE_PER_MINUTE", int, 1000, low=1, high=WISEFLOW_MAX_PER_MINUTE)
-    return Settings(
-        api_url=r.url("WISEFLOW_API_URL", PRODUCTION_API_URL),
-        client_id=client_id,
-        client_secret=client_secret,
-        api_key=r.secret("WISEFLOW_API_KEY"),
-        client_name=r.text("WISEFLOW_CLIENT_NAME") or "wiseflow-sync",
-        webhook_secrets=r.secrets("WISEFLOW_WEBHOOK_SECRET"),
-        webhook_scheme=r.choice("WISEFLOW_WEBHOOK_SCHEME", WEBHOOK_SCHEMES, "wiseflow"),
-        webhook_signature_header=r.header("WISEFLOW_WEBHOOK_SIGNATURE_HEADER", "X-Wiseflow-Signature"),
-        webhook_tolerance=r.number("WISEFLOW_WEBHOOK_TOLERANCE", float, 300.0, low=1, high=86400),
-        webhook_max_attempts=r.number("SYNC_WEBHOOK_MAX_ATTEMPTS", int, 8, low=1, high=1000),
-        database=r.text("SYNC_DATABASE") or "wiseflow-sync.sqlite3",
-        http_host=r.text("SYNC_HTTP_HOST") or "0.0.0.0",  # noqa: S104 - see Settings.http_host
-        http_port=r.number("SYNC_HTTP_PORT", int, 8080, low=1, high=65535),
-        poll_interval=r.number("SYNC_POLL_INTERVAL", float, 900.0, low=1, high=7 * 86400),
-        reconcile_interval=r.number("SYNC_RECONCILE_INTERVAL", float, 86400.0, low=0, high=365 * 86400),
-        rate_per_second=per_second,
-        rate_per_minute=per_minute,
-        max_wait=r.number("SYNC_MAX_WAIT", float, 300.0, low=0, high=86400),
-        sink_url=r.optional_url("SYNC_SINK_URL"),
-        concurrency=r.number("SYNC_CONCURRENCY", int, 4, low=1, high=64),
-        connect_timeout=r.number("SYNC_CONNECT_TIMEOUT", float, 5.0, low=0.1, high=300),
-        read_timeout=r.number("SYNC_READ_TIMEOUT", float, 30.0, low=0.1, high=600),
-        retry_attempts=r.number("SYNC_RETRY_ATTEMPTS", int, 5, low=1, high=20),
-        retry_base=r.number("SYNC_RETRY_BASE", float, 0.5, low=0.01, high=60),
-        retry_cap=r.number("SYNC_RETRY_CAP", float, 30.0, low=0.1, high=3600),
-        retry_after_max=r.number("SYNC_RETRY_AFTER_MAX", float, 60.0, low=0, high=86400),
-        call_deadline=r.number("SYNC_CALL_DEADLINE", float, 120.0, low=1, high=86400),
-        log_level=r.choice("LOG_LEVEL", LOG_LEVELS, "INFO", upper=True),
-        otel_service_name=r.text("OTEL_SERVICE_NAME") or "wiseflow-sync",
-        otel_endpoint=r.optional_url("OTEL_EXPORTER_OTLP_ENDPOINT"),
-        otel_sampler=r.choice("OTEL_TRACES_SAMPLER", SAMPLER_NAMES, "parentbased_always_on"),
-        otel_sampler_arg=r.number("OTEL_TRACES_SAMPLER_ARG", float, None, low=0, high=1),
-        public_webhook_url=parse_webhook_url("SYNC_PUBLIC_WEBHOOK_URL", r.text("SYNC_PUBLIC_WEBHOOK_URL")),
-        webhook_events=parse_webhook_events("SYNC_WEBHOOK_EVENTS", r.text("SYNC_WEBHOOK_EVENTS")),
-    )
+    return settings
 
 
-def parse_webhook_url(name: str, raw: str | None) -> str | None:
-    """The public URL WISEflow delivers webhooks to: https (http only on loopback), no credentials."""
-    if raw is None or raw.strip() == "":
+def _read(env: Mapping[str, str], name: str) -> str | None:
+    """The stripped value of `name`; blank counts as unset (the default applies)."""
+    value = env.get(name)
+    if value is None or value.strip() == "":
         return None
-    parts = urlsplit(raw.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(name, "malformed: expected an https URL")
-    # WISEflow delivers to https only; plain http is allowed for loopback (the simulator, local tests).
-    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
-        raise ConfigError(name, "malformed: WISEflow delivers to https URLs only")
-    if parts.username or parts.password:
-        raise ConfigError(name, "malformed: credentials do not belong in the URL")
-    return raw.strip()
+    return value.strip()
 
 
-def parse_webhook_events(name: str, raw: str | None) -> tuple[str, ...]:
-    """The events to subscribe to: a comma-separated list, or every event WISEflow sends."""
-    if raw is None or raw.strip() == "":
-        return WEBHOOK_EVENTS
-    events = tuple(e.strip().upper() for e in raw.split(",") if e.strip())
-    if not events or any(e not in WEBHOOK_EVENTS for e in events):
-        raise ConfigError(name, f"malformed: expected events among {', '.join(WEBHOOK_EVENTS)}")
-    return events
-
-
-class _Reader:
-    """Reads typed values from the environment; every error names the variable, never the value."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = env
-
-    def text(self, name: str) -> str | None:
-        value = self._env.get(name)
-        if value is None or value.strip() == "":
-            return None
-        return value.strip()
-
-    def secret(self, name: str) -> Secret | None:
-        value = self.text(name)
-        return None if value is None else Secret(value)
-
-    def secrets(self, name: str) -> tuple[Secret, ...]:
-        """Comma-separated secrets, so one can be rotated without losing events."""
-        value = self.text(name)
-        if value is None:
-            return ()
-        parts = [p.strip() for p in value.split(",")]
-        if any(p == "" for p in parts):
-            raise ConfigError(name, "malformed: an empty entry in the comma-separated list")
-        return tuple(Secret(p) for p in parts)
-
-    def number(self, name: str, kind: Callable[[str], T], default: T, *, low: float, high: float) -> T:
-        raw = self.text(name)
-        if raw is None:
-            return default
-        try:
-            value = kind(raw)
-        except ValueError:
-            label = "a whole number" if kind is int else "a number"
-            raise ConfigError(name, f"malformed: expected {label}") from None
-        number = float(value)  # type: ignore[arg-type]
-        if math.isnan(number) or not low <= number <= high:
-            raise ConfigError(name, f"out of range: expected {low:g} to {high:g}")
-        return value
-
-    def choice(self, name: str, allowed: tuple[str, ...], default: str, *, upper: bool = False) -> str:
-        raw = self.text(name)
-        if raw is None:
-            return default
-        value = raw.upper() if upper else raw.lower()
-        if value not in allowed:
-            raise ConfigError(name, f"malformed: expected one of {', '.join(allowed)}")
-        return value
-
-    def header(self, name: str, default: str) -> str:
-        raw = self.text(name)
-        if raw is None:
-            return default
-        if not all(c.isalnum() or c in "-_" for c in raw):
-            raise ConfigError(name, "malformed: not an HTTP header name")
-        return raw
-
-    def url(self, name: str, default: str) -> str:
-        return self.optional_url(name) or default
-
-    def optional_url(self, name: str) -> str | None:
-        raw = self.text(name)
-        if raw is None:
-            return None
-        parts = urlsplit(raw)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(name, "malformed: expected an http(s) URL")
-        if parts.username or parts.password:
-            raise ConfigError(name, "malformed: credentials do not belong in the URL")
-        return raw.rstrip("/")
+def _read_file(env: Mapping[str, str], name: str) -> str | None:
+    """The content of the file `{name}_FILE` names, without one trailing newline; None when unset."""
+    file_variable = f"{name}_FILE"
+    path = _read(env, file_variable)
+    if path is None:
+        return None
+    if _read(env, name) is not None:
+        raise ConfigError(name, f"ambiguous: both {name} and {file_variable} are set; keep one")
+    try:
+        content = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        # The reason (e.g. "No such file or directory"), never the content.
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(file_variable, f"unreadable: {reason}") from None
+    content = content.removesuffix("\n").removesuffix("\r")
+    if content.strip() == "":
+        raise ConfigError(file_variable, "empty: the file holds no secret")
+    return content

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+from pathlib import Path
+
 import pytest
 
 from service.errors import ConfigError
-from service.settings import PRODUCTION_API_URL, Secret, load_settings, startup_warnings
+from service.settings import PRODUCTION_API_URL, Secret, Settings, load_settings, startup_warnings
 
 
 def test_defaults_from_an_empty_environment() -> None:
@@ -101,12 +104,11 @@ def test_credentials_are_required_only_when_asked() -> None:
 
 
 def test_startup_warnings_name_risky_but_valid_settings() -> None:
-    """No webhook secret, plain http off loopback, a static key, no sink: one warning each; none when safe."""
-    risky = load_settings({"WISEFLOW_API_URL": "http://wiseflow.example.org/v1", "WISEFLOW_API_KEY": "k"})
+    """No webhook secret, a static key, no sink: one warning each; none when safe."""
+    risky = load_settings({"WISEFLOW_API_KEY": "k"})
     warnings = startup_warnings(risky)
     assert [w.split(" ", 1)[0] for w in warnings] == [
         "WISEFLOW_WEBHOOK_SECRET",
-        "WISEFLOW_API_URL",
         "WISEFLOW_API_KEY",
         "SYNC_SINK_URL",
     ]
@@ -127,3 +129,86 @@ def test_startup_warnings_name_risky_but_valid_settings() -> None:
         }
     )
     assert startup_warnings(loopback) == []
+
+
+@pytest.mark.parametrize("variable", ["WISEFLOW_API_URL", "SYNC_SINK_URL"])
+@pytest.mark.parametrize(
+    "value",
+    ["http://wiseflow.example.org/v1", "http://10.0.0.1/v1", "http://[::2]/v1", "http://localhost.evil/x"],
+)
+def test_plain_http_off_loopback_stops_startup(variable: str, value: str) -> None:
+    """WISEflow and the SIS carry tokens and grades: plain http is refused unless the host is loopback."""
+    with pytest.raises(ConfigError) as info:
+        load_settings({variable: value})
+    assert info.value.variable == variable
+    assert "https" in str(info.value)
+
+
+@pytest.mark.parametrize("variable", ["WISEFLOW_API_URL", "SYNC_SINK_URL"])
+@pytest.mark.parametrize(
+    "value", ["http://127.0.0.1:9/v1", "http://127.1.2.3/v1", "http://[::1]:9/v1", "http://localhost/v1"]
+)
+def test_plain_http_on_loopback_is_accepted(variable: str, value: str) -> None:
+    """Loopback (127.0.0.0/8, ::1, localhost) may use plain http: the simulator and local tests."""
+    settings = load_settings({variable: value})
+    assert value == (settings.api_url if variable == "WISEFLOW_API_URL" else settings.sink_url)
+
+
+SECRET_VARIABLES = [
+    ("WISEFLOW_CLIENT_SECRET", "client_secret"),
+    ("WISEFLOW_API_KEY", "api_key"),
+]
+
+
+@pytest.mark.parametrize(("variable", "attribute"), SECRET_VARIABLES)
+def test_every_secret_reads_from_its_file(tmp_path: Path, variable: str, attribute: str) -> None:
+    """NAME_FILE names a file whose content, less one trailing newline, is the secret."""
+    path = tmp_path / "secret"
+    path.write_text("from-file \n\n", encoding="utf-8")
+    env = {f"{variable}_FILE": str(path), "WISEFLOW_CLIENT_ID": "id", "WISEFLOW_CLIENT_SECRET": "s"}
+    env.pop(variable, None)
+    value = getattr(load_settings(env), attribute)
+    assert value.reveal() == "from-file \n"
+
+
+def test_webhook_secrets_read_from_a_file_keep_rotation(tmp_path: Path) -> None:
+    """WISEFLOW_WEBHOOK_SECRET_FILE holds the same comma-separated list as the variable."""
+    path = tmp_path / "webhook"
+    path.write_text("old,new\n", encoding="utf-8")
+    settings = load_settings({"WISEFLOW_WEBHOOK_SECRET_FILE": str(path)})
+    assert [s.reveal() for s in settings.webhook_secrets] == ["old", "new"]
+
+
+def test_a_secret_and_its_file_together_name_both(tmp_path: Path) -> None:
+    """Both NAME and NAME_FILE set is ambiguous: startup stops naming both."""
+    path = tmp_path / "key"
+    path.write_text("k2", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_settings({"WISEFLOW_API_KEY": "k1", "WISEFLOW_API_KEY_FILE": str(path)})
+    assert "WISEFLOW_API_KEY:" in str(info.value)
+    assert "WISEFLOW_API_KEY_FILE" in str(info.value)
+    assert "k1" not in str(info.value)
+    assert "k2" not in str(info.value)
+
+
+def test_an_unreadable_or_empty_secret_file_names_the_variable_not_the_content(tmp_path: Path) -> None:
+    """A missing, undecodable or empty file: one line naming NAME_FILE, never the file's bytes."""
+    missing = tmp_path / "absent"
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfetopsecret")
+    empty = tmp_path / "empty"
+    empty.write_text("\n", encoding="utf-8")
+    for path in (missing, binary, empty, tmp_path):
+        with pytest.raises(ConfigError) as info:
+            load_settings({"WISEFLOW_API_KEY_FILE": str(path)})
+        assert info.value.variable == "WISEFLOW_API_KEY_FILE"
+        assert "topsecret" not in str(info.value)
+        assert "\n" not in str(info.value)
+
+
+def test_the_readme_documents_every_variable() -> None:
+    """Each setting's variable appears in the README's configuration table."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("## Configuration") :]
+    missing = [f.metadata["env"] for f in fields(Settings) if f"`{f.metadata['env']}`" not in table]
+    assert missing == []
