@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import json
 import os
 import sqlite3
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
+
+import orjson
 
 from service.adapters.store import Store, StoreError
 from service.adapters.store.mirror import stream_grades
@@ -71,6 +72,6 @@ async def _write(store: Store, fmt: str, out: TextIO) -> None:
             if writer is not None:
                 writer.writerow(record)
             else:
-                out.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
+                out.write(orjson.dumps(record).decode() + "\n")
     finally:
         await grades.aclose()

@@ -6,11 +6,12 @@ event it triggers and a fresh sequence number. A change that finds no eligible f
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+import orjson
 
 from service.simulator.world import (
     CONCLUDED,
@@ -130,7 +131,7 @@ def submit_paper(world: World, rng: random.Random, now: int) -> Change | None:
             "type": "PAPER_HANDED_IN",
             "userId": world.user_id(flow_id, index),
             "flowId": flow_id,
-            "payload": json.dumps({"participantId": pid, "handedInAt": now}),
+            "payload": orjson.dumps({"participantId": pid, "handedInAt": now}).decode(),
         }
     )
     return Change("PAPER_SUBMITTED", world.next_sequence(), flow_id, pid)

@@ -6,10 +6,10 @@ caller decides what commits together: a flow's grades, its outbox rows and its n
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator, Iterable, Sequence
 
 import aiosqlite
+import orjson
 
 from service.core.planner import FlowPlan
 from service.core.records import Flow, GradeVersion, Participant
@@ -211,7 +211,7 @@ async def remove_grades_except(db: aiosqlite.Connection, flow_id: int, participa
 
 def _id_list(ids: Iterable[int]) -> str:
     """Ids as one JSON array parameter: any number of them, where `IN (?, ?, ...)` stops at 32,766."""
-    return json.dumps([int(i) for i in ids])
+    return orjson.dumps([int(i) for i in ids]).decode()
 
 
 async def stream_grades(db: aiosqlite.Connection) -> AsyncGenerator[GradeVersion, None]:

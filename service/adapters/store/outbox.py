@@ -6,12 +6,12 @@ if it is in the mirror. The unique idempotency key makes a re-enqueue of the sam
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiosqlite
+import orjson
 
 from service.core.records import GradeVersion
 
@@ -72,7 +72,7 @@ _INSERT = (
 
 
 def _row(key: str, version: GradeVersion, now: float) -> tuple[object, ...]:
-    payload = json.dumps(version.payload(), separators=(",", ":"))
+    payload = orjson.dumps(version.payload()).decode()
     return (key, version.flow_id, version.participant_id, payload, now)
 
 
@@ -97,7 +97,7 @@ async def due_items(db: aiosqlite.Connection, now: float, limit: int = 100) -> l
     )
     async with db.execute(sql, (now, limit)) as cursor:
         rows = await cursor.fetchall()
-    return [OutboxItem(int(r[0]), str(r[1]), json.loads(r[2]), int(r[3])) for r in rows]
+    return [OutboxItem(int(r[0]), str(r[1]), orjson.loads(r[2]), int(r[3])) for r in rows]
 
 
 async def mark_delivered(db: aiosqlite.Connection, item_id: int, now: float) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import aiosqlite
+import orjson
 
 
 @dataclass(slots=True)
@@ -69,7 +69,7 @@ async def get_checkpoint(db: aiosqlite.Connection, key: str) -> Any:
     """The JSON value stored under `key`, or None."""
     async with db.execute("SELECT value FROM checkpoints WHERE key = ?", (key,)) as cursor:
         row = await cursor.fetchone()
-    return None if row is None else json.loads(row[0])
+    return None if row is None else orjson.loads(row[0])
 
 
 async def set_checkpoint(db: aiosqlite.Connection, key: str, value: Any, now: float) -> None:
@@ -77,7 +77,7 @@ async def set_checkpoint(db: aiosqlite.Connection, key: str, value: Any, now: fl
     await db.execute(
         "INSERT INTO checkpoints (key, value, updated_at) VALUES (?, ?, ?)"
         " ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-        (key, json.dumps(value), now),
+        (key, orjson.dumps(value).decode(), now),
     )
 
 
