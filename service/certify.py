@@ -11,10 +11,9 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiosqlite
-
 from service import __version__
-from service.adapters.store.connection import fetch_value
+from service.adapters.store import Store
+from service.adapters.store.figures import read_figures
 from service.core.backoff import RetryPolicy
 from service.core.breaker import BreakerPolicy
 from service.core.planner import PlanPolicy
@@ -56,30 +55,25 @@ class Figures:
         return max(0, self.deliveries - self.events)
 
 
-async def gather_figures(db: aiosqlite.Connection) -> Figures:
-    """Read the figures from an open database."""
-    f = Figures()
-    f.runs = await _int(db, "SELECT COUNT(*) FROM sync_runs")
-    f.runs_ok = await _int(db, "SELECT COUNT(*) FROM sync_runs WHERE outcome = 'ok'")
-    async with db.execute("SELECT api_calls FROM sync_runs WHERE outcome = 'ok' ORDER BY run_id") as cursor:
-        calls = [int(row[0]) for row in await cursor.fetchall()]
+async def gather_figures(store: Store) -> Figures:
+    """Read the figures from an open store."""
+    stored = await read_figures(store)
+    f = Figures(
+        runs=stored.runs,
+        runs_ok=len(stored.ok_run_calls),
+        by_status=stored.by_status,
+        requests=sum(stored.by_status.values()),
+        events=stored.events,
+        deliveries=stored.deliveries,
+        dead_letters=stored.dead_letters,
+        grades_delivered=stored.grades_delivered,
+        grades_pending=stored.grades_pending,
+    )
+    calls = stored.ok_run_calls
     if calls:
         f.last_full_calls, f.latest_calls = calls[0], calls[-1]
         f.median_calls = float(statistics.median(calls))
-    async with db.execute("SELECT COALESCE(status, 0), COUNT(*) FROM request_journal GROUP BY 1") as cursor:
-        f.by_status = {int(row[0]): int(row[1]) for row in await cursor.fetchall()}
-    f.requests = sum(f.by_status.values())
-    f.events = await _int(db, "SELECT COUNT(*) FROM inbox")
-    f.deliveries = await _int(db, "SELECT COUNT(*) FROM inbox_deliveries")
-    f.dead_letters = await _int(db, "SELECT COUNT(*) FROM inbox WHERE status = 'dead'")
-    f.grades_delivered = await _int(db, "SELECT COUNT(*) FROM outbox WHERE status = 'delivered'")
-    f.grades_pending = await _int(db, "SELECT COUNT(*) FROM outbox WHERE status != 'delivered'")
     return f
-
-
-async def _int(db: aiosqlite.Connection, sql: str) -> int:
-    value = await fetch_value(db, sql)
-    return 0 if value is None else int(value)  # type: ignore[call-overload]
 
 
 def answers(settings: Settings, figures: Figures | None) -> list[dict[str, Any]]:

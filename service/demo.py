@@ -203,7 +203,7 @@ async def _report(sim: aiohttp.ClientSession, service: Service) -> DemoReport:
     archived = {int(f["flow"]["id"]) for f in truth["flows"] if f["state"] == "ARCHIVED"}
     actual = {
         (g.flow_id, g.participant_id): (g.grade, g.admin_grade, g.date)
-        async for g in mirror.stream_grades(service.store.db)
+        async for g in mirror.read_grades(service.store)
         if g.flow_id not in archived
     }
     report.truth_grades, report.mirror_grades = len(expected), len(actual)

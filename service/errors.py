@@ -9,6 +9,7 @@
      +-- CircuitOpen            the breaker is open: no request left the process
      +-- InvalidSignature       a webhook failed verification (reason is safe to log)
      +-- SinkError              the SIS sink did not accept a delivery
+     +-- StoreError             the database cannot be used (not SQLite, newer schema, read-only, full)
 
 Adapters translate library errors with ``raise ... from exc``; HTTP handlers map these to status codes in
 one place. No message here ever contains a secret, a token, a query string or personal data.
@@ -108,3 +109,7 @@ class SinkError(ServiceError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         self.status = status
         super().__init__(message if status is None else f"{message} (status={status})")
+
+
+class StoreError(ServiceError):
+    """The database cannot be used (not SQLite, a newer schema than this code, read-only, full)."""

@@ -23,6 +23,8 @@ from service.adapters.sink import HttpSink
 from service.adapters.store import Store, runs
 from service.adapters.store.inbox import Inbox
 from service.adapters.store.journal import JournalWriter
+from service.adapters.store.outbox import Outbox
+from service.adapters.store.unit import SqliteSyncStore
 from service.adapters.webhook_http import WebhookReceiver, verifier_from_settings
 from service.adapters.wiseflow.client import WiseflowClient, log_transition
 from service.core import planner
@@ -191,10 +193,10 @@ def _wire(
     deliverer = None
     if settings.sink_url is not None:
         sink = HttpSink(settings.sink_url, session, client_name=settings.client_name)
-        deliverer = OutboxDeliverer(store, sink, clock, rng)
+        deliverer = OutboxDeliverer(Outbox(store), sink, clock, rng)
     poller = Poller(
         client,
-        store,
+        SqliteSyncStore(store),
         clock,
         rng,
         planner.PlanPolicy.from_settings(settings),
@@ -214,7 +216,7 @@ def _wire(
         rng,
     )
     receiver = WebhookReceiver(verifier, inbox, clock, figures, on_stored=worker.wake)
-    catchup = CatchUp(store, inbox, refresher, clock)
+    catchup = CatchUp(inbox, refresher, clock)
     service = Service(
         settings=settings,
         clock=clock,

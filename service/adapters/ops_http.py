@@ -18,7 +18,8 @@ from opentelemetry import trace
 
 from service import __version__
 from service.adapters import metrics as prom
-from service.adapters.store.connection import fetch_value
+from service.adapters.store import figures
+from service.adapters.store.outbox import Outbox
 from service.runtime import SERVICE, Service
 
 
@@ -79,8 +80,8 @@ async def _outbox(service: Service) -> dict[str, float]:
 
 
 async def _last_success(service: Service) -> float:
-    ended = await fetch_value(service.store.db, "SELECT MAX(ended_at) FROM sync_runs WHERE outcome = 'ok'")
-    return 0.0 if ended is None else float(ended)  # type: ignore[arg-type]
+    ended = await figures.last_success_at(service.store)
+    return 0.0 if ended is None else ended
 
 
 async def inbox_counts(service: Service) -> dict[str, int]:
@@ -90,8 +91,7 @@ async def inbox_counts(service: Service) -> dict[str, int]:
 
 async def outbox_counts(service: Service) -> dict[str, int]:
     """Outbox rows by status (pending, delivered)."""
-    async with service.store.db.execute("SELECT status, COUNT(*) FROM outbox GROUP BY status") as cursor:
-        return {str(row[0]): int(row[1]) for row in await cursor.fetchall()}
+    return await Outbox(service.store).counts()
 
 
 async def status_of(service: Service) -> dict[str, Any]:

@@ -14,7 +14,7 @@ Order of work for one request, each step answering on its own failure:
    so WISEflow redelivers.
 
 Wiring (the composition root does this):
-    receiver = WebhookReceiver.from_settings(settings, Inbox(store), clock, figures, on_stored=worker.wake)
+    receiver = WebhookReceiver(verifier_from_settings(settings), Inbox(store), clock, figures, worker.wake)
     add_webhook_routes(app, receiver)
 """
 
@@ -95,19 +95,6 @@ class WebhookReceiver:
         self.clock = clock
         self.figures = figures or WebhookFigures()
         self._on_stored = on_stored
-
-    @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        inbox: Inbox,
-        clock: Clock,
-        figures: WebhookFigures | None = None,
-        on_stored: Callable[[], None] | None = None,
-    ) -> WebhookReceiver:
-        """A receiver using the configured scheme, header, tolerance and (rotating) secrets."""
-        verifier = verifier_from_settings(settings)
-        return cls(verifier, inbox, clock, figures, on_stored)
 
     async def handle(self, request: web.Request) -> web.Response:
         """Answer one webhook delivery (see the module docstring for the order of checks)."""

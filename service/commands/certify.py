@@ -38,6 +38,6 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 async def _figures(settings: Settings) -> Figures:
     store = await Store.open(settings.database)
     try:
-        return await gather_figures(store.db)
+        return await gather_figures(store)
     finally:
         await store.close()

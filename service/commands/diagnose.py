@@ -15,8 +15,8 @@ from typing import Any, Final
 
 import orjson
 
-from service.adapters.store import Store
-from service.adapters.store.journal import JournalRow, find_by_trace
+from service.adapters.store import Store, journal
+from service.adapters.store.journal import JournalRow
 from service.commands import existing_database
 from service.settings import load_settings
 
@@ -54,7 +54,7 @@ async def collect(database: str, trace_id: str) -> dict[str, Any]:
     """The journal rows with this trace id, the sync run they belong to, and their neighbours."""
     store = await Store.open(database)
     try:
-        rows = await find_by_trace(store.db, trace_id)
+        rows = await journal.find_by_trace(store, trace_id)
         report: dict[str, Any] = {"trace_id": trace_id, "requests": [_row(r) for r in rows]}
         if rows:
             report["sync_run"] = await _run_at(store, rows[0].at)
@@ -77,28 +77,16 @@ def _row(row: JournalRow) -> dict[str, Any]:
 
 
 async def _run_at(store: Store, at: float) -> dict[str, Any] | None:
-    sql = (
-        "SELECT run_id, started_at, ended_at, outcome, reason, api_calls, records, changes FROM sync_runs"
-        " WHERE started_at <= ? AND (ended_at IS NULL OR ended_at >= ?) ORDER BY run_id DESC LIMIT 1"
-    )
-    async with store.db.execute(sql, (at, at)) as cursor:
-        row = await cursor.fetchone()
-    if row is None:
+    run = await journal.run_at(store, at)
+    if run is None:
         return None  # a webhook-driven refresh or a command outside a run
-    names = ("run_id", "started_at", "ended_at", "outcome", "reason", "api_calls", "records", "changes")
-    run = dict(zip(names, tuple(row), strict=True))
     run["started_at"] = _iso(run["started_at"])
     run["ended_at"] = None if run["ended_at"] is None else _iso(run["ended_at"])
     return run
 
 
 async def _around(store: Store, at: float, trace_id: str) -> list[dict[str, Any]]:
-    sql = (
-        "SELECT at, method, path, status, duration_ms, attempt, trace_id FROM request_journal"
-        " WHERE at BETWEEN ? AND ? AND (trace_id IS NULL OR trace_id != ?) ORDER BY id LIMIT 50"
-    )
-    async with store.db.execute(sql, (at - CONTEXT_WINDOW, at + CONTEXT_WINDOW, trace_id)) as cursor:
-        return [_row(JournalRow(*row)) for row in await cursor.fetchall()]
+    return [_row(row) for row in await journal.around(store, at, CONTEXT_WINDOW, trace_id)]
 
 
 def _iso(at: float) -> str:

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 import orjson
 
 from service.adapters.store import Store, StoreError
-from service.adapters.store.mirror import stream_grades
+from service.adapters.store.mirror import read_grades
 from service.commands import existing_database
 from service.settings import load_settings
 
@@ -62,7 +62,7 @@ async def export_grades(database: str, fmt: str, out: TextIO) -> int:
 
 async def _write(store: Store, fmt: str, out: TextIO) -> None:
     """Stream the grades to `out`; the cursor is closed before the caller closes the store."""
-    grades = stream_grades(store.db)
+    grades = read_grades(store)
     try:
         writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n") if fmt == "csv" else None
         if writer is not None:

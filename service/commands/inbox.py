@@ -17,8 +17,9 @@ from typing import Any, TextIO
 import orjson
 
 from service.adapters.store import Store
-from service.adapters.store.inbox import Inbox, InboxRow
+from service.adapters.store.inbox import Inbox
 from service.commands import existing_database
+from service.core.store_ports import InboxRow
 from service.settings import load_settings
 
 

@@ -6,7 +6,7 @@ active during the gap (flow, assessments, participants) through the same `FlowRe
 uses; it is recorded only once every flow succeeded, so a failed one (e.g. the breaker is open) is tried
 again on the next check. The polling loops remain the general safety net; this closes the gap at once.
 
-Markers (checkpoints table, via the inbox repository): ``webhooks:heartbeat``, ``webhooks:last_catchup``.
+Markers (checkpoints table, through the `Markers` port): ``webhooks:heartbeat``, ``webhooks:last_catchup``.
 """
 
 from __future__ import annotations
@@ -15,17 +15,9 @@ import asyncio
 import logging
 from typing import Final
 
-from service.adapters.store import Store
-from service.adapters.store.inbox import Inbox
-from service.core.blindness import (
-    REDELIVERY_HORIZON,
-    BlindGap,
-    MirroredFlow,
-    downtime_gap,
-    flows_to_catch_up,
-    silence_gap,
-)
+from service.core.blindness import REDELIVERY_HORIZON, BlindGap, downtime_gap, flows_to_catch_up, silence_gap
 from service.core.clock import Clock
+from service.core.store_ports import Markers
 from service.sync.inbox_worker import FlowRefresher
 
 log = logging.getLogger("service.catchup")
@@ -39,16 +31,14 @@ class CatchUp:
 
     def __init__(
         self,
-        store: Store,
-        inbox: Inbox,
+        markers: Markers,
         refresher: FlowRefresher,
         clock: Clock,
         *,
         horizon: float = REDELIVERY_HORIZON,
         interval: float = 60.0,
     ) -> None:
-        self.store = store
-        self.inbox = inbox
+        self.markers = markers
         self.refresher = refresher
         self.clock = clock
         self.horizon = horizon
@@ -59,11 +49,11 @@ class CatchUp:
 
     async def start(self) -> BlindGap | None:
         """At startup: detect a downtime gap, write the first heartbeat, and catch up if needed."""
-        previous = await self.inbox.get_marker(HEARTBEAT)
+        previous = await self.markers.get_marker(HEARTBEAT)
         self.started_at = self.clock.wall()
-        await self.inbox.set_marker(HEARTBEAT, self.started_at)
+        await self.markers.set_marker(HEARTBEAT, self.started_at)
         gap = downtime_gap(previous, self.started_at, self.horizon)
-        last_catchup = await self.inbox.get_marker(LAST_CATCHUP)
+        last_catchup = await self.markers.get_marker(LAST_CATCHUP)
         if gap is not None and (last_catchup is None or last_catchup < gap.end):
             self._pending_downtime = gap
             await self._catch_up(gap)
@@ -72,15 +62,15 @@ class CatchUp:
     async def check(self) -> BlindGap | None:
         """Heartbeat, then catch up on a pending downtime gap or a silence longer than the horizon."""
         now = self.clock.wall()
-        await self.inbox.set_marker(HEARTBEAT, now)
+        await self.markers.set_marker(HEARTBEAT, now)
         if self._pending_downtime is not None:
             gap: BlindGap | None = self._pending_downtime
         else:
             gap = silence_gap(
                 now,
                 started_at=self.started_at,
-                last_delivery_at=await self.inbox.last_delivery_at(),
-                last_catchup_at=await self.inbox.get_marker(LAST_CATCHUP),
+                last_delivery_at=await self.markers.last_delivery_at(),
+                last_catchup_at=await self.markers.get_marker(LAST_CATCHUP),
                 horizon=self.horizon,
             )
         if gap is not None:
@@ -97,7 +87,7 @@ class CatchUp:
                 log.exception("catch-up check failed", extra={"event": "catchup.failed"})
 
     async def _catch_up(self, gap: BlindGap) -> None:
-        flows = flows_to_catch_up(await self._flows())
+        flows = flows_to_catch_up(await self.markers.live_flows())
         if flows:
             context = {"cause": gap.cause, "gap_seconds": round(gap.end - gap.start), "flows": len(flows)}
             log.warning("webhook blind spot: catching up", extra={"event": "catchup.start", **context})
@@ -116,15 +106,8 @@ class CatchUp:
                     },
                 )
                 return
-        await self.inbox.set_marker(LAST_CATCHUP, self.clock.wall())
+        await self.markers.set_marker(LAST_CATCHUP, self.clock.wall())
         self._pending_downtime = None
         if flows:
             self.catchups += 1
             log.info("catch-up done", extra={"event": "catchup.done", "flows": len(flows)})
-
-    async def _flows(self) -> list[MirroredFlow]:
-        """Every mirrored flow that is not archived, with its last known state."""
-        async with self.store.db.execute(
-            "SELECT flow_id, state FROM flows WHERE state != 'ARCHIVED'"
-        ) as cursor:
-            return [MirroredFlow(int(r[0]), str(r[1])) for r in await cursor.fetchall()]

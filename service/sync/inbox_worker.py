@@ -26,9 +26,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Protocol
 
-from service.adapters.store.inbox import Inbox, InboxRow
 from service.core.backoff import Random, compute_backoff
 from service.core.clock import Clock
+from service.core.store_ports import InboxRow, InboxStore
 from service.core.webhook_events import Refresh, events_for, refresh_for
 from service.core.webhook_figures import WebhookFigures
 from service.errors import CircuitOpen, RateLimited, ServiceError
@@ -81,7 +81,7 @@ class InboxWorker:
 
     def __init__(
         self,
-        inbox: Inbox,
+        inbox: InboxStore,
         refresher: FlowRefresher,
         clock: Clock,
         policy: WorkerPolicy | None = None,

@@ -13,11 +13,10 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from service.adapters.store import Store
-from service.adapters.store import outbox as repo
 from service.core.backoff import Random, compute_backoff
 from service.core.clock import Clock
 from service.core.ports import Sink
+from service.core.store_ports import OutboxItem, OutboxStore
 from service.errors import SinkError
 
 log = logging.getLogger("service.outbox")
@@ -48,9 +47,9 @@ class OutboxDeliverer:
     """Delivers due outbox rows; `deliver_due()` until nothing is due, `run()` as a loop for the service."""
 
     def __init__(
-        self, store: Store, sink: Sink, clock: Clock, rng: Random, policy: DeliveryPolicy | None = None
+        self, outbox: OutboxStore, sink: Sink, clock: Clock, rng: Random, policy: DeliveryPolicy | None = None
     ) -> None:
-        self._store = store
+        self._outbox = outbox
         self._sink = sink
         self._clock = clock
         self._rng = rng
@@ -68,15 +67,14 @@ class OutboxDeliverer:
         One deliverer at a time per database, across processes too (a `sync --once` next to a running
         service): two would read the same pending rows and send each twice.
         """
-        async with self._lock, self._store.exclusive("outbox"):
+        async with self._lock, self._outbox.exclusive("outbox"):
             return await self._deliver_due()
 
     async def _deliver_due(self) -> DeliveryResult:
         result = DeliveryResult()
         limit = asyncio.Semaphore(self._policy.concurrency)
         while True:
-            async with self._store.transaction() as db:
-                items = await repo.due_items(db, self._clock.wall(), self._policy.batch)
+            items = await self._outbox.due_items(self._clock.wall(), self._policy.batch)
             if not items:
                 break
             failed_before = result.failed
@@ -85,8 +83,7 @@ class OutboxDeliverer:
                     group.create_task(self._deliver(item, limit, result, failed_before))
             if result.failed > failed_before:
                 break  # the sink is struggling: leave the rest for the next pass rather than hammer it
-        async with self._store.transaction() as db:
-            result.next_due = await repo.next_due_at(db)
+        result.next_due = await self._outbox.next_due_at()
         if result.retry_at is not None and result.next_due is not None:
             # The rows a failure left untried wait for the failed row's retry: it probes the SIS for them,
             # so a SIS that is down is asked once per backoff, not once per pending row.
@@ -94,7 +91,7 @@ class OutboxDeliverer:
         return result
 
     async def _deliver(
-        self, item: repo.OutboxItem, limit: asyncio.Semaphore, result: DeliveryResult, failed_before: int
+        self, item: OutboxItem, limit: asyncio.Semaphore, result: DeliveryResult, failed_before: int
     ) -> None:
         async with limit:
             if result.failed > failed_before:
@@ -115,8 +112,7 @@ class OutboxDeliverer:
                 )
                 retry_at = self._clock.wall() + delay
                 result.retry_at = retry_at if result.retry_at is None else min(result.retry_at, retry_at)
-                async with self._store.transaction() as db:
-                    await repo.mark_failed(db, item.id, retry_at, str(exc))
+                await self._outbox.mark_failed(item.id, retry_at, str(exc))
                 log.warning(
                     "grade delivery failed",
                     extra={
@@ -127,8 +123,7 @@ class OutboxDeliverer:
                     },
                 )
                 return
-            async with self._store.transaction() as db:
-                await repo.mark_delivered(db, item.id, self._clock.wall())
+            await self._outbox.mark_delivered(item.id, self._clock.wall())
             result.delivered += 1
 
     async def run(self, idle: float = 5.0) -> None:

@@ -21,13 +21,12 @@ import logging
 import time
 from collections.abc import Callable
 
-from service.adapters.store import Store, mirror, runs
-from service.adapters.store import outbox as outbox_repo
 from service.core import planner
 from service.core.clock import Clock
 from service.core.planner import LIVE_STATES, FlowPlan, PlanPolicy
 from service.core.ports import WiseflowApi
 from service.core.records import Flow, GradeVersion, Participant, changed_grades
+from service.core.store_ports import RunCounters, SyncStore
 from service.errors import ApiError, ApiUnavailable, AuthError, CircuitOpen, RateLimited, ServiceError
 from service.sync.counting import CountingApi
 from service.sync.summary import Progress, RunSummary
@@ -55,7 +54,7 @@ class Poller:
     def __init__(
         self,
         api: WiseflowApi,
-        store: Store,
+        store: SyncStore,
         clock: Clock,
         rng: planner.Random,
         policy: PlanPolicy,
@@ -93,14 +92,14 @@ class Poller:
         """
         async with self._run_lock, self._store.exclusive("sync"):
             started = time.monotonic()
-            async with self._store.transaction() as db:
-                await runs.abandon_running(db, self._clock.wall())
-                summary = RunSummary(run_id=await runs.start_run(db, self._clock.wall()), outcome="running")
+            async with self._store.transaction() as unit:
+                await unit.abandon_running(self._clock.wall())
+                summary = RunSummary(run_id=await unit.start_run(self._clock.wall()), outcome="running")
             self._api.reset()
             try:
                 if full:  # marked first and committed, so a run interrupted by discovery keeps the marks
-                    async with self._store.transaction() as db:
-                        await mirror.mark_all_live_for_refresh(db)
+                    async with self._store.transaction() as unit:
+                        await unit.mark_all_live_for_refresh()
                 await self._discover(summary)
                 await self._read_events(summary)
                 await self._refresh_due(summary)
@@ -127,13 +126,11 @@ class Poller:
         if flow is None:
             return
         now = self._clock.wall()
-        async with self._store.transaction() as db:
-            known = await mirror.load_flow(db, flow_id)
+        async with self._store.transaction() as unit:
+            known = await unit.load_flow(flow_id)
             previous, plan = known if known is not None else (None, None)
-            await mirror.save_flow(db, flow, now)
-            await mirror.save_plan(
-                db, flow_id, planner.plan_after_discovery(previous, flow, plan, now, self._policy)
-            )
+            await unit.save_flow(flow, now)
+            await unit.save_plan(flow_id, planner.plan_after_discovery(previous, flow, plan, now, self._policy))
 
     async def refresh_assessments(self, flow_id: int) -> None:
         """Fetch the flow's grades and store new versions (and their outbox rows) now."""
@@ -144,12 +141,12 @@ class Poller:
         await self._refresh_grades(flow_id, with_participants=True)
 
     async def _refresh_grades(self, flow_id: int, *, with_participants: bool) -> None:
-        async with self._store.transaction() as db:
-            known = await mirror.load_flow(db, flow_id)
+        async with self._store.transaction() as unit:
+            known = await unit.load_flow(flow_id)
         if known is None:
             await self.refresh_flow(flow_id)  # an unknown flow: mirror it first
-            async with self._store.transaction() as db:
-                known = await mirror.load_flow(db, flow_id)
+            async with self._store.transaction() as unit:
+                known = await unit.load_flow(flow_id)
             if known is None:
                 return
         try:
@@ -160,13 +157,13 @@ class Poller:
 
     async def _discover(self, summary: RunSummary) -> None:
         """List flows (every live state; archived ones once, on a first pass) and update their plans."""
-        async with self._store.transaction() as db:
-            checkpoint = await runs.get_checkpoint(db, DISCOVERY_KEY)
-            scanned = bool(await runs.get_checkpoint(db, ARCHIVED_SCANNED_KEY))
+        async with self._store.transaction() as unit:
+            checkpoint = await unit.get_checkpoint(DISCOVERY_KEY)
+            scanned = bool(await unit.get_checkpoint(ARCHIVED_SCANNED_KEY))
             if checkpoint is None:  # a fresh pass; an interrupted one keeps its start and its state filter
                 archived = self._policy.mirror_archived_once and not scanned
                 checkpoint = {"pass_started": self._clock.wall(), "archived": archived}
-                await runs.set_checkpoint(db, DISCOVERY_KEY, checkpoint, self._clock.wall())
+                await unit.set_checkpoint(DISCOVERY_KEY, checkpoint, self._clock.wall())
         pass_started = float(checkpoint["pass_started"])
         states = (*LIVE_STATES, "ARCHIVED") if checkpoint["archived"] else LIVE_STATES
         batch: list[Flow] = []
@@ -180,28 +177,28 @@ class Poller:
                 batch = []
         await self._save_discovered(batch, pass_started)
         await self._check_vanished(pass_started)
-        async with self._store.transaction() as db:
-            await runs.delete_checkpoint(db, DISCOVERY_KEY)
+        async with self._store.transaction() as unit:
+            await unit.delete_checkpoint(DISCOVERY_KEY)
             if checkpoint["archived"]:
-                await runs.set_checkpoint(db, ARCHIVED_SCANNED_KEY, True, self._clock.wall())
+                await unit.set_checkpoint(ARCHIVED_SCANNED_KEY, True, self._clock.wall())
 
     async def _save_discovered(self, flows: list[Flow], pass_started: float) -> None:
         if not flows:
             return
         now = self._clock.wall()
-        async with self._store.transaction() as db:
-            known = await mirror.load_flows(db, (f.flow_id for f in flows))
+        async with self._store.transaction() as unit:
+            known = await unit.load_flows(f.flow_id for f in flows)
             for flow in flows:
                 previous, plan = known.get(flow.flow_id, (None, None))
-                await mirror.save_flow(db, flow, now, seen_at=pass_started)
+                await unit.save_flow(flow, now, seen_at=pass_started)
                 new_plan = planner.plan_after_discovery(previous, flow, plan, now, self._policy)
                 if new_plan != plan:
-                    await mirror.save_plan(db, flow.flow_id, new_plan)
+                    await unit.save_plan(flow.flow_id, new_plan)
 
     async def _check_vanished(self, pass_started: float) -> None:
         """A flow no longer listed (archived since, or deleted) gets its state read once."""
-        async with self._store.transaction() as db:
-            vanished = await mirror.vanished_flows(db, pass_started)
+        async with self._store.transaction() as unit:
+            vanished = await unit.vanished_flows(pass_started)
         for flow_id in vanished:
             await self.refresh_flow(flow_id)
 
@@ -221,8 +218,8 @@ class Poller:
 
     async def _drop(self, flow_id: int) -> None:
         """A flow WISEflow no longer has: the mirror follows (its queued grades are still delivered)."""
-        async with self._store.transaction() as db:
-            await mirror.delete_flow(db, flow_id)
+        async with self._store.transaction() as unit:
+            await unit.delete_flow(flow_id)
         log.warning(
             "flow not found: removed from the mirror", extra={"event": "sync.flow_gone", "flow_id": flow_id}
         )
@@ -230,8 +227,8 @@ class Poller:
     async def _read_events(self, summary: RunSummary) -> None:
         """Mark flows with a PAPER_HANDED_IN since the cursor for an early refresh; advance the cursor."""
         now = self._clock.wall()
-        async with self._store.transaction() as db:
-            cursor = await runs.get_checkpoint(db, EVENTS_CURSOR_KEY)
+        async with self._store.transaction() as unit:
+            cursor = await unit.get_checkpoint(EVENTS_CURSOR_KEY)
         window = planner.event_window(cursor, now, self._policy.events_overlap)
         flow_ids: set[int] = set()
         if window is not None:
@@ -239,14 +236,14 @@ class Poller:
             async for event in self._api.iter_participation_events(*window, types=["PAPER_HANDED_IN"]):
                 summary.events += 1
                 flow_ids |= planner.flows_to_refresh([event])
-        async with self._store.transaction() as db:
-            await mirror.mark_early_refresh(db, flow_ids)
-            await runs.set_checkpoint(db, EVENTS_CURSOR_KEY, now if window is None else window[1], now)
+        async with self._store.transaction() as unit:
+            await unit.mark_early_refresh(flow_ids)
+            await unit.set_checkpoint(EVENTS_CURSOR_KEY, now if window is None else window[1], now)
 
     async def _refresh_due(self, summary: RunSummary) -> None:
         """Refresh every due flow, `concurrency` at a time; the first run-stopping error ends them all."""
-        async with self._store.transaction() as db:
-            due = await mirror.due_flows(db, self._clock.wall())
+        async with self._store.transaction() as unit:
+            due = await unit.due_flows(self._clock.wall())
         queue = iter(due)
         total = len(due)
 
@@ -288,10 +285,10 @@ class Poller:
             "flow refresh failed",
             extra={"event": "sync.flow_failed", "flow_id": flow_id, "status": status, "x_trace_id": trace_id},
         )
-        async with self._store.transaction() as db:
+        async with self._store.transaction() as unit:
             retry = planner.plan_after_failure(plan, self._clock.wall(), self._rng, self._policy)
-            await mirror.save_plan(db, flow_id, retry)
-            await mirror.record_flow_error(db, flow_id, reason)
+            await unit.save_plan(flow_id, retry)
+            await unit.record_flow_error(flow_id, reason)
 
     async def _refresh(
         self, flow: Flow, plan: FlowPlan | None, *, with_participants: bool
@@ -308,27 +305,25 @@ class Poller:
                 for a in await self._api.get_assessments(flow.flow_id)
             ]
             now = self._clock.wall()
-            async with self._store.transaction() as db:
+            async with self._store.transaction() as unit:
                 if with_participants:
-                    await mirror.replace_participants(db, flow.flow_id, participants, now)
-                changed = changed_grades(await mirror.stored_grade_keys(db, flow.flow_id), versions)
-                await mirror.write_grades(db, changed, now)
-                await mirror.remove_grades_except(db, flow.flow_id, (v.participant_id for v in versions))
+                    await unit.replace_participants(flow.flow_id, participants, now)
+                changed = changed_grades(await unit.stored_grade_keys(flow.flow_id), versions)
+                await unit.write_grades(changed, now)
+                await unit.remove_grades_except(flow.flow_id, (v.participant_id for v in versions))
                 if self._outbox_enabled:
-                    await outbox_repo.enqueue(db, changed, now)
+                    await unit.enqueue_outbox(changed, now)
                 if plan is not None:  # a planned refresh: schedule the next one
-                    await mirror.save_plan(
-                        db, flow.flow_id, planner.plan_after_poll(flow, now, self._rng, self._policy)
+                    await unit.save_plan(
+                        flow.flow_id, planner.plan_after_poll(flow, now, self._rng, self._policy)
                     )
             return len(participants), len(versions), len(changed)
 
     async def _finish(self, summary: RunSummary) -> None:
         summary.api_calls, summary.pages = self._api.calls, self._api.pages
-        counters = runs.RunCounters(summary.api_calls, summary.pages, summary.records, summary.changes)
-        async with self._store.transaction() as db:
-            await runs.finish_run(
-                db, summary.run_id, self._clock.wall(), summary.outcome, counters, summary.reason
-            )
+        counters = RunCounters(summary.api_calls, summary.pages, summary.records, summary.changes)
+        async with self._store.transaction() as unit:
+            await unit.finish_run(summary.run_id, self._clock.wall(), summary.outcome, counters, summary.reason)
         log.info(
             "sync run ended",
             extra={

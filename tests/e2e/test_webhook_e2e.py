@@ -65,7 +65,7 @@ class Services:
             # The real horizon is 2 h; the same code with a 1 s horizon shows the catch-up in a test.
             refresher = WakingRefresher(service.poller, service.deliverer)
             service.catchup = CatchUp(
-                service.store, service.inbox, refresher, service.clock, horizon=catchup_horizon, interval=0.2
+                service.inbox, refresher, service.clock, horizon=catchup_horizon, interval=0.2
             )
         start_loops(service)
         await wait_for(lambda: settled(service))

@@ -56,7 +56,7 @@ async def test_figures_are_read_from_the_database(tmp_path: Path) -> None:
                 "INSERT INTO inbox_deliveries (delivery_id, sequence, received_at) VALUES "
                 "('a', 1, 1), ('b', 1, 2), ('c', 2, 3)"
             )
-        figures = await gather_figures(store.db)
+        figures = await gather_figures(store)
     finally:
         await store.close()
     assert (figures.runs, figures.runs_ok, figures.last_full_calls, figures.latest_calls) == (4, 3, 40, 6)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from service.adapters.store import Store, StoreError
+from service.adapters.store import Store, StoreError, runs
+from service.adapters.store.inbox import Inbox
 from service.adapters.store.connection import fetch_value, schema_version
 from service.adapters.store.migrations import JOURNAL_LIMIT, LATEST_VERSION
 
@@ -23,6 +24,7 @@ TABLES = {
     "inbox",
     "inbox_deliveries",
     "request_journal",
+    "run_requests",
 }
 
 
@@ -208,3 +210,45 @@ async def test_exclusive_is_held_across_connections_until_released(tmp_path: Pat
     finally:
         await one.close()
         await two.close()
+
+
+async def test_reads_never_see_an_open_transaction(tmp_path: Path) -> None:
+    """A read beside another task's open transaction sees the committed rows only, then the commit."""
+    store = await Store.open(tmp_path / "db.sqlite3")
+    inbox = Inbox(store)
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def writer() -> None:
+        async with store.transaction() as db:
+            await db.execute(
+                "INSERT INTO inbox (sequence, event, event_timestamp, body, received_at) VALUES (1, 'X', 1, x'', 0)"
+            )
+            inside.set()
+            await release.wait()
+
+    try:
+        task = asyncio.create_task(writer())
+        await inside.wait()
+        assert (await inbox.pending(), await inbox.counts()) == ([], {"deliveries": 0})
+        release.set()
+        await task
+        assert [row.sequence for row in await inbox.pending()] == [1]
+    finally:
+        await store.close()
+
+
+async def test_checkpoints_have_one_encoding_and_old_markers_still_read(tmp_path: Path) -> None:
+    """Markers are written as JSON like every checkpoint; a marker an older version wrote with repr() reads."""
+    store = await Store.open(tmp_path / "db.sqlite3")
+    inbox = Inbox(store)
+    try:
+        await inbox.set_marker("heartbeat", 1.5e9)
+        async with store.transaction() as db:
+            await db.execute("INSERT INTO checkpoints VALUES ('webhooks:old', 'inf', 0)")
+            assert await runs.get_checkpoint(db, "webhooks:heartbeat") == 1.5e9
+        assert await fetch_value(
+            store.db, "SELECT value FROM checkpoints WHERE key = 'webhooks:heartbeat'"
+        ) == ("1500000000.0")
+        assert await inbox.get_marker("old") == float("inf")
+    finally:
+        await store.close()

@@ -11,6 +11,8 @@ import pytest
 
 from service.adapters.store import Store
 from service.adapters.store.connection import fetch_value
+from service.adapters.store.outbox import Outbox
+from service.adapters.store.unit import SqliteSyncStore
 from service.core.clock import ManualClock
 from service.core.planner import PlanPolicy
 from service.errors import CircuitOpen
@@ -38,8 +40,10 @@ class Rig:
         self.store = store
         self.sink = FakeSink()
         clock = ManualClock()
-        self.poller = Poller(self.api, store, clock, random.Random(1), POLICY, outbox_enabled=True)
-        self.deliverer = OutboxDeliverer(store, self.sink, clock, random.Random(2))
+        self.poller = Poller(
+            self.api, SqliteSyncStore(store), clock, random.Random(1), POLICY, outbox_enabled=True
+        )
+        self.deliverer = OutboxDeliverer(Outbox(store), self.sink, clock, random.Random(2))
 
     async def sync(self) -> None:
         """A full run (every live flow, due or not), then deliver everything due."""

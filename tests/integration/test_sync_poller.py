@@ -10,6 +10,7 @@ import pytest
 
 from service.adapters.store import Store, mirror, runs
 from service.adapters.store.connection import fetch_value
+from service.adapters.store.unit import SqliteSyncStore
 from service.core.clock import ManualClock
 from service.core.planner import PlanPolicy
 from service.errors import ApiError, CircuitOpen
@@ -28,7 +29,9 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 def make_poller(api: FakeWiseflowApi, store: Store, clock: ManualClock, *, outbox: bool = True) -> Poller:
-    return Poller(api, store, clock, random.Random(7), POLICY, concurrency=3, outbox_enabled=outbox)
+    return Poller(
+        api, SqliteSyncStore(store), clock, random.Random(7), POLICY, concurrency=3, outbox_enabled=outbox
+    )
 
 
 def world() -> FakeWiseflowApi:

@@ -43,7 +43,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 def _catchup(store: Store, clock: ManualClock, refresher: FakeRefresher) -> CatchUp:
-    return CatchUp(store, Inbox(store), refresher, clock, horizon=HORIZON)
+    return CatchUp(Inbox(store), refresher, clock, horizon=HORIZON)
 
 
 async def test_long_downtime_catches_up_active_flows_at_start(store: Store) -> None:

@@ -1,10 +1,14 @@
-"""The SQLite store: one aiosqlite writer connection, WAL, migrations, serialised transactions.
+"""The SQLite store: one aiosqlite writer connection, one read-only reader, WAL, migrations.
 
 Every write goes through `async with store.transaction():`, which holds an asyncio.Lock for the
 transaction's whole life, so two tasks never interleave statements of different transactions on the one
 connection. The connection runs in autocommit mode (`isolation_level=None`): the only transactions are
 the explicit `BEGIN IMMEDIATE ... COMMIT` ones, taken before any read so no writer can be upgraded late
 and hit SQLITE_BUSY mid-transaction.
+
+Reads that are not part of a write (`async with store.read():`) go to a second, read-only connection:
+WAL lets it read beside the writer, and it only ever sees committed rows, never another task's open
+transaction on the writer connection.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from typing import TypeVar, cast
 import aiosqlite
 
 from service.adapters.store.migrations import LATEST_VERSION, MIGRATIONS
-from service.errors import ServiceError
+from service.errors import StoreError
+
+__all__ = ["Store", "StoreError", "fetch_float", "fetch_int", "fetch_text", "fetch_value", "schema_version"]
 
 T = TypeVar("T")
 
@@ -30,16 +36,15 @@ T = TypeVar("T")
 BUSY_TIMEOUT_MS = 5000
 
 
-class StoreError(ServiceError):
-    """The database cannot be used (newer schema than this code, not writable)."""
-
-
 class Store:
     """The database of wiseflow-sync. Create with `await Store.open(path)`; close with `await close()`."""
 
-    def __init__(self, db: aiosqlite.Connection, path: str = ":memory:") -> None:
+    def __init__(
+        self, db: aiosqlite.Connection, path: str = ":memory:", reader: aiosqlite.Connection | None = None
+    ) -> None:
         self.db = db
         self.path = path
+        self._reader = reader
         self._lock = asyncio.Lock()
         # The task inside `transaction()`: a nested call from that same task joins instead of deadlocking.
         self._owner: asyncio.Task[object] | None = None
@@ -74,11 +79,25 @@ class Store:
             await db.execute("PRAGMA foreign_keys=ON")
             await db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             await _migrate(db)
+            reader = None if str(path) == ":memory:" else await _open_reader(path)
         except BaseException:
             await db.close()
             raise
         db.row_factory = aiosqlite.Row
-        return cls(db, str(path))
+        return cls(db, str(path), reader)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A connection for reads outside any write: committed rows only (the writer's under its lock)."""
+        if self._reader is not None:
+            yield self._reader
+            return
+        task = asyncio.current_task()
+        if task is not None and task is self._owner:
+            yield self.db  # inside this task's own transaction: its reads belong to it
+            return
+        async with self._lock:  # an in-memory database has no second connection
+            yield self.db
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -159,6 +178,8 @@ class Store:
     async def close(self) -> None:
         """Close the connection; waits for a running transaction to finish first."""
         async with self._lock:
+            if self._reader is not None:
+                await self._reader.close()
             await self.db.close()
 
 
@@ -180,8 +201,43 @@ async def _migrate(db: aiosqlite.Connection) -> None:
         await db.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
 
 
+async def _open_reader(path: str | Path) -> aiosqlite.Connection:
+    """A read-only connection to the (already migrated, WAL) database at `path`."""
+    uri = Path(path).absolute().as_uri() + "?mode=ro"  # noqa: ASYNC240 - a string operation, no I/O
+    reader = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+    try:
+        await reader.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    except BaseException:
+        await reader.close()
+        raise
+    reader.row_factory = aiosqlite.Row
+    return reader
+
+
 async def fetch_value(db: aiosqlite.Connection, sql: str, params: tuple[object, ...] = ()) -> object:
-    """The first column of the first row of `sql`, or None when there is no row."""
+    """The first column of the first row of `sql`, or None when there is no row (or it is NULL)."""
     async with db.execute(sql, params) as cursor:
         row = await cursor.fetchone()
     return None if row is None else row[0]
+
+
+async def fetch_int(db: aiosqlite.Connection, sql: str, params: tuple[object, ...] = ()) -> int | None:
+    """`fetch_value` as an int (a count, an id, a sequence), None for no row or NULL."""
+    value = await fetch_value(db, sql, params)
+    if value is None:
+        return None
+    return int(value) if isinstance(value, int | float) else int(str(value))
+
+
+async def fetch_float(db: aiosqlite.Connection, sql: str, params: tuple[object, ...] = ()) -> float | None:
+    """`fetch_value` as a float (a time), None for no row or NULL."""
+    value = await fetch_value(db, sql, params)
+    if value is None:
+        return None
+    return float(value) if isinstance(value, int | float) else float(str(value))
+
+
+async def fetch_text(db: aiosqlite.Connection, sql: str, params: tuple[object, ...] = ()) -> str | None:
+    """`fetch_value` as text (a status), None for no row or NULL."""
+    value = await fetch_value(db, sql, params)
+    return None if value is None else str(value)

@@ -13,13 +13,15 @@ import asyncio
 import enum
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Final
 
 import aiosqlite
 import orjson
 
-from service.adapters.store.connection import Store, fetch_value
+from service.adapters.store import mirror, runs
+from service.adapters.store.connection import Store, fetch_float, fetch_int, fetch_text
+from service.core.blindness import MirroredFlow
+from service.core.store_ports import InboxRow
 from service.core.webhook_events import WebhookEvent
 
 # One transaction holds at most this many requests: bounds the time any one request waits for its commit.
@@ -33,23 +35,6 @@ class Recorded(enum.Enum):
 
     NEW = "new"
     DUPLICATE = "duplicate"
-
-
-@dataclass(frozen=True, slots=True)
-class InboxRow:
-    """One stored event, without its body."""
-
-    sequence: int
-    event: str
-    flow_id: int | None
-    participant_id: int | None
-    event_timestamp: int
-    received_at: float
-    status: str
-    attempts: int
-    next_attempt_at: float
-    last_error: str | None
-    processed_at: float | None
 
 
 _COLUMNS: Final = (
@@ -102,7 +87,7 @@ def _commit_batch(
 
 
 class Inbox:
-    """Stores, lists and updates inbox events on a `Store`."""
+    """Stores, lists and updates inbox events on a `Store` (the `InboxStore` and `Markers` ports)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -158,30 +143,31 @@ class Inbox:
 
     async def pending(self, limit: int = 500) -> list[InboxRow]:
         """Pending events in sequence order (due or not: the worker keeps per-flow order with them)."""
-        async with self._store.db.execute(
-            f"SELECT {_COLUMNS} FROM inbox WHERE status = 'pending' ORDER BY sequence LIMIT ?",  # noqa: S608 - constant columns
-            (limit,),
-        ) as cursor:
+        async with (
+            self._store.read() as db,
+            db.execute(
+                f"SELECT {_COLUMNS} FROM inbox WHERE status = 'pending' ORDER BY sequence LIMIT ?",  # noqa: S608 - constant columns
+                (limit,),
+            ) as cursor,
+        ):
             return [_row(r) for r in await cursor.fetchall()]
 
     async def next_due_at(self) -> float | None:
         """When the earliest pending event is due, or None when nothing is pending."""
-        value = await fetch_value(
-            self._store.db, "SELECT MIN(next_attempt_at) FROM inbox WHERE status = 'pending'"
-        )
-        return None if value is None else float(value)  # type: ignore[arg-type]
+        async with self._store.read() as db:
+            return await fetch_float(db, "SELECT MIN(next_attempt_at) FROM inbox WHERE status = 'pending'")
 
     async def newest_done(self, flow_id: int, events: Sequence[str]) -> int | None:
         """The highest sequence already applied for `flow_id` among `events` (one refresh kind)."""
         if not events:
             return None
         marks = ", ".join("?" for _ in events)
-        value = await fetch_value(
-            self._store.db,
-            f"SELECT MAX(sequence) FROM inbox WHERE flow_id = ? AND status = 'done' AND event IN ({marks})",  # noqa: S608 - placeholders only
-            (flow_id, *events),
-        )
-        return None if value is None else int(value)  # type: ignore[call-overload]
+        async with self._store.read() as db:
+            return await fetch_int(
+                db,
+                f"SELECT MAX(sequence) FROM inbox WHERE flow_id = ? AND status = 'done' AND event IN ({marks})",  # noqa: S608 - placeholders only
+                (flow_id, *events),
+            )
 
     async def mark_done(self, sequences: Sequence[int], now: float) -> None:
         """Mark pending events done (processed at `now`)."""
@@ -213,7 +199,7 @@ class Inbox:
                 return [int(r[0]) for r in await cursor.fetchall()]
 
     async def defer(self, sequences: Sequence[int], until: float) -> None:
-        """Postpone pending events without counting an attempt (the breaker is open: not their fault)."""
+        """Postpone pending events without counting an attempt (the API said wait: not their fault)."""
         async with self._store.transaction() as db:
             await db.executemany(
                 "UPDATE inbox SET next_attempt_at = MAX(next_attempt_at, ?) "
@@ -223,10 +209,13 @@ class Inbox:
 
     async def dead_letters(self, limit: int = 1000) -> list[InboxRow]:
         """Dead events, oldest first."""
-        async with self._store.db.execute(
-            f"SELECT {_COLUMNS} FROM inbox WHERE status = 'dead' ORDER BY sequence LIMIT ?",  # noqa: S608 - constant columns
-            (limit,),
-        ) as cursor:
+        async with (
+            self._store.read() as db,
+            db.execute(
+                f"SELECT {_COLUMNS} FROM inbox WHERE status = 'dead' ORDER BY sequence LIMIT ?",  # noqa: S608 - constant columns
+                (limit,),
+            ) as cursor,
+        ):
             return [_row(r) for r in await cursor.fetchall()]
 
     async def replay(self, sequence: int | None) -> int:
@@ -244,41 +233,34 @@ class Inbox:
 
     async def status_of(self, sequence: int) -> str | None:
         """The status of one event, or None when there is no such event."""
-        value = await fetch_value(self._store.db, "SELECT status FROM inbox WHERE sequence = ?", (sequence,))
-        return None if value is None else str(value)
+        async with self._store.read() as db:
+            return await fetch_text(db, "SELECT status FROM inbox WHERE sequence = ?", (sequence,))
 
     async def counts(self) -> dict[str, int]:
         """Events by status, plus 'deliveries' (every delivery id recorded)."""
-        async with self._store.db.execute("SELECT status, COUNT(*) FROM inbox GROUP BY status") as cursor:
-            counts = {str(r[0]): int(r[1]) for r in await cursor.fetchall()}
-        deliveries = await fetch_value(self._store.db, "SELECT COUNT(*) FROM inbox_deliveries")
-        counts["deliveries"] = int(deliveries or 0)  # type: ignore[call-overload]
+        async with self._store.read() as db:
+            async with db.execute("SELECT status, COUNT(*) FROM inbox GROUP BY status") as cursor:
+                counts = {str(r[0]): int(r[1]) for r in await cursor.fetchall()}
+            counts["deliveries"] = await fetch_int(db, "SELECT COUNT(*) FROM inbox_deliveries") or 0
         return counts
-
-    async def oldest_pending_received_at(self) -> float | None:
-        """When the oldest still-pending event arrived (for the processing-lag gauge)."""
-        value = await fetch_value(self._store.db, "SELECT MIN(received_at) FROM inbox WHERE status = 'pending'")
-        return None if value is None else float(value)  # type: ignore[arg-type]
 
     async def last_delivery_at(self) -> float | None:
         """When the last delivery (new or duplicate) arrived: WISEflow was talking to us then."""
-        value = await fetch_value(
-            self._store.db, "SELECT received_at FROM inbox_deliveries ORDER BY rowid DESC LIMIT 1"
-        )
-        return None if value is None else float(value)  # type: ignore[arg-type]
+        async with self._store.read() as db:
+            return await fetch_float(db, "SELECT received_at FROM inbox_deliveries ORDER BY rowid DESC LIMIT 1")
 
     async def get_marker(self, name: str) -> float | None:
         """A time marker of the webhook side (heartbeat, last catch-up) from the checkpoints table."""
-        value = await fetch_value(
-            self._store.db, "SELECT value FROM checkpoints WHERE key = ?", (MARKER_PREFIX + name,)
-        )
-        return None if value is None else float(str(value))
+        async with self._store.read() as db:
+            value = await runs.get_checkpoint(db, MARKER_PREFIX + name)
+        return None if value is None else float(value)
 
     async def set_marker(self, name: str, at: float) -> None:
         """Write a time marker (see `get_marker`)."""
         async with self._store.transaction() as db:
-            await db.execute(
-                "INSERT INTO checkpoints (key, value, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                (MARKER_PREFIX + name, repr(at), at),
-            )
+            await runs.set_checkpoint(db, MARKER_PREFIX + name, at, at)
+
+    async def live_flows(self) -> list[MirroredFlow]:
+        """Every mirrored flow that is not archived, with its last known state (what catch-up looks at)."""
+        async with self._store.read() as db:
+            return await mirror.live_flows(db)

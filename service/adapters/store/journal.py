@@ -107,21 +107,33 @@ class JournalWriter:
         await self.flush()
 
 
-async def find_by_trace(db: aiosqlite.Connection, trace_id: str) -> list[JournalRow]:
+_JOURNAL_COLUMNS = "at, method, path, status, duration_ms, attempt, trace_id"
+_RUN_COLUMNS = ("run_id", "started_at", "ended_at", "outcome", "reason", "api_calls", "records", "changes")
+
+
+async def find_by_trace(store: Store, trace_id: str) -> list[JournalRow]:
     """Every journalled request with this X-Trace-Id, oldest first (`diagnose`)."""
-    sql = (
-        "SELECT at, method, path, status, duration_ms, attempt, trace_id FROM request_journal"
-        " WHERE trace_id = ? ORDER BY id"
-    )
-    async with db.execute(sql, (trace_id,)) as cursor:
+    sql = f"SELECT {_JOURNAL_COLUMNS} FROM request_journal WHERE trace_id = ? ORDER BY id"  # noqa: S608 - constant columns
+    async with store.read() as db, db.execute(sql, (trace_id,)) as cursor:
         return [JournalRow(*row) for row in await cursor.fetchall()]
 
 
-async def recent(db: aiosqlite.Connection, limit: int = 100) -> list[JournalRow]:
-    """The newest journalled requests, newest first."""
+async def around(store: Store, at: float, window: float, trace_id: str, limit: int = 50) -> list[JournalRow]:
+    """Other journalled requests within `window` seconds of `at` (those without `trace_id`), oldest first."""
     sql = (
-        "SELECT at, method, path, status, duration_ms, attempt, trace_id FROM request_journal"
-        " ORDER BY id DESC LIMIT ?"
+        f"SELECT {_JOURNAL_COLUMNS} FROM request_journal"  # noqa: S608 - constant columns
+        " WHERE at BETWEEN ? AND ? AND (trace_id IS NULL OR trace_id != ?) ORDER BY id LIMIT ?"
     )
-    async with db.execute(sql, (limit,)) as cursor:
+    async with store.read() as db, db.execute(sql, (at - window, at + window, trace_id, limit)) as cursor:
         return [JournalRow(*row) for row in await cursor.fetchall()]
+
+
+async def run_at(store: Store, at: float) -> dict[str, Any] | None:
+    """The sync run that was going on at `at` (its id, times, outcome, counts), or None."""
+    sql = (
+        f"SELECT {', '.join(_RUN_COLUMNS)} FROM sync_runs"  # noqa: S608 - constant columns
+        " WHERE started_at <= ? AND (ended_at IS NULL OR ended_at >= ?) ORDER BY run_id DESC LIMIT 1"
+    )
+    async with store.read() as db, db.execute(sql, (at, at)) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else dict(zip(_RUN_COLUMNS, tuple(row), strict=True))

@@ -143,6 +143,17 @@ BEGIN
 END;
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1,)
+_V2: Final = """
+-- Every HTTP request a sync run sent to WISEflow, counted on the wire (token requests and retries
+-- included), by route template (`GET /flow/{id}/assessments`); sync_runs.api_calls is their sum.
+CREATE TABLE run_requests (
+  run_id   INTEGER NOT NULL REFERENCES sync_runs(run_id) ON DELETE CASCADE,
+  route    TEXT    NOT NULL,
+  requests INTEGER NOT NULL,
+  PRIMARY KEY (run_id, route)
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2)
 LATEST_VERSION: Final = len(MIGRATIONS)
 JOURNAL_LIMIT: Final = 10_000

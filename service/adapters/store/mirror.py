@@ -11,6 +11,8 @@ from collections.abc import AsyncGenerator, Iterable, Sequence
 import aiosqlite
 import orjson
 
+from service.adapters.store.connection import Store
+from service.core.blindness import MirroredFlow
 from service.core.planner import FlowPlan
 from service.core.records import Flow, GradeVersion, Participant
 
@@ -105,6 +107,12 @@ async def vanished_flows(db: aiosqlite.Connection, pass_started: float) -> list[
     )
     async with db.execute(sql, (pass_started,)) as cursor:
         return [int(row[0]) for row in await cursor.fetchall()]
+
+
+async def live_flows(db: aiosqlite.Connection) -> list[MirroredFlow]:
+    """Every mirrored flow that is not archived, with its last known state."""
+    async with db.execute("SELECT flow_id, state FROM flows WHERE state != 'ARCHIVED'") as cursor:
+        return [MirroredFlow(int(r[0]), str(r[1])) for r in await cursor.fetchall()]
 
 
 async def mark_early_refresh(db: aiosqlite.Connection, flow_ids: Iterable[int]) -> int:
@@ -223,3 +231,14 @@ async def stream_grades(db: aiosqlite.Connection) -> AsyncGenerator[GradeVersion
     async with db.execute(sql) as cursor:
         async for row in cursor:
             yield GradeVersion(*row)
+
+
+async def read_grades(store: Store) -> AsyncGenerator[GradeVersion, None]:
+    """`stream_grades` on the store's read connection (committed rows only): export, demo, checks."""
+    async with store.read() as db:
+        grades = stream_grades(db)
+        try:
+            async for version in grades:
+                yield version
+        finally:
+            await grades.aclose()

@@ -6,24 +6,17 @@ if it is in the mirror. The unique idempotency key makes a re-enqueue of the sam
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 
 import aiosqlite
 import orjson
 
+from service.adapters.store.connection import Store, fetch_float
 from service.core.records import GradeVersion
+from service.core.store_ports import OutboxItem
 
-
-@dataclass(frozen=True, slots=True)
-class OutboxItem:
-    """One outbox row waiting for delivery."""
-
-    id: int
-    idempotency_key: str
-    payload: dict[str, Any]
-    attempts: int
+__all__ = ["Outbox", "OutboxItem", "enqueue"]
 
 
 async def enqueue(db: aiosqlite.Connection, versions: Sequence[GradeVersion], now: float) -> int:
@@ -117,23 +110,45 @@ async def mark_failed(db: aiosqlite.Connection, item_id: int, next_attempt_at: f
     )
 
 
-async def status_counts(db: aiosqlite.Connection) -> dict[str, int]:
-    """How many rows are in each status (for /status, metrics and the summary line)."""
-    async with db.execute("SELECT status, count(*) FROM outbox GROUP BY status") as cursor:
-        return {str(r[0]): int(r[1]) for r in await cursor.fetchall()}
-
-
 async def next_due_at(db: aiosqlite.Connection) -> float | None:
     """When the earliest pending row becomes due, or None when nothing is pending."""
-    async with db.execute("SELECT min(next_attempt_at) FROM outbox WHERE status = 'pending'") as cursor:
-        row = await cursor.fetchone()
-    return None if row is None or row[0] is None else float(row[0])
+    return await fetch_float(db, "SELECT min(next_attempt_at) FROM outbox WHERE status = 'pending'")
 
 
-async def iter_keys(db: aiosqlite.Connection, status: str) -> AsyncIterator[str]:
-    """The idempotency keys of rows in `status` (for checks and tests)."""
-    async with db.execute(
-        "SELECT idempotency_key FROM outbox WHERE status = ? ORDER BY id", (status,)
-    ) as cursor:
-        async for row in cursor:
-            yield str(row[0])
+class Outbox:
+    """The outbox on a `Store`: the `OutboxStore` port of the deliverer, and its counts for /status."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def exclusive(self, name: str) -> AbstractAsyncContextManager[None]:
+        """A lock shared by every process on the database (one deliverer at a time)."""
+        return self._store.exclusive(name)
+
+    async def due_items(self, now: float, limit: int = 100) -> list[OutboxItem]:
+        """Due pending rows (see `due_items`), read from committed rows."""
+        async with self._store.read() as db:
+            return await due_items(db, now, limit)
+
+    async def mark_delivered(self, item_id: int, now: float) -> None:
+        """The sink answered 2xx."""
+        async with self._store.transaction() as db:
+            await mark_delivered(db, item_id, now)
+
+    async def mark_failed(self, item_id: int, next_attempt_at: float, error: str) -> None:
+        """The sink refused or failed: count the attempt and schedule the next one."""
+        async with self._store.transaction() as db:
+            await mark_failed(db, item_id, next_attempt_at, error)
+
+    async def next_due_at(self) -> float | None:
+        """When the earliest pending row becomes due, or None when nothing is pending."""
+        async with self._store.read() as db:
+            return await next_due_at(db)
+
+    async def counts(self) -> dict[str, int]:
+        """How many rows are in each status (pending, delivered): /status, metrics, the demo."""
+        async with (
+            self._store.read() as db,
+            db.execute("SELECT status, count(*) FROM outbox GROUP BY status") as cursor,
+        ):
+            return {str(r[0]): int(r[1]) for r in await cursor.fetchall()}

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import aiosqlite
 import orjson
 
-
-@dataclass(slots=True)
-class RunCounters:
-    """What a run has done so far; written to `sync_runs` as it goes and at its end."""
-
-    api_calls: int = 0
-    pages: int = 0
-    records: int = 0
-    changes: int = 0
+from service.adapters.store.connection import fetch_float
+from service.core.store_ports import RunCounters
 
 
 async def start_run(db: aiosqlite.Connection, now: float) -> int:
@@ -54,26 +46,37 @@ async def abandon_running(db: aiosqlite.Connection, now: float) -> int:
     return max(cursor.rowcount, 0)
 
 
-async def recent_runs(db: aiosqlite.Connection, limit: int = 10) -> list[dict[str, Any]]:
-    """The newest runs, newest first, as plain dicts."""
-    sql = (
-        "SELECT run_id, started_at, ended_at, outcome, reason, api_calls, pages, records, changes"
-        " FROM sync_runs ORDER BY run_id DESC LIMIT ?"
+async def record_requests(db: aiosqlite.Connection, run_id: int, by_route: dict[str, int]) -> None:
+    """Store the requests a run sent, by route (replacing what an earlier save of the same run wrote)."""
+    await db.execute("DELETE FROM run_requests WHERE run_id = ?", (run_id,))
+    await db.executemany(
+        "INSERT INTO run_requests (run_id, route, requests) VALUES (?, ?, ?)",
+        [(run_id, route, count) for route, count in sorted(by_route.items())],
     )
-    async with db.execute(sql, (limit,)) as cursor:
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
+
+
+async def last_success_at(db: aiosqlite.Connection) -> float | None:
+    """When the last successful run ended, or None before the first."""
+    return await fetch_float(db, "SELECT MAX(ended_at) FROM sync_runs WHERE outcome = 'ok'")
 
 
 async def get_checkpoint(db: aiosqlite.Connection, key: str) -> Any:
     """The JSON value stored under `key`, or None."""
     async with db.execute("SELECT value FROM checkpoints WHERE key = ?", (key,)) as cursor:
         row = await cursor.fetchone()
-    return None if row is None else orjson.loads(row[0])
+    return None if row is None else decode_checkpoint(str(row[0]))
+
+
+def decode_checkpoint(text: str) -> Any:
+    """A stored checkpoint value: JSON, or a float written by `repr()` before every writer used JSON."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return float(text)  # "inf", "nan": what repr() wrote and JSON has no word for
 
 
 async def set_checkpoint(db: aiosqlite.Connection, key: str, value: Any, now: float) -> None:
-    """Store a JSON value under `key`."""
+    """Store `value` under `key`, as JSON (the one encoding of the checkpoints table)."""
     await db.execute(
         "INSERT INTO checkpoints (key, value, updated_at) VALUES (?, ?, ?)"
         " ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",

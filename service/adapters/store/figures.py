@@ -1,0 +1,69 @@
+"""Figures read from the database for reports: certification answers, `/status`, `/metrics`.
+
+Read on the store's read connection, so a report never sees a transaction that is still open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import aiosqlite
+
+from service.adapters.store import runs
+from service.adapters.store.connection import Store, fetch_int
+
+
+@dataclass(slots=True)
+class StoredFigures:
+    """What the tables say the service has done."""
+
+    runs: int = 0
+    # api_calls of every successful run, oldest first: each the run's requests counted on the wire.
+    ok_run_calls: list[int] = field(default_factory=list)
+    # Requests of successful runs by route, summed (`GET /flow/{id}/assessments` -> n).
+    requests_by_route: dict[str, int] = field(default_factory=dict)
+    # Journalled requests by status (0: no answer).
+    by_status: dict[int, int] = field(default_factory=dict)
+    events: int = 0
+    deliveries: int = 0
+    dead_letters: int = 0
+    grades_delivered: int = 0
+    grades_pending: int = 0
+    last_success_at: float | None = None
+
+
+async def read_figures(store: Store) -> StoredFigures:
+    """Every figure of `StoredFigures` from an open store."""
+    async with store.read() as db:
+        return await _figures(db)
+
+
+async def _figures(db: aiosqlite.Connection) -> StoredFigures:
+    f = StoredFigures()
+    f.runs = await _count(db, "SELECT COUNT(*) FROM sync_runs")
+    async with db.execute("SELECT api_calls FROM sync_runs WHERE outcome = 'ok' ORDER BY run_id") as cursor:
+        f.ok_run_calls = [int(row[0]) for row in await cursor.fetchall()]
+    async with db.execute(
+        "SELECT r.route, SUM(r.requests) FROM run_requests r JOIN sync_runs s USING (run_id)"
+        " WHERE s.outcome = 'ok' GROUP BY r.route ORDER BY r.route"
+    ) as cursor:
+        f.requests_by_route = {str(row[0]): int(row[1]) for row in await cursor.fetchall()}
+    async with db.execute("SELECT COALESCE(status, 0), COUNT(*) FROM request_journal GROUP BY 1") as cursor:
+        f.by_status = {int(row[0]): int(row[1]) for row in await cursor.fetchall()}
+    f.events = await _count(db, "SELECT COUNT(*) FROM inbox")
+    f.deliveries = await _count(db, "SELECT COUNT(*) FROM inbox_deliveries")
+    f.dead_letters = await _count(db, "SELECT COUNT(*) FROM inbox WHERE status = 'dead'")
+    f.grades_delivered = await _count(db, "SELECT COUNT(*) FROM outbox WHERE status = 'delivered'")
+    f.grades_pending = await _count(db, "SELECT COUNT(*) FROM outbox WHERE status != 'delivered'")
+    f.last_success_at = await runs.last_success_at(db)
+    return f
+
+
+async def last_success_at(store: Store) -> float | None:
+    """When the last successful sync run ended (None before the first): the staleness alert's figure."""
+    async with store.read() as db:
+        return await runs.last_success_at(db)
+
+
+async def _count(db: aiosqlite.Connection, sql: str) -> int:
+    return await fetch_int(db, sql) or 0
