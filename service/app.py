@@ -26,6 +26,7 @@ from service.adapters.ops_http import add_ops_routes, register_metrics, tracing_
 from service.adapters.webhook_http import WEBHOOK_PATH
 from service.core import planner
 from service.core.clock import Clock
+from service.core.failures import Verdict, classify, describe, retry_after
 from service.runtime import SERVICE, Service, close_service, open_service
 from service.settings import Settings
 
@@ -60,9 +61,13 @@ async def _guarded(name: str, loop: Callable[[], Awaitable[None]]) -> None:
             await loop()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("background loop crashed; restarting", extra={"event": "loop.crashed", "loop": name})
-            await asyncio.sleep(MIN_RETRY_DELAY)
+        except Exception as exc:
+            context = {"event": "loop.crashed", "loop": name, "error": describe(exc)}
+            if classify(exc) is Verdict.BLAME_ITEM:  # a bug: its traceback is what a reader needs
+                log.exception("background loop crashed; restarting", extra=context)
+            else:  # WISEflow or the database said wait: one line, and wait at least what was asked
+                log.warning("background loop stopped; restarting", extra=context)
+            await asyncio.sleep(max(MIN_RETRY_DELAY, retry_after(exc) or 0.0))
         else:
             return
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
 from service import __version__
-from service.errors import ConfigError
+from service.errors import ConfigError, StoreError
 
 # The commands of DESIGN.md's contract, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -46,6 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_exit(exc: ConfigError | StoreError) -> str:
+    """The one line for an error that stops a command, naming the setting to look at.
+
+    Every command maps each error class to the same exit code: a bad setting and a database that cannot be
+    used (not SQLite, a newer schema, read-only, a missing folder) both exit 2 (EXIT_USAGE).
+    """
+    return str(exc) if isinstance(exc, ConfigError) else f"SYNC_DATABASE: {exc}"
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = build_parser()
@@ -53,8 +62,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     environ = dict(os.environ) if env is None else env
     try:
         code: int = args.handler(args, environ)
-    except ConfigError as exc:
-        print(f"wiseflow-sync: configuration error: {exc}", file=sys.stderr)
+    except (ConfigError, StoreError) as exc:
+        print(f"wiseflow-sync: configuration error: {describe_exit(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

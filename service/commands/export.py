@@ -38,9 +38,6 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     database = existing_database(load_settings(env))
     try:
         return asyncio.run(export_grades(database, args.format, sys.stdout))
-    except StoreError as exc:  # not SQLite, unreadable, a newer schema: one line, no traceback
-        print(f"wiseflow-sync export: {exc}", file=sys.stderr)
-        return 1
     except BrokenPipeError:
         # The reader stopped early (`| head`): not an error of ours. Point stdout at devnull so the
         # interpreter's final flush does not raise again.

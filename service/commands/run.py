@@ -10,7 +10,6 @@ from typing import Any, Final
 from aiohttp import web
 
 from service.adapters.logs import configure_logging
-from service.adapters.store import StoreError
 from service.adapters.telemetry import setup_tracing
 from service.app import build_app
 from service.errors import ConfigError
@@ -55,8 +54,6 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             # refuses encoded bodies with 415), and never let aiohttp answer an unknown encoding itself.
             auto_decompress=False,
         )
-    except StoreError as exc:  # not SQLite, a directory, a missing folder, a newer schema
-        raise ConfigError("SYNC_DATABASE", f"unusable: {exc}") from exc
     except OSError as exc:  # the address: unknown host, port in use, no permission
         where = f"{settings.http_host}:{settings.http_port}"
         reason = exc.strerror or type(exc).__name__

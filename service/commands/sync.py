@@ -19,8 +19,8 @@ from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 from service.adapters.logs import configure_logging
-from service.adapters.store import StoreError
 from service.core.clock import Clock, SystemClock
+from service.errors import StoreError
 from service.runtime import Service, close_service, open_service
 from service.settings import Settings, load_settings
 from service.sync.outbox import OutboxDeliverer
@@ -56,12 +56,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     configure_logging(settings.log_level)
     try:
         return asyncio.run(sync_once(settings, sys.stderr, full=args.full))
-    except StoreError as exc:  # not SQLite, a newer schema, a missing directory: one line
-        print(f"wiseflow-sync sync: failed: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except sqlite3.Error as exc:  # read-only or full once running
-        print(f"wiseflow-sync sync: failed: database {settings.database}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    except sqlite3.Error as exc:  # read-only or full once running: the CLI's one line for StoreError, exit 2
+        raise StoreError(f"database {settings.database}: {exc}") from exc
 
 
 class ProgressReport:

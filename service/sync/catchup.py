@@ -17,7 +17,9 @@ from typing import Final
 
 from service.core.blindness import REDELIVERY_HORIZON, BlindGap, downtime_gap, flows_to_catch_up, silence_gap
 from service.core.clock import Clock
+from service.core.failures import BAD_DATA, Verdict, classify, describe
 from service.core.store_ports import Markers
+from service.errors import ServiceError
 from service.sync.inbox_worker import FlowRefresher
 
 log = logging.getLogger("service.catchup")
@@ -83,8 +85,10 @@ class CatchUp:
             await asyncio.sleep(self.interval)
             try:
                 await self.check()
-            except Exception:
-                log.exception("catch-up check failed", extra={"event": "catchup.failed"})
+            except Exception as exc:  # the markers' database: the next check tries again
+                if classify(exc) is Verdict.BLAME_ITEM:
+                    raise  # a bug, not a passing failure: the loop guard logs it with its traceback
+                log.warning("catch-up check failed", extra={"event": "catchup.failed", "error": describe(exc)})
 
     async def _catch_up(self, gap: BlindGap) -> None:
         flows = flows_to_catch_up(await self.markers.live_flows())
@@ -96,14 +100,16 @@ class CatchUp:
                 await self.refresher.refresh_flow(flow_id)
                 await self.refresher.refresh_assessments(flow_id)
                 await self.refresher.refresh_participants(flow_id)
-            except Exception as exc:  # CircuitOpen, ApiError...: the gap stays open for the next check
+            except (ServiceError, *BAD_DATA) as exc:
+                context = {"flow_id": flow_id, "error": describe(exc)}
+                if (
+                    classify(exc) is Verdict.BLAME_ITEM
+                ):  # this flow's problem: the poller retries it on its plan
+                    log.warning("catch-up skipped a flow", extra={"event": "catchup.flow_failed", **context})
+                    continue
+                # WISEflow cannot be used now, or our database failed: the gap stays open for the next check.
                 log.warning(
-                    "catch-up interrupted; will retry",
-                    extra={
-                        "event": "catchup.interrupted",
-                        "flow_id": flow_id,
-                        "error_type": type(exc).__name__,
-                    },
+                    "catch-up interrupted; will retry", extra={"event": "catchup.interrupted", **context}
                 )
                 return
         await self.markers.set_marker(LAST_CATCHUP, self.clock.wall())

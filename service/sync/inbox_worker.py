@@ -11,9 +11,11 @@ time):
 - otherwise the refresher is called. Events never carry data that is applied: a refresh fetches the
   flow's current state from the API, so an out-of-order event cannot roll anything back.
 
-Failures retry with capped, jittered backoff; after `max_attempts` an event is dead (see
-`wiseflow-sync inbox dead-letters` / `inbox replay`). `CircuitOpen` and `RateLimited` are not the event's
-fault: the pass stops and every due event waits for the breaker or the limit without burning an attempt.
+What a failure means comes from `core.failures.classify`. An event's own failure (BLAME_ITEM) retries
+with capped, jittered backoff; after `max_attempts` it is dead (see `wiseflow-sync inbox dead-letters` /
+`inbox replay`). STOP_AND_WAIT (breaker open, a rate pause, WISEflow unavailable, credentials refused) is
+not the event's fault: the pass stops and every due event waits, one idle interval at a time, without
+burning an attempt, however long it lasts. RETRY_ITEM_LATER (our database) leaves the event as it was.
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ from typing import Protocol
 
 from service.core.backoff import Random, compute_backoff
 from service.core.clock import Clock
+from service.core.failures import Verdict, classify, describe, retry_after
 from service.core.store_ports import InboxRow, InboxStore
 from service.core.webhook_events import Refresh, events_for, refresh_for
 from service.core.webhook_figures import WebhookFigures
-from service.errors import CircuitOpen, RateLimited, ServiceError
 
 log = logging.getLogger("service.inbox")
 
@@ -107,8 +109,8 @@ class InboxWorker:
             try:
                 result = await self.run_once()
                 next_due = result.next_due
-            except Exception:  # the database hiccupped: keep the loop alive, try again shortly
-                log.exception("inbox pass failed", extra={"event": "inbox.pass_failed"})
+            except Exception as exc:  # the database hiccupped: keep the loop alive, try again shortly
+                log.warning("inbox pass failed", extra={"event": "inbox.pass_failed", "error": describe(exc)})
                 next_due = None
             delay = self.policy.idle_interval
             if next_due is not None:
@@ -128,20 +130,25 @@ class InboxWorker:
         if stop is not None:
             # At most one idle interval: a half-open breaker reports its probe's whole timeout, but the probe
             # may succeed at once; looking again costs nothing (an open breaker answers in-process).
-            until = self.clock.wall() + min(max(stop.retry_after, 0.1), self.policy.idle_interval)
+            asked = retry_after(stop)
+            wait = (
+                self.policy.idle_interval if asked is None else min(max(asked, 0.1), self.policy.idle_interval)
+            )
+            until = self.clock.wall() + wait
             await self._defer_rest(by_flow, until)
             result.next_due = until
             log.info(
-                "inbox waits: API unavailable", extra={"event": "inbox.deferred", "seconds": stop.retry_after}
+                "inbox waits: WISEflow cannot be used now",
+                extra={"event": "inbox.deferred", "seconds": asked, "error": describe(stop)},
             )
         return result
 
     async def _process_flows(
         self, flows: list[list[InboxRow]], now: float, result: PassResult
-    ) -> CircuitOpen | RateLimited | None:
-        """Each flow's events in order, `concurrency` flows at a time; the first open breaker stops the pass."""
+    ) -> Exception | None:
+        """Each flow's events in order, `concurrency` flows at a time; a STOP_AND_WAIT stops the pass."""
         gate = asyncio.Semaphore(self.policy.concurrency)
-        stop: CircuitOpen | RateLimited | None = None
+        stop: Exception | None = None
 
         async def one(rows: list[InboxRow]) -> None:
             nonlocal stop
@@ -150,7 +157,9 @@ class InboxWorker:
                     return  # the API said wait: do not start another flow
                 try:
                     await self._process_flow(rows, now, result)
-                except (CircuitOpen, RateLimited) as exc:
+                except Exception as exc:
+                    if classify(exc) is not Verdict.STOP_AND_WAIT:
+                        raise
                     stop = stop or exc
 
         await asyncio.gather(*(one(rows) for rows in flows))
@@ -180,10 +189,14 @@ class InboxWorker:
             if kind not in refreshed and not await self._superseded(row, kind):
                 try:
                     await self._refresh(kind, row.flow_id)
-                except (CircuitOpen, RateLimited):
-                    raise
                 except Exception as exc:
-                    await self._fail(row, _describe(exc), now, result, final=False)
+                    verdict = classify(exc)
+                    if verdict is Verdict.STOP_AND_WAIT:
+                        raise  # not this event's fault: the pass stops and every event waits
+                    if verdict is Verdict.RETRY_ITEM_LATER:  # ours (the database): no attempt is counted
+                        result.next_due = _earliest(result.next_due, now + self.policy.idle_interval)
+                    else:
+                        await self._fail(row, describe(exc), now, result, final=False)
                     return  # keep the flow's order: the rest waits for this one
                 refreshed.add(kind)
             done.append(row)
@@ -244,13 +257,6 @@ class InboxWorker:
         """Push every still-pending event of this pass to `until`, without counting an attempt."""
         sequences = [row.sequence for rows in by_flow.values() for row in rows]
         await self.inbox.defer(sequences, until)
-
-
-def _describe(exc: BaseException) -> str:
-    """A short, safe description: our own errors never carry secrets; others give their type only."""
-    if isinstance(exc, ServiceError):
-        return f"{type(exc).__name__}: {str(exc)[:200]}"
-    return type(exc).__name__
 
 
 def _earliest(current: float | None, candidate: float) -> float:

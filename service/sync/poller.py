@@ -23,11 +23,12 @@ from collections.abc import Callable
 
 from service.core import planner
 from service.core.clock import Clock
+from service.core.failures import BAD_DATA, Verdict, classify, describe, needs_operator, retry_after
 from service.core.planner import LIVE_STATES, FlowPlan, PlanPolicy
 from service.core.ports import WiseflowApi
 from service.core.records import Flow, GradeVersion, Participant, changed_grades
 from service.core.store_ports import RunCounters, SyncStore
-from service.errors import ApiError, ApiUnavailable, AuthError, CircuitOpen, RateLimited, ServiceError
+from service.errors import ApiError, ServiceError
 from service.sync.counting import CountingApi
 from service.sync.summary import Progress, RunSummary
 
@@ -35,12 +36,6 @@ __all__ = ["Poller", "Progress", "RunSummary"]
 
 log = logging.getLogger("service.sync")
 
-# Errors that are about WISEflow as a whole, not one flow: they end the run (to resume later).
-RUN_STOPPERS = (CircuitOpen, RateLimited, ApiUnavailable, AuthError)
-# Of those, the ones waiting cannot cure: the run fails instead of pausing.
-RUN_FAILURES = (AuthError,)
-# What parsing a malformed item raises (a missing key, "abc" for an id, a list for an object).
-BAD_DATA = (KeyError, ValueError, TypeError)
 DISCOVERY_KEY = "discovery"
 ARCHIVED_SCANNED_KEY = "archived_scanned"
 EVENTS_CURSOR_KEY = "events_cursor"
@@ -104,15 +99,8 @@ class Poller:
                 await self._read_events(summary)
                 await self._refresh_due(summary)
                 summary.outcome = "ok"
-            except RUN_FAILURES as exc:
-                summary.outcome, summary.reason = "failed", _reason(exc)
-            except RUN_STOPPERS as exc:
-                summary.outcome, summary.reason = "interrupted", _reason(exc)
-                summary.retry_after = getattr(exc, "retry_after", None)
-            except ServiceError as exc:
-                summary.outcome, summary.reason = "failed", _reason(exc)
-            except BAD_DATA as exc:  # a listing or event WISEflow sent malformed: fail the run, say so
-                summary.outcome, summary.reason = "failed", _bad_data(exc)
+            except Exception as exc:
+                _judge(summary, exc)
             summary.duration = time.monotonic() - started
             await self._finish(summary)
             return summary
@@ -152,7 +140,7 @@ class Poller:
         try:
             await self._refresh(known[0], None, with_participants=with_participants)
         except ApiError as exc:
-            if isinstance(exc, RUN_STOPPERS) or exc.status != 404 or not await self._is_gone(flow_id):
+            if classify(exc) is Verdict.STOP_AND_WAIT or exc.status != 404 or not await self._is_gone(flow_id):
                 raise
 
     async def _discover(self, summary: RunSummary) -> None:
@@ -207,7 +195,7 @@ class Poller:
         try:
             return Flow.from_basic(await self._api.get_flow(flow_id))
         except ApiError as exc:
-            if isinstance(exc, RUN_STOPPERS) or exc.status != 404:
+            if classify(exc) is Verdict.STOP_AND_WAIT or exc.status != 404:
                 raise
         await self._drop(flow_id)
         return None
@@ -262,15 +250,14 @@ class Poller:
     async def _refresh_one(self, flow: Flow, plan: FlowPlan, summary: RunSummary) -> None:
         try:
             participants, grades, changes = await self._refresh(flow, plan, with_participants=True)
-        except RUN_STOPPERS:
-            raise
-        except ApiError as exc:  # this flow's problem (404, 403, a bad page): skip it until its next turn
-            if exc.status == 404 and await self._is_gone(flow.flow_id):
+        except (ApiError, *BAD_DATA) as exc:
+            if classify(exc) is not Verdict.BLAME_ITEM:
+                raise  # about WISEflow as a whole: the run ends
+            # This flow's problem (404, 403, a bad page, an item without its id): skip it until its next turn.
+            if isinstance(exc, ApiError) and exc.status == 404 and await self._is_gone(flow.flow_id):
                 return
-            await self._flow_failed(flow.flow_id, plan, _reason(exc), exc.status, exc.trace_id)
-            return
-        except BAD_DATA as exc:  # an item without its id, a date that is not a number: this flow only
-            await self._flow_failed(flow.flow_id, plan, _bad_data(exc), None, None)
+            status, trace_id = (exc.status, exc.trace_id) if isinstance(exc, ApiError) else (None, None)
+            await self._flow_failed(flow.flow_id, plan, describe(exc), status, trace_id)
             return
         summary.flows_refreshed += 1
         summary.records += participants + grades
@@ -343,11 +330,13 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
-def _bad_data(exc: BaseException) -> str:
-    """A malformed answer, named by the error's type only: its message may quote personal data."""
-    return f"unexpected data from WISEflow ({type(exc).__name__})"
-
-
-def _reason(exc: BaseException) -> str:
-    """A one-line, safe description of why a run or flow stopped."""
-    return f"{type(exc).__name__}: {exc}"
+def _judge(summary: RunSummary, exc: Exception) -> None:
+    """The run's outcome for what ended it (`core.failures`); what no verdict covers propagates."""
+    verdict = classify(exc)
+    if verdict is Verdict.STOP_AND_WAIT and not needs_operator(exc):
+        summary.outcome, summary.reason = "interrupted", describe(exc)
+        summary.retry_after = retry_after(exc)
+    elif verdict is not Verdict.RETRY_ITEM_LATER and isinstance(exc, (ServiceError, *BAD_DATA)):
+        summary.outcome, summary.reason = "failed", describe(exc)  # refused credentials, a malformed listing
+    else:
+        raise exc  # our database, or a bug: the loop guard logs it

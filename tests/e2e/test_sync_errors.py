@@ -1,4 +1,4 @@
-"""`sync --once` and `export grades` on databases they cannot use: one clear line and exit 1, no traceback."""
+"""`sync --once` and `export grades` on databases they cannot use: one clear line and exit 2, no traceback."""
 
 from __future__ import annotations
 
@@ -34,15 +34,15 @@ def newer_schema(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("make", [not_sqlite, newer_schema])
 @pytest.mark.parametrize("argv", [["sync", "--once"], ["export", "grades"]])
-def test_an_unusable_database_is_one_line_and_exit_1(
+def test_an_unusable_database_is_one_line_and_exit_2(
     make: object, argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A file that is not SQLite, or has a newer schema: exit 1 and one stderr line naming the problem."""
+    """A file that is not SQLite, or has a newer schema: exit 2 (as from `run`), one line naming the problem."""
     path = make(tmp_path)  # type: ignore[operator]
     before = path.read_bytes()
     code = main(argv, {**API_ENV, "SYNC_DATABASE": str(path)})
     captured = capsys.readouterr()
-    assert code == 1
+    assert code == 2
     assert captured.out == ""
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1, captured.err
@@ -54,11 +54,11 @@ def test_an_unusable_database_is_one_line_and_exit_1(
 def test_a_database_in_a_missing_directory_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """SYNC_DATABASE in a directory that does not exist: `sync --once` names it in one line, exit 1."""
+    """SYNC_DATABASE in a directory that does not exist: `sync --once` names it in one line, exit 2."""
     path = tmp_path / "nowhere" / "sync.sqlite3"
     code = main(["sync", "--once"], {**API_ENV, "SYNC_DATABASE": str(path)})
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 1
+    assert code == 2
     assert len(err) == 1
     assert str(path) in err[0]
 
@@ -101,7 +101,7 @@ def test_a_read_only_database_is_one_line(tmp_path: Path, capsys: pytest.Capture
     finally:
         subprocess.run([chattr, "-i", str(path)], check=True)  # noqa: S603
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 1
+    assert code == 2
     assert len(err) == 1, err
     assert str(path) in err[0]
     assert "readonly" in err[0]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from service.adapters.store import Store, StoreError, runs
-from service.adapters.store.inbox import Inbox
 from service.adapters.store.connection import fetch_value, schema_version
+from service.adapters.store.inbox import Inbox
 from service.adapters.store.migrations import JOURNAL_LIMIT, LATEST_VERSION
 
 TABLES = {
@@ -221,7 +221,8 @@ async def test_reads_never_see_an_open_transaction(tmp_path: Path) -> None:
     async def writer() -> None:
         async with store.transaction() as db:
             await db.execute(
-                "INSERT INTO inbox (sequence, event, event_timestamp, body, received_at) VALUES (1, 'X', 1, x'', 0)"
+                "INSERT INTO inbox (sequence, event, event_timestamp, body, received_at)"
+                " VALUES (1, 'X', 1, x'', 0)"
             )
             inside.set()
             await release.wait()

@@ -14,7 +14,7 @@ from service.adapters.store.inbox import Inbox
 from service.core.clock import ManualClock
 from service.core.webhook_events import WebhookEvent
 from service.core.webhook_figures import WebhookFigures
-from service.errors import ApiUnavailable, CircuitOpen
+from service.errors import ApiError, ApiUnavailable, AuthError, CircuitOpen
 from service.sync.inbox_worker import InboxWorker, WorkerPolicy
 
 NOW = 1_700_000_000.0
@@ -26,7 +26,7 @@ class FakeRefresher:
     def __init__(self) -> None:
         self.calls: list[tuple[str, int]] = []
         self.fail = 0
-        self.error: Exception = ApiUnavailable("down", status=503)
+        self.error: Exception = ApiError("refused", status=422)  # this event's own failure
 
     async def _call(self, kind: str, flow_id: int) -> None:
         if self.fail:
@@ -152,7 +152,7 @@ async def test_failures_retry_with_backoff_then_dead_letter(world: World) -> Non
     assert await world.statuses() == {1: "dead"}
     assert world.figures.dead_lettered == 1
     dead = await world.inbox.dead_letters()
-    assert (dead[0].attempts, dead[0].last_error) == (3, "ApiUnavailable: down | status=503 | attempt=1")
+    assert (dead[0].attempts, dead[0].last_error) == (3, "ApiError: refused | status=422 | attempt=1")
 
 
 async def test_a_failing_event_holds_back_later_events_of_its_flow_only(world: World) -> None:
@@ -294,3 +294,44 @@ async def test_a_waiter_that_goes_away_does_not_stop_the_group_commit(world: Wor
             break
         await asyncio.sleep(0.01)
     assert await world.statuses() == {1: "pending", 2: "pending"}
+
+
+async def test_an_hour_of_refused_credentials_dead_letters_nothing(world: World) -> None:
+    """Credentials refused for an hour (fake clock): no event is dead-lettered or charged an attempt, and
+    every event is processed once the credentials work again."""
+    world.worker.policy = WorkerPolicy(max_attempts=3, base=1.0, cap=10.0, idle_interval=5.0)
+    for sequence, flow_id in ((1, 10), (2, 20), (3, 10)):
+        await world.add(sequence, flow_id=flow_id)
+    world.refresher.fail = 10**6
+    world.refresher.error = AuthError("credentials refused (invalid_client)", status=400)
+    passes = 0
+    while world.clock.wall() < NOW + 3600:
+        result = await world.worker.run_once()
+        assert result.next_due is not None
+        assert result.next_due > world.clock.wall()  # never "again at once": the pass waits
+        world.clock.advance(result.next_due - world.clock.wall())
+        passes += 1
+    assert passes >= 3600 / 5
+    assert world.figures.dead_lettered == 0
+    assert await world.inbox.dead_letters() == []
+    async with world.store.db.execute("SELECT attempts FROM inbox ORDER BY sequence") as cur:
+        assert [r[0] for r in await cur.fetchall()] == [0, 0, 0]
+    world.refresher.fail = 0
+    world.clock.advance(5.0)
+    await world.worker.run_once()
+    assert await world.statuses() == {1: "done", 2: "done", 3: "done"}
+    assert sorted(world.refresher.calls) == [("assessments", 10), ("assessments", 20)]
+
+
+async def test_wiseflow_unavailable_defers_without_burning_attempts(world: World) -> None:
+    """A 503 or a timeout is about WISEflow, not the event: it waits without an attempt counted."""
+    await world.add(1)
+    world.refresher.fail = 1
+    world.refresher.error = ApiUnavailable("down", status=503)
+    result = await world.worker.run_once()
+    assert (result.failed, result.next_due) == (0, NOW + world.worker.policy.idle_interval)
+    async with world.store.db.execute("SELECT attempts FROM inbox") as cur:
+        assert [r[0] for r in await cur.fetchall()] == [0]
+    world.clock.advance(world.worker.policy.idle_interval)
+    await world.worker.run_once()
+    assert await world.statuses() == {1: "done"}
