@@ -35,6 +35,7 @@ async def set_scenario(request: web.Request) -> web.Response:
         sim.scenario.apply(await read_json(request), now, sim.config)
     except ScenarioError as exc:
         raise ApiProblem(400, str(exc), "invalid_scenario") from None
+    sim.windows.limit(sim.scenario.rate_per_second, sim.scenario.rate_per_minute)
     return json_response(sim.scenario.to_json(now))
 
 

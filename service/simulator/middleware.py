@@ -144,12 +144,12 @@ async def _gauntlet(request: web.Request, handler: Handler, sim: SimState) -> we
 
 def storm_headers(sim: SimState, retry_after: int) -> dict[str, str]:
     """The rate headers of a storm's 429: every window spent until `retry_after` seconds from now."""
-    cfg = sim.config
+    limits = sim.scenario
     headers: dict[str, str] = {}
     for prefix, limit in (
-        ("RateLimit", cfg.rate_per_second),
-        ("X-RateLimit-Second", cfg.rate_per_second),
-        ("X-RateLimit-Minute", cfg.rate_per_minute),
+        ("RateLimit", limits.rate_per_second),
+        ("X-RateLimit-Second", limits.rate_per_second),
+        ("X-RateLimit-Minute", limits.rate_per_minute),
     ):
         headers.update(
             {f"{prefix}-Limit": str(limit), f"{prefix}-Remaining": "0", f"{prefix}-Reset": str(retry_after)}

@@ -92,6 +92,10 @@ class RateWindows:
         self._specs = (WindowSpec(per_second, 1.0), WindowSpec(per_minute, 60.0))
         self._windows: dict[str, tuple[WindowState, WindowState]] = {}
 
+    def limit(self, per_second: int, per_minute: int) -> None:
+        """Change the limits (a scenario); open windows keep their counts and are judged by the new ones."""
+        self._specs = (WindowSpec(per_second, 1.0), WindowSpec(per_minute, 60.0))
+
     def admit(self, credential: str, now: float) -> Verdict:
         """Count one request of `credential` at `now` unless a window is full."""
         second, minute = self._windows.get(credential, (None, None))

@@ -3,6 +3,13 @@
 A body such as ``{"maintenance": {"seconds": 30, "retry_after": 10}, "latency_ms": 200}`` is validated as a
 whole before anything changes; an unknown key or a bad value raises `ScenarioError` with a message that
 names it. Windows are kept in monotonic seconds; the time is a parameter.
+
+Besides faults of the API, a scenario can make the webhooks depart from what the service assumes, so
+that `preflight` (and a receiver) can be shown each mismatch: `webhook_signature_header` (the signature
+under another header), `webhook_signing_secret` (signed with another secret than the subscription's),
+`webhook_omit` (body fields left out, e.g. ``["sequence"]`` or ``["data.flowId"]``) and
+`webhook_timestamp_offset` (seconds added to the timestamp WISEflow sends: negative is stale). And
+`rate_per_second` / `rate_per_minute` change the simulator's limits (its headers and its 429s).
 """
 
 from __future__ import annotations
@@ -16,9 +23,21 @@ from service.simulator.config import SimConfig
 MAINTENANCE_MODES: Final = ("503", "refuse")
 _RATES: Final = ("error_rate", "sis_error_rate", "duplicate_rate", "drop_rate")
 _SECONDS: Final = ("token_ttl", "redelivery_interval")
-KNOWN_KEYS: Final = ("maintenance", "storm_429", "latency_ms", "reorder", "reset", *_SECONDS, *_RATES)
+_LIMITS: Final = ("rate_per_second", "rate_per_minute")
+_WEBHOOK_KEYS: Final = (
+    "webhook_signature_header",
+    "webhook_signing_secret",
+    "webhook_omit",
+    "webhook_timestamp_offset",
+)
+KNOWN_KEYS: Final = (
+    "maintenance", "storm_429", "latency_ms", "reorder", "reset", *_SECONDS, *_RATES, *_LIMITS, *_WEBHOOK_KEYS
+)  # fmt: skip
+# The body fields a scenario may leave out of a webhook (dotted: inside `data`).
+OMITTABLE_FIELDS: Final = ("id", "sequence", "event", "timestamp", "data", "data.flowId", "data.participantId")
 MAX_LATENCY_MS: Final = 60_000
 MAX_WINDOW_S: Final = 86_400
+MAX_LIMIT: Final = 1_000_000
 
 
 class ScenarioError(ValueError):
@@ -35,6 +54,8 @@ class Scenario:
     reorder: bool
     token_ttl: float
     redelivery_interval: float
+    rate_per_second: int
+    rate_per_minute: int
     sis_error_rate: float = 0.0
     latency_ms: float = 0.0
     maintenance_until: float = 0.0
@@ -42,6 +63,10 @@ class Scenario:
     maintenance_mode: str = "503"
     storm_until: float = 0.0
     storm_retry_after: int = 0
+    webhook_signature_header: str | None = None
+    webhook_signing_secret: str | None = None
+    webhook_omit: tuple[str, ...] = ()
+    webhook_timestamp_offset: float = 0.0
 
     @classmethod
     def from_config(cls, config: SimConfig) -> Scenario:
@@ -53,6 +78,8 @@ class Scenario:
             config.reorder,
             config.token_ttl,
             config.redelivery_interval,
+            config.rate_per_second,
+            config.rate_per_minute,
         )
 
     def in_maintenance(self, now: float) -> bool:
@@ -87,7 +114,12 @@ class Scenario:
                 "seconds_left": max(0.0, self.storm_until - now),
                 "retry_after": self.storm_retry_after,
             },
-            **{name: getattr(self, name) for name in (*_RATES, "latency_ms", *_SECONDS, "reorder")},
+            **{name: getattr(self, name) for name in (*_RATES, "latency_ms", *_SECONDS, "reorder", *_LIMITS)},
+            "webhook_signature_header": self.webhook_signature_header,
+            # Never the secret itself: only whether one is in force.
+            "webhook_signing_secret": None if self.webhook_signing_secret is None else "***",
+            "webhook_omit": list(self.webhook_omit),
+            "webhook_timestamp_offset": self.webhook_timestamp_offset,
         }
 
 
@@ -117,10 +149,43 @@ def parse_scenario(body: Any, now: float) -> dict[str, Any]:
         if not isinstance(body["reorder"], bool):
             raise ScenarioError("reorder must be true or false")
         updates["reorder"] = body["reorder"]
+    for name in _LIMITS:
+        if name in body:
+            updates[name] = int(_number(body[name], name, 1, MAX_LIMIT, integer=True))
+    updates.update(_webhook_updates(body))
     if "maintenance" in body:
         updates.update(_window(body["maintenance"], "maintenance", now, allow_mode=True))
     if "storm_429" in body:
         updates.update(_window(body["storm_429"], "storm_429", now, allow_mode=False))
+    return updates
+
+
+def _webhook_updates(body: dict[str, Any]) -> dict[str, Any]:
+    """The webhook deviations a scenario body asks for (null clears a header or secret override)."""
+    updates: dict[str, Any] = {}
+    if "webhook_signature_header" in body:
+        header = body["webhook_signature_header"]
+        valid = (
+            isinstance(header, str) and 0 < len(header) <= 64 and all(c.isalnum() or c in "-_" for c in header)
+        )
+        if header is not None and not valid:
+            raise ScenarioError("webhook_signature_header must be an HTTP header name or null")
+        updates["webhook_signature_header"] = header
+    if "webhook_signing_secret" in body:
+        secret = body["webhook_signing_secret"]
+        if secret is not None and (not isinstance(secret, str) or not 0 < len(secret) <= 256):
+            raise ScenarioError("webhook_signing_secret must be a non-empty string or null")
+        updates["webhook_signing_secret"] = secret
+    if "webhook_omit" in body:
+        omit = body["webhook_omit"]
+        if not isinstance(omit, list) or not all(isinstance(f, str) and f in OMITTABLE_FIELDS for f in omit):
+            raise ScenarioError(f"webhook_omit must be a list among {', '.join(OMITTABLE_FIELDS)}")
+        updates["webhook_omit"] = tuple(dict.fromkeys(omit))
+    if "webhook_timestamp_offset" in body:
+        offset = body["webhook_timestamp_offset"]
+        updates["webhook_timestamp_offset"] = _number(
+            offset, "webhook_timestamp_offset", -MAX_WINDOW_S, MAX_WINDOW_S, integer=True
+        )
     return updates
 
 

@@ -5,13 +5,15 @@ redelivery carries a new id and the same sequence. A non-2xx answer, a timeout o
 retried at the scenario's `redelivery_interval` (the config's until a scenario changes it) until
 `max_attempts` calls were made. `drop_rate` loses an event for a target entirely (the receiver's fallback
 polling must notice); `duplicate_rate` sends it twice; `reorder` shuffles a batch and sends its
-deliveries concurrently after random short delays.
+deliveries concurrently after random short delays. The scenario's `webhook_*` keys make a delivery depart
+from the assumed format (another signature header or secret, fields left out, a shifted timestamp).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import uuid
@@ -70,16 +72,37 @@ class Job:
     attempt: int
 
 
-def sign_headers(target: Target, delivery_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    """The signature headers of one delivery in the target's scheme."""
+def sign_headers(
+    target: Target, delivery_id: str, timestamp: int, body: bytes, header: str | None = None
+) -> dict[str, str]:
+    """The signature headers of one delivery in the target's scheme; `header` puts the signature elsewhere."""
     headers = {"Content-Type": "application/json", "User-Agent": "WISEflow-Simulator/1.0"}
     if target.scheme == "standard":
         headers[STANDARD_ID_HEADER] = delivery_id
         headers[STANDARD_TIMESTAMP_HEADER] = str(timestamp)
-        headers[STANDARD_SIGNATURE_HEADER] = sign_standard(target.secret, delivery_id, timestamp, body)
+        signature = sign_standard(target.secret, delivery_id, timestamp, body)
+        headers[header or STANDARD_SIGNATURE_HEADER] = signature
     else:
-        headers[target.signature_header] = sign_wiseflow(target.secret, body)
+        headers[header or target.signature_header] = sign_wiseflow(target.secret, body)
     return headers
+
+
+def event_body(delivery_id: str, event: Event, timestamp: int, omit: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One delivery's JSON body, without the fields a scenario leaves out (dotted names are in `data`)."""
+    data = {"flowId": event.flow_id, "participantId": event.participant_id}
+    for name in omit:
+        if name.startswith("data."):
+            data.pop(name.removeprefix("data."), None)
+    payload: dict[str, Any] = {
+        "id": delivery_id,
+        "sequence": event.sequence,
+        "event": event.event,
+        "timestamp": timestamp,
+        "data": data,
+    }
+    for name in omit:
+        payload.pop(name, None)
+    return payload
 
 
 class Dispatcher:
@@ -164,18 +187,15 @@ class Dispatcher:
         """POST one signed delivery; returns the status (None without an answer) and the outcome."""
         assert self._session is not None  # noqa: S101 - start() runs before any delivery
         delivery_id = str(uuid.uuid4())
-        timestamp = int(self._clock.wall())
+        scenario = self._scenario
+        timestamp = int(self._clock.wall() + scenario.webhook_timestamp_offset)
         ev = job.event
-        payload = {
-            "id": delivery_id,
-            "sequence": ev.sequence,
-            "event": ev.event,
-            "timestamp": timestamp,
-            "data": {"flowId": ev.flow_id, "participantId": ev.participant_id},
-        }
-        body = orjson.dumps(payload)
+        body = orjson.dumps(event_body(delivery_id, ev, timestamp, scenario.webhook_omit))
         try:
-            headers = sign_headers(job.target, delivery_id, timestamp, body)
+            target = job.target
+            if scenario.webhook_signing_secret is not None:
+                target = dataclasses.replace(target, secret=scenario.webhook_signing_secret)
+            headers = sign_headers(target, delivery_id, timestamp, body, scenario.webhook_signature_header)
             async with self._session.post(job.target.url, data=body, headers=headers) as resp:
                 await resp.read()
                 status: int | None = resp.status

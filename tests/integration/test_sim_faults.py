@@ -109,6 +109,18 @@ async def test_several_scenario_keys_apply_together(simulator: SimHandle) -> Non
     assert (await _status_and_headers(simulator))[0] == 200
 
 
+async def test_scenario_rate_limits_shape_headers_and_429s_until_reset(make_simulator: SimFactory) -> None:
+    """`rate_per_second: 2`: the headers state 2/s, the third request in the window is a 429; reset restores."""
+    simulator = await make_simulator(clock=ManualClock())  # frozen: the three requests share one window
+    await simulator.scenario({"rate_per_second": 2, "rate_per_minute": 4000})
+    first = await _status_and_headers(simulator)
+    assert (first[1]["X-RateLimit-Second-Limit"], first[1]["X-RateLimit-Minute-Limit"]) == ("2", "4000")
+    statuses = [first[0]] + [(await _status_and_headers(simulator))[0] for _ in range(2)]
+    assert statuses == [200, 200, 429]
+    state = await simulator.scenario({"reset": True})
+    assert (state["rate_per_second"], state["rate_per_minute"]) == (200, 5000)
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -123,6 +135,12 @@ async def test_several_scenario_keys_apply_together(simulator: SimHandle) -> Non
         {"maintenance": {"retry_after": 10}},
         {"storm_429": {"seconds": 5, "retry_after": 1.5}},
         {"reset": False},
+        {"rate_per_second": 0},
+        {"rate_per_minute": 2.5},
+        {"webhook_signature_header": "X Bad"},
+        {"webhook_signing_secret": ""},
+        {"webhook_omit": ["grade"]},
+        {"webhook_timestamp_offset": "early"},
         {},
         "maintenance",
         [],

@@ -83,6 +83,31 @@ async def test_webhooks_arrive_signed_with_the_documented_body(
     assert abs(first["timestamp"] - sim.clock.wall()) < 60
 
 
+async def test_scenario_makes_deliveries_depart_from_the_assumed_format(
+    make_simulator: SimFactory, receiver: Receiver
+) -> None:
+    """Another header, another secret, fields left out and an old timestamp: each as the scenario says."""
+    sim = await make_simulator(webhook_url=receiver.url)
+    await sim.scenario(
+        {
+            "webhook_signature_header": "X-Other-Signature",
+            "webhook_signing_secret": "other-secret",
+            "webhook_omit": ["sequence", "data.flowId"],
+            "webhook_timestamp_offset": -3600,
+        }
+    )
+    await sim.advance({"grade_changes": 1})
+    await receiver.wait_for(1)
+    headers, body = receiver.calls[0]
+    assert "X-Wiseflow-Signature" not in headers
+    assert headers["X-Other-Signature"] == expected_signature(body, "other-secret")
+    doc = json.loads(body)
+    assert (set(doc), set(doc["data"])) == ({"id", "event", "timestamp", "data"}, {"participantId"})
+    assert 3590 < sim.clock.wall() - doc["timestamp"] < 3660
+    state = await sim.scenario({"webhook_signing_secret": None})
+    assert (state["webhook_signing_secret"], state["webhook_signature_header"]) == (None, "X-Other-Signature")
+
+
 async def test_standard_webhooks_scheme(make_simulator: SimFactory, receiver: Receiver) -> None:
     """The Standard Webhooks scheme signs id.timestamp.body with the base64-decoded whsec_ key."""
     key = b"0123456789abcdef0123456789abcdef"
