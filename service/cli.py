@@ -18,7 +18,7 @@ from service.errors import ConfigError, StoreError
 
 # The commands of DESIGN.md's contract, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
-    "run", "sync", "simulate", "demo", "export", "diagnose", "certify", "inbox", "webhooks",
+    "run", "sync", "simulate", "demo", "export", "diagnose", "certify", "inbox", "webhooks", "preflight",
 )  # fmt: skip
 
 EXIT_USAGE = 2

@@ -21,6 +21,7 @@ import aiohttp
 
 from service.core.backoff import backoff_ceiling
 from service.core.clock import Clock
+from service.core.redact import MASK
 from service.core.retry_after import parse_delta_seconds
 from service.errors import ApiUnavailable, AuthError
 from service.settings import Settings
@@ -96,6 +97,9 @@ class OAuthTokens:
         self._failure: AuthError | None = None
         self._inflight: asyncio.Task[str] | None = None
         self.fetches = 0  # token requests sent: tests and the certification answers count them
+        # The last token answer with its tokens masked (lifetime, type, scope as WISEflow stated them), so
+        # `preflight` can report and validate it without ever holding the token itself.
+        self.last_answer: dict[str, Any] | None = None
 
     async def headers(self, session: aiohttp.ClientSession, attempt: int) -> dict[str, str]:
         """A bearer header with a token valid for a while yet; fetches one when needed (single flight)."""
@@ -146,6 +150,7 @@ class OAuthTokens:
         lifetime = _expires_in(body)
         self._token = token
         self._renew_at = self._clock.monotonic() + lifetime - min(60.0, 0.1 * lifetime)
+        self.last_answer = _masked_answer(body)
         if self._failures:
             log.warning("WISEflow accepted the client credentials again", extra={"event": "wiseflow.auth_ok"})
         self._failures, self._failure = 0, None
@@ -165,6 +170,13 @@ class OAuthTokens:
         fields = {"event": "wiseflow.auth_failed", "x_trace_id": reply.trace_id, "code": code, "retry_in": wait}
         log.log(level, "WISEflow refused the client credentials", extra=fields)
         return self._failure
+
+
+def _masked_answer(body: Any) -> dict[str, Any] | None:
+    """A token answer with `access_token` and `refresh_token` replaced by a mask (still strings)."""
+    if not isinstance(body, dict):
+        return None
+    return {k: (MASK if k in ("access_token", "refresh_token") else v) for k, v in body.items()}
 
 
 def _access_token(body: Any) -> str | None:

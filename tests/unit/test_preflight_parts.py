@@ -1,0 +1,145 @@
+"""The preflight's pure parts: rate-limit headers, schema problems, delivery analysis, the report."""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+
+from service.core.signatures import sign_standard, sign_wiseflow
+from service.preflight import ratelimits, schemas
+from service.preflight.delivery import (
+    Delivery,
+    check_body,
+    check_signature,
+    check_timestamp_skew,
+    shown_headers,
+    signature_like,
+)
+from service.preflight.report import Report, failed, passed, render, skipped
+from service.settings import Settings, load_settings
+
+SECRET = "unit-secret"
+NOW = 1_700_000_000.0
+
+
+def settings(**env: str) -> Settings:
+    """Settings with a webhook secret and the given overrides."""
+    return load_settings({"WISEFLOW_WEBHOOK_SECRET": SECRET, **env})
+
+
+def delivery(body: dict[str, object], headers: dict[str, str] | None = None, *, sign: bool = True) -> Delivery:
+    """A delivery of `body`, signed the default way unless headers are given."""
+    raw = orjson.dumps(body)
+    if headers is None:
+        headers = {"Content-Type": "application/json"}
+        if sign:
+            headers["X-Wiseflow-Signature"] = sign_wiseflow(SECRET, raw)
+    return Delivery("/webhooks/wiseflow", tuple(headers.items()), raw, NOW)
+
+
+EVENT = {"id": "d-1", "sequence": 7, "event": "FINAL_GRADE", "timestamp": int(NOW), "data": {"flowId": 3}}
+
+
+def test_stated_limits_read_wiseflow_s_names_and_ietf_policies() -> None:
+    """X-RateLimit-{Second,Minute}-Limit by name; `N;w=S` policy items by their window."""
+    assert ratelimits.stated_limits(
+        {"X-RateLimit-Second-Limit": "200", "x-ratelimit-minute-limit": "5000"}
+    ) == {
+        1: 200,
+        60: 5000,
+    }
+    assert ratelimits.stated_limits({"RateLimit-Policy": "100;w=1, 3000;w=60"}) == {1: 100, 60: 3000}
+    assert ratelimits.stated_limits({"RateLimit-Limit": "200"}) == {}
+
+
+def test_budgets_without_stated_limits_are_skipped_and_headers_without_pairs_fail() -> None:
+    """No limit in the headers: nothing to compare (skipped); no Remaining/Reset pair: the limiter is blind."""
+    assert ratelimits.check_budgets({"RateLimit-Limit": "200"}, settings()).status == "skipped"
+    check = ratelimits.check_headers({"X-Rate-Limit-Limit": "5"}, NOW)
+    assert check.status == "failed"
+    assert "X-Rate-Limit-Limit: 5" in check.detail
+
+
+def test_schema_problems_name_the_place_never_the_value() -> None:
+    """A wrong field is reported by its path and the rule; the value (maybe personal data) is not."""
+    found = schemas.problems("license-info", {"flowTypes": [{"id": "alice@example.org", "name": "n"}]})
+    assert found
+    assert any(p.startswith("flowTypes/0/id: expected type integer") for p in found)
+    assert "alice" not in " ".join(found)
+
+
+def test_headers_are_shown_masked_but_for_harmless_ones() -> None:
+    """Content-Type as it came; the signature as its length only."""
+    d = delivery(EVENT)
+    shown = shown_headers(d)
+    assert "Content-Type: application/json" in shown
+    assert "X-Wiseflow-Signature: <masked, 44 chars>" in shown
+    assert d.header("x-wiseflow-signature") not in shown
+    assert signature_like(d) == ["X-Wiseflow-Signature (base64 SHA-256 digest)"]
+
+
+def test_the_configured_scheme_verifies_a_properly_signed_delivery() -> None:
+    """Signed with the secret under the configured header: passed, naming scheme and header."""
+    check = check_signature(delivery(EVENT), settings())
+    assert (check.status, check.detail) == (
+        "passed",
+        "verified with scheme wiseflow, header X-Wiseflow-Signature and the configured secret",
+    )
+
+
+def test_a_standard_scheme_setting_is_told_when_the_default_scheme_verifies() -> None:
+    """Configured `standard`, delivered the default way: the fix names both settings."""
+    check = check_signature(delivery(EVENT), settings(WISEFLOW_WEBHOOK_SCHEME="standard"))
+    assert check.status == "failed"
+    assert "WISEFLOW_WEBHOOK_SCHEME=wiseflow and WISEFLOW_WEBHOOK_SIGNATURE_HEADER=X-Wiseflow-Signature" in (
+        check.detail
+    )
+
+
+def test_standard_webhooks_headers_stand_in_for_body_fields() -> None:
+    """Under the standard scheme a body without id and timestamp is accepted (the signed headers carry them)."""
+    body = {"sequence": 1, "event": "FINAL_GRADE", "data": {"flowId": 3}}
+    raw = orjson.dumps(body)
+    headers = {
+        "webhook-id": "msg-1",
+        "webhook-timestamp": str(int(NOW)),
+        "webhook-signature": sign_standard(SECRET, "msg-1", int(NOW), raw),
+    }
+    d = Delivery("/", tuple(headers.items()), raw, NOW)
+    std = settings(WISEFLOW_WEBHOOK_SCHEME="standard")
+    assert check_signature(d, std).status == "passed"
+    body_check = check_body(d, std)
+    assert body_check.status == "passed"
+    assert "taken from the signed headers: id" in body_check.detail
+    assert check_timestamp_skew(d, std).status == "passed"
+
+
+def test_body_checks_note_unknown_events_and_refuse_non_json() -> None:
+    """An unknown event type passes with a note; a body that is not JSON fails."""
+    check = check_body(delivery({**EVENT, "event": "TEST"}), settings())
+    assert check.status == "passed"
+    assert "event TEST is not one the service acts on" in check.detail
+    raw = Delivery("/", (), b"not json", NOW)
+    assert check_body(raw, settings()).status == "failed"
+
+
+def test_timestamps_ahead_or_not_integers_are_judged() -> None:
+    """A timestamp in the future is `ahead of`; a string timestamp fails as not Unix seconds."""
+    ahead = check_timestamp_skew(delivery({**EVENT, "timestamp": int(NOW) + 10}), settings())
+    assert (ahead.status, "10 s ahead of" in ahead.detail) == ("passed", True)
+    text = check_timestamp_skew(delivery({**EVENT, "timestamp": "soon"}), settings())
+    assert text.status == "failed"
+    assert "bad_timestamp" in text.detail
+
+
+def test_the_report_passes_unless_a_check_failed_and_renders_table_safe() -> None:
+    """Skipped checks do not fail a report; a pipe in evidence stays inside its Markdown cell."""
+    ok = Report("https://x/v1", "c", "2026-01-01T00:00:00Z", (passed("a", "x | y"), skipped("b", "why")))
+    assert ok.passed
+    assert "| a | passed | x \\| y |" in render(ok, "md")
+    bad = Report("https://x/v1", "c", "t", (failed("a", "no"),))
+    assert json.loads(render(bad, "json")) == {
+        "passed": False,
+        "checks": [{"name": "a", "status": "failed", "detail": "no"}],
+    }
