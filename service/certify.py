@@ -1,6 +1,6 @@
 """The certification review's written answers, from the live configuration and the database's figures.
 
-UNIwise asks eight questions (FACTS.md, "The certification review") and wants the answers 24 h before a
+UNIwise asks eight questions (docs/wiseflow.md) and wants the answers 24 h before a
 screen-shared demo. Every answer here is derived from the settings and policies the service actually runs
 with, and every figure is measured from its own database, so the document cannot drift from the code.
 """

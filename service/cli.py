@@ -16,7 +16,7 @@ from typing import NoReturn
 from service import __version__
 from service.errors import ConfigError, StoreError
 
-# The commands of DESIGN.md's contract, in the order `--help` lists them.
+# The commands of the README's commands table, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "run", "sync", "simulate", "demo", "export", "diagnose", "certify", "inbox", "webhooks", "preflight",
 )  # fmt: skip

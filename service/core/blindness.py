@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-# 8 retries x 15 minutes (FACTS.md): after this, WISEflow has given up on an event we did not take.
+# 8 retries x 15 minutes (docs/wiseflow.md): after this, WISEflow has given up on an event we did not take.
 REDELIVERY_HORIZON: Final = 8 * 15 * 60.0
 # The one state in which a flow produces no more events. Dates do not decide: WISEflow changes grades after
 # the marking period ends and moves flows between states whatever their dates say (the simulator too).

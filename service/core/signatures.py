@@ -2,7 +2,7 @@
 
 Two schemes, chosen by `WISEFLOW_WEBHOOK_SCHEME`:
 
-- ``wiseflow`` (FACTS.md, ASSUMED): header ``X-Wiseflow-Signature`` (name is a setting) carries
+- ``wiseflow`` (docs/wiseflow.md, ASSUMED): header ``X-Wiseflow-Signature`` (name is a setting) carries
   ``base64(HMAC-SHA256(key=utf8(secret), msg=raw body))``; the replay window is checked on the body's
   ``timestamp`` (the caller passes it to `check_timestamp` once the body is parsed).
 - ``standard`` (Standard Webhooks): headers ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature``

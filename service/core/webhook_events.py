@@ -1,6 +1,6 @@
 """Webhook events: strict parsing of a verified body, and what each event asks the service to refresh.
 
-The body (FACTS.md, ASSUMED): ``{"id": "<delivery uuid>", "sequence": <int>, "event": "<EVENT>",
+The body (docs/wiseflow.md, ASSUMED): ``{"id": "<delivery uuid>", "sequence": <int>, "event": "<EVENT>",
 "timestamp": <unix s>, "data": {"flowId": <int>, "participantId": <int>}}``. Parsing never trusts a field's
 type: anything off raises `MalformedEvent(reason)` with a short label the HTTP edge answers 400 with.
 An event type we do not know is still a valid event (``known`` is False): it is stored and reported.
@@ -149,9 +149,9 @@ def _timestamp(doc: dict[str, Any], fallback: int | None) -> int:
         return fallback
     if raw is None:
         raise MalformedEvent("missing_timestamp")
-    # The body's timestamp is a JSON integer (FACTS.md): a string, float or bool is a malformed field, even
-    # when its digits would parse (only the Standard Webhooks header carries it as text). An integer is a
-    # time, however far off: the replay window judges it (401), as long as SQLite can hold it.
+    # The body's timestamp is a JSON integer (docs/wiseflow.md): a string, float or bool is a malformed
+    # field, even when its digits would parse (only the Standard Webhooks header carries it as text). An
+    # integer is a time, however far off: the replay window judges it (401), as long as SQLite can hold it.
     if isinstance(raw, bool) or not isinstance(raw, int) or not _MIN_INT <= raw <= _MAX_INT:
         raise MalformedEvent("bad_timestamp")
     return raw

@@ -1,4 +1,4 @@
-"""Black-box acceptance of DESIGN.md's contract: the installed command, its HTTP endpoints and the simulator.
+"""Black-box acceptance of the README's contract: the installed command, its HTTP endpoints and the simulator.
 
 Everything here runs `wiseflow-sync` as real subprocesses on 127.0.0.1 and looks only at what an operator
 sees: exit codes, stdout/stderr lines, HTTP answers and the simulator's fake SIS. No service module is
@@ -412,12 +412,12 @@ def test_webhooks_ensure_dry_run_changes_nothing(sim: Sim, tmp_path: Path) -> No
 
 
 def sign(raw: bytes) -> str:
-    """FACTS.md's default scheme: base64 HMAC-SHA256 of the raw body with the UTF-8 secret."""
+    """The default scheme (docs/wiseflow.md): base64 HMAC-SHA256 of the raw body with the UTF-8 secret."""
     return base64.b64encode(hmac.new(WEBHOOK_SECRET.encode(), raw, hashlib.sha256).digest()).decode()
 
 
 def event(sequence: int, name: str = "FINAL_GRADE", timestamp: int | None = None) -> bytes:
-    """A webhook body as FACTS.md describes it."""
+    """A webhook body as docs/wiseflow.md describes it."""
     body = {
         "id": str(uuid.uuid4()),
         "sequence": sequence,

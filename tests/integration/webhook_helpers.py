@@ -24,7 +24,7 @@ NOW = 1_700_000_000
 
 
 def event_body(sequence: int = 1, event: str = "FINAL_GRADE", flow_id: int | None = 10, **extra: Any) -> bytes:
-    """A WISEflow webhook body (FACTS.md shape) with a fresh timestamp."""
+    """A WISEflow webhook body (the shape docs/wiseflow.md describes) with a fresh timestamp."""
     doc: dict[str, Any] = {
         "id": f"delivery-{sequence}",
         "sequence": sequence,

@@ -1,4 +1,4 @@
-"""Deployment artefacts keep the contract: k8s manifests, Dockerfile and collector config match DESIGN.md."""
+"""Deployment artefacts keep the contract: k8s manifests, Dockerfile and collector config match the README."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from service.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
-# The variables DESIGN.md's "Environment" names: secrets go to the Secret, the rest to the ConfigMap.
+# The variables the README's configuration table names: secrets go to the Secret, the rest to the ConfigMap.
 DESIGN_SECRETS = frozenset(
     {"WISEFLOW_CLIENT_ID", "WISEFLOW_CLIENT_SECRET", "WISEFLOW_API_KEY", "WISEFLOW_WEBHOOK_SECRET"}
 )
@@ -114,7 +114,7 @@ def test_writable_paths_are_volumes(docs: dict[tuple[str, str], dict[str, Any]],
 
 
 def test_configmap_holds_exactly_the_design_settings(docs: dict[tuple[str, str], dict[str, Any]]) -> None:
-    """Every ConfigMap key is a non-secret variable DESIGN.md names, and every such variable is there."""
+    """Every ConfigMap key is a non-secret variable the README names, and every such variable is there."""
     data = docs[("ConfigMap", "wiseflow-sync")]["data"]
     assert set(data) == DESIGN_SETTINGS
     assert all(isinstance(v, str) for v in data.values())
