@@ -18,6 +18,7 @@ No sink is configured: this measures the mirror, not the SIS.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sqlite3
@@ -151,6 +152,29 @@ def report(name: str, figures: RunFigures, args: argparse.Namespace) -> None:
     print(f"  summary            {figures.summary}")
 
 
+def headline(full: RunFigures, idle: RunFigures, args: argparse.Namespace) -> list[list[str]]:
+    """The rows `bench/all.py` prints: figure, value, target, verdict."""
+    best = theoretical_records_per_second(full, args)
+    ratio = full.records / full.seconds / best if best and full.seconds else 0.0
+    peak = max(full.peak_rss_mb, idle.peak_rss_mb)
+    world = f"{args.flows:,}x{args.participants:,}"
+    return [
+        ["sync_scale", f"full sync {world}: records/s vs budget", f"{ratio:.2f}", "-", "-"],
+        [
+            "sync_scale",
+            "peak RSS of sync --once",
+            f"{peak:.0f} MB",
+            f"< {RSS_TARGET_MB} MB",
+            _ok(peak < RSS_TARGET_MB),
+        ],
+        ["sync_scale", "API calls full / idle", f"{full.calls_journal:,} / {idle.calls_journal:,}", "-", "-"],
+    ]
+
+
+def _ok(passed: bool) -> str:
+    return "ok" if passed else "MISSED"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--flows", type=int, default=2000)
@@ -159,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate-per-second", type=int, default=200)
     parser.add_argument("--rate-per-minute", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--json", type=Path, help="write the headline figures here (for bench/all.py)")
     args = parser.parse_args(argv)
     simulator, api_url = start_simulator(args)
     try:
@@ -174,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             idle = run_sync(env, database, first=False)
             report("idle", idle, args)
             print(f"idle/full API calls: {idle.calls_journal / max(full.calls_journal, 1):.4f}")
+            if args.json is not None:
+                args.json.write_text(json.dumps(headline(full, idle, args)))
             return 0 if full.exit_code == idle.exit_code == 0 else 1
     finally:
         simulator.terminate()
