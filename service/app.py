@@ -116,7 +116,8 @@ def build_app(
     Spans go to `tracer_provider`, or to the global provider that `setup_tracing` installs.
     """
     tracer = trace.get_tracer("service.app", __version__, tracer_provider=tracer_provider)
-    app = web.Application(client_max_size=2 * 1024 * 1024, middlewares=[tracing_middleware(tracer)])
+    # No route of ours takes a body larger than a webhook's (the receiver enforces its own bound too).
+    app = web.Application(client_max_size=settings.webhook_max_body, middlewares=[tracing_middleware(tracer)])
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         service = await open_service(settings, clock, tracer_provider)

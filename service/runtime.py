@@ -215,7 +215,9 @@ def _wire(
         figures,
         rng,
     )
-    receiver = WebhookReceiver(verifier, inbox, clock, figures, on_stored=worker.wake)
+    receiver = WebhookReceiver(
+        verifier, inbox, clock, figures, on_stored=worker.wake, max_body=settings.webhook_max_body
+    )
     catchup = CatchUp(inbox, refresher, clock)
     service = Service(
         settings=settings,

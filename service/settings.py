@@ -37,6 +37,9 @@ SAMPLER_NAMES: Final = (
 WISEFLOW_MAX_PER_SECOND: Final = 200
 WISEFLOW_MAX_PER_MINUTE: Final = 5000
 DAY: Final = 86400.0
+# Bytes of one webhook body: WISEflow's events are a few hundred bytes, and what an unverified sender can
+# make us hold is this times the receiver's bound on concurrent reads.
+WEBHOOK_MAX_BODY: Final = 64 * 1024
 
 T = TypeVar("T")
 # A parser gets the variable's name (for its error) and the non-blank, stripped raw value.
@@ -193,6 +196,9 @@ class Settings:
     webhook_signature_header: str = setting("WISEFLOW_WEBHOOK_SIGNATURE_HEADER", "X-Wiseflow-Signature", header)
     webhook_tolerance: float = setting("WISEFLOW_WEBHOOK_TOLERANCE", 300.0, number(float, low=1, high=DAY))
     webhook_max_attempts: int = setting("SYNC_WEBHOOK_MAX_ATTEMPTS", 8, number(int, low=1, high=1000))
+    webhook_max_body: int = setting(
+        "SYNC_WEBHOOK_MAX_BODY", WEBHOOK_MAX_BODY, number(int, low=1024, high=16 * 1024 * 1024)
+    )
     database: str = setting("SYNC_DATABASE", "wiseflow-sync.sqlite3", text)
     # A container listens on all interfaces.
     http_host: str = setting("SYNC_HTTP_HOST", "0.0.0.0", text)  # noqa: S104

@@ -2,8 +2,11 @@
 
 Order of work for one request, each step answering on its own failure:
 
-1. read the body, at most 1 MiB, in bounded chunks (Content-Length checked first; chunked bodies
-   counted as they arrive): over the limit -> 413, and the connection is closed instead of drained;
+0. at most `max_unverified` requests are read and verified at once (memory held before anyone is known
+   is bounded); one more -> 503 with `Retry-After`, unread: WISEflow redelivers, nothing is lost;
+1. read the body, at most `SYNC_WEBHOOK_MAX_BODY` bytes (64 KiB), in bounded chunks (Content-Length
+   checked first; chunked bodies counted as they arrive): over the limit -> 413, and the connection is
+   closed instead of drained;
    a compressed body (any Content-Encoding but identity) -> 415 unread (ASSUMED: WISEflow sends plain
    JSON; the signature is over the raw bytes, and aiohttp's decoder can stall on a truncated deflate
    stream); a body not complete within `read_timeout` -> 408 (a slow sender cannot hold a handler);
@@ -36,11 +39,16 @@ from service.core.signatures import WebhookVerifier
 from service.core.webhook_events import MalformedEvent, WebhookEvent, parse_event
 from service.core.webhook_figures import WebhookFigures
 from service.errors import ConfigError, InvalidSignature
-from service.settings import Settings
+from service.settings import WEBHOOK_MAX_BODY, Settings
 
 WEBHOOK_PATH: Final = "/webhooks/wiseflow"
-# 1 MiB: WISEflow's events are a few hundred bytes; anything near this is not one of them.
-MAX_BODY: Final = 1024 * 1024
+# The default of SYNC_WEBHOOK_MAX_BODY (64 KiB).
+MAX_BODY: Final = WEBHOOK_MAX_BODY
+# Requests read and verified at once: 128 x 64 KiB bounds what unverified senders can make us hold (8 MiB),
+# and WISEflow's bursts (one connection per event, 32 at a time measured) stay well under it.
+MAX_UNVERIFIED: Final = 128
+# Seconds a sender turned away for being over MAX_UNVERIFIED is asked to wait before trying again.
+BUSY_RETRY_AFTER: Final = 1
 # 5 s: half of WISEflow's 10 s delivery timeout, leaving the rest for the commit and the answer.
 READ_TIMEOUT: Final = 5.0
 _CHUNK: Final = 64 * 1024
@@ -49,15 +57,16 @@ log = logging.getLogger("service.webhooks")
 
 
 class _TooLarge(Exception):
-    """The body is over MAX_BODY."""
+    """The body is over the size limit."""
 
 
-class _Unreadable(Exception):
-    """The request cannot be read as it is: `status` and `reason` say why."""
+class _Refused(Exception):
+    """The request is refused: `status` and `reason` say why; `unread` when its body was not read whole."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, *, unread: bool = False) -> None:
         self.status = status
         self.reason = reason
+        self.unread = unread
 
 
 def verifier_from_settings(settings: Settings) -> WebhookVerifier:
@@ -88,9 +97,14 @@ class WebhookReceiver:
         figures: WebhookFigures | None = None,
         on_stored: Callable[[], None] | None = None,
         read_timeout: float = READ_TIMEOUT,
+        max_body: int = MAX_BODY,
+        max_unverified: int = MAX_UNVERIFIED,
     ) -> None:
         self.verifier = verifier
         self.read_timeout = read_timeout
+        self.max_body = max_body
+        self.max_unverified = max_unverified
+        self.unverified = 0  # requests between their first byte read and their verdict, right now
         self.inbox = inbox
         self.clock = clock
         self.figures = figures or WebhookFigures()
@@ -104,41 +118,55 @@ class WebhookReceiver:
             response.headers["Allow"] = "POST"
             return response
         self.figures.received += 1
-        try:
-            body = await self._read(request)
-        except _Unreadable as exc:
-            response = self._reject(exc.status, exc.reason)
-            response.force_close()  # do not drain what we refused to read: drop the connection instead
+        if self.unverified >= self.max_unverified:
+            # A counter, not a semaphore: nobody waits for a slot (a waiter would hold its connection).
+            response = self._reject(503, "busy")
+            response.headers["Retry-After"] = str(BUSY_RETRY_AFTER)
+            response.force_close()  # unread: drop the connection rather than drain the body
             return response
+        self.unverified += 1
         try:
-            event = self._verify_and_parse(request, body)
-        except InvalidSignature as exc:
-            return self._reject(401, exc.reason)
-        except MalformedEvent as exc:
-            return self._reject(400, exc.reason)
-        except Exception:  # a bug must not become a 500; nothing was stored
-            log.exception("webhook verification failed unexpectedly", extra={"event": "webhook.error"})
-            return self._reject(400, "bad_request")
+            event, body = await self._accept(request)
+        except _Refused as exc:
+            response = self._reject(exc.status, exc.reason)
+            if exc.unread:
+                response.force_close()  # do not drain what we refused to read: drop the connection instead
+            return response
+        finally:
+            self.unverified -= 1
         return await self._store(event, body)
 
+    async def _accept(self, request: web.Request) -> tuple[WebhookEvent, bytes]:
+        """The verified, parsed event and its raw body, or `_Refused` with the status to answer."""
+        body = await self._read(request)
+        try:
+            return self._verify_and_parse(request, body), body
+        except InvalidSignature as exc:
+            raise _Refused(401, exc.reason) from None
+        except MalformedEvent as exc:
+            raise _Refused(400, exc.reason) from None
+        except Exception:  # a bug must not become a 500; nothing was stored
+            log.exception("webhook verification failed unexpectedly", extra={"event": "webhook.error"})
+            raise _Refused(400, "bad_request") from None
+
     async def _read(self, request: web.Request) -> bytes:
-        """The raw body, or `_Unreadable` (413, 415, 408 or 400)."""
+        """The raw body, or `_Refused` (413, 415, 408 or 400), unread."""
         encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
-            raise _Unreadable(415, "unsupported_encoding")
+            raise _Refused(415, "unsupported_encoding", unread=True)
         try:
             if request.content.is_eof():
                 # The whole body is already buffered (a small event usually arrives with its headers), so
                 # reading it cannot wait: no timer to arm and cancel (a few microseconds per request).
-                return await read_bounded(request, MAX_BODY)
+                return await read_bounded(request, self.max_body)
             async with asyncio.timeout(self.read_timeout):
-                return await read_bounded(request, MAX_BODY)
+                return await read_bounded(request, self.max_body)
         except _TooLarge:
-            raise _Unreadable(413, "too_large") from None
+            raise _Refused(413, "too_large", unread=True) from None
         except TimeoutError:
-            raise _Unreadable(408, "body_timeout") from None
+            raise _Refused(408, "body_timeout", unread=True) from None
         except Exception:  # a broken chunked body: the sender's fault, never a 500
-            raise _Unreadable(400, "unreadable_body") from None
+            raise _Refused(400, "unreadable_body", unread=True) from None
 
     def _verify_and_parse(self, request: web.Request, body: bytes) -> WebhookEvent:
         now = self.clock.wall()

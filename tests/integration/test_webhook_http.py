@@ -104,7 +104,7 @@ async def test_malformed_verified_bodies_are_400(harness: Harness, body: bytes, 
 
 
 async def test_declared_oversized_body_is_413(harness: Harness) -> None:
-    """A Content-Length over 1 MiB is refused with 413 before the body is read."""
+    """A Content-Length over the limit (64 KiB) is refused with 413 before the body is read."""
     body = b"x" * (MAX_BODY + 1)
     response = await harness.client.post(WEBHOOK_PATH, data=io.BytesIO(body), headers=signed(body))
     assert (response.status, await response.json()) == (413, {"error": "too_large"})
@@ -112,7 +112,7 @@ async def test_declared_oversized_body_is_413(harness: Harness) -> None:
 
 
 async def test_chunked_oversized_body_is_413(harness: Harness) -> None:
-    """A chunked body (no Content-Length) is counted as it arrives and refused once over 1 MiB."""
+    """A chunked body (no Content-Length) is counted as it arrives and refused once over the limit."""
 
     async def chunks() -> AsyncIterator[bytes]:
         for _ in range(40):
@@ -122,8 +122,8 @@ async def test_chunked_oversized_body_is_413(harness: Harness) -> None:
     assert (response.status, await response.json()) == (413, {"error": "too_large"})
 
 
-async def test_body_of_exactly_one_mib_is_read(harness: Harness) -> None:
-    """The limit is inclusive: a 1 MiB (unsigned) body is read and judged on its signature (401, not 413)."""
+async def test_body_of_exactly_the_limit_is_read(harness: Harness) -> None:
+    """The limit is inclusive: a body of exactly 64 KiB (unsigned) is judged on its signature (401, not 413)."""
     body = b" " * MAX_BODY
     response = await harness.client.post(WEBHOOK_PATH, data=body, headers={"X-Wiseflow-Signature": "x"})
     assert response.status == 401

@@ -60,6 +60,7 @@ class Harness:
     figures: WebhookFigures
     clock: ManualClock
     wakes: list[int]
+    receiver: WebhookReceiver
 
     async def rows(self) -> list[tuple[Any, ...]]:
         """Every inbox row as (sequence, event, status)."""
@@ -74,7 +75,11 @@ class Harness:
 
 @asynccontextmanager
 async def running_receiver(
-    tmp_path: Path, scheme: str = "wiseflow", secrets: tuple[str, ...] = (SECRET,), read_timeout: float = 5.0
+    tmp_path: Path,
+    scheme: str = "wiseflow",
+    secrets: tuple[str, ...] = (SECRET,),
+    read_timeout: float = 5.0,
+    **limits: int,
 ) -> AsyncIterator[Harness]:
     """Start the webhook endpoint on 127.0.0.1 (port 0) over a fresh database."""
     store = await Store.open(tmp_path / "webhooks.sqlite3")
@@ -89,13 +94,14 @@ async def running_receiver(
         figures,
         on_stored=lambda: wakes.append(1),
         read_timeout=read_timeout,
+        **limits,  # max_body, max_unverified
     )
     app = web.Application()
     add_webhook_routes(app, receiver)
     client = TestClient(TestServer(app, host="127.0.0.1", port=0))
     await client.start_server()
     try:
-        yield Harness(client, store, inbox, figures, clock, wakes)
+        yield Harness(client, store, inbox, figures, clock, wakes, receiver)
     finally:
         await client.close()
         await store.close()

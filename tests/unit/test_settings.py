@@ -23,6 +23,7 @@ def test_defaults_from_an_empty_environment() -> None:
     assert s.rate_per_second <= 200
     assert s.rate_per_minute <= 5000
     assert s.sink_url is None
+    assert s.webhook_max_body == 65536
 
 
 def test_values_are_parsed() -> None:
@@ -37,6 +38,7 @@ def test_values_are_parsed() -> None:
             "SYNC_HTTP_PORT": "9090",
             "SYNC_POLL_INTERVAL": "60.5",
             "LOG_LEVEL": "debug",
+            "SYNC_WEBHOOK_MAX_BODY": "4096",
         }
     )
     assert s.api_url == "http://127.0.0.1:9000/v1"
@@ -46,6 +48,7 @@ def test_values_are_parsed() -> None:
     assert s.http_port == 9090
     assert s.poll_interval == 60.5
     assert s.log_level == "DEBUG"
+    assert s.webhook_max_body == 4096
 
 
 @pytest.mark.parametrize(
@@ -64,6 +67,7 @@ def test_values_are_parsed() -> None:
         ({"WISEFLOW_CLIENT_ID": "id"}, "WISEFLOW_CLIENT_SECRET"),
         ({"WISEFLOW_CLIENT_SECRET": "s3cr3t"}, "WISEFLOW_CLIENT_ID"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+        ({"SYNC_WEBHOOK_MAX_BODY": "100"}, "SYNC_WEBHOOK_MAX_BODY"),
         ({"OTEL_TRACES_SAMPLER": "bogus"}, "OTEL_TRACES_SAMPLER"),
         ({"OTEL_TRACES_SAMPLER_ARG": "2"}, "OTEL_TRACES_SAMPLER_ARG"),
         ({"OTEL_TRACES_SAMPLER_ARG": "abc"}, "OTEL_TRACES_SAMPLER_ARG"),
