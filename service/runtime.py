@@ -18,7 +18,7 @@ from aiohttp import web
 from opentelemetry import trace
 
 from service import __version__
-from service.adapters import metrics as prom
+from service.adapters.metrics import ServiceMetrics
 from service.adapters.sink import HttpSink
 from service.adapters.store import Store, runs
 from service.adapters.store.inbox import Inbox
@@ -27,6 +27,7 @@ from service.adapters.store.outbox import Outbox
 from service.adapters.store.unit import SqliteSyncStore
 from service.adapters.webhook_http import WebhookReceiver, verifier_from_settings
 from service.adapters.wiseflow.client import WiseflowClient, log_transition
+from service.adapters.wiseflow.records import RequestRecord
 from service.core import planner
 from service.core.breaker import State as BreakerState
 from service.core.breaker import Transition
@@ -60,7 +61,7 @@ class Service:
     journal: JournalWriter
     figures: WebhookFigures
     deliverer: OutboxDeliverer | None
-    metrics: prom.Metrics = field(default_factory=prom.Metrics)
+    metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
     last_run: RunSummary | None = None
     runs: int = 0
     shutting_down: bool = False
@@ -73,6 +74,7 @@ class Service:
     def note_transition(self, transition: Transition) -> None:
         """The breaker's hook: log it, and remember how long WISEflow asked us to stay away."""
         log_transition(transition)
+        self.metrics.observe_transition(transition)
         if transition.target is BreakerState.OPEN and transition.retry_after > 0:
             self.not_before = max(self.not_before, self.clock.wall() + transition.retry_after)
 
@@ -108,6 +110,7 @@ class Service:
         summary = await self.poller.run_once(full=full)
         self.last_run = summary
         self.runs += 1
+        self.metrics.observe_run(summary)
         if self.deliverer is not None and summary.changes:
             self.deliverer.wake()
         return summary
@@ -185,10 +188,16 @@ def _wire(
     rng = random.Random()  # noqa: S311 - jitter, not cryptography
     session = aiohttp.ClientSession()
     journal = JournalWriter(store)
+    metrics = ServiceMetrics()
+
+    def on_request(record: RequestRecord) -> None:
+        journal.record(record)
+        metrics.observe_request(record)
+
     tracer = trace.get_tracer("service.adapters.wiseflow", __version__, tracer_provider=tracer_provider)
     hooks = _TransitionHook()
     client = WiseflowClient(
-        settings, session, clock, rng, on_request=journal.record, tracer=tracer, on_transition=hooks
+        settings, session, clock, rng, on_request=on_request, tracer=tracer, on_transition=hooks
     )
     deliverer = None
     if settings.sink_url is not None:
@@ -233,6 +242,7 @@ def _wire(
         journal=journal,
         figures=figures,
         deliverer=deliverer,
+        metrics=metrics,
     )
     hooks.target = service
     return service

@@ -1,290 +1,264 @@
-"""A tiny Prometheus registry: counters, gauges and callback gauges, rendered in the text exposition format.
+"""The service's Prometheus metrics: `prometheus_client` with one `CollectorRegistry` per service instance.
 
-Dependency-free on purpose: the service needs a dozen figures on `GET /metrics`, not histograms,
-multiprocess mode or a global default registry (prometheus_client's global registry is module state that
-tests would have to reset). One `Metrics` object is made by the composition root and passed to whoever
-counts. Format: https://prometheus.io/docs/instrumenting/exposition_formats/ (version 0.0.4).
+Two kinds of figures, one registry (never prometheus_client's global one: two services in one test
+process must not share counts):
 
-    metrics = Metrics()
-    calls = metrics.counter("wiseflow_api_requests_total", "Requests sent to WISEflow.", ["method", "status"])
-    calls.inc(method="GET", status=200)
-    metrics.gauge_fn("wiseflow_sync_outbox_pending", "Grades waiting for the SIS.", store.count_pending)
-    text = await metrics.render_async()   # awaits async callbacks (database figures)
+- counted when they happen (WISEflow requests by route template, method and status class; request
+  latency; 429s; breaker transitions; sync run duration and requests per run): prometheus_client's own
+  Counter and Histogram, fed by the composition root's hooks (`observe_request`, `observe_run`, ...);
+- read at scrape time from the objects that own them (webhook figures, breaker state, database backlogs):
+  a custom collector over a `Snapshot` that `render()` reads first, awaiting the database.
+
+The webhook ingest path counts in `WebhookFigures` (plain integers, no lock, no label lookup: the
+event loop is the only writer) and is exported here by the collector.
+
+    metrics = ServiceMetrics()
+    metrics.observe_request(record)                        # the transport's on_request hook
+    metrics.read_at_scrape(read_snapshot, figures)         # the composition root, once
+    text = await metrics.render()                          # GET /metrics
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
-import math
-import re
-import threading
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Final, TypeAlias, TypeVar
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Final
 
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from service.adapters.wiseflow.records import RequestRecord, route_of
+from service.core.breaker import Transition
+from service.core.webhook_figures import WebhookFigures
+from service.sync.summary import RunSummary
+
+# The text exposition format 0.0.4, which generate_latest writes (its own CONTENT_TYPE_LATEST names the
+# newer 1.0.0, which older Prometheus servers and our scrapers do not ask for).
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
-
-LabelValues: TypeAlias = tuple[str, ...]
-# What a callback gauge returns: one number (no labels), or a number per label-value tuple
-# (a plain string key stands for a 1-tuple, for the common single-label case).
-Reading: TypeAlias = float | Mapping[LabelValues, float] | Mapping[str, float]
-GaugeCallback: TypeAlias = Callable[[], Reading | Awaitable[Reading]]
-
-_NAME: Final = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-_LABEL: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+# A WISEflow call takes tens of milliseconds when well; the read timeout bounds the top.
+API_LATENCY_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+RUN_SECONDS_BUCKETS: Final = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+RUN_REQUESTS_BUCKETS: Final = (1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0)
 log = logging.getLogger(__name__)
 
-
-def escape_label_value(value: str) -> str:
-    """A label value as the text format requires: backslash, double quote and newline escaped."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def escape_help(text: str) -> str:
-    """A HELP text as the text format requires: backslash and newline escaped."""
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
+# `_created` series double every counter and histogram and nobody here alerts on them. The switch is
+# module-wide in prometheus_client (not per registry); this process never wants them.
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
 
 
-def format_value(value: float) -> str:
-    """A sample value: whole numbers without a decimal point, infinities and NaN spelled as Prometheus does."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(float(value))
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The in-memory figures other objects own, read when scraped."""
+
+    breaker_open: bool = False
+    runs: int = 0
+    catchups: int = 0
+    token_requests: int = 0
+    auth_recoveries: int = 0
+    paused_seconds: float = 0.0
 
 
-class _Family:
-    """One metric name with its HELP, TYPE and label names."""
+@dataclass(frozen=True, slots=True)
+class Backlogs:
+    """The figures that live in the database."""
 
-    kind: str = "untyped"
-
-    def __init__(self, name: str, help_text: str, labels: Sequence[str]) -> None:
-        if not _NAME.fullmatch(name):
-            raise ValueError(f"invalid metric name {name!r}")
-        for label in labels:
-            if not _LABEL.fullmatch(label) or label.startswith("__"):
-                raise ValueError(f"invalid label name {label!r} on {name}")
-        if len(set(labels)) != len(labels):
-            raise ValueError(f"duplicate label names on {name}")
-        self.name = name
-        self.help = help_text
-        self.labels: LabelValues = tuple(labels)
-
-    def render(self, samples: Sequence[tuple[LabelValues, float]]) -> str:
-        """HELP, TYPE and one line per sample, samples sorted by label values so output is stable."""
-        lines = [f"# HELP {self.name} {escape_help(self.help)}", f"# TYPE {self.name} {self.kind}"]
-        for values, number in sorted(samples):
-            lines.append(f"{self.name}{self._label_text(values)} {format_value(number)}")
-        return "\n".join(lines) + "\n"
-
-    def _label_text(self, values: LabelValues) -> str:
-        if not self.labels:
-            return ""
-        pairs = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in zip(self.labels, values, strict=True))
-        return "{" + pairs + "}"
+    last_success: float  # Unix time of the end of the last successful run; 0 when none yet
+    inbox: Mapping[str, int] = field(default_factory=dict)
+    outbox: Mapping[str, int] = field(default_factory=dict)
 
 
-class _ValueFamily(_Family):
-    """A family whose samples are stored: one number per label-value tuple."""
-
-    def __init__(self, name: str, help_text: str, labels: Sequence[str]) -> None:
-        super().__init__(name, help_text, labels)
-        self._values: dict[LabelValues, float] = {}
-        self._lock = threading.Lock()
-        if not self.labels:
-            # An unlabelled series exists from the start, so a rate() over it never starts from nothing.
-            self._values[()] = 0.0
-
-    def _key(self, given: Mapping[str, str | int]) -> LabelValues:
-        if set(given) != set(self.labels):
-            raise ValueError(f"{self.name} takes labels {list(self.labels)}, got {sorted(given)}")
-        return tuple(str(given[label]) for label in self.labels)
-
-    def _add(self, amount: float, labels: Mapping[str, str | int]) -> None:
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
-
-    def value(self, **labels: str | int) -> float:
-        """The current value of one series (0 when it was never touched)."""
-        key = self._key(labels)
-        with self._lock:
-            return self._values.get(key, 0.0)
-
-    def samples(self) -> list[tuple[LabelValues, float]]:
-        """Every series and its value."""
-        with self._lock:
-            return list(self._values.items())
+ReadSnapshot = Callable[[], Snapshot]
+ReadBacklogs = Callable[[], Awaitable[Backlogs]]
 
 
-class Counter(_ValueFamily):
-    """A number that only goes up (requests sent, events received); resets only with the process."""
-
-    kind = "counter"
-
-    def inc(self, amount: float = 1.0, /, **labels: str | int) -> None:
-        """Add `amount` (>= 0) to the series named by `labels`."""
-        if amount < 0 or math.isnan(amount):
-            raise ValueError(f"{self.name}: a counter cannot decrease")
-        self._add(amount, labels)
+def status_class(status: int | None) -> str:
+    """`2xx`, `4xx`, `5xx` ... or `none` when no answer came (timeout, refused connection)."""
+    return "none" if status is None else f"{status // 100}xx"
 
 
-class Gauge(_ValueFamily):
-    """A number that goes up and down (in-flight requests, breaker state)."""
-
-    kind = "gauge"
-
-    def set(self, value: float, /, **labels: str | int) -> None:
-        """Set the series named by `labels` to `value`."""
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = float(value)
-
-    def inc(self, amount: float = 1.0, /, **labels: str | int) -> None:
-        """Add `amount` to the series."""
-        self._add(amount, labels)
-
-    def dec(self, amount: float = 1.0, /, **labels: str | int) -> None:
-        """Subtract `amount` from the series."""
-        self._add(-amount, labels)
-
-
-class CallbackGauge(_Family):
-    """A gauge read at render time from a function (sync or async): figures that live in the database."""
-
-    kind = "gauge"
-
-    def __init__(self, name: str, help_text: str, fn: GaugeCallback, labels: Sequence[str]) -> None:
-        super().__init__(name, help_text, labels)
-        self.fn = fn
-
-    def to_samples(self, reading: Reading) -> list[tuple[LabelValues, float]]:
-        """The callback's reading as samples; a reading that does not fit the label names is an error."""
-        if isinstance(reading, Mapping):
-            samples = []
-            for key, number in reading.items():
-                values = (key,) if isinstance(key, str) else tuple(str(v) for v in key)
-                if len(values) != len(self.labels):
-                    raise ValueError(f"{self.name}: label values {values} do not fit {list(self.labels)}")
-                samples.append((values, float(number)))
-            return samples
-        if self.labels:
-            raise ValueError(f"{self.name}: labelled gauge callback returned a single number")
-        return [((), float(reading))]
-
-
-class CallbackCounter(CallbackGauge):
-    """A counter read at render time: a running total owned by another object (requests sent, runs)."""
-
-    kind = "counter"
-
-
-_F = TypeVar("_F", bound="_ValueFamily | CallbackGauge")
-
-
-class Metrics:
-    """The registry: families in registration order, rendered together for `GET /metrics`."""
+class ServiceMetrics:
+    """Every metric of one service instance, in its own registry; `render()` is the `/metrics` body."""
 
     def __init__(self) -> None:
-        self._families: dict[str, _ValueFamily | CallbackGauge] = {}
-        self._lock = threading.Lock()
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.api_requests = Counter(
+            "wiseflow_api_requests_total",
+            "Requests sent to WISEflow (token requests and retries included), by route template, method "
+            "and status class",
+            ["route", "method", "status_class"],
+            registry=r,
+        )
+        self.api_latency = Histogram(
+            "wiseflow_api_request_duration_seconds",
+            "Seconds from sending a WISEflow request to its whole answer, by route template and method",
+            ["route", "method"],
+            buckets=API_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rate_limited = Counter("wiseflow_api_rate_limited_total", "429 answers from WISEflow", registry=r)
+        self.transitions = Counter(
+            "wiseflow_breaker_transitions_total",
+            "Circuit breaker transitions, by source and target state",
+            ["from_state", "to_state"],
+            registry=r,
+        )
+        self.run_seconds = Histogram(
+            "wiseflow_sync_run_duration_seconds",
+            "Duration of sync runs, by outcome",
+            ["outcome"],
+            buckets=RUN_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.run_requests = Histogram(
+            "wiseflow_sync_run_requests",
+            "API calls per sync run, by outcome",
+            ["outcome"],
+            buckets=RUN_REQUESTS_BUCKETS,
+            registry=r,
+        )
+        self._collector: ScrapeCollector | None = None
 
-    def counter(self, name: str, help: str, labels: Sequence[str] = ()) -> Counter:
-        """Register and return a counter (conventionally named `..._total`)."""
-        return self._register(Counter(name, help, labels))
+    def observe_request(self, record: RequestRecord) -> None:
+        """Count one request that left the process (the transport's `on_request` hook)."""
+        route = route_of(record.path)
+        self.api_requests.labels(route, record.method, status_class(record.status)).inc()
+        self.api_latency.labels(route, record.method).observe(record.duration_ms / 1000)
+        if record.status == 429:
+            self.rate_limited.inc()
 
-    def gauge(self, name: str, help: str, labels: Sequence[str] = ()) -> Gauge:
-        """Register and return a gauge."""
-        return self._register(Gauge(name, help, labels))
+    def observe_transition(self, transition: Transition) -> None:
+        """Count one breaker transition."""
+        self.transitions.labels(transition.source.value, transition.target.value).inc()
 
-    def gauge_fn(self, name: str, help: str, fn: GaugeCallback, labels: Sequence[str] = ()) -> CallbackGauge:
-        """Register a gauge whose value `fn` returns at render time (awaited by `render_async`)."""
-        return self._register(CallbackGauge(name, help, fn, labels))
+    def observe_run(self, summary: RunSummary) -> None:
+        """Record one finished sync run's duration and API calls."""
+        self.run_seconds.labels(summary.outcome).observe(summary.duration)
+        self.run_requests.labels(summary.outcome).observe(summary.api_calls)
 
-    def counter_fn(
-        self, name: str, help: str, fn: GaugeCallback, labels: Sequence[str] = ()
-    ) -> CallbackCounter:
-        """Register a counter whose running total `fn` returns at render time; the name must end in `_total`."""
-        if not name.endswith("_total"):
-            raise ValueError(f"{name}: a counter's name ends in _total")
-        return self._register(CallbackCounter(name, help, fn, labels))
+    def read_at_scrape(self, snapshot: ReadSnapshot, backlogs: ReadBacklogs, figures: WebhookFigures) -> None:
+        """Register the scrape-time figures: in memory (`snapshot`, `figures`) and in the database."""
+        if self._collector is not None:
+            raise ValueError("scrape-time figures are registered already")
+        self._collector = ScrapeCollector(snapshot, backlogs, figures)
+        self.registry.register(self._collector)
 
-    def _register(self, family: _F) -> _F:
-        with self._lock:
-            if family.name in self._families:
-                raise ValueError(f"metric {family.name} is already registered")
-            self._families[family.name] = family
-        return family
-
-    def _snapshot(self) -> list[_ValueFamily | CallbackGauge]:
-        with self._lock:
-            return list(self._families.values())
-
-    def render(self) -> str:
-        """The exposition text; a callback that returns an awaitable is a TypeError here (`render_async`)."""
-        parts = []
-        for family in self._snapshot():
-            if isinstance(family, CallbackGauge):
-                reading = _call(family)
-                if inspect.isawaitable(reading):
-                    if inspect.iscoroutine(reading):
-                        reading.close()  # never awaited on purpose: closed so no warning leaks
-                    raise TypeError(f"{family.name} has an async callback: use render_async()")
-                parts.append(family.render(_samples_of(family, reading)))
-            else:
-                parts.append(family.render(family.samples()))
-        return "".join(parts)
-
-    async def render_async(self) -> str:
-        """The exposition text, awaiting callbacks that return awaitables (database reads)."""
-        parts = []
-        for family in self._snapshot():
-            if isinstance(family, CallbackGauge):
-                reading = _call(family)
-                if inspect.isawaitable(reading):
-                    reading = await _settle(family, reading)
-                parts.append(family.render(_samples_of(family, reading)))
-            else:
-                parts.append(family.render(family.samples()))
-        return "".join(parts)
-
-
-def _call(family: CallbackGauge) -> Reading | Awaitable[Reading] | None:
-    """The callback's result, or None when it raised: one failing figure must not fail the whole scrape."""
-    try:
-        return family.fn()
-    except Exception:
-        _warn(family)
-        return None
+    async def render(self) -> bytes:
+        """The exposition text: reads the snapshot (awaiting the database), then every family."""
+        if self._collector is not None:
+            await self._collector.refresh()
+        return generate_latest(self.registry)
 
 
-async def _settle(family: CallbackGauge, pending: Awaitable[Reading]) -> Reading | None:
-    """The awaited reading, or None when it raised."""
-    try:
-        return await pending
-    except Exception:
-        _warn(family)
-        return None
+class ScrapeCollector:
+    """A prometheus_client collector over figures owned by other objects, read when scraped."""
 
+    def __init__(self, snapshot: ReadSnapshot, backlogs: ReadBacklogs, figures: WebhookFigures) -> None:
+        self._snapshot = snapshot
+        self._read_backlogs = backlogs
+        self._figures = figures
+        self._backlogs: Backlogs | None = None
 
-def _samples_of(family: CallbackGauge, reading: Reading | None) -> list[tuple[LabelValues, float]]:
-    """The reading as samples; none (logged) when the callback failed or returned an unusable shape."""
-    if reading is None:
+    async def refresh(self) -> None:
+        """Read the database's figures; when that fails they are left out and the rest is still served."""
+        try:
+            self._backlogs = await self._read_backlogs()
+        except Exception:
+            # exc_info: the exception type reaches the log; the JSON formatter redacts its text.
+            log.warning(
+                "metrics: database figures unreadable", exc_info=True, extra={"event": "metrics.failed"}
+            )
+            self._backlogs = None
+
+    def describe(self) -> list[Metric]:
+        """Nothing ahead of time: the registry then never calls `collect` at registration."""
         return []
-    try:
-        return family.to_samples(reading)
-    except (ValueError, TypeError):
-        _warn(family)
-        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """Every scrape-time family, from the last snapshot and the live webhook figures."""
+        s, f, b = self._snapshot(), self._figures, self._backlogs
+        yield _counter("wiseflow_sync_runs_total", "Sync runs since start", s.runs)
+        yield _gauge(
+            "wiseflow_breaker_open", "1 while the circuit breaker is not closed", float(s.breaker_open)
+        )
+        yield _counter(
+            "wiseflow_token_requests_total", "OAuth token requests (first token and renewals)", s.token_requests
+        )
+        yield _counter(
+            "wiseflow_auth_recoveries_total",
+            "401 answers cured by a new token and one replay",
+            s.auth_recoveries,
+        )
+        yield _counter(
+            "wiseflow_retry_after_paused_seconds_total",
+            "Seconds every caller was paused by WISEflow's 429 Retry-After (or reset)",
+            s.paused_seconds,
+        )
+        yield _counter("wiseflow_catchups_total", "Catch-ups after a webhook blind spot", s.catchups)
+        yield from _webhook_families(f)
+        if b is not None:
+            yield _gauge(
+                "wiseflow_last_sync_success_timestamp_seconds",
+                "Unix time of the end of the last successful sync run (0: none yet); alert when it grows old",
+                b.last_success,
+            )
+            yield _by_status("wiseflow_inbox_events", "Inbox events by status", b.inbox)
+            yield _by_status("wiseflow_outbox_rows", "Outbox rows by status", b.outbox)
 
 
-def _warn(family: CallbackGauge) -> None:
-    # exc_info: the exception type reaches the log; the JSON formatter redacts its text.
-    log.warning(
-        "metric callback failed",
-        exc_info=True,
-        extra={"event": "metrics.callback_failed", "metric": family.name},
+def _webhook_families(f: WebhookFigures) -> Iterator[Metric]:
+    yield _counter("wiseflow_webhook_deliveries_total", "Webhook deliveries", f.received)
+    yield _counter("wiseflow_webhook_duplicates_total", "Duplicates absorbed", f.duplicates)
+    rejected = CounterMetricFamily(
+        "wiseflow_webhook_rejected_total", "Webhook deliveries rejected, by reason", labels=["reason"]
     )
+    for reason, n in sorted(f.rejected.items()):
+        rejected.add_metric([reason], n)
+    yield rejected
+    outcomes = CounterMetricFamily(
+        "wiseflow_webhook_outcomes_total",
+        "Webhook deliveries answered, by outcome (accepted, duplicate, unknown, rejected)",
+        labels=["outcome"],
+    )
+    for outcome, n in (
+        ("accepted", f.accepted),
+        ("duplicate", f.duplicates),
+        ("unknown", f.unknown),
+        ("rejected", sum(f.rejected.values())),
+    ):
+        outcomes.add_metric([outcome], n)
+    yield outcomes
+    ingest = f.ingest
+    yield HistogramMetricFamily(
+        "wiseflow_webhook_ingest_duration_seconds",
+        "Seconds from a webhook request's handler start to its answer (verify, parse, commit)",
+        buckets=ingest.cumulative(),
+        sum_value=ingest.total,
+    )
+    yield _gauge(
+        "wiseflow_webhook_processing_lag_seconds",
+        "Seconds from receipt to processing of the last webhook event",
+        f.lag_last,
+    )
+
+
+def _counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, help_text, value=value)
+
+
+def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, help_text, value=value)
+
+
+def _by_status(name: str, help_text: str, counts: Mapping[str, int]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, help_text, labels=["status"])
+    for status, n in sorted(counts.items()):
+        family.add_metric([status], n)
+    return family

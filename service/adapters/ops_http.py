@@ -8,6 +8,7 @@ GET /status   JSON: breaker, last run, webhook figures, inbox and outbox backlog
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -17,66 +18,34 @@ from aiohttp.typedefs import Middleware
 from opentelemetry import trace
 
 from service import __version__
-from service.adapters import metrics as prom
+from service.adapters.metrics import CONTENT_TYPE, Backlogs, Snapshot
 from service.adapters.store import figures
 from service.adapters.store.outbox import Outbox
 from service.runtime import SERVICE, Service
 
 
 def register_metrics(service: Service) -> None:
-    """The Prometheus figures: API calls, breaker, webhooks, inbox and outbox backlogs.
+    """The scrape-time figures: read from the objects that own them, so there is one source of truth."""
 
-    Read at scrape time from the objects that own them (callbacks), so there is one source of truth:
-    running totals since start are counters (`_total`), levels and backlogs are gauges.
-    """
-    m = service.metrics
-    m.counter_fn(
-        "wiseflow_api_requests_total", "Requests sent to WISEflow", lambda: float(service.client.calls)
-    )
-    m.gauge_fn(
-        "wiseflow_breaker_open",
-        "1 while the circuit breaker is not closed",
-        lambda: 0.0 if service.client.breaker.state.value == "closed" else 1.0,
-    )
-    m.counter_fn("wiseflow_sync_runs_total", "Sync runs since start", lambda: float(service.runs))
-    m.counter_fn(
-        "wiseflow_webhook_deliveries_total", "Webhook deliveries", lambda: float(service.figures.received)
-    )
-    m.counter_fn(
-        "wiseflow_webhook_duplicates_total", "Duplicates absorbed", lambda: float(service.figures.duplicates)
-    )
-    m.counter_fn(
-        "wiseflow_webhook_rejected_total",
-        "Webhook deliveries rejected, by reason",
-        lambda: {reason: float(n) for reason, n in service.figures.rejected.items()},
-        labels=("reason",),
-    )
-    m.gauge_fn(
-        "wiseflow_webhook_processing_lag_seconds",
-        "Seconds from receipt to processing of the last webhook event",
-        lambda: service.figures.lag_last,
-    )
-    m.counter_fn(
-        "wiseflow_catchups_total",
-        "Catch-ups after a webhook blind spot",
-        lambda: float(service.catchup.catchups),
-    )
-    m.gauge_fn(
-        "wiseflow_last_sync_success_timestamp_seconds",
-        "Unix time of the end of the last successful sync run (0: none yet); alert when it grows old",
-        lambda: _last_success(service),
-    )
-    m.gauge_fn("wiseflow_inbox_events", "Inbox events by status", lambda: _inbox(service), labels=("status",))
-    m.gauge_fn("wiseflow_outbox_rows", "Outbox rows by status", lambda: _outbox(service), labels=("status",))
+    def snapshot() -> Snapshot:
+        client = service.client
+        return Snapshot(
+            breaker_open=client.breaker.state.value != "closed",
+            runs=service.runs,
+            catchups=service.catchup.catchups,
+            token_requests=client.token_requests,
+            auth_recoveries=client.auth_recoveries,
+            paused_seconds=client.paused_seconds,
+        )
 
+    async def backlogs() -> Backlogs:
+        return Backlogs(
+            last_success=await _last_success(service),
+            inbox=await inbox_counts(service),
+            outbox=await outbox_counts(service),
+        )
 
-async def _inbox(service: Service) -> dict[str, float]:
-    counts = await inbox_counts(service)
-    return {k: float(v) for k, v in counts.items()}
-
-
-async def _outbox(service: Service) -> dict[str, float]:
-    return {k: float(v) for k, v in (await outbox_counts(service)).items()}
+    service.metrics.read_at_scrape(snapshot, backlogs, service.figures)
 
 
 async def _last_success(service: Service) -> float:
@@ -170,8 +139,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition."""
-    text = await request.app[SERVICE].metrics.render_async()
-    return web.Response(text=text, headers={"Content-Type": prom.CONTENT_TYPE})
+    body = await request.app[SERVICE].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 async def status(request: web.Request) -> web.Response:
@@ -181,7 +150,11 @@ async def status(request: web.Request) -> web.Response:
 
 async def webhook(request: web.Request) -> web.Response:
     """`POST /webhooks/wiseflow`, handed to the receiver (which exists only once the store is open)."""
-    return await request.app[SERVICE].receiver.handle(request)
+    started = time.perf_counter()
+    service = request.app[SERVICE]
+    response = await service.receiver.handle(request)
+    service.figures.ingest.observe(time.perf_counter() - started)
+    return response
 
 
 def add_ops_routes(app: web.Application) -> None:

@@ -111,14 +111,20 @@ async def test_metrics_are_prometheus_text(
     server, service = await make_service(service_env(sim, tmp_path / "s.sqlite3"), start=False)
     summary = await service.run_sync()
     assert summary.outcome == "ok"
-    async with aiohttp.ClientSession() as session, session.get(server.make_url("/metrics")) as response:
-        assert response.status == 200
-        assert response.headers["Content-Type"].startswith("text/plain")
-        text = await response.text()
-    assert f"wiseflow_api_requests_total {service.client.calls}\n" in text
+    async with aiohttp.ClientSession() as session:
+        async with session.post(server.make_url("/webhooks/wiseflow"), data=b"{}") as unsigned:
+            assert unsigned.status == 401
+        async with session.get(server.make_url("/metrics")) as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/plain")
+            text = await response.text()
+    sent = sum(
+        float(line.split()[-1]) for line in text.splitlines() if line.startswith("wiseflow_api_requests_total{")
+    )
+    assert sent == service.client.calls
     assert "# TYPE wiseflow_breaker_open gauge" in text
     assert "# TYPE wiseflow_api_requests_total counter" in text
-    assert "wiseflow_sync_runs_total 1\n" in text
+    assert "wiseflow_sync_runs_total 1.0\n" in text
     last_ok = [
         line for line in text.splitlines() if line.startswith("wiseflow_last_sync_success_timestamp_seconds ")
     ]
@@ -126,6 +132,9 @@ async def test_metrics_are_prometheus_text(
     assert float(last_ok[0].split()[1]) > 1.7e9
     assert 'wiseflow_outbox_rows{status="pending"}' in text
     assert 'status="deliveries"' not in text
+    assert "wiseflow_webhook_ingest_duration_seconds_count 1.0\n" in text
+    assert 'wiseflow_webhook_outcomes_total{outcome="rejected"} 1.0\n' in text
+    assert 'wiseflow_sync_run_requests_count{outcome="ok"} 1.0\n' in text
 
 
 async def test_a_webhook_grade_change_reaches_the_sis_once(

@@ -62,6 +62,7 @@ async def test_a_401_is_answered_by_one_reauthentication_and_one_replay(make_sim
         await client.license_info()
         clock.advance(61)  # the simulator's token expired; the client still believes in it
         info = await client.license_info()
+        counted = (client.token_requests, client.auth_recoveries)
     journal = await sim.journal()
     assert isinstance(info, dict)
     assert [(r["path"], r["status"]) for r in journal] == [
@@ -71,6 +72,7 @@ async def test_a_401_is_answered_by_one_reauthentication_and_one_replay(make_sim
         ("/v1/oauth2/token", 200),
         ("/v1/license/info", 200),
     ]
+    assert counted == (2, 1)
 
 
 async def test_concurrent_callers_share_one_token_request(simulator: SimHandle) -> None:

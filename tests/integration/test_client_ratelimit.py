@@ -46,12 +46,14 @@ async def test_a_429_storm_pauses_every_caller_until_retry_after(simulator: SimH
         await client.license_info()
         await simulator.scenario({"storm_429": {"seconds": 1.5, "retry_after": 1}})
         results = await asyncio.gather(*(client.license_info() for _ in range(4)))
+        paused = client.paused_seconds
     journal = api_requests(await simulator.journal())
     refused = [r["time"] for r in journal if r["status"] == 429]
     too_early = [r for r in journal for t in refused if t < r["time"] < t + 1.0]
     assert len(results) == 4
     assert len(refused) >= 1
     assert too_early == []
+    assert paused >= 0.9  # the first 429 lengthened the shared pause by about its Retry-After (1 s)
 
 
 async def test_a_retry_after_beyond_the_maximum_ends_the_call_and_holds_everyone(simulator: SimHandle) -> None:

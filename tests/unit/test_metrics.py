@@ -1,200 +1,146 @@
-"""The Prometheus registry: exposition format, escaping, label sets, callback gauges."""
+"""The service's metrics: prometheus_client families in a per-instance registry, scrape-time figures."""
 
 from __future__ import annotations
 
 import logging
-import math
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from service.adapters.metrics import (
-    Metrics,
-    escape_help,
-    escape_label_value,
-    format_value,
-)
-
-
-def test_counter_renders_help_type_and_labelled_samples_sorted() -> None:
-    """A labelled counter renders HELP, TYPE, then one line per label set, in stable order."""
-    metrics = Metrics()
-    calls = metrics.counter("wiseflow_api_requests_total", "Requests sent to WISEflow.", ["method", "status"])
-    calls.inc(method="GET", status=200)
-    calls.inc(2, method="GET", status=200)
-    calls.inc(method="POST", status="429")
-    calls.inc(method="GET", status=503)
-    expected = (
-        "# HELP wiseflow_api_requests_total Requests sent to WISEflow.\n"
-        "# TYPE wiseflow_api_requests_total counter\n"
-        'wiseflow_api_requests_total{method="GET",status="200"} 3\n'
-        'wiseflow_api_requests_total{method="GET",status="503"} 1\n'
-        'wiseflow_api_requests_total{method="POST",status="429"} 1\n'
-    )
-    assert metrics.render() == expected
+from service.adapters.metrics import Backlogs, ServiceMetrics, Snapshot, status_class
+from service.adapters.wiseflow.records import RequestRecord
+from service.core.breaker import State, Transition
+from service.core.webhook_figures import BucketCounts, WebhookFigures
+from service.sync.summary import RunSummary
 
 
-def test_unlabelled_series_start_at_zero_and_families_keep_registration_order() -> None:
-    """An unlabelled counter shows 0 before its first increment; families render in registration order."""
-    metrics = Metrics()
-    metrics.gauge("b_inflight", "In flight.")
-    metrics.counter("a_events_total", "Events.")
-    expected = (
-        "# HELP b_inflight In flight.\n# TYPE b_inflight gauge\nb_inflight 0\n"
-        "# HELP a_events_total Events.\n# TYPE a_events_total counter\na_events_total 0\n"
-    )
-    assert metrics.render() == expected
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of an exposition, parsed by prometheus_client's own parser: (name, labels) -> value."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
 
 
-def test_labelled_family_without_samples_renders_only_its_header() -> None:
-    """A labelled family nobody has touched yet has HELP and TYPE and no sample lines."""
-    metrics = Metrics()
-    metrics.counter("x_total", "X.", ["kind"])
-    assert metrics.render() == "# HELP x_total X.\n# TYPE x_total counter\n"
+def record(path: str, status: int | None, ms: float = 40.0, method: str = "GET") -> RequestRecord:
+    """A journal record as the transport makes one."""
+    return RequestRecord(1.7e9, method, path, status, ms, 1, "x-1")
 
 
-def test_gauge_set_inc_dec() -> None:
-    """A gauge moves both ways and set overrides."""
-    gauge = Metrics().gauge("breaker_open", "1 when open.", ["target"])
-    gauge.set(5, target="wiseflow")
-    gauge.inc(target="wiseflow")
-    gauge.dec(2.5, target="wiseflow")
-    assert gauge.value(target="wiseflow") == 3.5
-    gauge.set(0, target="wiseflow")
-    assert gauge.value(target="wiseflow") == 0
+async def scrape(metrics: ServiceMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The parsed `/metrics` body."""
+    return samples((await metrics.render()).decode())
 
 
-def test_label_values_and_help_are_escaped() -> None:
-    """Backslash, double quote and newline are escaped in label values; backslash and newline in HELP."""
-    metrics = Metrics()
-    errors = metrics.counter("errs_total", 'Errors \\ by "kind"\nsecond line', ["detail"])
-    errors.inc(detail='a "quoted" \\path\nnext')
-    expected = (
-        '# HELP errs_total Errors \\\\ by "kind"\\nsecond line\n'
-        "# TYPE errs_total counter\n"
-        'errs_total{detail="a \\"quoted\\" \\\\path\\nnext"} 1\n'
-    )
-    assert metrics.render() == expected
+async def test_requests_are_counted_by_route_template_method_and_status_class() -> None:
+    """Ids become {id}; 2xx/4xx/5xx/none classes; 429s have their own counter; latency is a histogram."""
+    metrics = ServiceMetrics()
+    metrics.observe_request(record("/flow/12/assessments", 200, 30.0))
+    metrics.observe_request(record("/flow/13/assessments", 200, 70.0))
+    metrics.observe_request(record("/flow/13/assessments", 429))
+    metrics.observe_request(record("/flows/search", None, method="POST"))
+    got = await scrape(metrics)
+    route = ("route", "/flow/{id}/assessments")
+    assert got[("wiseflow_api_requests_total", (("method", "GET"), route, ("status_class", "2xx")))] == 2
+    assert got[("wiseflow_api_requests_total", (("method", "GET"), route, ("status_class", "4xx")))] == 1
+    search = (("method", "POST"), ("route", "/flows/search"), ("status_class", "none"))
+    assert got[("wiseflow_api_requests_total", search)] == 1
+    assert got[("wiseflow_api_rate_limited_total", ())] == 1
+    latency = "wiseflow_api_request_duration_seconds"
+    assert got[(f"{latency}_count", (("method", "GET"), route))] == 3
+    assert got[(f"{latency}_bucket", (("le", "0.05"), ("method", "GET"), route))] == 2
+    assert got[(f"{latency}_sum", (("method", "GET"), route))] == pytest.approx(0.14)
 
 
-def test_escape_helpers_directly() -> None:
-    """The escaping helpers follow the exposition format's rules exactly."""
-    assert escape_label_value('\\"\n') == '\\\\\\"\\n'
-    assert escape_help('\\"\n') == '\\\\"\\n'
+async def test_each_instance_has_its_own_registry() -> None:
+    """Two services in one process never share counts (prometheus_client's global registry is unused)."""
+    first, second = ServiceMetrics(), ServiceMetrics()
+    first.observe_request(record("/flows/search", 200, method="POST"))
+    labels = (("method", "POST"), ("route", "/flows/search"), ("status_class", "2xx"))
+    assert (await scrape(first))[("wiseflow_api_requests_total", labels)] == 1
+    assert ("wiseflow_api_requests_total", labels) not in await scrape(second)
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [(3.0, "3"), (0.25, "0.25"), (-2, "-2"), (math.inf, "+Inf"), (-math.inf, "-Inf"), (math.nan, "NaN")],
-)
-def test_values_are_formatted_as_prometheus_reads_them(value: float, expected: str) -> None:
-    """Whole numbers without a decimal point; infinities and NaN in Prometheus spelling."""
-    assert format_value(value) == expected
+async def test_runs_and_breaker_transitions_are_recorded() -> None:
+    """A run's duration and API calls land in histograms by outcome; a transition counts by its states."""
+    metrics = ServiceMetrics()
+    metrics.observe_run(RunSummary(run_id=1, outcome="ok", api_calls=17, duration=2.5))
+    metrics.observe_transition(Transition("https://x", State.CLOSED, State.OPEN, "503 answer", 10.0))
+    got = await scrape(metrics)
+    assert got[("wiseflow_sync_run_requests_sum", (("outcome", "ok"),))] == 17
+    assert got[("wiseflow_sync_run_requests_bucket", (("le", "25.0"), ("outcome", "ok")))] == 1
+    assert got[("wiseflow_sync_run_requests_bucket", (("le", "10.0"), ("outcome", "ok")))] == 0
+    assert got[("wiseflow_sync_run_duration_seconds_sum", (("outcome", "ok"),))] == 2.5
+    transition = (("from_state", "closed"), ("to_state", "open"))
+    assert got[("wiseflow_breaker_transitions_total", transition)] == 1
 
 
-def test_wrong_label_set_is_rejected() -> None:
-    """Missing or extra labels raise instead of silently creating a new series."""
-    calls = Metrics().counter("c_total", "C.", ["method"])
-    with pytest.raises(ValueError, match="takes labels"):
-        calls.inc(status="200")
-    with pytest.raises(ValueError, match="takes labels"):
-        calls.inc(method="GET", status="200")
+async def test_scrape_time_figures_are_read_when_scraped() -> None:
+    """Snapshot, database backlogs and webhook figures are read at render time, not at registration."""
+    metrics = ServiceMetrics()
+    figures = WebhookFigures()
+    state = {"runs": 0}
+
+    async def backlogs() -> Backlogs:
+        return Backlogs(last_success=1.7e9, inbox={"pending": 2, "dead": 1}, outbox={"pending": 4})
+
+    metrics.read_at_scrape(lambda: Snapshot(runs=state["runs"], token_requests=3), backlogs, figures)
+    state["runs"] = 5
+    figures.received, figures.accepted, figures.duplicates = 4, 2, 1
+    figures.reject("bad_signature")
+    figures.ingest.observe(0.002)
+    got = await scrape(metrics)
+    assert got[("wiseflow_sync_runs_total", ())] == 5
+    assert got[("wiseflow_token_requests_total", ())] == 3
+    assert got[("wiseflow_inbox_events", (("status", "dead"),))] == 1
+    assert got[("wiseflow_outbox_rows", (("status", "pending"),))] == 4
+    assert got[("wiseflow_last_sync_success_timestamp_seconds", ())] == 1.7e9
+    assert got[("wiseflow_webhook_outcomes_total", (("outcome", "accepted"),))] == 2
+    assert got[("wiseflow_webhook_outcomes_total", (("outcome", "rejected"),))] == 1
+    assert got[("wiseflow_webhook_rejected_total", (("reason", "bad_signature"),))] == 1
+    assert got[("wiseflow_webhook_ingest_duration_seconds_bucket", (("le", "0.0025"),))] == 1
+    assert got[("wiseflow_webhook_ingest_duration_seconds_bucket", (("le", "0.001"),))] == 0
 
 
-def test_counters_cannot_decrease() -> None:
-    """A negative increment is refused: counters only go up."""
-    with pytest.raises(ValueError, match="cannot decrease"):
-        Metrics().counter("c_total", "C.").inc(-1)
+async def test_unreadable_database_leaves_the_rest_of_the_scrape_intact(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A failing database read drops its families, logs a warning, and serves every other figure."""
+    metrics = ServiceMetrics()
 
-
-@pytest.mark.parametrize(
-    ("name", "labels"),
-    [("bad-name", ()), ("9lives", ()), ("ok_total", ("bad-label",)), ("ok_total", ("__reserved",))],
-)
-def test_invalid_names_are_refused(name: str, labels: tuple[str, ...]) -> None:
-    """Metric and label names outside Prometheus's grammar are refused at registration."""
-    with pytest.raises(ValueError, match="invalid"):
-        Metrics().counter(name, "H.", labels)
-
-
-def test_duplicate_registration_is_refused() -> None:
-    """Two families with one name would render an invalid exposition; the second is refused."""
-    metrics = Metrics()
-    metrics.counter("dup_total", "D.")
-    with pytest.raises(ValueError, match="already registered"):
-        metrics.gauge("dup_total", "D.")
-
-
-def test_gauge_fn_reads_its_callback_at_render_time() -> None:
-    """A callback gauge shows the value its function returns when rendered, not when registered."""
-    metrics = Metrics()
-    figures = {"pending": 1.0}
-    metrics.gauge_fn("outbox_pending", "Grades waiting.", lambda: figures["pending"])
-    figures["pending"] = 7.0
-    assert (
-        metrics.render()
-        == "# HELP outbox_pending Grades waiting.\n# TYPE outbox_pending gauge\noutbox_pending 7\n"
-    )
-
-
-def test_labelled_gauge_fn_accepts_tuple_and_string_keys() -> None:
-    """A labelled callback returns a number per label-value tuple (or per string for one label)."""
-    metrics = Metrics()
-    metrics.gauge_fn("inbox_events", "Events by state.", lambda: {"done": 3, "dead": 1}, ["state"])
-    metrics.gauge_fn("flows", "Flows.", lambda: {("active", "x"): 2}, ["state", "kind"])
-    text = metrics.render()
-    assert 'inbox_events{state="dead"} 1\ninbox_events{state="done"} 3\n' in text
-    assert 'flows{state="active",kind="x"} 2\n' in text
-
-
-async def test_render_async_awaits_async_callbacks() -> None:
-    """Database figures come from coroutines; render_async awaits them."""
-    metrics = Metrics()
-
-    async def pending() -> float:
-        return 4.0
-
-    metrics.gauge_fn("outbox_pending", "Grades waiting.", pending)
-    metrics.counter("c_total", "C.").inc(2)
-    text = await metrics.render_async()
-    assert "outbox_pending 4\n" in text
-    assert "c_total 2\n" in text
-
-
-def test_render_refuses_async_callbacks() -> None:
-    """The sync render cannot await: it raises (and closes the coroutine, so no warning leaks)."""
-    metrics = Metrics()
-
-    async def pending() -> float:
-        return 4.0
-
-    metrics.gauge_fn("outbox_pending", "Grades waiting.", pending)
-    with pytest.raises(TypeError, match="render_async"):
-        metrics.render()
-
-
-async def test_failing_callback_leaves_the_rest_of_the_scrape_intact(caplog: pytest.LogCaptureFixture) -> None:
-    """A callback that raises yields no samples for its family, a warning, and every other family intact."""
-    metrics = Metrics()
-
-    async def broken() -> float:
+    async def broken() -> Backlogs:
         raise RuntimeError("database is locked")
 
-    metrics.gauge_fn("broken", "Broken.", broken)
-    metrics.gauge_fn("wrong_shape", "Labelled but returns a number.", lambda: 1.0, ["state"])
-    metrics.counter("ok_total", "Fine.").inc()
+    metrics.read_at_scrape(lambda: Snapshot(runs=2), broken, WebhookFigures())
     with caplog.at_level(logging.WARNING):
-        text = await metrics.render_async()
-    assert "# HELP broken Broken.\n# TYPE broken gauge\n# HELP wrong_shape" in text
-    assert "ok_total 1\n" in text
-    assert [r.metric for r in caplog.records] == ["broken", "wrong_shape"]
+        got = await scrape(metrics)
+    assert got[("wiseflow_sync_runs_total", ())] == 2
+    assert not any(name.startswith("wiseflow_inbox_events") for name, _ in got)
+    assert [r.message for r in caplog.records] == ["metrics: database figures unreadable"]
 
 
-def test_a_callback_counter_renders_as_a_counter_and_needs_total() -> None:
-    """counter_fn: TYPE counter, value read at render time; a name without _total is refused."""
-    m = Metrics()
-    total = [3]
-    m.counter_fn("jobs_done_total", "Jobs done", lambda: float(total[0]))
-    total[0] = 5
-    assert m.render() == "# HELP jobs_done_total Jobs done\n# TYPE jobs_done_total counter\njobs_done_total 5\n"
-    with pytest.raises(ValueError, match="_total"):
-        m.counter_fn("jobs_done", "Jobs done", lambda: 1.0)
+async def test_counter_families_keep_their_total_suffix_and_no_created_series() -> None:
+    """Running totals render as `_total` counters, with no `_created` companions."""
+    metrics = ServiceMetrics()
+    metrics.observe_request(record("/flows/search", 200, method="POST"))
+    text = (await metrics.render()).decode()
+    assert "# TYPE wiseflow_api_requests_total counter\n" in text
+    assert "_created" not in text
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"), [(200, "2xx"), (204, "2xx"), (401, "4xx"), (503, "5xx"), (None, "none")]
+)
+def test_status_class(status: int | None, expected: str) -> None:
+    """A status becomes its class; no answer is `none`."""
+    assert status_class(status) == expected
+
+
+def test_bucket_counts_put_a_value_on_a_bound_in_that_bucket() -> None:
+    """Le semantics: a value equal to a bound counts in it; over the last bound only in +Inf."""
+    buckets = BucketCounts((0.1, 1.0))
+    for value in (0.1, 0.5, 1.0, 3.0):
+        buckets.observe(value)
+    assert buckets.cumulative() == [("0.1", 1.0), ("1.0", 3.0), ("+Inf", 4.0)]
+    assert buckets.total == pytest.approx(4.6)

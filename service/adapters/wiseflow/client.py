@@ -100,6 +100,21 @@ class WiseflowClient:
         """Requests that left the process so far (token requests included)."""
         return self.transport.calls
 
+    @property
+    def token_requests(self) -> int:
+        """OAuth token requests sent so far (0 with a static key)."""
+        return self.credentials.fetches if isinstance(self.credentials, OAuthTokens) else 0
+
+    @property
+    def auth_recoveries(self) -> int:
+        """401 answers cured by a new token and one replay."""
+        return self._caller.recoveries
+
+    @property
+    def paused_seconds(self) -> float:
+        """Seconds the shared pause was lengthened by 429s, in all."""
+        return self.transport.paused_seconds
+
     async def __aenter__(self) -> Self:
         self._get_session()
         return self

@@ -38,6 +38,7 @@ class Caller:
         self._policy = policy
         self._clock = clock
         self._rng = rng
+        self.recoveries = 0  # 401 answers cured by a new token and one replay (a metric)
 
     async def call(
         self,
@@ -86,6 +87,7 @@ class Caller:
                 self._credentials.invalidate(auth)
                 auth = await self._credentials.headers(session, attempt)
                 reply = await self._send(session, method, path, attempt, auth, params, json)
+                self.recoveries += reply.ok
         except (RateLimited, ApiUnavailable) as exc:  # no answer, a limiter pause, a failed token request
             return exc
         if reply.ok:

@@ -73,6 +73,7 @@ class Transport:
         self._on_request = on_request
         self._tracer = tracer or _tracer
         self.calls = 0  # requests that left the process, token requests included
+        self.paused_seconds = 0.0  # how much a 429 lengthened the shared pause, in all (a metric)
 
     def headers(self, auth: Mapping[str, str]) -> dict[str, str]:
         """The headers of every request: identification first, then the credentials."""
@@ -190,7 +191,10 @@ class Transport:
             # wait is a minimum, not a schedule: "Retry-After: 0" (or a past date, or a reset of 0) must
             # not send five requests back to back, so the backoff of this attempt is the floor.
             asked = rate_limited_wait(reply.headers, self._clock.wall())
+            before = self.pause_remaining()
             self._limiter.pause(max(asked or 0.0, self._policy.delay(reply.attempt, self._rng)))
+            # Concurrent 429s overlap: only what this one added to the pause counts.
+            self.paused_seconds += max(0.0, self.pause_remaining() - before)
 
     def _finish(
         self,
