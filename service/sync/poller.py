@@ -318,7 +318,10 @@ class Poller:
                 "run_id": summary.run_id,
                 "outcome": summary.outcome,
                 "api_calls": summary.api_calls,
+                "records": summary.records,
                 "changes": summary.changes,
+                "flows_refreshed": summary.flows_refreshed,
+                "duration_s": round(summary.duration, 3),
                 "reason": summary.reason,
             },
         )

@@ -16,7 +16,7 @@ from service.errors import ApiError, ApiUnavailable, CircuitOpen
 from tests.conftest import SimHandle
 from tests.integration.client_support import Recorder, make_client, misbehaving_server
 
-LOG_FIELDS = ("x_trace_id", "method", "path", "status", "duration_ms", "attempt")
+LOG_FIELDS = ("x_trace_id", "method", "route", "path", "status", "duration_ms", "attempt")
 
 
 async def test_timeouts_are_retried_up_to_the_attempt_limit(simulator: SimHandle) -> None:
@@ -46,19 +46,19 @@ async def test_the_call_deadline_ends_a_call_that_keeps_failing(simulator: SimHa
 async def test_requests_are_logged_as_structured_fields_without_the_token(
     simulator: SimHandle, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """DEBUG per request, WARNING per failure, each with trace id, method, path, status, duration, attempt."""
-    caplog.set_level(logging.DEBUG, logger="service.adapters.wiseflow")
+    """INFO per request, WARNING per failure, each with trace id, method, route, status, duration, attempt."""
+    caplog.set_level(logging.INFO, logger="service.adapters.wiseflow")
     async with make_client(simulator.api_url) as client:
         await client.license_info()
         with pytest.raises(ApiError):
             await client.get_flow(999999)
     tokens = list(simulator.state.tokens._tokens)  # white-box: the token the simulator issued
     requests = [r for r in caplog.records if getattr(r, "event", None) == "wiseflow.request"]
-    levels = [(r.levelname, getattr(r, "path", None), getattr(r, "status", None)) for r in requests]
+    levels = [(r.levelname, getattr(r, "route", None), getattr(r, "status", None)) for r in requests]
     assert levels == [
-        ("DEBUG", "/oauth2/token", 200),
-        ("DEBUG", "/license/info", 200),
-        ("WARNING", "/flow/999999", 404),
+        ("INFO", "/oauth2/token", 200),
+        ("INFO", "/license/info", 200),
+        ("WARNING", "/flow/{id}", 404),
     ]
     assert all(all(hasattr(r, name) for name in LOG_FIELDS) and r.x_trace_id for r in requests)
     assert tokens

@@ -221,6 +221,7 @@ class Transport:
             "event": "wiseflow.request",
             "x_trace_id": trace_id,
             "method": method,
+            "route": route_of(path),
             "path": path,
             "status": status,
             "duration_ms": round(duration_ms, 1),
@@ -228,7 +229,8 @@ class Transport:
         }
         if failure:
             fields["failure"] = failure
-        log.log(logging.WARNING if failed else logging.DEBUG, "WISEflow request", extra=fields)
+        # INFO for every request: section 7 of the review asks for each request's X-Trace-Id in the logs.
+        log.log(logging.WARNING if failed else logging.INFO, "WISEflow request", extra=fields)
         if self._on_request is not None:
             record = RequestRecord(sent_wall, method, path, status, round(duration_ms, 3), attempt, trace_id)
             self._on_request(record)

@@ -1,0 +1,56 @@
+"""What an operator sees of a run against the simulator: INFO logs with every X-Trace-Id of the journal."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.adapters.logs import configure_logging
+from service.commands.sync import sync_once
+from service.settings import Settings, load_settings
+from tests.conftest import SimHandle
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    """The process's JSON logs at INFO, written to a buffer; the root logger is restored afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    out = io.StringIO()
+    configure_logging("INFO", out)
+    yield out
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def settings_for(sim: SimHandle, db: Path) -> Settings:
+    """A service pointed at the simulator and its fake SIS."""
+    return load_settings(
+        {
+            "WISEFLOW_API_URL": sim.api_url,
+            "WISEFLOW_CLIENT_ID": sim.config.client_id,
+            "WISEFLOW_CLIENT_SECRET": sim.config.client_secret,
+            "SYNC_DATABASE": str(db),
+            "SYNC_SINK_URL": sim.sis_url,
+            "SYNC_RATE_PER_SECOND": "200",
+        }
+    )
+
+
+async def test_a_run_logs_every_requests_x_trace_id_at_info(
+    simulator: SimHandle, tmp_path: Path, log_lines: io.StringIO
+) -> None:
+    """`sync --once` at INFO: one line per WISEflow request, whose x_trace_ids are exactly the journal's."""
+    assert await sync_once(settings_for(simulator, tmp_path / "s.sqlite3"), io.StringIO()) == 0
+    entries = [json.loads(line) for line in log_lines.getvalue().splitlines()]
+    requests = [e for e in entries if e.get("event") == "wiseflow.request"]
+    journal = await simulator.journal()
+    assert sorted(e["x_trace_id"] for e in requests) == sorted(r["traceId"] for r in journal)
+    assert all({"method", "route", "status", "duration_ms", "attempt"} <= e.keys() for e in requests)
+    runs = [e for e in entries if e.get("event") == "sync.run"]
+    assert [(r["outcome"], r["api_calls"] > 0, "duration_s" in r) for r in runs] == [("ok", True, True)]
