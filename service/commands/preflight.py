@@ -11,12 +11,12 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from service.adapters.logs import configure_logging
-from service.preflight import render, run_preflight
-from service.preflight.report import FORMATS
 from service.settings import load_settings, parse_webhook_url
+
+FORMATS: Final = ("md", "json")
 
 
 def register(subparsers: Any) -> None:
@@ -38,6 +38,9 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings.require_api_credentials()
     configure_logging(settings.log_level)
     public_url = parse_webhook_url("--public-url", args.public_url) if args.public_url else None
+    # Imported on use: the schema validator behind it takes seconds to load, which no other command pays.
+    from service.preflight import render, run_preflight
+
     report = asyncio.run(run_preflight(settings, public_url))
     sys.stdout.write(render(report, args.format))
     return 0 if report.passed else 1

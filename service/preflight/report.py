@@ -18,7 +18,6 @@ import orjson
 PASSED: Final = "passed"
 FAILED: Final = "failed"
 SKIPPED: Final = "skipped"
-FORMATS: Final = ("md", "json")
 
 
 @dataclass(frozen=True, slots=True)

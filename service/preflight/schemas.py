@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import yaml
-from openapi_schema_validator import OAS30Validator
+
+if TYPE_CHECKING:
+    from openapi_schema_validator import OAS30Validator
 
 SPEC_PATH: Final = Path(__file__).resolve().parents[1] / "spec" / "openapi-1.34.0.yaml"
 SPEC_VERSION: Final = "1.34.0"
@@ -36,6 +38,10 @@ def _components() -> dict[str, Any]:
 
 @functools.cache
 def _validator(schema: str) -> OAS30Validator:
+    # Imported here, not at the top: it takes seconds (it loads pydantic), and every command of the CLI
+    # imports this module through its parser; only a preflight run should pay for it.
+    from openapi_schema_validator import OAS30Validator
+
     components = _components()
     if schema not in components["schemas"]:
         raise KeyError(f"no schema {schema!r} in openapi-{SPEC_VERSION}.yaml")
