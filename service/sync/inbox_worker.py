@@ -5,6 +5,8 @@ time):
 
 - an event whose flow has an earlier event still waiting for its retry is held back (order per flow);
 - an event of a kind already refreshed in this pass is covered by that refresh (it arrived before it);
+  so is every other pending event of that flow and kind received before the refresh began, beyond this
+  pass's batch too: a burst of thousands of events for one flow costs one refresh;
 - an event older (lower sequence) than an event of the same kind already applied for its flow is
   *superseded*: the newer one's refresh ran after the older change happened (sequences grow with time),
   so nothing is fetched and nothing older can overwrite newer state;
@@ -167,16 +169,22 @@ class InboxWorker:
 
     async def _process_flow(self, rows: list[InboxRow], now: float, result: PassResult) -> None:
         done: list[InboxRow] = []
+        refreshed: dict[Refresh, float] = {}  # each refresh kind done in this pass, and when it began
         try:
-            await self._walk_flow(rows, now, result, done)
+            await self._walk_flow(rows, now, result, done, refreshed)
         finally:
             # One transaction for the flow's done events, also when the pass stops on an open breaker.
             await self._mark_done(done, result)
+            await self._mark_covered(rows[0].flow_id, refreshed, result)
 
     async def _walk_flow(
-        self, rows: list[InboxRow], now: float, result: PassResult, done: list[InboxRow]
+        self,
+        rows: list[InboxRow],
+        now: float,
+        result: PassResult,
+        done: list[InboxRow],
+        refreshed: dict[Refresh, float],
     ) -> None:
-        refreshed: set[Refresh] = set()
         for row in rows:
             if row.next_attempt_at > now:
                 # An earlier event of this flow waits for its retry: later ones wait behind it (order per flow).
@@ -187,6 +195,7 @@ class InboxWorker:
                 await self._fail(row, "unhandled_event", now, result, final=True)
                 continue
             if kind not in refreshed and not await self._superseded(row, kind):
+                began = self.clock.wall()
                 try:
                     await self._refresh(kind, row.flow_id)
                 except Exception as exc:
@@ -198,7 +207,7 @@ class InboxWorker:
                     else:
                         await self._fail(row, describe(exc), now, result, final=False)
                     return  # keep the flow's order: the rest waits for this one
-                refreshed.add(kind)
+                refreshed[kind] = began
             done.append(row)
 
     async def _superseded(self, row: InboxRow, kind: Refresh) -> bool:
@@ -229,6 +238,18 @@ class InboxWorker:
         for row in rows:
             self.figures.record_lag(done_at - row.received_at)
         result.processed += len(rows)
+
+    async def _mark_covered(
+        self, flow_id: int | None, refreshed: dict[Refresh, float], result: PassResult
+    ) -> None:
+        """Every other pending event of the flow that one of this pass's refreshes answered (see `Inbox`)."""
+        if flow_id is None:
+            return
+        for kind, began in refreshed.items():
+            done_at = self.clock.wall()
+            for received_at in await self.inbox.mark_covered(flow_id, events_for(kind), began, done_at):
+                self.figures.record_lag(done_at - received_at)
+                result.processed += 1
 
     async def _fail(self, row: InboxRow, error: str, now: float, result: PassResult, *, final: bool) -> None:
         attempt = row.attempts + 1

@@ -108,6 +108,35 @@ async def test_events_of_one_flow_share_one_refresh(world: World) -> None:
     assert await world.statuses() == {1: "done", 2: "done", 3: "done"}
 
 
+async def test_a_burst_beyond_one_batch_costs_one_refresh_per_flow(world: World) -> None:
+    """40 events over 2 flows with a batch of 5: one pass, one refresh per flow, every event done."""
+    world.worker.policy = WorkerPolicy(batch=5)
+    for sequence in range(1, 41):
+        await world.add(sequence, "FINAL_GRADE", 10 + sequence % 2)
+    result = await world.worker.run_once()
+    assert sorted(world.refresher.calls) == [("assessments", 10), ("assessments", 11)]
+    assert set((await world.statuses()).values()) == {"done"}
+    assert (result.processed, world.figures.processed) == (40, 40)
+
+
+async def test_an_event_received_after_the_refresh_began_waits_for_the_next(world: World) -> None:
+    """A refresh answers only what arrived before it began: a later event of that flow stays pending."""
+    world.worker.policy = WorkerPolicy(batch=1)
+    await world.add(1)
+    await world.add(2, "FLOW_STATE_UPDATED")  # another kind: not answered by the assessments refresh
+    world.clock.advance(1.0)
+    refresh = world.refresher.refresh_assessments
+
+    async def refresh_while_an_event_arrives(flow_id: int) -> None:
+        await refresh(flow_id)
+        world.clock.advance(1.0)
+        await world.add(3)  # received after the refresh began
+
+    world.refresher.refresh_assessments = refresh_while_an_event_arrives  # type: ignore[method-assign]
+    await world.worker.run_once()
+    assert await world.statuses() == {1: "done", 2: "pending", 3: "pending"}
+
+
 async def test_a_done_event_is_not_processed_again(world: World) -> None:
     """A second pass finds nothing to do: processed events stay done."""
     await world.add(1)

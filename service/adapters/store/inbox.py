@@ -52,6 +52,10 @@ _INSERT_DELIVERY: Final = (
     "INSERT INTO inbox_deliveries (delivery_id, sequence, received_at) VALUES (?, ?, ?) "
     "ON CONFLICT(delivery_id) DO NOTHING"
 )
+_COVER: Final = (
+    "UPDATE inbox SET status = 'done', processed_at = ?, last_error = NULL "
+    "WHERE status = 'pending' AND flow_id = ? AND received_at <= ?"
+)
 _Pending = tuple[WebhookEvent, bytes, str, float, "asyncio.Future[Recorded]"]
 _EventRow = tuple[int, str, int | None, int | None, int, bytes, float, str]
 _DeliveryRow = tuple[str, int, float]
@@ -177,6 +181,22 @@ class Inbox:
                 "WHERE sequence = ? AND status = 'pending'",
                 [(now, s) for s in sequences],
             )
+
+    async def mark_covered(
+        self, flow_id: int, events: Sequence[str], received_by: float, now: float
+    ) -> list[float]:
+        """Mark done the pending `events` of `flow_id` received by `received_by`; return their receipt times.
+
+        A refresh that began at `received_by` fetched a state that already holds what those events announce
+        (each was sent after its change), so however many piled up, one refresh per flow answers them all.
+        """
+        marks = ", ".join("?" for _ in events)
+        sql = f"{_COVER} AND event IN ({marks}) RETURNING received_at"  # noqa: S608 - placeholders only
+        async with (
+            self._store.transaction() as db,
+            db.execute(sql, (now, flow_id, received_by, *events)) as cursor,
+        ):
+            return [float(row[0]) for row in await cursor.fetchall()]
 
     async def mark_failed(
         self, sequences: Sequence[int], error: str, next_attempt_at: float, max_attempts: int

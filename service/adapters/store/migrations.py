@@ -154,6 +154,13 @@ CREATE TABLE run_requests (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2)
+_V3: Final = """
+-- The inbox worker asks, per flow and kind of event, for the newest one already applied (and marks a
+-- flow's pending events done after a refresh): without this index each question read the whole inbox,
+-- half a second once it held 200,000 events, fifty times a pass.
+CREATE INDEX inbox_flow_events ON inbox(flow_id, event, status, sequence);
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3)
 LATEST_VERSION: Final = len(MIGRATIONS)
 JOURNAL_LIMIT: Final = 10_000
