@@ -270,13 +270,18 @@ def profile(servers: Servers, args: argparse.Namespace, wrk: str, lua: Path) -> 
     events = prepare(servers, "run", args)
     spy = lt.start_profile(py_spy, servers.run.pid, args.duration, output)
     time.sleep(0.3)  # py-spy attaches; wrk (a little longer than the recording) runs past its end
-    load(servers, "run", args, wrk, lua, events)
+    result, _ = load(servers, "run", args, wrk, lua, events)
     _, err = spy.communicate(timeout=60)
     wait_drained(servers.database)
+    said = err.decode(errors="replace").strip()
     if spy.returncode != 0 or not output.exists():
-        return f"  (no profile: py-spy failed: {err.decode(errors='replace').strip()[-300:]})"
+        return f"  (no profile: py-spy failed: {said[-300:]})"
     samples, top, areas = lt.own_time(output.read_text())
-    lines = [f"  py-spy, {samples:,} samples of the service under load; share of samples by own time:"]
+    summary = next((x.split("py-spy> ", 1)[-1] for x in said.splitlines() if "Samples:" in x), "")
+    lines = [
+        f"  py-spy of the service under the same load ({result.rate:,.0f} req/s; {summary.strip()}), "
+        f"{samples:,} busy samples; share by own time:"
+    ]
     lines += [f"    {share:6.1%}  {name}" for name, share in top]
     lines.append("  by area: " + ", ".join(f"{name} {share:.0%}" for name, share in areas))
     return "\n".join(lines)

@@ -125,8 +125,9 @@ class WebhookReceiver:
             response.force_close()  # unread: drop the connection rather than drain the body
             return response
         self.unverified += 1
+        now = self.clock.wall()
         try:
-            event, body = await self._accept(request)
+            event, body = await self._accept(request, now)
         except _Refused as exc:
             response = self._reject(exc.status, exc.reason)
             if exc.unread:
@@ -134,13 +135,13 @@ class WebhookReceiver:
             return response
         finally:
             self.unverified -= 1
-        return await self._store(event, body)
+        return await self._store(event, body, now)
 
-    async def _accept(self, request: web.Request) -> tuple[WebhookEvent, bytes]:
+    async def _accept(self, request: web.Request, now: float) -> tuple[WebhookEvent, bytes]:
         """The verified, parsed event and its raw body, or `_Refused` with the status to answer."""
         body = await self._read(request)
         try:
-            return self._verify_and_parse(request, body), body
+            return self._verify_and_parse(request, body, now), body
         except InvalidSignature as exc:
             raise _Refused(401, exc.reason) from None
         except MalformedEvent as exc:
@@ -156,9 +157,9 @@ class WebhookReceiver:
             raise _Refused(415, "unsupported_encoding", unread=True)
         try:
             if request.content.is_eof():
-                # The whole body is already buffered (a small event usually arrives with its headers), so
-                # reading it cannot wait: no timer to arm and cancel (a few microseconds per request).
-                return await read_bounded(request, self.max_body)
+                # The whole body is already buffered (a small event arrives with its headers): taken in one
+                # call, with no timer to arm and no read to await (measured: a few microseconds a request).
+                return read_buffered(request, self.max_body)
             async with asyncio.timeout(self.read_timeout):
                 return await read_bounded(request, self.max_body)
         except _TooLarge:
@@ -168,18 +169,17 @@ class WebhookReceiver:
         except Exception:  # a broken chunked body: the sender's fault, never a 500
             raise _Refused(400, "unreadable_body", unread=True) from None
 
-    def _verify_and_parse(self, request: web.Request, body: bytes) -> WebhookEvent:
-        now = self.clock.wall()
+    def _verify_and_parse(self, request: web.Request, body: bytes, now: float) -> WebhookEvent:
         verified = self.verifier.verify(request.headers, body, now)
         event = parse_event(body, verified.message_id, verified.timestamp)
         if self.verifier.timestamp_in_body:
             self.verifier.check_body_timestamp(event.timestamp, now)
         return event
 
-    async def _store(self, event: WebhookEvent, body: bytes) -> web.Response:
+    async def _store(self, event: WebhookEvent, body: bytes, received_at: float) -> web.Response:
         status = "pending" if event.known else "unknown"
         try:
-            recorded = await self.inbox.record(event, body, status, self.clock.wall())
+            recorded = await self.inbox.record(event, body, status, received_at)
         except (aiosqlite.Error, StoreError, OSError):
             # Not acknowledged, so WISEflow redelivers it later: nothing is lost.
             log.exception(
@@ -237,6 +237,14 @@ def _answer(status: int, doc: dict[str, str]) -> web.Response:
 def _answer_bytes(status: int, body: bytes) -> web.Response:
     """A JSON answer from an encoded body."""
     return web.Response(body=body, status=status, content_type="application/json")
+
+
+def read_buffered(request: web.Request, limit: int) -> bytes:
+    """The whole body of a request whose body is already buffered, or `_TooLarge` over `limit` bytes."""
+    body = request.content.read_nowait()
+    if len(body) > limit:
+        raise _TooLarge
+    return body
 
 
 async def read_bounded(request: web.Request, limit: int) -> bytes:

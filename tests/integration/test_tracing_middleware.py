@@ -1,0 +1,88 @@
+"""The server span of every request (except probes), over a real aiohttp server and an in-memory exporter."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import SpanKind, StatusCode, get_current_span
+
+from service.adapters.ops_http import tracing_middleware
+
+
+async def _ok(request: web.Request) -> web.Response:
+    # The handler runs inside the request's span: log lines written here carry its trace id.
+    return web.Response(text=format(get_current_span().get_span_context().span_id, "016x"))
+
+
+async def _broken(request: web.Request) -> web.Response:
+    raise RuntimeError("boom")
+
+
+async def _client(provider: TracerProvider) -> TestClient[web.Request, web.Application]:
+    app = web.Application(middlewares=[tracing_middleware(provider.get_tracer("test"))])
+    app.router.add_post("/webhooks/wiseflow", _ok)
+    app.router.add_get("/livez", _ok)
+    app.router.add_get("/broken", _broken)
+    client = TestClient(TestServer(app, host="127.0.0.1", port=0))
+    await client.start_server()
+    return client
+
+
+@pytest.fixture
+async def traced() -> AsyncIterator[tuple[TestClient[web.Request, web.Application], InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    client = await _client(provider)
+    try:
+        yield client, exporter
+    finally:
+        await client.close()
+
+
+async def test_a_request_gets_one_server_span_named_by_its_route_and_current_in_the_handler(
+    traced: tuple[TestClient[web.Request, web.Application], InMemorySpanExporter],
+) -> None:
+    """Two webhook posts: two SERVER spans with method, route and status; the handler sees its span."""
+    client, exporter = traced
+    seen = [await (await client.post("/webhooks/wiseflow", data=b"{}")).text() for _ in range(2)]
+    spans = exporter.get_finished_spans()
+    assert [(s.name, s.kind) for s in spans] == [("POST /webhooks/wiseflow", SpanKind.SERVER)] * 2
+    assert [dict(s.attributes or {}) for s in spans] == [
+        {"http.request.method": "POST", "http.route": "/webhooks/wiseflow", "http.response.status_code": 200}
+    ] * 2
+    assert seen == [format(s.context.span_id, "016x") for s in spans]
+
+
+async def test_probes_get_no_span_and_failures_are_recorded(
+    traced: tuple[TestClient[web.Request, web.Application], InMemorySpanExporter],
+) -> None:
+    """/livez has no span; a handler that raises and an unknown path end their spans with status ERROR."""
+    client, exporter = traced
+    assert (await client.get("/livez")).status == 200
+    assert (await client.get("/broken")).status == 500
+    assert (await client.get("/nowhere")).status == 404
+    spans = exporter.get_finished_spans()
+    assert [s.name for s in spans] == ["GET /broken", "GET unmatched"]
+    assert [s.status.status_code for s in spans] == [StatusCode.ERROR, StatusCode.ERROR]
+    assert [e.name for e in spans[0].events] == ["exception"]
+
+
+async def test_a_dropped_span_is_not_exported_and_the_request_is_answered() -> None:
+    """With a sampler that drops every span, requests are answered and nothing is exported."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    client = await _client(provider)
+    try:
+        assert (await client.post("/webhooks/wiseflow", data=b"{}")).status == 200
+    finally:
+        await client.close()
+    assert exporter.get_finished_spans() == ()
