@@ -271,7 +271,7 @@ def profile(servers: Servers, args: argparse.Namespace, wrk: str, lua: Path) -> 
     spy = lt.start_profile(py_spy, servers.run.pid, args.duration, output)
     time.sleep(0.3)  # py-spy attaches; wrk (a little longer than the recording) runs past its end
     result, _ = load(servers, "run", args, wrk, lua, events)
-    _, err = spy.communicate(timeout=60)
+    err, _ = spy.communicate(timeout=60)
     wait_drained(servers.database)
     said = err.decode(errors="replace").strip()
     if spy.returncode != 0 or not output.exists():

@@ -165,7 +165,7 @@ def start_profile(py_spy: str, pid: int, seconds: float, output: Path) -> subpro
     """`py-spy record` of `pid` for about `seconds` less one, non-blocking (never pausing it), Python only."""
     command = [py_spy, "record", "--pid", str(pid), "--nonblocking", "--rate", "250"]
     command += ["--duration", str(max(1, int(seconds) - 1)), "--format", "raw", "--output", str(output)]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # noqa: S603
 
 
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>.*?)(?::\d+)?\)$")
