@@ -173,9 +173,11 @@ class InboxWorker:
         try:
             await self._walk_flow(rows, now, result, done, refreshed)
         finally:
-            # One transaction for the flow's done events, also when the pass stops on an open breaker.
-            await self._mark_done(done, result)
+            # Also when the pass stops on an open breaker. Every row of this pass was received before any of
+            # its refreshes began, so the rows of a refreshed kind are among those `_mark_covered` marks: one
+            # transaction (one fsync) per flow and kind; `_mark_done` keeps the superseded ones.
             await self._mark_covered(rows[0].flow_id, refreshed, result)
+            await self._mark_done([r for r in done if refresh_for(r.event) not in refreshed], result)
 
     async def _walk_flow(
         self,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from service.adapters.store import Store
-from service.adapters.store.inbox import Inbox
+from service.adapters.store.connection import WriterTurn
+from service.adapters.store.inbox import Inbox, Recorded
 from service.core.clock import ManualClock
 from service.core.webhook_events import WebhookEvent
 from service.core.webhook_figures import WebhookFigures
@@ -323,6 +325,43 @@ async def test_a_waiter_that_goes_away_does_not_stop_the_group_commit(world: Wor
             break
         await asyncio.sleep(0.01)
     assert await world.statuses() == {1: "pending", 2: "pending"}
+
+
+class CountingInbox(Inbox):
+    """The real inbox, counting the events of each group commit."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.batches: list[int] = []
+
+    async def _write(self, writer: WriterTurn, batch: Sequence[Any]) -> list[Recorded]:
+        self.batches.append(len(batch))
+        return await super()._write(writer, batch)
+
+
+async def test_requests_queued_behind_another_transaction_join_one_commit(world: World) -> None:
+    """One request waits for the lock, nine more arrive meanwhile: all ten share one commit (one fsync)."""
+    inbox = CountingInbox(world.store)
+    release = asyncio.Event()
+
+    async def hold_the_writer() -> None:
+        async with world.store.transaction():
+            await release.wait()
+
+    holder = asyncio.create_task(hold_the_writer())
+    records = [asyncio.create_task(inbox.record(_event(1), b"{}", "pending", NOW))]
+    for _ in range(20):  # the holder takes the lock; the first request's commit waits for it
+        await asyncio.sleep(0)
+    records += [asyncio.create_task(inbox.record(_event(s), b"{}", "pending", NOW)) for s in range(2, 11)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await asyncio.gather(*records) == [Recorded.NEW] * 10
+    await holder
+    assert inbox.batches == [10]
+
+
+def _event(sequence: int) -> WebhookEvent:
+    return WebhookEvent(f"d{sequence}", sequence, "FINAL_GRADE", int(NOW), 10, 1)
 
 
 async def test_an_hour_of_refused_credentials_dead_letters_nothing(world: World) -> None:

@@ -36,6 +36,25 @@ T = TypeVar("T")
 BUSY_TIMEOUT_MS = 5000
 
 
+class WriterTurn:
+    """The writer connection while its lock is held: `run` executes a whole function on its thread.
+
+    `fn` runs BEGIN, its statements and COMMIT (or ROLLBACK) itself, as one queued call: one hop to the
+    thread and back instead of one per statement. aiosqlite has no public call for this; `_execute` is what
+    its own methods use, kept here so the rest of the code never touches aiosqlite's internals. A cancelled
+    caller leaves `fn` to finish on the thread (it commits or rolls back there); the thread runs calls in
+    order.
+    """
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """`fn(sqlite3_connection, *args)` on the connection's thread; its result."""
+        call = cast(Callable[..., Awaitable[T]], self._db._execute)  # private aiosqlite API: see the class
+        return await call(fn, self._db._conn, *args)  # private aiosqlite API: see the class
+
+
 class Store:
     """The database of wiseflow-sync. Create with `await Store.open(path)`; close with `await close()`."""
 
@@ -148,19 +167,22 @@ class Store:
         finally:
             os.close(fd)  # closing the descriptor releases the lock
 
-    async def run_on_writer(self, fn: Callable[..., T], *args: object) -> T:
-        """Run `fn(sqlite3_connection, *args)` on the writer connection's own thread, as one whole call.
+    @asynccontextmanager
+    async def writer_turn(self) -> AsyncIterator[WriterTurn]:
+        """Hold the transaction lock (as `transaction()` does) and get the writer's thread to run on.
 
-        For hot paths that would otherwise hop to aiosqlite's thread once per statement: `fn` runs BEGIN,
-        its statements and COMMIT (or ROLLBACK) itself, in one queued call. The transaction lock is held as
-        `transaction()` holds it, so no other task's transaction is open on the connection meanwhile.
-        aiosqlite has no public call for this; `_execute` is what its own methods use, kept here so the rest
-        of the code never touches aiosqlite's internals. A cancelled caller leaves `fn` to finish on the
-        thread (it commits or rolls back there), and the thread runs calls in order.
+        For hot paths that would otherwise hop to aiosqlite's thread once per statement (see `WriterTurn`),
+        and that want to decide what to write only once no other transaction can delay it: the group
+        commit takes its batch inside, so requests that arrived while the worker's transaction held the
+        lock join this commit instead of waiting for the next one.
         """
-        run = cast(Callable[..., Awaitable[T]], self.db._execute)  # private aiosqlite API: see the docstring
         async with self._lock:
-            return await run(fn, self.db._conn, *args)  # private aiosqlite API: see the docstring
+            yield WriterTurn(self.db)
+
+    async def run_on_writer(self, fn: Callable[..., T], *args: object) -> T:
+        """Run `fn(sqlite3_connection, *args)` on the writer connection's own thread, holding the lock."""
+        async with self.writer_turn() as writer:
+            return await writer.run(fn, *args)
 
     async def ping(self) -> None:
         """Raise `StoreError` unless the database is writable and fully migrated (readiness)."""
