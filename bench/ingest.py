@@ -349,11 +349,14 @@ def _sim(method: str, api_url: str, path: str) -> dict[str, list[dict[str, str]]
 # --- the report -----------------------------------------------------------------------------------------
 
 
-def report(args: argparse.Namespace, results: list[Round], profile_text: str, burst: Drain) -> list[list[str]]:
+def report(
+    args: argparse.Namespace, results: list[Round], profile_text: str, burst: Drain, disk: tuple[float, float]
+) -> list[list[str]]:
     """Print every round, the medians and the verdicts; return the headline rows for `--json`."""
     print(
         f"\nwebhook ingest: wrk, 1 thread, {args.connections} keep-alive connections, {args.duration:g} s a "
-        f"run, {len(results)} interleaved rounds, loopback, {os.cpu_count()} cores"
+        f"run, {len(results)} interleaved rounds, loopback, {os.cpu_count()} cores; the database's disk: "
+        f"fsync p50 {disk[0]:.1f} ms, p90 {disk[1]:.1f} ms (one per group commit, synchronous=FULL)"
     )
     print(
         f"{'round':>5} {'server':<22} {'req/s':>8} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>8} "
@@ -400,6 +403,7 @@ def report(args: argparse.Namespace, results: list[Round], profile_text: str, bu
             _ok(p99_ok),
         ],
         ["ingest", "service CPU per webhook", f"{cpu:.0f} us", "-", "-"],
+        ["ingest", "disk fsync p50 / p90 (context)", f"{disk[0]:.1f} / {disk[1]:.1f} ms", "-", "-"],
         ["ingest", "non-2xx answers under load", str(errors), "0", _ok(errors == 0)],
         [
             "ingest",
@@ -451,6 +455,7 @@ def main() -> int:
                 connections=args.connections,
             )
             wait_drained(servers.database)
+            disk = lt.fsync_ms(folder)
             results = rounds(servers, args, wrk, lua)
             profile_text = profile(servers, args, wrk, lua)
             burst = drain(servers, args.burst)
@@ -458,7 +463,7 @@ def main() -> int:
             for process in (servers.run, raw, simulator):
                 if process is not None:
                     lt.stop(process)
-    rows = report(args, results, profile_text, burst)
+    rows = report(args, results, profile_text, burst, disk)
     if args.json:
         args.json.write_text(json.dumps(rows))
     return 0

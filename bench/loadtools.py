@@ -127,6 +127,26 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
+def fsync_ms(folder: Path, count: int = 40) -> tuple[float, float]:
+    """The median and 90th percentile of an fsync after a 4 KiB append in `folder`, in milliseconds.
+
+    synchronous=FULL pays one per group commit: on a shared or network disk this, not the code, can bound
+    what 32 connections can get through (32 requests per commit at most).
+    """
+    times = []
+    fd = os.open(folder / "fsync.probe", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for _ in range(count):
+            os.write(fd, b"x" * 4096)
+            started = time.perf_counter()
+            os.fsync(fd)
+            times.append((time.perf_counter() - started) * 1000)
+    finally:
+        os.close(fd)
+    times.sort()
+    return times[len(times) // 2], times[int(len(times) * 0.9)]
+
+
 def free_port() -> int:
     """A TCP port free on loopback right now."""
     with socket.socket() as sock:
@@ -163,7 +183,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 def start_profile(py_spy: str, pid: int, seconds: float, output: Path) -> subprocess.Popen[bytes]:
     """`py-spy record` of `pid` for about `seconds` less one, non-blocking (never pausing it), Python only."""
-    command = [py_spy, "record", "--pid", str(pid), "--nonblocking", "--rate", "250"]
+    command = [py_spy, "record", "--pid", str(pid), "--nonblocking", "--rate", "500"]
     command += ["--duration", str(max(1, int(seconds) - 1)), "--format", "raw", "--output", str(output)]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # noqa: S603
 
