@@ -27,7 +27,7 @@ import contextlib
 import logging
 import random
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from service.core.backoff import Random, compute_backoff
@@ -68,6 +68,14 @@ class WorkerPolicy:
     idle_interval: float = 5.0
     # Flows refreshed at once; events of one flow stay sequential. The client's limiter is the real brake.
     concurrency: int = 4
+
+
+@dataclass(slots=True)
+class _PassMarks:
+    """What a pass marks done at its end: (flow, events, refresh began) covers, and superseded rows."""
+
+    covered: list[tuple[int, tuple[str, ...], float]] = field(default_factory=list)
+    done: list[InboxRow] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -128,7 +136,11 @@ class InboxWorker:
         by_flow: dict[int | None, list[InboxRow]] = defaultdict(list)
         for row in rows:
             by_flow[row.flow_id].append(row)
-        stop = await self._process_flows(list(by_flow.values()), now, result)
+        marks = _PassMarks()
+        try:
+            stop = await self._process_flows(list(by_flow.values()), now, result, marks)
+        finally:
+            await self._apply(marks, result)
         if stop is not None:
             # At most one idle interval: a half-open breaker reports its probe's whole timeout, but the probe
             # may succeed at once; looking again costs nothing (an open breaker answers in-process).
@@ -146,7 +158,7 @@ class InboxWorker:
         return result
 
     async def _process_flows(
-        self, flows: list[list[InboxRow]], now: float, result: PassResult
+        self, flows: list[list[InboxRow]], now: float, result: PassResult, marks: _PassMarks
     ) -> Exception | None:
         """Each flow's events in order, `concurrency` flows at a time; a STOP_AND_WAIT stops the pass."""
         gate = asyncio.Semaphore(self.policy.concurrency)
@@ -158,7 +170,7 @@ class InboxWorker:
                 if stop is not None:
                     return  # the API said wait: do not start another flow
                 try:
-                    await self._process_flow(rows, now, result)
+                    await self._process_flow(rows, now, result, marks)
                 except Exception as exc:
                     if classify(exc) is not Verdict.STOP_AND_WAIT:
                         raise
@@ -167,17 +179,21 @@ class InboxWorker:
         await asyncio.gather(*(one(rows) for rows in flows))
         return stop
 
-    async def _process_flow(self, rows: list[InboxRow], now: float, result: PassResult) -> None:
+    async def _process_flow(
+        self, rows: list[InboxRow], now: float, result: PassResult, marks: _PassMarks
+    ) -> None:
         done: list[InboxRow] = []
         refreshed: dict[Refresh, float] = {}  # each refresh kind done in this pass, and when it began
         try:
             await self._walk_flow(rows, now, result, done, refreshed)
         finally:
             # Also when the pass stops on an open breaker. Every row of this pass was received before any of
-            # its refreshes began, so the rows of a refreshed kind are among those `_mark_covered` marks: one
-            # transaction (one fsync) per flow and kind; `_mark_done` keeps the superseded ones.
-            await self._mark_covered(rows[0].flow_id, refreshed, result)
-            await self._mark_done([r for r in done if refresh_for(r.event) not in refreshed], result)
+            # its refreshes began, so the rows of a refreshed kind are among those the cover marks; `done`
+            # keeps the superseded ones. Written by `_apply` at the end of the pass.
+            flow_id = rows[0].flow_id
+            if flow_id is not None:
+                marks.covered += [(flow_id, events_for(kind), began) for kind, began in refreshed.items()]
+            marks.done += [r for r in done if refresh_for(r.event) not in refreshed]
 
     async def _walk_flow(
         self,
@@ -241,17 +257,14 @@ class InboxWorker:
             self.figures.record_lag(done_at - row.received_at)
         result.processed += len(rows)
 
-    async def _mark_covered(
-        self, flow_id: int | None, refreshed: dict[Refresh, float], result: PassResult
-    ) -> None:
-        """Every other pending event of the flow that one of this pass's refreshes answered (see `Inbox`)."""
-        if flow_id is None:
-            return
-        for kind, began in refreshed.items():
+    async def _apply(self, marks: _PassMarks, result: PassResult) -> None:
+        """The pass's marks in one transaction (one fsync, not one per flow) for the covered events."""
+        if marks.covered:
             done_at = self.clock.wall()
-            for received_at in await self.inbox.mark_covered(flow_id, events_for(kind), began, done_at):
+            for received_at in await self.inbox.mark_covered(marks.covered, done_at):
                 self.figures.record_lag(done_at - received_at)
                 result.processed += 1
+        await self._mark_done(marks.done, result)
 
     async def _fail(self, row: InboxRow, error: str, now: float, result: PassResult, *, final: bool) -> None:
         attempt = row.attempts + 1

@@ -121,6 +121,25 @@ async def test_a_burst_beyond_one_batch_costs_one_refresh_per_flow(world: World)
     assert (result.processed, world.figures.processed) == (40, 40)
 
 
+async def test_a_pass_marks_its_events_in_one_transaction(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three flows refreshed in one pass: one write transaction (one fsync) marks all their events."""
+    for sequence, flow_id in ((1, 10), (2, 20), (3, 30), (4, 10)):
+        await world.add(sequence, flow_id=flow_id)
+    opened: list[int] = []
+    original = world.store.transaction
+
+    def counting() -> Any:
+        opened.append(1)
+        return original()
+
+    monkeypatch.setattr(world.store, "transaction", counting)
+    await world.worker.run_once()
+    assert (len(world.refresher.calls), len(opened)) == (3, 1)
+    assert set((await world.statuses()).values()) == {"done"}
+
+
 async def test_an_event_received_after_the_refresh_began_waits_for_the_next(world: World) -> None:
     """A refresh answers only what arrived before it began: a later event of that flow stays pending."""
     world.worker.policy = WorkerPolicy(batch=1)

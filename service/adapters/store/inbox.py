@@ -185,21 +185,21 @@ class Inbox:
                 [(now, s) for s in sequences],
             )
 
-    async def mark_covered(
-        self, flow_id: int, events: Sequence[str], received_by: float, now: float
-    ) -> list[float]:
-        """Mark done the pending `events` of `flow_id` received by `received_by`; return their receipt times.
+    async def mark_covered(self, covers: Sequence[tuple[int, Sequence[str], float]], now: float) -> list[float]:
+        """For each (flow, events, received_by): mark done the pending `events` of that flow received by
+        `received_by`, all in one transaction; return the receipt times of the events marked.
 
         A refresh that began at `received_by` fetched a state that already holds what those events announce
         (each was sent after its change), so however many piled up, one refresh per flow answers them all.
         """
-        marks = ", ".join("?" for _ in events)
-        sql = f"{_COVER} AND event IN ({marks}) RETURNING received_at"  # noqa: S608 - placeholders only
-        async with (
-            self._store.transaction() as db,
-            db.execute(sql, (now, flow_id, received_by, *events)) as cursor,
-        ):
-            return [float(row[0]) for row in await cursor.fetchall()]
+        received: list[float] = []
+        async with self._store.transaction() as db:
+            for flow_id, events, received_by in covers:
+                marks = ", ".join("?" for _ in events)
+                sql = f"{_COVER} AND event IN ({marks}) RETURNING received_at"  # noqa: S608 - placeholders only
+                async with db.execute(sql, (now, flow_id, received_by, *events)) as cursor:
+                    received += [float(row[0]) for row in await cursor.fetchall()]
+        return received
 
     async def mark_failed(
         self, sequences: Sequence[int], error: str, next_attempt_at: float, max_attempts: int
