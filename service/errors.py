@@ -104,11 +104,20 @@ class InvalidSignature(ServiceError):
 
 
 class SinkError(ServiceError):
-    """The SIS sink refused or failed a delivery."""
+    """The SIS sink refused or failed a delivery; ``retry_after`` is set when the SIS said how long to wait."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
         self.status = status
+        self.retry_after = retry_after
         super().__init__(message if status is None else f"{message} (status={status})")
+
+    @property
+    def refused(self) -> bool:
+        """The SIS answered and refused this record (a 4xx other than 408/429): the record's fault.
+
+        Anything else (no answer, a redirect, 408, 429, 5xx) says the SIS is unwell, for every record.
+        """
+        return self.status is not None and 400 <= self.status < 500 and self.status not in (408, 429)
 
 
 class StoreError(ServiceError):

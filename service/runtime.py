@@ -201,7 +201,14 @@ def _wire(
     )
     deliverer = None
     if settings.sink_url is not None:
-        sink = HttpSink(settings.sink_url, session, client_name=settings.client_name)
+        sink = HttpSink(
+            settings.sink_url,
+            session,
+            client_name=settings.client_name,
+            token=settings.sink_token,
+            secret=settings.sink_secret,
+            wall=clock.wall,
+        )
         deliverer = OutboxDeliverer(Outbox(store), sink, clock, rng)
     poller = Poller(
         client,
@@ -210,7 +217,6 @@ def _wire(
         rng,
         planner.PlanPolicy.from_settings(settings),
         concurrency=settings.concurrency,
-        outbox_enabled=deliverer is not None,
         on_progress=on_progress,
     )
     figures = WebhookFigures()

@@ -210,7 +210,10 @@ class Settings:
         "SYNC_RATE_PER_MINUTE", 1000, number(int, low=1, high=WISEFLOW_MAX_PER_MINUTE)
     )
     max_wait: float = setting("SYNC_MAX_WAIT", 300.0, number(float, low=0, high=DAY))
-    sink_url: str | None = setting("SYNC_SINK_URL", None, url(https=True))
+    # Exactly as given (a trailing slash too): redirects are never followed, so the URL must be the one.
+    sink_url: str | None = setting("SYNC_SINK_URL", None, url(https=True, strip_slash=False))
+    sink_token: Secret | None = setting("SYNC_SINK_TOKEN", None, secret, from_file=True)
+    sink_secret: Secret | None = setting("SYNC_SINK_SECRET", None, secret, from_file=True)
     concurrency: int = setting("SYNC_CONCURRENCY", 4, number(int, low=1, high=64))
     connect_timeout: float = setting("SYNC_CONNECT_TIMEOUT", 5.0, number(float, low=0.1, high=300))
     read_timeout: float = setting("SYNC_READ_TIMEOUT", 30.0, number(float, low=0.1, high=600))
@@ -252,7 +255,17 @@ def startup_warnings(settings: Settings) -> list[str]:
     if not settings.uses_oauth and settings.api_key is not None:
         warnings.append("WISEFLOW_API_KEY in use: UNIwise recommends OAuth 2.0 client credentials instead")
     if settings.sink_url is None:
-        warnings.append("SYNC_SINK_URL is not set: grades are mirrored and exportable but delivered nowhere")
+        warnings.append(
+            "SYNC_SINK_URL is not set: grades are mirrored and queued in the outbox, delivered once it is set"
+        )
+    elif (
+        settings.sink_token is None
+        and settings.sink_secret is None
+        and not is_loopback(urlsplit(settings.sink_url).hostname)
+    ):
+        warnings.append(
+            "SYNC_SINK_TOKEN and SYNC_SINK_SECRET are not set: the SIS cannot tell our grades from forged ones"
+        )
     return warnings
 
 

@@ -114,6 +114,11 @@ class SimHandle:
         result: dict[str, Any] = await self._call("GET", "/_sis/grades")
         return result
 
+    async def sis_scenario(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Set how the fake SIS answers deliveries; returns what is in force."""
+        result: dict[str, Any] = await self._call("POST", "/_sis/scenario", json=body)
+        return result
+
     async def deliveries(self) -> list[dict[str, Any]]:
         """Every webhook delivery attempt (and loss) so far."""
         result = await self._call("GET", "/_sim/deliveries")

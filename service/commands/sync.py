@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 from service.adapters.logs import configure_logging
+from service.adapters.store.outbox import Outbox
 from service.core.clock import Clock, SystemClock
 from service.errors import StoreError
 from service.runtime import Service, close_service, open_service
@@ -108,6 +109,8 @@ class Totals:
     records: int = 0
     changes: int = 0
     delivered: int = 0
+    dead: int = 0  # grades the SIS refused for good in this command
+    queued: int = 0  # grades waiting in the outbox at the end (for a sink not yet set)
     waited: float = 0.0
 
 
@@ -147,6 +150,8 @@ async def sync_once(
         code = await _sync(engine.poller, settings, report, totals, sleep, full)
         if code == 0 and engine.deliverer is not None:
             code = await _deliver(engine.deliverer, settings, report, totals, sleep, clock)
+        if engine.deliverer is None:
+            totals.queued = (await Outbox(engine.store).counts()).get("pending", 0)
         totals.requests = engine.client.calls  # every request that left: token requests and retries included
     if code == 0:
         report.line(
@@ -159,7 +164,10 @@ async def sync_once(
 
 def _delivered(settings: Settings, totals: Totals) -> str:
     if settings.sink_url is None:
-        return "no grades delivered (SYNC_SINK_URL is not set; `export grades` prints them)"
+        return (
+            f"no grades delivered (SYNC_SINK_URL is not set: {totals.queued} queued for it;"
+            " `export grades` prints them)"
+        )
     return f"{totals.delivered} grades delivered"
 
 
@@ -207,8 +215,9 @@ async def _deliver(
     while True:
         result = await deliverer.deliver_due()
         totals.delivered += result.delivered
+        totals.dead += result.dead
         if result.next_due is None:
-            return 0
+            break
         pause = max(0.05, result.next_due - clock.wall())
         if totals.waited + pause > settings.max_wait:
             report.line(
@@ -218,3 +227,10 @@ async def _deliver(
             return EXIT_PAUSED
         await sleep(pause)
         totals.waited += pause
+    if totals.dead:
+        report.line(
+            f"wiseflow-sync sync: failed: the SIS refused {totals.dead} grade(s) for good; the others were"
+            " delivered (`wiseflow-sync outbox dead-letters` lists them, `outbox replay` re-sends them)"
+        )
+        return EXIT_FAILED
+    return 0

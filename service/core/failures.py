@@ -5,8 +5,11 @@
                                        blame no item, try again later
                     RETRY_ITEM_LATER   something of ours failed (the database): the item is fine, try it
                                        again later without counting an attempt against it
-                    BLAME_ITEM         about this item (a 404, a 4xx, a malformed record, the sink refused
+                    BLAME_ITEM         about this item (a 404, a 4xx, a malformed record, the SIS refused
                                        it): count an attempt against it, and go on with the others
+
+A `SinkError` is judged the same way about the SIS: refused (a 4xx other than 408/429) blames the grade;
+no answer, a redirect, 408, 429 or 5xx mean the SIS as a whole is unwell: stop and wait.
 
 Every loop (poller, inbox worker, catch-up, outbox deliverer, the app's loop guard) asks `classify`
 instead of keeping its own tuple of exception types, and `describe` is the one safe line for logs and
@@ -19,7 +22,15 @@ import enum
 import sqlite3
 from typing import Final
 
-from service.errors import ApiUnavailable, AuthError, CircuitOpen, RateLimited, ServiceError, StoreError
+from service.errors import (
+    ApiUnavailable,
+    AuthError,
+    CircuitOpen,
+    RateLimited,
+    ServiceError,
+    SinkError,
+    StoreError,
+)
 
 # What parsing a malformed item raises (a missing key, "abc" for an id, a list for an object).
 BAD_DATA: Final = (KeyError, ValueError, TypeError)
@@ -39,6 +50,8 @@ def classify(exc: BaseException) -> Verdict:
     """The verdict on `exc` (see the module docstring)."""
     if isinstance(exc, CircuitOpen | RateLimited | ApiUnavailable | AuthError):
         return Verdict.STOP_AND_WAIT
+    if isinstance(exc, SinkError):
+        return Verdict.BLAME_ITEM if exc.refused else Verdict.STOP_AND_WAIT
     if isinstance(exc, StoreError | sqlite3.Error | OSError):
         return Verdict.RETRY_ITEM_LATER
     return Verdict.BLAME_ITEM

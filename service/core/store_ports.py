@@ -4,7 +4,7 @@
                   with their outbox rows, checkpoints, runs), committed together or not at all
     InboxStore    the inbox worker: pending events, done / failed / deferred, the newest applied
     Markers       catch-up: time markers, the last webhook delivery, the flows that are not archived
-    OutboxStore   the deliverer: due rows, delivered / failed, when the next one falls due
+    OutboxStore   the deliverer: due rows, delivered / failed / refused / dead, when the next one falls due
     Checkpoints   small named values that outlive the process (a pause WISEflow asked for)
 
 No SQL string and no connection crosses these ports; tests can run the loops against fakes of them.
@@ -47,6 +47,7 @@ class OutboxItem:
     idempotency_key: str
     payload: dict[str, Any]
     attempts: int
+    refusals: int = 0  # 4xx answers to it (the SIS refused the record), apart from the SIS being unwell
 
 
 @dataclass(slots=True)
@@ -135,4 +136,6 @@ class OutboxStore(Protocol):
     async def due_items(self, now: float, limit: int = 100) -> list[OutboxItem]: ...
     async def mark_delivered(self, item_id: int, now: float) -> None: ...
     async def mark_failed(self, item_id: int, next_attempt_at: float, error: str) -> None: ...
+    async def mark_refused(self, item_id: int, next_attempt_at: float, error: str) -> None: ...
+    async def mark_dead(self, item_id: int, error: str) -> None: ...
     async def next_due_at(self) -> float | None: ...

@@ -1,4 +1,4 @@
-"""The simulator's own control surface (`/_sim/*`) and the fake SIS (`/_sis/grades`).
+"""The simulator's own control surface (`/_sim/*`) and the fake SIS (`/_sis/grades`, `/_sis/scenario`).
 
 Neither is journalled nor rate limited nor subject to scenarios: tests and demos drive the simulator
 through them while the faults apply to `/v1` only.
@@ -6,6 +6,7 @@ through them while the faults apply to `/v1` only.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 from aiohttp import web
@@ -13,6 +14,7 @@ from aiohttp import web
 from service.simulator.advance import AdvanceError, parse_step
 from service.simulator.http import ApiProblem, json_response, read_json, read_object
 from service.simulator.scenario import ScenarioError
+from service.simulator.sis import SisScenarioError
 from service.simulator.state import SIM
 
 
@@ -74,7 +76,7 @@ async def deliveries(request: web.Request) -> web.Response:
     return json_response({"deliveries": list(request.app[SIM].dispatcher.log)})
 
 
-async def sis_post(request: web.Request) -> web.Response:
+async def sis_post(request: web.Request) -> web.StreamResponse:
     """`POST /_sis/grades`: record a grade delivery; 201 the first time a key is seen, 200 for a duplicate."""
     sim = request.app[SIM]
     key = request.headers.get("Idempotency-Key", "").strip()
@@ -82,10 +84,39 @@ async def sis_post(request: web.Request) -> web.Response:
         raise ApiProblem(400, "the Idempotency-Key header is required", "missing_idempotency_key")
     body = await read_object(request)
     _check_grade(body)
+    sim.sis_scenario.check(request.headers, await request.read(), body, sim.clock.wall())
     if sim.scenario.sis_error_rate > 0 and sim.fault_rng.random() < sim.scenario.sis_error_rate:
         raise ApiProblem(503, "the SIS is unavailable (simulated)", "unavailable")
     duplicate = sim.sis.record(key, body, sim.clock.wall())
+    if sim.sis_scenario.endless_body:
+        return await _endless(request)
     return json_response({"idempotencyKey": key, "duplicate": duplicate}, 200 if duplicate else 201)
+
+
+async def _endless(request: web.Request) -> web.StreamResponse:
+    """A 201 whose body never ends: a sender that reads the whole answer never finishes."""
+    response = web.StreamResponse(status=201, headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    chunk = b" " * 65536
+    with contextlib.suppress(ConnectionError):
+        while True:  # until the client hangs up
+            await response.write(chunk)
+    return response
+
+
+async def sis_scenario_post(request: web.Request) -> web.Response:
+    """`POST /_sis/scenario`: how the fake SIS answers deliveries (refusals, redirects, credentials)."""
+    sim = request.app[SIM]
+    try:
+        sim.sis_scenario = sim.sis_scenario.applied(await read_json(request))
+    except SisScenarioError as exc:
+        raise ApiProblem(400, str(exc), "invalid_scenario") from None
+    return json_response(sim.sis_scenario.to_json())
+
+
+async def sis_scenario_get(request: web.Request) -> web.Response:
+    """`GET /_sis/scenario`: what is in force."""
+    return json_response(request.app[SIM].sis_scenario.to_json())
 
 
 def _check_grade(body: dict[str, object]) -> None:
@@ -123,3 +154,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/_sis/grades", sis_post)
     app.router.add_get("/_sis/grades", sis_get)
     app.router.add_delete("/_sis/grades", sis_clear)
+    app.router.add_post("/_sis/scenario", sis_scenario_post)
+    app.router.add_get("/_sis/scenario", sis_scenario_get)

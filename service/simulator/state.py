@@ -19,6 +19,7 @@ from service.simulator.auth import TokenStore
 from service.simulator.config import SimConfig
 from service.simulator.ratewindow import RateWindows
 from service.simulator.scenario import Scenario
+from service.simulator.sis import SisScenario
 from service.simulator.webhooks import Dispatcher, Event, Target
 from service.simulator.world import Json, World
 
@@ -114,6 +115,7 @@ class SimState:
         self.subscriptions: dict[int, Subscription] = {}
         self.next_subscription_id = 1
         self.sis = SisLedger()
+        self.sis_scenario = SisScenario()
         self.dispatcher = Dispatcher(config, self.scenario, clock, random.Random(config.seed + 1))
         self.fault_rng = random.Random(config.seed + 2)
 

@@ -2,8 +2,14 @@
 
 Delivery is at least once with a stable `Idempotency-Key` per grade version: a row is marked delivered
 only after the sink's 2xx, so a crash between the two resends it with the same key and the SIS drops the
-repeat. Nothing is ever given up: a refused row is retried with capped, full-jitter backoff, because a
-grade that never reaches the SIS is the one failure this service exists to prevent.
+repeat. Two kinds of failure, told apart by the one error policy (`core.failures.classify`):
+
+- STOP_AND_WAIT, the SIS is unwell (no answer, a redirect, 408, 429, 5xx): the row is retried with
+  capped, full-jitter backoff, never before the SIS's `Retry-After`, and the rest of the pass waits for
+  it (one probe, not one request per pending row);
+- BLAME_ITEM, the SIS refused this record (any other 4xx): the row is retried `max_refusals` times in all, then
+  dead-lettered (`wiseflow-sync outbox dead-letters`, `outbox replay`), and the participant's newer
+  versions proceed. A refusal never delays other rows: the SIS answered, so it is well.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from dataclasses import dataclass
 
 from service.core.backoff import Random, compute_backoff
 from service.core.clock import Clock
+from service.core.failures import Verdict, classify, describe
 from service.core.ports import Sink
 from service.core.store_ports import OutboxItem, OutboxStore
 from service.errors import SinkError
@@ -24,11 +31,16 @@ log = logging.getLogger("service.outbox")
 
 @dataclass(frozen=True, slots=True)
 class DeliveryPolicy:
-    """Backoff between attempts of one row, and how much is sent at once."""
+    """Backoff between attempts of one row, how often a refused row is tried, and how much at once."""
 
     base: float = 1.0
     # 300 s: a SIS back from an outage gets its backlog within five minutes.
     cap: float = 300.0
+    # A refusal answers the same every time unless someone fixes the SIS or the record; five tries over
+    # about half a minute cover a SIS that briefly refuses while it deploys.
+    max_refusals: int = 5
+    # The longest Retry-After of the SIS we honour; beyond it the SIS is asked again after an hour.
+    retry_after_max: float = 3600.0
     batch: int = 100
     concurrency: int = 4
 
@@ -38,7 +50,9 @@ class DeliveryResult:
     """What `deliver_due` did; `next_due` is when the earliest still-pending row becomes due (None: none)."""
 
     delivered: int = 0
-    failed: int = 0
+    failed: int = 0  # the SIS was unwell
+    refused: int = 0  # the SIS refused a record (retried later, or dead-lettered)
+    dead: int = 0  # rows dead-lettered in this pass
     next_due: float | None = None
     retry_at: float | None = None  # the earliest retry of a row that failed in this pass
 
@@ -62,7 +76,7 @@ class OutboxDeliverer:
         self._wake.set()
 
     async def deliver_due(self) -> DeliveryResult:
-        """Deliver the rows due now, batch after batch, until none is due or a delivery fails.
+        """Deliver the rows due now, batch after batch, until none is due or the SIS is unwell.
 
         One deliverer at a time per database, across processes too (a `sync --once` next to a running
         service): two would read the same pending rows and send each twice.
@@ -95,36 +109,57 @@ class OutboxDeliverer:
     ) -> None:
         async with limit:
             if result.failed > failed_before:
-                # A delivery of this batch failed: a SIS that times out would hold every remaining row
-                # for its full timeout. Leave them due; the next pass tries again.
+                # The SIS failed a delivery of this batch: one that times out would hold every remaining
+                # row for its full timeout. Leave them due; the next pass tries again.
                 return
             try:
                 await self._sink.deliver(item.payload, item.idempotency_key)
             except SinkError as exc:
-                result.failed += 1  # first: the batch's other deliveries check it before they start
-                # At least `base`: full jitter alone may draw ~0, and a SIS refusing a grade (a 4xx answers
-                # the same every time) must not be asked again in a tight loop.
-                delay = max(
-                    self._policy.base,
-                    compute_backoff(
-                        item.attempts + 1, base=self._policy.base, cap=self._policy.cap, rng=self._rng
-                    ),
-                )
-                retry_at = self._clock.wall() + delay
-                result.retry_at = retry_at if result.retry_at is None else min(result.retry_at, retry_at)
-                await self._outbox.mark_failed(item.id, retry_at, str(exc))
-                log.warning(
-                    "grade delivery failed",
-                    extra={
-                        "event": "outbox.failed",
-                        "outbox_id": item.id,
-                        "status": exc.status,
-                        "retry_in": delay,
-                    },
-                )
+                if classify(exc) is Verdict.BLAME_ITEM:
+                    await self._refused(item, exc, result)
+                else:
+                    await self._failed(item, exc, result)
                 return
             await self._outbox.mark_delivered(item.id, self._clock.wall())
             result.delivered += 1
+
+    async def _failed(self, item: OutboxItem, exc: SinkError, result: DeliveryResult) -> None:
+        """The SIS is unwell: retry after the backoff or its Retry-After, whichever is later."""
+        result.failed += 1  # first: the batch's other deliveries check it before they start
+        delay = self._backoff(item.attempts + 1)
+        if exc.retry_after is not None:
+            delay = max(delay, min(exc.retry_after, self._policy.retry_after_max))
+        retry_at = self._clock.wall() + delay
+        result.retry_at = retry_at if result.retry_at is None else min(result.retry_at, retry_at)
+        await self._outbox.mark_failed(item.id, retry_at, describe(exc))
+        log.warning(
+            "grade delivery failed",
+            extra={"event": "outbox.failed", "outbox_id": item.id, "status": exc.status, "retry_in": delay},
+        )
+
+    async def _refused(self, item: OutboxItem, exc: SinkError, result: DeliveryResult) -> None:
+        """The SIS refused this record: retry it a bounded number of times, then dead-letter it."""
+        result.refused += 1
+        refusals = item.refusals + 1
+        if refusals >= self._policy.max_refusals:
+            await self._outbox.mark_dead(item.id, describe(exc))
+            result.dead += 1
+            log.error(
+                "grade refused by the SIS for good: dead-lettered (wiseflow-sync outbox dead-letters)",
+                extra={"event": "outbox.dead", "outbox_id": item.id, "status": exc.status, "attempt": refusals},
+            )
+            return
+        delay = self._backoff(refusals)
+        await self._outbox.mark_refused(item.id, self._clock.wall() + delay, describe(exc))
+        log.warning(
+            "grade refused by the SIS",
+            extra={"event": "outbox.refused", "outbox_id": item.id, "status": exc.status, "retry_in": delay},
+        )
+
+    def _backoff(self, attempt: int) -> float:
+        # At least `base`: full jitter alone may draw ~0, and a row must not be asked again in a tight loop.
+        policy = self._policy
+        return max(policy.base, compute_backoff(attempt, base=policy.base, cap=policy.cap, rng=self._rng))
 
     async def run(self, idle: float = 5.0) -> None:
         """Deliver forever: after each pass sleep until the next row is due, `idle` at most, or a wake-up."""

@@ -55,7 +55,6 @@ class Poller:
         policy: PlanPolicy,
         *,
         concurrency: int = 4,
-        outbox_enabled: bool = False,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> None:
         self._api = CountingApi(api, policy)
@@ -64,7 +63,6 @@ class Poller:
         self._rng = rng
         self._policy = policy
         self._concurrency = max(1, concurrency)
-        self._outbox_enabled = outbox_enabled
         self._on_progress = on_progress or (lambda _: None)
         self._run_lock = asyncio.Lock()
         # One fetch-and-write per flow at a time, so a webhook refresh and a run never race on a flow.
@@ -298,8 +296,8 @@ class Poller:
                 changed = changed_grades(await unit.stored_grade_keys(flow.flow_id), versions)
                 await unit.write_grades(changed, now)
                 await unit.remove_grades_except(flow.flow_id, (v.participant_id for v in versions))
-                if self._outbox_enabled:
-                    await unit.enqueue_outbox(changed, now)
+                # Always, sink or not: a grade mirrored without an outbox row would never be sent later.
+                await unit.enqueue_outbox(changed, now)
                 if plan is not None:  # a planned refresh: schedule the next one
                     await unit.save_plan(
                         flow.flow_id, planner.plan_after_poll(flow, now, self._rng, self._policy)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 from pathlib import Path
+from typing import Any
 
-from service.adapters.store import Store
-from service.adapters.store.connection import fetch_value
+import pytest
+
+from service.cli import main
 from service.commands.export import export_grades
-from service.commands.sync import EXIT_PAUSED, ProgressReport, sync_once
+from service.commands.sync import EXIT_FAILED, EXIT_PAUSED, ProgressReport, sync_once
 from service.sync.poller import Progress
 from tests.conftest import SimHandle
-from tests.e2e.test_sync_simulator import settings_for, truth_grades
+from tests.e2e.test_sync_simulator import ShiftedClock, settings_for, truth_grades
 
 
 class Terminal(io.StringIO):
@@ -99,21 +102,55 @@ def test_progress_is_plain_periodic_lines_otherwise() -> None:
     assert out.getvalue() == "wiseflow-sync sync: 100 flows listed\n"
 
 
-async def test_without_a_sink_the_outbox_stays_empty_and_grades_export(
-    simulator: SimHandle, tmp_path: Path
-) -> None:
-    """No SYNC_SINK_URL: exit 0, nothing queued, nothing sent to the SIS, and every grade is exportable."""
+async def test_without_a_sink_grades_wait_in_the_outbox_for_one(simulator: SimHandle, tmp_path: Path) -> None:
+    """No SYNC_SINK_URL: exit 0, nothing sent, every grade exportable and queued; a later run with the sink
+    set delivers them all (before, they were mirrored but never queued, so never sent)."""
     db = tmp_path / "nosink.sqlite3"
+    graded = len(graded_keys(await simulator.truth()))
     settings = dataclasses.replace(settings_for(simulator, db), sink_url=None)
     err = io.StringIO()
     assert await sync_once(settings, err) == 0
-    assert "no grades delivered (SYNC_SINK_URL is not set" in err.getvalue().splitlines()[-1]
-    store = await Store.open(db)
-    try:
-        assert await fetch_value(store.db, "SELECT count(*) FROM outbox") == 0
-    finally:
-        await store.close()
+    assert f"no grades delivered (SYNC_SINK_URL is not set: {graded} queued" in err.getvalue().splitlines()[-1]
     out = io.StringIO()
     await export_grades(str(db), "jsonl", out)
     assert len(out.getvalue().splitlines()) == len(truth_grades(await simulator.truth()))
     assert (await simulator.sis_grades())["deliveries"] == []
+    assert await sync_once(settings_for(simulator, db), io.StringIO()) == 0
+    assert (await simulator.sis_grades())["unique"] == graded
+
+
+def graded_keys(truth: dict[str, Any]) -> set[tuple[int, int]]:
+    """(flowId, participantId) of every assessment with a grade or an administrative grade."""
+    return {k for k, (grade, admin, _) in truth_grades(truth).items() if grade or admin}
+
+
+async def test_a_refused_grade_never_holds_back_the_others(
+    simulator: SimHandle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One participant answered 422: `sync --once` delivers every other grade, dead-letters that one after
+    a bounded number of tries and exits 1 naming `outbox dead-letters`; a replay once the SIS accepts it
+    delivers it (measured before: other participants' grades were left undelivered)."""
+    graded = graded_keys(await simulator.truth())
+    victim = min(graded)[1]
+    await simulator.sis_scenario({"refuse": {str(victim): 422}})
+    db = tmp_path / "refused.sqlite3"
+    clock = ShiftedClock()
+
+    async def sleep(seconds: float) -> None:  # the retries' waits pass on the clock, not in the test
+        clock.offset += seconds
+
+    err = io.StringIO()
+    assert await sync_once(settings_for(simulator, db), err, clock=clock, sleep=sleep) == EXIT_FAILED
+    assert "outbox dead-letters" in err.getvalue().splitlines()[-1]
+    sis = await simulator.sis_grades()
+    assert {(d["flowId"], d["participantId"]) for d in sis["deliveries"]} == graded - {min(graded)}
+    env = {"SYNC_DATABASE": str(db)}
+    assert await asyncio.to_thread(main, ["outbox", "dead-letters"], env) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 2
+    assert f" {victim} " in listed[1]
+    assert "422" in listed[1]
+    await simulator.sis_scenario({"reset": True})
+    assert await asyncio.to_thread(main, ["outbox", "replay", "--all"], env) == 0
+    assert await sync_once(settings_for(simulator, db), io.StringIO(), clock=clock, sleep=sleep) == 0
+    assert (await simulator.sis_grades())["unique"] == len(graded)

@@ -40,9 +40,7 @@ class Rig:
         self.store = store
         self.sink = FakeSink()
         clock = ManualClock()
-        self.poller = Poller(
-            self.api, SqliteSyncStore(store), clock, random.Random(1), POLICY, outbox_enabled=True
-        )
+        self.poller = Poller(self.api, SqliteSyncStore(store), clock, random.Random(1), POLICY)
         self.deliverer = OutboxDeliverer(Outbox(store), self.sink, clock, random.Random(2))
 
     async def sync(self) -> None:

@@ -102,7 +102,8 @@ async def test_a_failure_stops_the_batch_instead_of_trying_every_row(store: Stor
 
 @pytest.mark.parametrize("status", [400, 409, 422])
 async def test_a_4xx_is_kept_and_retried_later_never_at_once(store: Store, status: int) -> None:
-    """A refused grade stays pending with a later due time: not dropped, and a second pass sends nothing."""
+    """A refused grade stays pending with a later due time: not dropped at once, and a second pass sends
+    nothing."""
     sink, clock = FakeSink(), ManualClock()
     await queue(store, versions(1))
     sink.fail_next(1, status=status)
@@ -111,7 +112,7 @@ async def test_a_4xx_is_kept_and_retried_later_never_at_once(store: Store, statu
     )
     first = await deliverer.deliver_due()
     again = await deliverer.deliver_due()
-    assert (first.failed, again.failed, again.delivered) == (1, 0, 0)
+    assert (first.refused, first.failed, again.refused, again.delivered) == (1, 0, 0, 0)
     assert first.next_due is not None
     assert first.next_due >= clock.wall() + 1.0  # never sooner than the policy's base
     assert await fetch_value(store.db, "SELECT status FROM outbox") == "pending"

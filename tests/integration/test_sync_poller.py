@@ -28,10 +28,8 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     await s.close()
 
 
-def make_poller(api: FakeWiseflowApi, store: Store, clock: ManualClock, *, outbox: bool = True) -> Poller:
-    return Poller(
-        api, SqliteSyncStore(store), clock, random.Random(7), POLICY, concurrency=3, outbox_enabled=outbox
-    )
+def make_poller(api: FakeWiseflowApi, store: Store, clock: ManualClock) -> Poller:
+    return Poller(api, SqliteSyncStore(store), clock, random.Random(7), POLICY, concurrency=3)
 
 
 def world() -> FakeWiseflowApi:
@@ -85,14 +83,6 @@ async def test_a_changed_grade_is_one_change_and_one_outbox_row(store: Store) ->
     assert await count(store, "SELECT grade FROM assessments WHERE participant_id = 3001") == "A"
     assert await count(store, "SELECT version FROM assessments WHERE participant_id = 3001") == 2
     assert await count(store, "SELECT count(*) FROM outbox WHERE participant_id = 3001") == 2
-
-
-async def test_without_a_sink_the_outbox_stays_empty(store: Store) -> None:
-    """No SYNC_SINK_URL: grades are mirrored, nothing is queued."""
-    api, clock = world(), ManualClock()
-    await make_poller(api, store, clock, outbox=False).run_once()
-    assert await count(store, "SELECT count(*) FROM assessments") == 300
-    assert await count(store, "SELECT count(*) FROM outbox") == 0
 
 
 async def test_an_open_breaker_ends_the_run_and_the_next_resumes(store: Store) -> None:

@@ -82,6 +82,13 @@ def test_a_bad_value_names_its_variable(env: dict[str, str], variable: str) -> N
     assert "\n" not in str(info.value)
 
 
+def test_the_sink_url_is_kept_exactly_as_given() -> None:
+    """SYNC_SINK_URL keeps its trailing slash (redirects are never followed, so it must be the real URL);
+    the API base URL loses it, as the client appends paths to it."""
+    s = load_settings({"SYNC_SINK_URL": "https://sis.example.org/grades/", "WISEFLOW_API_URL": "https://w/v1/"})
+    assert (s.sink_url, s.api_url) == ("https://sis.example.org/grades/", "https://w/v1")
+
+
 def test_secret_values_never_appear_in_repr_or_errors() -> None:
     """Secrets are masked in repr and str, and not echoed by errors."""
     s = load_settings(
@@ -108,7 +115,7 @@ def test_credentials_are_required_only_when_asked() -> None:
 
 
 def test_startup_warnings_name_risky_but_valid_settings() -> None:
-    """No webhook secret, a static key, no sink: one warning each; none when safe."""
+    """No webhook secret, a static key, no sink, no sink credential: one warning each; none when safe."""
     risky = load_settings({"WISEFLOW_API_KEY": "k"})
     warnings = startup_warnings(risky)
     assert [w.split(" ", 1)[0] for w in warnings] == [
@@ -122,9 +129,12 @@ def test_startup_warnings_name_risky_but_valid_settings() -> None:
             "WISEFLOW_CLIENT_SECRET": "s",
             "WISEFLOW_WEBHOOK_SECRET": "w",
             "SYNC_SINK_URL": "https://sis.example.org/grades",
+            "SYNC_SINK_TOKEN": "t",
         }
     )
     assert startup_warnings(safe) == []
+    unauthenticated = load_settings({"SYNC_SINK_URL": "https://sis.example.org/grades"})
+    assert "SYNC_SINK_TOKEN" in startup_warnings(unauthenticated)[-1]
     loopback = load_settings(
         {
             "WISEFLOW_API_URL": "http://127.0.0.1:8081/v1",
@@ -161,6 +171,8 @@ def test_plain_http_on_loopback_is_accepted(variable: str, value: str) -> None:
 SECRET_VARIABLES = [
     ("WISEFLOW_CLIENT_SECRET", "client_secret"),
     ("WISEFLOW_API_KEY", "api_key"),
+    ("SYNC_SINK_TOKEN", "sink_token"),
+    ("SYNC_SINK_SECRET", "sink_secret"),
 ]
 
 

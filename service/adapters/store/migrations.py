@@ -161,6 +161,25 @@ _V3: Final = """
 CREATE INDEX inbox_flow_events ON inbox(flow_id, event, status, sequence);
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3)
+_V4: Final = """
+-- 4xx answers to a row (the SIS refused that record), apart from `attempts`, which also counts the SIS
+-- being unwell: only refusals lead to status 'dead' (a dead letter, `wiseflow-sync outbox dead-letters`).
+ALTER TABLE outbox ADD COLUMN refusals INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX outbox_dead ON outbox(status) WHERE status = 'dead';
+
+-- Grades mirrored while no sink was set never entered the outbox (and, mirrored, were no longer new):
+-- queue each participant's current graded version that has no row yet, so a sink set later gets them.
+INSERT OR IGNORE INTO outbox (idempotency_key, flow_id, participant_id, payload, created_at)
+SELECT a.version_key, a.flow_id, a.participant_id,
+       json_object('flowId', a.flow_id, 'participantId', a.participant_id, 'grade', a.grade,
+                   'adminGrade', a.admin_grade, 'date', a.grade_date),
+       a.updated_at
+FROM assessments a
+WHERE (a.grade IS NOT NULL OR a.admin_grade IS NOT NULL)
+  AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.flow_id = a.flow_id AND o.participant_id = a.participant_id)
+ORDER BY a.flow_id, a.participant_id;
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4)
 LATEST_VERSION: Final = len(MIGRATIONS)
 JOURNAL_LIMIT: Final = 10_000

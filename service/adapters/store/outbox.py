@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 
 import aiosqlite
 import orjson
@@ -16,7 +17,7 @@ from service.adapters.store.connection import Store, fetch_float
 from service.core.records import GradeVersion
 from service.core.store_ports import OutboxItem
 
-__all__ = ["Outbox", "OutboxItem", "enqueue"]
+__all__ = ["DeadLetter", "Outbox", "OutboxItem", "Replay", "enqueue"]
 
 
 async def enqueue(db: aiosqlite.Connection, versions: Sequence[GradeVersion], now: float) -> int:
@@ -82,7 +83,7 @@ async def due_items(db: aiosqlite.Connection, now: float, limit: int = 100) -> l
     land after (and overwrite) a newer one in the SIS.
     """
     sql = (
-        "SELECT o.id, o.idempotency_key, o.payload, o.attempts FROM outbox o"
+        "SELECT o.id, o.idempotency_key, o.payload, o.attempts, o.refusals FROM outbox o"
         " WHERE o.status = 'pending' AND o.next_attempt_at <= ?"
         " AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.flow_id = o.flow_id"
         " AND e.participant_id = o.participant_id AND e.status = 'pending' AND e.id < o.id)"
@@ -90,7 +91,7 @@ async def due_items(db: aiosqlite.Connection, now: float, limit: int = 100) -> l
     )
     async with db.execute(sql, (now, limit)) as cursor:
         rows = await cursor.fetchall()
-    return [OutboxItem(int(r[0]), str(r[1]), orjson.loads(r[2]), int(r[3])) for r in rows]
+    return [OutboxItem(int(r[0]), str(r[1]), orjson.loads(r[2]), int(r[3]), int(r[4])) for r in rows]
 
 
 async def mark_delivered(db: aiosqlite.Connection, item_id: int, now: float) -> None:
@@ -103,11 +104,91 @@ async def mark_delivered(db: aiosqlite.Connection, item_id: int, now: float) -> 
 
 
 async def mark_failed(db: aiosqlite.Connection, item_id: int, next_attempt_at: float, error: str) -> None:
-    """The sink refused or failed: count the attempt and schedule the next one."""
+    """The SIS was unwell (no answer, 408, 429, 5xx): count the attempt and schedule the next one."""
     await db.execute(
         "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE id = ?",
         (next_attempt_at, error[:500], item_id),
     )
+
+
+async def mark_refused(db: aiosqlite.Connection, item_id: int, next_attempt_at: float, error: str) -> None:
+    """The SIS refused this record (a 4xx): count the refusal and schedule the next try."""
+    await db.execute(
+        "UPDATE outbox SET attempts = attempts + 1, refusals = refusals + 1, next_attempt_at = ?,"
+        " last_error = ? WHERE id = ?",
+        (next_attempt_at, error[:500], item_id),
+    )
+
+
+async def mark_dead(db: aiosqlite.Connection, item_id: int, error: str) -> None:
+    """The SIS refused this record for good: out of the queue, so the participant's newer versions go."""
+    await db.execute(
+        "UPDATE outbox SET status = 'dead', attempts = attempts + 1, refusals = refusals + 1, last_error = ?"
+        " WHERE id = ?",
+        (error[:500], item_id),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A grade delivery the SIS refused for good (without the grade: a listing shows no personal data)."""
+
+    id: int
+    flow_id: int
+    participant_id: int
+    attempts: int
+    last_error: str | None
+    created_at: float
+
+
+async def dead_letters(db: aiosqlite.Connection) -> list[DeadLetter]:
+    """Every dead row, oldest first."""
+    sql = (
+        "SELECT id, flow_id, participant_id, attempts, last_error, created_at FROM outbox"
+        " WHERE status = 'dead' ORDER BY id"
+    )
+    async with db.execute(sql) as cursor:
+        return [
+            DeadLetter(int(r[0]), int(r[1]), int(r[2]), int(r[3]), r[4], float(r[5]))
+            for r in await cursor.fetchall()
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """What `replay` did; `status` is the named row's status before (None: no such row)."""
+
+    requeued: int
+    superseded: int
+    status: str | None
+
+
+# `?1` is the row id, or NULL for every dead row. A dead row is superseded when a later row of its
+# participant is queued or delivered: replaying it would put an older grade in the SIS after the newer.
+_COUNT_SUPERSEDED = (
+    "SELECT count(*) FROM outbox o WHERE o.status = 'dead' AND (?1 IS NULL OR o.id = ?1)"
+    " AND EXISTS (SELECT 1 FROM outbox n WHERE n.flow_id = o.flow_id AND n.participant_id = o.participant_id"
+    " AND n.id > o.id AND n.status != 'dead')"
+)
+_REQUEUE = (
+    "UPDATE outbox SET status = 'pending', refusals = 0, next_attempt_at = 0"
+    " WHERE status = 'dead' AND (?1 IS NULL OR id = ?1)"
+    " AND NOT EXISTS (SELECT 1 FROM outbox n WHERE n.flow_id = outbox.flow_id"
+    " AND n.participant_id = outbox.participant_id AND n.id > outbox.id AND n.status != 'dead')"
+)
+
+
+async def replay(db: aiosqlite.Connection, item_id: int | None) -> Replay:
+    """Re-queue the dead row `item_id` (None: every dead row) with a fresh count of refusals."""
+    status: str | None = "dead"
+    if item_id is not None:
+        async with db.execute("SELECT status FROM outbox WHERE id = ?", (item_id,)) as cursor:
+            row = await cursor.fetchone()
+        status = None if row is None else str(row[0])
+    async with db.execute(_COUNT_SUPERSEDED, (item_id,)) as cursor:
+        counted = await cursor.fetchone()
+    cursor = await db.execute(_REQUEUE, (item_id,))
+    return Replay(cursor.rowcount, 0 if counted is None else int(counted[0]), status)
 
 
 async def next_due_at(db: aiosqlite.Connection) -> float | None:
@@ -140,13 +221,34 @@ class Outbox:
         async with self._store.transaction() as db:
             await mark_failed(db, item_id, next_attempt_at, error)
 
+    async def mark_refused(self, item_id: int, next_attempt_at: float, error: str) -> None:
+        """The SIS refused this record (a 4xx): count the refusal and schedule the next try."""
+        async with self._store.transaction() as db:
+            await mark_refused(db, item_id, next_attempt_at, error)
+
+    async def mark_dead(self, item_id: int, error: str) -> None:
+        """The SIS refused this record for good: a dead letter; the participant's newer versions go."""
+        async with self._store.transaction() as db:
+            await mark_dead(db, item_id, error)
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        """Every dead row, oldest first (`outbox dead-letters`)."""
+        async with self._store.read() as db:
+            return await dead_letters(db)
+
+    async def replay(self, item_id: int | None) -> Replay:
+        """Re-queue the dead row `item_id`, or every dead row (`outbox replay`)."""
+        async with self._store.transaction() as db:
+            return await replay(db, item_id)
+
     async def next_due_at(self) -> float | None:
         """When the earliest pending row becomes due, or None when nothing is pending."""
         async with self._store.read() as db:
             return await next_due_at(db)
 
     async def counts(self) -> dict[str, int]:
-        """How many rows are in each status (pending, delivered): /status, metrics, the demo."""
+        """How many rows are in each status (pending: queued, also while no sink is set; delivered; dead):
+        /status, metrics, the demo, `sync --once`."""
         async with (
             self._store.read() as db,
             db.execute("SELECT status, count(*) FROM outbox GROUP BY status") as cursor,
