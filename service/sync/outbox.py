@@ -134,7 +134,7 @@ class OutboxDeliverer:
         await self._outbox.mark_failed(item.id, retry_at, describe(exc))
         log.warning(
             "grade delivery failed",
-            extra={"event": "outbox.failed", "outbox_id": item.id, "status": exc.status, "retry_in": delay},
+            extra=_fields("outbox.failed", item, exc, retry_in=delay),
         )
 
     async def _refused(self, item: OutboxItem, exc: SinkError, result: DeliveryResult) -> None:
@@ -146,14 +146,14 @@ class OutboxDeliverer:
             result.dead += 1
             log.error(
                 "grade refused by the SIS for good: dead-lettered (wiseflow-sync outbox dead-letters)",
-                extra={"event": "outbox.dead", "outbox_id": item.id, "status": exc.status, "attempt": refusals},
+                extra=_fields("outbox.dead", item, exc, attempt=refusals),
             )
             return
         delay = self._backoff(refusals)
         await self._outbox.mark_refused(item.id, self._clock.wall() + delay, describe(exc))
         log.warning(
             "grade refused by the SIS",
-            extra={"event": "outbox.refused", "outbox_id": item.id, "status": exc.status, "retry_in": delay},
+            extra=_fields("outbox.refused", item, exc, retry_in=delay),
         )
 
     def _backoff(self, attempt: int) -> float:
@@ -171,3 +171,8 @@ class OutboxDeliverer:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
+
+
+def _fields(event: str, item: OutboxItem, exc: SinkError, **more: float) -> dict[str, object]:
+    """Log fields of a failed delivery: the status, and the error (a redirect names the configured URL)."""
+    return {"event": event, "outbox_id": item.id, "status": exc.status, "error": describe(exc), **more}

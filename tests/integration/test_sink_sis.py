@@ -80,9 +80,10 @@ async def test_a_redirect_is_a_failure_never_followed(
 
 
 async def test_a_redirected_grade_stays_queued(
-    simulator: SimHandle, session: aiohttp.ClientSession, store: Store
+    simulator: SimHandle, session: aiohttp.ClientSession, store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Through the deliverer: a 301 leaves the row pending (before the fix it was marked delivered)."""
+    """Through the deliverer: a 301 leaves the row pending (before the fix it was marked delivered), and
+    the log line names the status and the configured URL."""
     await simulator.sis_scenario({"redirect": {"status": 301}})
     await queue(store, grades(range(1, 2)))
     deliverer = OutboxDeliverer(
@@ -91,6 +92,9 @@ async def test_a_redirected_grade_stays_queued(
     result = await deliverer.deliver_due()
     assert (result.delivered, result.failed) == (0, 1)
     assert await fetch_value(store.db, "SELECT status FROM outbox") == "pending"
+    [line] = [r for r in caplog.records if getattr(r, "event", "") == "outbox.failed"]
+    assert getattr(line, "status", None) == 301
+    assert simulator.sis_url in getattr(line, "error", "")
 
 
 async def test_an_endless_answer_body_is_not_read_to_its_end(
