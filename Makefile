@@ -32,8 +32,11 @@ typecheck: $(STAMP)
 # Every benchmark, then one table. The webhook benchmark needs wrk (a compiled load generator): installed
 # here from Debian's packages when missing and running as root; otherwise bench/ingest.py says how.
 bench: $(STAMP)
-	@command -v wrk >/dev/null || [ "$$(id -u)" != 0 ] || command -v apt-get >/dev/null && \
-		{ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }; } || true
+	@if ! command -v wrk >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && apt-get install -y -qq wrk; \
+		else echo "wrk not found; bench/ingest.py needs it: apt-get install wrk (Debian/Ubuntu)"; fi; \
+	fi
 	$(BIN)/python bench/all.py
 
 clean:
