@@ -426,7 +426,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=8.0, help="seconds of load per run (default 8)")
     parser.add_argument("--connections", type=int, default=32, help="keep-alive connections (default 32)")
     parser.add_argument("--burst", type=int, default=20_000, help="events of the drain figure (default 20000)")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 1 round of 2 s, a burst of 2000")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 1 round of 2 s, a burst of 5000")
     parser.add_argument("--json", type=Path, help="write the headline figures here (for bench/all.py)")
     parser.add_argument("--serve", choices=("raw",), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -435,7 +435,7 @@ def main() -> int:
         serve_raw(args.port)
         return 0
     if args.quick:
-        args.rounds, args.duration, args.burst = 1, 2.0, 2000
+        args.rounds, args.duration, args.burst = 1, 2.0, 5000
     wrk = lt.find_wrk()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
