@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench lock clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ bench: $(STAMP)
 		else echo "wrk not found; bench/ingest.py needs it: apt-get install wrk (Debian/Ubuntu)"; fi; \
 	fi
 	$(BIN)/python bench/all.py
+
+# The image's dependency lock (Dockerfile): every runtime dependency and the build backend, pinned with
+# hashes. Run after changing pyproject.toml's dependencies and commit requirements.lock with it.
+lock: $(STAMP)
+	$(BIN)/python -m pip install --quiet pip-tools
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --build-deps-for=wheel \
+		--no-emit-index-url --no-emit-find-links --output-file=requirements.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

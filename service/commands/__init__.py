@@ -4,14 +4,43 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Final, TypeVar
 
 from service.errors import ConfigError
 from service.settings import Settings
 
 N = TypeVar("N", int, float)
+# Set by the Dockerfile's runtime stage: this process runs from the production image.
+IMAGE_VARIABLE: Final = "WISEFLOW_SYNC_IMAGE"
+ALLOW_IN_IMAGE: Final = "--allow-in-image"
+
+
+def add_allow_in_image(parser: Any) -> None:
+    """The flag that lets a simulator-backed command run inside the production image all the same."""
+    parser.add_argument(
+        ALLOW_IN_IMAGE,
+        action="store_true",
+        help=f"run even in the production image (${IMAGE_VARIABLE}=1), e.g. for a smoke test",
+    )
+
+
+def refused_in_image(command: str, args: argparse.Namespace, env: Mapping[str, str]) -> bool:
+    """True (after one line on stderr) when the simulator would start in the production image unasked.
+
+    The simulator accepts its own well-known demo credentials and serves made-up data: started by mistake
+    next to the service (same image, same Secret), it would answer anyone who reaches it.
+    """
+    if env.get(IMAGE_VARIABLE, "").strip() in ("", "0") or args.allow_in_image:
+        return False
+    print(
+        f"wiseflow-sync {command}: error: refusing to start the simulator in the production image "
+        f"({IMAGE_VARIABLE} is set); pass {ALLOW_IN_IMAGE} to run it anyway",
+        file=sys.stderr,
+    )
+    return True
 
 
 def existing_database(settings: Settings) -> str:

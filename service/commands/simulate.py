@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from service.adapters.logs import configure_logging
-from service.commands import number_arg
+from service.commands import add_allow_in_image, number_arg, refused_in_image
 from service.settings import LOG_LEVELS
 from service.simulator import SimConfig, build_simulator_app, make_sim_config
 from service.simulator.app import SERVER_OPTIONS
@@ -51,6 +51,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--participants", type=number_arg(int, "number", 1), help="participants per flow (default 25)"
     )
+    add_allow_in_image(p)
     p.set_defaults(handler=run)
 
 
@@ -66,6 +67,8 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> SimCon
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Serve the simulator until SIGINT or SIGTERM."""
+    if refused_in_image("simulate", args, env):
+        return EXIT_USAGE
     level = env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
     problem = None if level in LOG_LEVELS else f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}"
     try:

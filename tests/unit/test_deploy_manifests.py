@@ -1,9 +1,14 @@
-"""Deployment artefacts keep the contract: k8s manifests, Dockerfile and collector config match the README."""
+"""Deployment artefacts keep the contract: the k8s base, the Dockerfile, its lock and the collector config.
+
+The rendered overlays and the validators (kubectl kustomize, kubernetes-validate, checkov) are checked in
+tests/integration/test_deploy_validation.py.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +18,16 @@ import yaml
 from service.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
-K8S = ROOT / "k8s"
-# The variables the README's configuration table names: secrets go to the Secret, the rest to the ConfigMap.
-DESIGN_SECRETS = frozenset(
-    {"WISEFLOW_CLIENT_ID", "WISEFLOW_CLIENT_SECRET", "WISEFLOW_API_KEY", "WISEFLOW_WEBHOOK_SECRET"}
-)
+K8S = ROOT / "k8s" / "base"
+# Secrets are files of the Secret, read through the *_FILE variables; the rest is in the ConfigMap.
+SECRET_FILES = {
+    "WISEFLOW_CLIENT_SECRET_FILE": "/var/run/secrets/wiseflow/client-secret",
+    "WISEFLOW_WEBHOOK_SECRET_FILE": "/var/run/secrets/wiseflow/webhook-secret",
+}
 DESIGN_SETTINGS = frozenset(
     {
         "WISEFLOW_API_URL",
+        "WISEFLOW_CLIENT_ID",
         "WISEFLOW_CLIENT_NAME",
         "WISEFLOW_WEBHOOK_SCHEME",
         "WISEFLOW_WEBHOOK_SIGNATURE_HEADER",
@@ -32,6 +39,7 @@ DESIGN_SETTINGS = frozenset(
         "SYNC_RATE_PER_MINUTE",
         "SYNC_MAX_WAIT",
         "SYNC_SINK_URL",
+        "SYNC_PUBLIC_WEBHOOK_URL",
         "LOG_LEVEL",
         "OTEL_SERVICE_NAME",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -39,6 +47,8 @@ DESIGN_SETTINGS = frozenset(
     }
 )
 UID = 10001
+DOCKERFILE = ROOT / "Dockerfile"
+LOCK = ROOT / "requirements.lock"
 
 
 def _documents() -> dict[tuple[str, str], dict[str, Any]]:
@@ -120,24 +130,31 @@ def test_configmap_holds_exactly_the_design_settings(docs: dict[tuple[str, str],
     assert all(isinstance(v, str) for v in data.values())
 
 
-def test_secret_example_holds_exactly_the_design_secrets(docs: dict[tuple[str, str], dict[str, Any]]) -> None:
-    """The Secret example names the four secret variables, and the pod reads both objects whole."""
+def test_secrets_reach_the_pod_as_files_only(docs: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """The pod's environment comes from the ConfigMap; each secret is a file of the mounted Secret."""
     secret = docs[("Secret", "wiseflow-sync")]
-    assert set(secret["stringData"]) == DESIGN_SECRETS
     (container,) = docs[("Deployment", "wiseflow-sync")]["spec"]["template"]["spec"]["containers"]
-    refs = {next(iter(ref)): next(iter(ref.values()))["name"] for ref in container["envFrom"]}
-    assert refs == {"configMapRef": "wiseflow-sync", "secretRef": "wiseflow-sync"}
+    assert container["envFrom"] == [{"configMapRef": {"name": "wiseflow-sync"}}]
+    files = {e["name"]: e["value"] for e in container["env"]}
+    assert files == SECRET_FILES
+    assert {Path(path).name for path in files.values()} == set(secret["stringData"])
 
 
 def test_configmap_values_load_and_match_the_pod(
-    docs: dict[tuple[str, str], dict[str, Any]], pod: dict[str, Any]
+    docs: dict[tuple[str, str], dict[str, Any]], pod: dict[str, Any], tmp_path: Path
 ) -> None:
-    """The shipped values pass load_settings; the port and database path fit the container and volume."""
-    env = docs[("ConfigMap", "wiseflow-sync")]["data"] | docs[("Secret", "wiseflow-sync")]["stringData"]
+    """The shipped values and secret files pass load_settings; the port and database fit the pod."""
+    env = dict(docs[("ConfigMap", "wiseflow-sync")]["data"])
+    for variable, path in SECRET_FILES.items():
+        key = Path(path).name
+        (tmp_path / key).write_text(docs[("Secret", "wiseflow-sync")]["stringData"][key] + "\n")
+        env[variable] = str(tmp_path / key)
     settings = load_settings(env)
     (container,) = pod["containers"]
     assert settings.http_port == container["ports"][0]["containerPort"]
     assert settings.database.startswith("/data/")
+    assert settings.webhook_secrets
+    assert settings.client_secret is not None
 
 
 def test_ingress_exposes_only_the_webhook_over_tls(docs: dict[tuple[str, str], dict[str, Any]]) -> None:
@@ -164,7 +181,7 @@ def test_network_policy_ports(docs: dict[tuple[str, str], dict[str, Any]]) -> No
 def test_dockerfile_matches_the_pod() -> None:
     """The image runs as the uid the pod demands, exposes the probed port and starts `wiseflow-sync run`."""
     # Later instructions win, so the values are the runtime stage's.
-    found = re.findall(r"(?m)^(USER|EXPOSE|ENTRYPOINT|CMD)\s+(.+)$", (ROOT / "Dockerfile").read_text())
+    found = re.findall(r"(?m)^(USER|EXPOSE|ENTRYPOINT|CMD)\s+(.+)$", DOCKERFILE.read_text())
     instructions = dict(found)
     assert instructions["USER"].split(":")[0] == str(UID)
     assert instructions["EXPOSE"] == "8080"
@@ -174,7 +191,7 @@ def test_dockerfile_matches_the_pod() -> None:
 
 def test_collector_pipeline_sends_otlp_http_to_jaeger() -> None:
     """The collector takes OTLP/HTTP on 4318 and sends traces to jaeger:4317 through defined components."""
-    config = yaml.safe_load((ROOT / "otel" / "collector-config.yaml").read_text())
+    config = yaml.safe_load((ROOT / "otel" / "k8s" / "collector-config.yaml").read_text())
     pipeline = config["service"]["pipelines"]["traces"]
     for section in ("receivers", "processors", "exporters"):
         assert set(pipeline[section]) <= set(config[section])
@@ -184,3 +201,82 @@ def test_collector_pipeline_sends_otlp_http_to_jaeger() -> None:
     assert exporter["endpoint"] == "jaeger:4317"
     compose = yaml.safe_load((ROOT / "otel" / "docker-compose.yaml").read_text())
     assert "16686:16686" in compose["services"]["jaeger"]["ports"]
+
+
+def _instructions() -> list[tuple[str, str]]:
+    """The Dockerfile's instructions (continuation lines joined), as (INSTRUCTION, arguments)."""
+    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def test_dockerfile_base_images_are_pinned_by_digest() -> None:
+    """Every FROM names its base by sha256 digest, so a rebuild cannot pick up a different base."""
+    bases = [args.split()[0] for op, args in _instructions() if op == "FROM"]
+    assert bases
+    for base in bases:
+        assert re.fullmatch(r"[\w./-]+(:[\w.-]+)?@sha256:[0-9a-f]{64}", base), base
+
+
+def test_dockerfile_installs_only_hashed_locked_dependencies() -> None:
+    """pip installs the lock in hash-checking mode, then the project with no resolution and no index."""
+    installs = [args for op, args in _instructions() if op == "RUN" and "pip install" in args]
+    commands = [c.strip() for args in installs for c in args.split("&&") if "pip install" in c]
+    assert commands == [
+        "/opt/venv/bin/pip install --require-hashes --no-deps -r requirements.lock",
+        "/opt/venv/bin/pip install --no-deps --no-build-isolation --no-index .",
+    ]
+    copied = [args for op, args in _instructions() if op == "COPY" and "--from" not in args]
+    assert "requirements.lock ./" in copied
+
+
+def test_image_holds_no_tests_and_refuses_the_simulator() -> None:
+    """Only the package goes in (no tests, benchmarks or fixtures), and the runtime stage marks the image."""
+    copied = " ".join(args for op, args in _instructions() if op == "COPY")
+    assert not re.search(r"\b(tests|bench)\b", copied)
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {"tests", "bench", "*.sqlite3"} <= set(ignored)
+    runtime = DOCKERFILE.read_text().rsplit("FROM ", 1)[1]
+    assert re.search(r"(?m)^\s+WISEFLOW_SYNC_IMAGE=1\b", runtime)
+
+
+def _normalize(name: str) -> str:
+    """A distribution name as PEP 503 compares them."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _requirement_name(spec: str) -> str:
+    """The distribution name of a requirement string such as "aiohttp>=3.10" or "x[extra]>=1"."""
+    match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", spec)
+    assert match, spec
+    return _normalize(match.group(1))
+
+
+def _locked() -> dict[str, str]:
+    """The lock's pins: name -> the whole requirement block (pin and hashes)."""
+    blocks = re.split(r"\n(?=[A-Za-z0-9])", LOCK.read_text())
+    pins = {}
+    for block in blocks:
+        match = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)==\S+", block)
+        if match:
+            pins[_normalize(match.group(1))] = block
+    return pins
+
+
+def test_lock_is_in_sync_with_pyproject() -> None:
+    """Every runtime dependency and build requirement is pinned in the lock, with hashes; no dev tool is."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    locked = _locked()
+    wanted = {_requirement_name(d) for d in project["project"]["dependencies"]}
+    wanted |= {_requirement_name(d) for d in project["build-system"]["requires"]}
+    assert wanted <= set(locked), f"run `make lock`: {sorted(wanted - set(locked))} missing"
+    # A dev tool may be in the lock only because a runtime dependency needs it too ("# via" a locked one).
+    dev = {_requirement_name(d) for d in project["project"]["optional-dependencies"]["dev"]}
+    for name in dev & set(locked):
+        via = re.findall(r"#\s+(?:via\s+)?([A-Za-z0-9][A-Za-z0-9._-]*)\s*$", locked[name], re.MULTILINE)
+        assert {_normalize(v) for v in via} & set(locked), f"dev tool {name} in the image's lock"
+    for name, block in locked.items():
+        assert "--hash=sha256:" in block, f"{name} has no hash"
