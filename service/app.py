@@ -1,107 +1,247 @@
 """The composition root: settings in, objects wired, aiohttp application out.
 
-    build_app(settings) -> web.Application
-      cleanup_ctx: open the service (runtime.open_service); start the loops; on shutdown cancel and
-                   await them, flush the journal, close everything (spans are flushed by `run`).
-      routes:      POST /webhooks/wiseflow, GET /livez, /readyz, /metrics, /status (adapters/ops_http)
-      loops:       sync runs, inbox worker, outbox deliverer, catch-up, journal flush
+    open_service(settings) -> Service      the store, the WISEflow client, the sync engine, the inbox and
+                                           its worker, catch-up, the journal and (with a sink) the
+                                           deliverer, each given the narrow parts it uses
+    build_app(settings) -> Application     cleanup_ctx: open the service, start the loops; on shutdown
+                                           cancel and await them, flush the journal, close everything
+      routes:  POST /webhooks/wiseflow, GET /livez, /readyz, /metrics, /status (adapters/ops_http)
+      loops:   sync runs, inbox worker, outbox deliverer, catch-up, journal flush (sync/loops)
 
-Nothing here runs at import time. The same `Service` object serves `run`, `demo` and the e2e tests.
+`run`, `sync --once` and `demo` all get their objects from `open_service`. Nothing here runs at import time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Final
 
+import aiohttp
 from aiohttp import web
 from opentelemetry import trace
 
 from service import __version__
-from service.adapters.ops_http import add_ops_routes, register_metrics, tracing_middleware, webhook
-from service.adapters.webhook_http import WEBHOOK_PATH
+from service.adapters.metrics import ServiceMetrics
+from service.adapters.ops_http import OPS, Ops, add_ops_routes, register_metrics, tracing_middleware, webhook
+from service.adapters.sink import HttpSink
+from service.adapters.store import Store
+from service.adapters.store.inbox import Inbox
+from service.adapters.store.journal import JournalWriter
+from service.adapters.store.outbox import Outbox
+from service.adapters.store.unit import SqliteCheckpoints, SqliteSyncStore
+from service.adapters.webhook_http import WEBHOOK_PATH, WebhookReceiver, verifier_from_settings
+from service.adapters.wiseflow.client import WiseflowClient
+from service.adapters.wiseflow.records import OnRequest, RequestRecord, route_of
 from service.core import planner
-from service.core.clock import Clock
-from service.core.failures import Verdict, classify, describe, retry_after
-from service.runtime import SERVICE, Service, close_service, open_service
+from service.core.breaker import Breaker, BreakerPolicy, Transition
+from service.core.clock import Clock, SystemClock
+from service.core.request_tally import note_request
+from service.core.signatures import WebhookVerifier
+from service.core.webhook_figures import WebhookFigures
+from service.runtime import PauseKeeper
 from service.settings import Settings
-
-__all__ = ["SERVICE", "Service", "build_app", "close_service", "open_service", "start_loops"]
+from service.sync.catchup import CatchUp
+from service.sync.inbox_worker import InboxWorker, WorkerPolicy
+from service.sync.loops import WakingRefresher, catchup_loop, every, guarded, poll_loop
+from service.sync.outbox import OutboxDeliverer
+from service.sync.poller import Poller, Progress
+from service.sync.status import ClientFigures, StatusBoard
+from service.sync.until_done import SyncRunner
 
 log = logging.getLogger("service.app")
 
 # Seconds between journal flushes: one commit per second at most for diagnosis data.
 JOURNAL_FLUSH_INTERVAL: Final = 1.0
-# After an interrupted run, wait at least this long (unless WISEflow said how long) before trying again.
-MIN_RETRY_DELAY: Final = 30.0
+
+
+@dataclass(slots=True)
+class Service:
+    """The long-lived objects of one process, wired once by `open_service` (no behaviour of its own)."""
+
+    settings: Settings
+    clock: Clock
+    store: Store
+    session: aiohttp.ClientSession
+    client: WiseflowClient
+    pause: PauseKeeper
+    poller: Poller
+    runner: SyncRunner
+    status: StatusBoard
+    inbox: Inbox
+    receiver: WebhookReceiver
+    worker: InboxWorker
+    catchup: CatchUp
+    journal: JournalWriter
+    figures: WebhookFigures
+    deliverer: OutboxDeliverer | None
+    metrics: ServiceMetrics
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+SERVICE: Final = web.AppKey("service", Service)
+
+
+async def open_service(
+    settings: Settings,
+    clock: Clock | None = None,
+    tracer_provider: trace.TracerProvider | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> Service:
+    """Open the store and the clients and wire every component (no loop is started)."""
+    # Everything a setting can break is checked before anything is opened: a bad value is one line, not a
+    # half-open process holding a database.
+    settings.require_api_credentials()
+    verifier = verifier_from_settings(settings)
+    clock = clock or SystemClock()
+    store = await Store.open(settings.database)
+    try:
+        service = _wire(settings, clock, store, verifier, tracer_provider, on_progress)
+        remaining = await service.pause.restore()
+        if remaining > 0:
+            service.client.limiter.pause(remaining)
+    except BaseException:
+        await store.close()
+        raise
+    return service
+
+
+def _wire(
+    settings: Settings,
+    clock: Clock,
+    store: Store,
+    verifier: WebhookVerifier,
+    tracer_provider: trace.TracerProvider | None,
+    on_progress: Callable[[Progress], None] | None,
+) -> Service:
+    """Build every component around an open store (no I/O: the HTTP session connects lazily)."""
+    rng = random.Random()  # noqa: S311 - jitter, not cryptography
+    session = aiohttp.ClientSession()
+    journal = JournalWriter(store)
+    metrics = ServiceMetrics()
+    pause = PauseKeeper(clock, SqliteCheckpoints(store))
+
+    def on_transition(transition: Transition) -> None:
+        pause.note_transition(transition)
+        metrics.observe_transition(transition)
+
+    client = WiseflowClient(
+        settings,
+        session,
+        clock,
+        rng,
+        on_request=_observer(journal, metrics),
+        tracer=trace.get_tracer("service.adapters.wiseflow", __version__, tracer_provider=tracer_provider),
+        breaker=Breaker(settings.api_url, BreakerPolicy(), clock, on_transition),
+    )
+    deliverer = None
+    if settings.sink_url is not None:
+        sink = HttpSink(
+            settings.sink_url,
+            session,
+            client_name=settings.client_name,
+            token=settings.sink_token,
+            secret=settings.sink_secret,
+            wall=clock.wall,
+        )
+        deliverer = OutboxDeliverer(Outbox(store), sink, clock, rng)
+    wake_deliverer = None if deliverer is None else deliverer.wake
+    poller = Poller(
+        client,
+        SqliteSyncStore(store),
+        clock,
+        rng,
+        planner.PlanPolicy.from_settings(settings),
+        concurrency=settings.concurrency,
+        on_progress=on_progress,
+    )
+    status = StatusBoard(lambda: _client_figures(client))
+    figures = WebhookFigures()
+    inbox = Inbox(store)
+    refresher = WakingRefresher(poller, wake_deliverer)
+    policy = WorkerPolicy(max_attempts=settings.webhook_max_attempts, concurrency=settings.concurrency)
+    worker = InboxWorker(inbox, refresher, clock, policy, figures, rng)
+    return Service(
+        settings=settings,
+        clock=clock,
+        store=store,
+        session=session,
+        client=client,
+        pause=pause,
+        poller=poller,
+        runner=SyncRunner(poller, (status.record_run, metrics.observe_run), wake_deliverer),
+        status=status,
+        inbox=inbox,
+        receiver=WebhookReceiver(
+            verifier, inbox, clock, figures, on_stored=worker.wake, max_body=settings.webhook_max_body
+        ),
+        worker=worker,
+        catchup=CatchUp(inbox, refresher, clock),
+        journal=journal,
+        figures=figures,
+        deliverer=deliverer,
+        metrics=metrics,
+    )
+
+
+def _client_figures(client: WiseflowClient) -> ClientFigures:
+    """The client's running figures for the status board (the only place that reads them)."""
+    return ClientFigures(
+        client.breaker.state.value,
+        client.calls,
+        client.token_requests,
+        client.auth_recoveries,
+        client.paused_seconds,
+    )
+
+
+def _observer(journal: JournalWriter, metrics: ServiceMetrics) -> OnRequest:
+    """The client's request hook: every request that left goes to the journal, the metrics and its run's
+    tally."""
+
+    def observe(record: RequestRecord) -> None:
+        journal.record(record)
+        metrics.observe_request(record)
+        note_request(f"{record.method} {route_of(record.path.split('?', 1)[0])}")
+
+    return observe
+
+
+async def save_pause(service: Service) -> None:
+    """Persist a pause WISEflow asked for (the breaker's, and a 429's held by the shared limiter)."""
+    await service.pause.save(service.client.limiter.gate.pause_remaining())
+
+
+async def close_service(service: Service) -> None:
+    """Stop the loops, write what is buffered, close connections."""
+    service.status.shutting_down = True
+    for task in service.tasks:
+        task.cancel()
+    await asyncio.gather(*service.tasks, return_exceptions=True)
+    service.tasks.clear()
+    await save_pause(service)
+    await service.journal.close()
+    await service.client.close()
+    await service.session.close()
+    await service.store.close()
 
 
 def start_loops(service: Service) -> None:
     """Start the background loops: polling, inbox worker, outbox deliverer, catch-up, journal flush."""
+    interval = service.settings.poll_interval
     loops: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-        ("poll", lambda: poll_loop(service)),
+        ("poll", lambda: poll_loop(service.runner, service.client.breaker.retry_after, interval)),
         ("inbox", service.worker.run),
-        ("catchup", lambda: catchup_loop(service)),
-        ("journal", lambda: journal_loop(service)),
+        ("catchup", lambda: catchup_loop(service.catchup)),
+        ("journal", lambda: every(JOURNAL_FLUSH_INTERVAL, service.journal.flush, lambda: save_pause(service))),
     ]
     if service.deliverer is not None:
         loops.append(("outbox", service.deliverer.run))
     for name, loop in loops:
-        service.tasks.append(asyncio.create_task(_guarded(name, loop), name=f"wiseflow-sync:{name}"))
-
-
-async def _guarded(name: str, loop: Callable[[], Awaitable[None]]) -> None:
-    """Run a loop forever: a crash is logged and the loop restarted after a pause, never silently lost."""
-    while True:
-        try:
-            await loop()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            context = {"event": "loop.crashed", "loop": name, "error": describe(exc)}
-            if classify(exc) is Verdict.BLAME_ITEM:  # a bug: its traceback is what a reader needs
-                log.exception("background loop crashed; restarting", extra=context)
-            else:  # WISEflow or the database said wait: one line, and wait at least what was asked
-                log.warning("background loop stopped; restarting", extra=context)
-            await asyncio.sleep(max(MIN_RETRY_DELAY, retry_after(exc) or 0.0))
-        else:
-            return
-
-
-async def poll_loop(service: Service) -> None:
-    """Sync runs every `SYNC_POLL_INTERVAL` (jittered); an interrupted run is retried when WISEflow allows."""
-    rng = random.Random()  # noqa: S311 - jitter, not cryptography
-    interval = service.settings.poll_interval
-    while True:
-        blocked = service.client.breaker.retry_after()
-        if blocked > 0:
-            # While the breaker is open the loop skips its run: nothing could be sent, and the one probe
-            # (this loop's next run, or the inbox worker's) decides when WISEflow is back.
-            await asyncio.sleep(min(interval, blocked))
-            continue
-        summary = await service.run_sync()
-        delay = planner.jittered(interval, 0.1, rng)
-        if summary.outcome != "ok":
-            delay = min(interval, max(MIN_RETRY_DELAY, summary.retry_after or 0.0))
-        await asyncio.sleep(delay)
-
-
-async def catchup_loop(service: Service) -> None:
-    """Detect a blind gap at startup, then keep checking."""
-    await service.catchup.start()
-    await service.catchup.run()
-
-
-async def journal_loop(service: Service) -> None:
-    """Flush the request journal once a second, and persist a pause WISEflow asked for."""
-    while True:
-        await asyncio.sleep(JOURNAL_FLUSH_INTERVAL)
-        await service.journal.flush()
-        await service.save_not_before()
+        service.tasks.append(asyncio.create_task(guarded(name, loop), name=f"wiseflow-sync:{name}"))
 
 
 def build_app(
@@ -122,7 +262,11 @@ def build_app(
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         service = await open_service(settings, clock, tracer_provider)
         app[SERVICE] = service
-        register_metrics(service)
+        app[OPS] = ops = Ops(
+            settings, service.status, service.store, service.inbox, service.figures, service.catchup,
+            service.metrics, service.receiver,
+        )  # fmt: skip
+        register_metrics(ops)
         if start:
             start_loops(service)
         log.info(
@@ -135,8 +279,8 @@ def build_app(
 
     async def on_shutdown(app: web.Application) -> None:
         # Readiness goes false first, so the load balancer stops sending while we drain.
-        with contextlib.suppress(KeyError):
-            app[SERVICE].shutting_down = True
+        if SERVICE in app:
+            app[SERVICE].status.shutting_down = True
 
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(on_shutdown)

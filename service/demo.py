@@ -22,12 +22,13 @@ from typing import Any, TextIO
 import aiohttp
 from aiohttp import web
 
-from service.adapters.ops_http import outbox_counts
 from service.adapters.store import mirror
+from service.adapters.store.outbox import Outbox
 from service.app import SERVICE, Service, build_app
 from service.core.ports import WEBHOOK_EVENTS
 from service.settings import load_settings
 from service.simulator import build_simulator_app, make_sim_config
+from service.sync.until_done import sync_until_done
 
 DEMO_SEED = 7
 
@@ -150,13 +151,8 @@ async def _script(
     await asyncio.sleep(max(0.0, started + 0.85 * duration - time.monotonic()))
     print(f"[{time.monotonic() - started:5.1f}s] reconciliation run (every live flow)", file=out, flush=True)
     # Webhooks were dropped on purpose: a concluded flow's late grade change is found only by reconciling.
-    full = True
-    for _ in range(5):
-        summary = await service.run_sync(full=full)
-        full = False
-        if summary.outcome == "ok":
-            break
-        await asyncio.sleep(min(5.0, summary.retry_after or 1.0))
+    remaining = max(5.0, started + duration - time.monotonic())
+    await sync_until_done(service.runner.run, full=True, max_wait=remaining)
     await _drain(service, deadline=started + duration)
 
 
@@ -174,7 +170,7 @@ async def _drain(service: Service, deadline: float) -> None:
 
 
 async def _pending_outbox(service: Service) -> int:
-    return (await outbox_counts(service)).get("pending", 0)
+    return (await Outbox(service.store).counts()).get("pending", 0)
 
 
 async def _report(sim: aiohttp.ClientSession, service: Service) -> DemoReport:

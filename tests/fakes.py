@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.core.ports import Json
-from service.errors import ApiError, SinkError
+from service.core.request_tally import note_request
+from service.errors import ApiError, CircuitOpen, SinkError
 
 STATE_NUMBERS = {
     "NOT_ACTIVATED": 0,
@@ -58,6 +59,15 @@ class FakeFlow:
 
 
 Request = tuple[str, Any]
+# The fake's endpoint names as the route templates the real client reports.
+ROUTES = {
+    "search_flows": "POST /flows/search",
+    "get_flow": "GET /flow/{id}",
+    "participants": "GET /flows/{id}/participants",
+    "assessments": "GET /flow/{id}/assessments",
+    "events": "POST /participation-events",
+    "license_info": "GET /license/info",
+}
 
 
 class FakeWiseflowApi:
@@ -91,7 +101,10 @@ class FakeWiseflowApi:
         for i, (predicate, error, times) in enumerate(self._failures):
             if times > 0 and predicate(request):
                 self._failures[i] = (predicate, error, times - 1)
+                if not isinstance(error, CircuitOpen):  # an open breaker sends nothing; the rest were sent
+                    note_request(ROUTES[endpoint])
                 raise error
+        note_request(ROUTES[endpoint])  # what the real client's request hook reports, on the wire
         self.requests.append(request)
 
     async def _pages(self, endpoint: str, arg: Any, items: list[Json], limit: int) -> AsyncIterator[Json]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
 
 import orjson
 from aiohttp import web
@@ -21,24 +22,51 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from service import __version__
-from service.adapters.metrics import CONTENT_TYPE, Backlogs, Snapshot
-from service.adapters.store import figures
+from service.adapters.metrics import CONTENT_TYPE, Backlogs, ServiceMetrics, Snapshot
+from service.adapters.store import Store, figures
+from service.adapters.store.inbox import Inbox
 from service.adapters.store.outbox import Outbox
-from service.runtime import SERVICE, Service
+from service.adapters.webhook_http import WebhookReceiver
+from service.core.webhook_figures import WebhookFigures
+from service.settings import Settings
+from service.sync.status import StatusBoard
 
 
-def register_metrics(service: Service) -> None:
+class CatchUpFigures(Protocol):
+    """What the metrics read of catch-up."""
+
+    catchups: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ops:
+    """What the operational endpoints read: the status board, the store's counts, the figures, the receiver."""
+
+    settings: Settings
+    status: StatusBoard
+    store: Store
+    inbox: Inbox
+    figures: WebhookFigures
+    catchup: CatchUpFigures
+    metrics: ServiceMetrics
+    receiver: WebhookReceiver
+
+
+OPS: Final = web.AppKey("ops", Ops)
+
+
+def register_metrics(service: Ops) -> None:
     """The scrape-time figures: read from the objects that own them, so there is one source of truth."""
 
     def snapshot() -> Snapshot:
-        client = service.client
+        now = service.status.snapshot()
         return Snapshot(
-            breaker_open=client.breaker.state.value != "closed",
-            runs=service.runs,
+            breaker_open=now.client.breaker != "closed",
+            runs=now.runs,
             catchups=service.catchup.catchups,
-            token_requests=client.token_requests,
-            auth_recoveries=client.auth_recoveries,
-            paused_seconds=client.paused_seconds,
+            token_requests=now.client.token_requests,
+            auth_recoveries=now.client.auth_recoveries,
+            paused_seconds=now.client.paused_seconds,
         )
 
     async def backlogs() -> Backlogs:
@@ -51,32 +79,33 @@ def register_metrics(service: Service) -> None:
     service.metrics.read_at_scrape(snapshot, backlogs, service.figures)
 
 
-async def _last_success(service: Service) -> float:
+async def _last_success(service: Ops) -> float:
     ended = await figures.last_success_at(service.store)
     return 0.0 if ended is None else ended
 
 
-async def inbox_counts(service: Service) -> dict[str, int]:
+async def inbox_counts(service: Ops) -> dict[str, int]:
     """Inbox events by status (pending, done, dead, unknown); deliveries are counted apart."""
     return {k: v for k, v in (await service.inbox.counts()).items() if k != "deliveries"}
 
 
-async def outbox_counts(service: Service) -> dict[str, int]:
+async def outbox_counts(service: Ops) -> dict[str, int]:
     """Outbox rows by status (pending, delivered)."""
     return await Outbox(service.store).counts()
 
 
-async def status_of(service: Service) -> dict[str, Any]:
+async def status_of(service: Ops) -> dict[str, Any]:
     """The `/status` document: what an operator asks first."""
-    run = service.last_run
+    now = service.status.snapshot()
+    run = now.last_run
     return {
         "service": "wiseflow-sync",
         "version": __version__,
         "api_url": service.settings.api_url,
         "client_name": service.settings.client_name,
-        "breaker": service.client.breaker.state.value,
-        "api_calls": service.client.calls,
-        "runs": service.runs,
+        "breaker": now.client.breaker,
+        "api_calls": now.client.requests,
+        "runs": now.runs,
         "last_run": None
         if run is None
         else {
@@ -159,8 +188,8 @@ async def livez(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: can accept webhooks (database writable, migrations applied, not shutting down)."""
-    service = request.app.get(SERVICE)
-    if service is None or service.shutting_down:
+    service = request.app.get(OPS)
+    if service is None or service.status.shutting_down:
         return _json({"status": "unavailable", "reason": "starting or stopping"}, status=503)
     try:
         await service.store.ping()
@@ -171,19 +200,19 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition."""
-    body = await request.app[SERVICE].metrics.render()
+    body = await request.app[OPS].metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 async def status(request: web.Request) -> web.Response:
     """The JSON status document."""
-    return _json(await status_of(request.app[SERVICE]))
+    return _json(await status_of(request.app[OPS]))
 
 
 async def webhook(request: web.Request) -> web.Response:
     """`POST /webhooks/wiseflow`, handed to the receiver (which exists only once the store is open)."""
     started = time.perf_counter()
-    service = request.app[SERVICE]
+    service = request.app[OPS]
     response = await service.receiver.handle(request)
     service.figures.ingest.observe(time.perf_counter() - started)
     return response

@@ -13,27 +13,24 @@ import asyncio
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 from service.adapters.logs import configure_logging
 from service.adapters.store.outbox import Outbox
+from service.app import Service, close_service, open_service
 from service.core.clock import Clock, SystemClock
 from service.errors import StoreError
-from service.runtime import Service, close_service, open_service
 from service.settings import Settings, load_settings
 from service.sync.outbox import OutboxDeliverer
 from service.sync.poller import Poller, Progress, RunSummary
+from service.sync.until_done import Sleep, sync_until_done
 
 EXIT_FAILED = 1
 # EX_TEMPFAIL (sysexits.h): try again later; a scheduler may simply re-run the command.
 EXIT_PAUSED = 75
-# When WISEflow is down without saying for how long, look again after this many seconds.
-DEFAULT_PAUSE = 5.0
-
-Sleep = Callable[[float], Awaitable[None]]
 
 
 def register(subparsers: Any) -> None:
@@ -175,32 +172,31 @@ async def _sync(
     poller: Poller, settings: Settings, report: ProgressReport, totals: Totals, sleep: Sleep, full: bool
 ) -> int:
     """Run until a run completes, waiting out pauses within SYNC_MAX_WAIT."""
-    while True:
-        # A resumed run does not mark again: the flows a full run has not reached yet are still marked.
-        summary = await poller.run_once(full=full)
-        full = False
-        totals.api_calls += summary.api_calls
-        totals.records += summary.records
-        totals.changes += summary.changes
-        if summary.outcome == "ok":
-            return 0
-        if summary.outcome == "failed":
-            report.line(f"wiseflow-sync sync: failed: {summary.reason}")
-            return EXIT_FAILED
-        pause = _pause(summary)
-        if totals.waited + pause > settings.max_wait:
-            report.line(
-                f"wiseflow-sync sync: paused longer than SYNC_MAX_WAIT ({settings.max_wait:g} s): "
-                f"{summary.reason}; the next run resumes from its checkpoint"
-            )
-            return EXIT_PAUSED
+
+    def pausing(pause: float, summary: RunSummary) -> None:
         report.line(f"wiseflow-sync sync: pausing {pause:.1f} s: {summary.reason}")
-        await sleep(pause)
-        totals.waited += pause
 
-
-def _pause(summary: RunSummary) -> float:
-    return max(0.1, summary.retry_after if summary.retry_after is not None else DEFAULT_PAUSE)
+    result = await sync_until_done(
+        lambda full: poller.run_once(full=full),
+        full=full,
+        max_wait=settings.max_wait - totals.waited,
+        sleep=sleep,
+        on_pause=pausing,
+    )
+    totals.api_calls += result.api_calls
+    totals.records += result.records
+    totals.changes += result.changes
+    totals.waited += result.waited
+    if result.outcome == "ok":
+        return 0
+    if result.outcome == "failed":
+        report.line(f"wiseflow-sync sync: failed: {result.last.reason}")
+        return EXIT_FAILED
+    report.line(
+        f"wiseflow-sync sync: paused longer than SYNC_MAX_WAIT ({settings.max_wait:g} s): "
+        f"{result.last.reason}; the next run resumes from its checkpoint"
+    )
+    return EXIT_PAUSED
 
 
 async def _deliver(

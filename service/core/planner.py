@@ -18,7 +18,7 @@ asks for an early refresh. Pure: time and randomness are parameters.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -147,6 +147,27 @@ def request_early_refresh(flow: Flow, plan: FlowPlan) -> FlowPlan:
     if flow.state == "ARCHIVED" and plan.final_fetch_done:
         return plan
     return replace(plan, early_refresh=True)
+
+
+def request_reconciliation(flow: Flow, plan: FlowPlan) -> FlowPlan:
+    """A full reconciliation (`sync --full`): every flow not archived is refreshed by the next run."""
+    if flow.state == "ARCHIVED":
+        return plan
+    return replace(plan, early_refresh=True)
+
+
+def due_in_order(flows: Iterable[tuple[Flow, FlowPlan]], now: float) -> list[tuple[Flow, FlowPlan]]:
+    """The flows a run refreshes now (`is_due`): early refreshes first, then the longest overdue."""
+    due = [(flow, plan) for flow, plan in flows if is_due(plan, now)]
+    return sorted(due, key=lambda fp: (not fp[1].early_refresh, fp[1].next_poll_at, fp[0].flow_id))
+
+
+def replan(
+    flows: Mapping[int, tuple[Flow, FlowPlan]], rule: Callable[[Flow, FlowPlan], FlowPlan]
+) -> dict[int, FlowPlan]:
+    """The plans `rule` changes among `flows` (flow id -> new plan); unchanged ones are left out."""
+    changed = {flow_id: rule(flow, plan) for flow_id, (flow, plan) in flows.items()}
+    return {flow_id: plan for flow_id, plan in changed.items() if plan != flows[flow_id][1]}
 
 
 def jittered(interval: float, jitter: float, rng: Random) -> float:

@@ -27,9 +27,9 @@ from service.core.failures import BAD_DATA, Verdict, classify, describe, needs_o
 from service.core.planner import LIVE_STATES, FlowPlan, PlanPolicy
 from service.core.ports import WiseflowApi
 from service.core.records import Flow, GradeVersion, Participant, changed_grades
+from service.core.request_tally import RequestTally, tallying
 from service.core.store_ports import RunCounters, SyncStore
 from service.errors import ApiError, ServiceError
-from service.sync.counting import CountingApi
 from service.sync.summary import Progress, RunSummary
 
 __all__ = ["Poller", "Progress", "RunSummary"]
@@ -57,7 +57,7 @@ class Poller:
         concurrency: int = 4,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> None:
-        self._api = CountingApi(api, policy)
+        self._api = api
         self._store = store
         self._clock = clock
         self._rng = rng
@@ -88,20 +88,25 @@ class Poller:
             async with self._store.transaction() as unit:
                 await unit.abandon_running(self._clock.wall())
                 summary = RunSummary(run_id=await unit.start_run(self._clock.wall()), outcome="running")
-            self._api.reset()
-            try:
-                if full:  # marked first and committed, so a run interrupted by discovery keeps the marks
-                    async with self._store.transaction() as unit:
-                        await unit.mark_all_live_for_refresh()
-                await self._discover(summary)
-                await self._read_events(summary)
-                await self._refresh_due(summary)
-                summary.outcome = "ok"
-            except Exception as exc:
-                _judge(summary, exc)
+            # Every request this run's tasks send is counted on the wire (the client's request hook).
+            with tallying(RequestTally()) as tally:
+                try:
+                    await self._run(summary, full=full)
+                    summary.outcome = "ok"
+                except Exception as exc:
+                    _judge(summary, exc)
             summary.duration = time.monotonic() - started
-            await self._finish(summary)
+            await self._finish(summary, tally)
             return summary
+
+    async def _run(self, summary: RunSummary, *, full: bool) -> None:
+        if full:  # marked first and committed, so a run interrupted by discovery keeps the marks
+            async with self._store.transaction() as unit:
+                flows = {flow.flow_id: (flow, plan) for flow, plan in await unit.all_flows()}
+                await unit.save_plans(planner.replan(flows, planner.request_reconciliation))
+        await self._discover(summary)
+        await self._read_events(summary)
+        await self._refresh_due(summary)
 
     async def refresh_flow(self, flow_id: int) -> None:
         """Fetch the flow's state and dates, store them, and re-plan it (a state change makes it due now).
@@ -223,13 +228,14 @@ class Poller:
                 summary.events += 1
                 flow_ids |= planner.flows_to_refresh([event])
         async with self._store.transaction() as unit:
-            await unit.mark_early_refresh(flow_ids)
+            known = await unit.load_flows(flow_ids)
+            await unit.save_plans(planner.replan(known, planner.request_early_refresh))
             await unit.set_checkpoint(EVENTS_CURSOR_KEY, now if window is None else window[1], now)
 
     async def _refresh_due(self, summary: RunSummary) -> None:
         """Refresh every due flow, `concurrency` at a time; the first run-stopping error ends them all."""
         async with self._store.transaction() as unit:
-            due = await unit.due_flows(self._clock.wall())
+            due = planner.due_in_order(await unit.all_flows(), self._clock.wall())
         queue = iter(due)
         total = len(due)
 
@@ -304,10 +310,11 @@ class Poller:
                     )
             return len(participants), len(versions), len(changed)
 
-    async def _finish(self, summary: RunSummary) -> None:
-        summary.api_calls, summary.pages = self._api.calls, self._api.pages
+    async def _finish(self, summary: RunSummary, tally: RequestTally) -> None:
+        summary.api_calls, summary.pages = tally.total, tally.pages
         counters = RunCounters(summary.api_calls, summary.pages, summary.records, summary.changes)
         async with self._store.transaction() as unit:
+            await unit.record_requests(summary.run_id, dict(tally.by_route))
             await unit.finish_run(summary.run_id, self._clock.wall(), summary.outcome, counters, summary.reason)
         log.info(
             "sync run ended",

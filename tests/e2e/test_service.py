@@ -16,9 +16,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from service.app import SERVICE, Service, build_app
+from service.app import SERVICE, Service, build_app, close_service, open_service
 from service.commands.diagnose import collect, render_text
-from service.runtime import close_service, open_service
 from service.settings import load_settings
 from tests.conftest import SimFactory, SimHandle
 
@@ -109,7 +108,7 @@ async def test_metrics_are_prometheus_text(
     """/metrics renders the service's figures in the Prometheus text format after a sync."""
     sim = await make_simulator()
     server, service = await make_service(service_env(sim, tmp_path / "s.sqlite3"), start=False)
-    summary = await service.run_sync()
+    summary = await service.runner.run()
     assert summary.outcome == "ok"
     async with aiohttp.ClientSession() as session:
         async with session.post(server.make_url("/webhooks/wiseflow"), data=b"{}") as unsigned:
@@ -167,7 +166,7 @@ async def test_a_webhook_grade_change_reaches_the_sis_once(
 
 async def _has_run(service: Service) -> bool:
     """The first run is over and everything it queued has reached the SIS."""
-    if service.runs < 1 or (await service.inbox.counts()).get("pending", 0):
+    if service.status.runs < 1 or (await service.inbox.counts()).get("pending", 0):
         return False
     async with service.store.db.execute("SELECT COUNT(*) FROM outbox WHERE status != 'delivered'") as cursor:
         row = await cursor.fetchone()
@@ -185,7 +184,7 @@ async def test_diagnose_finds_a_request_by_its_trace_id(
     sim = await make_simulator()
     database = tmp_path / "s.sqlite3"
     _, service = await make_service(service_env(sim, database), start=False)
-    await service.run_sync()
+    await service.runner.run()
     await service.journal.flush()
     journal = await sim.journal()
     assert journal
@@ -217,7 +216,7 @@ async def test_requests_and_api_calls_are_traced(make_simulator: SimFactory, tmp
     await server.start_server()
     try:
         service = app[SERVICE]
-        await service.run_sync()
+        await service.runner.run()
         await service.journal.flush()
         async with service.store.db.execute("SELECT DISTINCT trace_id FROM request_journal") as cursor:
             journal_ids = {row[0] for row in await cursor.fetchall()}
@@ -252,15 +251,15 @@ async def test_a_restart_inside_a_retry_after_does_not_call_wiseflow_early(
     await sim.scenario(fault)
     first = await open_service(settings)
     try:
-        summary = await first.run_sync()
+        summary = await first.runner.run()
     finally:
         await close_service(first)
     assert summary.outcome == "interrupted"
     sent = len(await sim.journal())
     second = await open_service(settings)
     try:
-        assert await second.restore_not_before() > 20  # what the first process was told, less the time since
-        again = await second.run_sync()
+        assert await second.pause.restore() > 20  # what the first process was told, less the time since
+        again = await second.runner.run()
     finally:
         await close_service(second)
     assert again.outcome == "interrupted"

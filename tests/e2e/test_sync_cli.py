@@ -10,6 +10,9 @@ from typing import Any
 
 import pytest
 
+from service.adapters.store import Store
+from service.adapters.store.connection import fetch_value
+from service.adapters.wiseflow.records import route_of
 from service.cli import main
 from service.commands.export import export_grades
 from service.commands.sync import EXIT_FAILED, EXIT_PAUSED, ProgressReport, sync_once
@@ -154,3 +157,26 @@ async def test_a_refused_grade_never_holds_back_the_others(
     assert await asyncio.to_thread(main, ["outbox", "replay", "--all"], env) == 0
     assert await sync_once(settings_for(simulator, db), io.StringIO(), clock=clock, sleep=sleep) == 0
     assert (await simulator.sis_grades())["unique"] == len(graded)
+
+
+async def test_a_runs_api_calls_are_counted_on_the_wire_by_route(simulator: SimHandle, tmp_path: Path) -> None:
+    """With errors injected, the run's api_calls and run_requests equal what WISEflow received (token and
+    retries included), route by route: counted, not derived from page sizes."""
+    await simulator.scenario({"error_rate": 0.2})
+    db = tmp_path / "wire.sqlite3"
+    assert await sync_once(settings_for(simulator, db, SYNC_MAX_WAIT="60"), io.StringIO()) == 0
+    received: dict[str, int] = {}
+    for request in await simulator.journal():
+        route = f"{request['method']} {route_of(request['path'].removeprefix('/v1'))}"
+        received[route] = received.get(route, 0) + 1
+    store = await Store.open(db)
+    try:
+        async with store.db.execute("SELECT route, SUM(requests) FROM run_requests GROUP BY route") as cursor:
+            counted = {str(row[0]): int(row[1]) for row in await cursor.fetchall()}
+        calls = await fetch_value(store.db, "SELECT SUM(api_calls) FROM sync_runs")
+    finally:
+        await store.close()
+    assert counted == received
+    assert calls == sum(received.values())
+    assert received["POST /oauth2/token"] >= 1
+    assert sum(1 for r in await simulator.journal() if r["status"] >= 500) > 0  # retries did happen

@@ -20,9 +20,9 @@ from aiohttp.test_utils import TestServer
 
 from service.app import SERVICE, Service, build_app, start_loops
 from service.commands.webhooks import ensure
-from service.runtime import WakingRefresher
 from service.settings import load_settings
 from service.sync.catchup import CatchUp
+from service.sync.loops import WakingRefresher
 from tests.conftest import SimFactory, SimHandle
 
 GRADE_EVENTS = ["FINAL_GRADE", "ASSESSMENT", "ALTERNATIVE_GRADE"]
@@ -63,7 +63,9 @@ class Services:
         service = server.app[SERVICE]
         if catchup_horizon is not None:
             # The real horizon is 2 h; the same code with a 1 s horizon shows the catch-up in a test.
-            refresher = WakingRefresher(service.poller, service.deliverer)
+            refresher = WakingRefresher(
+                service.poller, None if service.deliverer is None else service.deliverer.wake
+            )
             service.catchup = CatchUp(
                 service.inbox, refresher, service.clock, horizon=catchup_horizon, interval=0.2
             )
@@ -95,7 +97,7 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], within: float = 15.
 
 async def settled(service: Service) -> bool:
     """A sync run is over, no webhook event is pending, and the outbox is empty."""
-    if service.runs < 1 or (await service.inbox.counts()).get("pending", 0):
+    if service.status.runs < 1 or (await service.inbox.counts()).get("pending", 0):
         return False
     async with service.store.db.execute("SELECT COUNT(*) FROM outbox WHERE status != 'delivered'") as cursor:
         row = await cursor.fetchone()
@@ -233,7 +235,7 @@ async def test_a_dropped_webhook_arrives_through_the_catch_up(
     dropped = [d for d in await sim.deliveries() if d["outcome"] == "dropped"]
     assert {d["sequence"] for d in dropped} >= {c["sequence"] for c in changes}
     assert service.figures.received == 0  # nothing came by webhook
-    assert service.runs == 1  # and no second polling run happened
+    assert service.status.runs == 1  # and no second polling run happened
 
     async def caught_up() -> bool:
         return service.catchup.catchups > catchups_before

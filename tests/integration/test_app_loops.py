@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from service.app import poll_loop
+from service.sync.loops import poll_loop
 
 
 class FakeBreaker:
@@ -23,18 +22,22 @@ class FakeBreaker:
         return 0.01 if self.looks <= self.open_checks else 0.0
 
 
+class OneRun:
+    """A runner whose first run ends the test."""
+
+    def __init__(self, breaker: FakeBreaker) -> None:
+        self.breaker = breaker
+        self.runs: list[int] = []
+
+    async def run(self, full: bool = False) -> Any:
+        self.runs.append(self.breaker.looks)
+        raise asyncio.CancelledError  # one run is all this test needs
+
+
 async def test_no_run_starts_while_the_breaker_is_open() -> None:
     """Three looks at an open breaker, then one run: the loop never ran while it was open."""
     breaker = FakeBreaker(open_checks=3)
-    runs: list[int] = []
-
-    async def run_sync() -> Any:
-        runs.append(breaker.looks)
-        raise asyncio.CancelledError  # one run is all this test needs
-
-    service: Any = SimpleNamespace(
-        client=SimpleNamespace(breaker=breaker), settings=SimpleNamespace(poll_interval=60.0), run_sync=run_sync
-    )
+    runner: Any = OneRun(breaker)
     with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(poll_loop(service), timeout=5)
-    assert runs == [4]
+        await asyncio.wait_for(poll_loop(runner, breaker.retry_after, 60.0), timeout=5)
+    assert runner.runs == [4]

@@ -14,6 +14,7 @@ from service.core.planner import (
     CallForecast,
     FlowPlan,
     PlanPolicy,
+    due_in_order,
     event_window,
     flows_to_refresh,
     is_active,
@@ -24,7 +25,9 @@ from service.core.planner import (
     plan_after_failure,
     plan_after_poll,
     predict_run_calls,
+    replan,
     request_early_refresh,
+    request_reconciliation,
 )
 from service.core.records import Flow
 from service.settings import load_settings
@@ -208,3 +211,28 @@ def test_a_failed_final_fetch_is_retried_not_parked() -> None:
     retry = plan_after_failure(plan, 10.0, random.Random(6), POLICY)
     assert (retry.final_fetch_done, retry.last_polled_at) == (False, 1.0)
     assert 10.0 + 810.0 <= retry.next_poll_at <= 10.0 + 990.0
+
+
+def test_due_flows_come_in_order_early_refreshes_first() -> None:
+    """A run refreshes what `is_due` says, early refreshes first, then the longest overdue, then by id."""
+    rows = [
+        (Flow(1, "ACTIVATED"), FlowPlan(next_poll_at=50.0)),
+        (Flow(2, "ACTIVATED"), FlowPlan(next_poll_at=200.0)),  # not due at 100
+        (Flow(3, "ACTIVATED"), FlowPlan(next_poll_at=10.0)),
+        (Flow(4, "ACTIVATED"), FlowPlan(next_poll_at=NEVER, early_refresh=True)),
+        (Flow(5, "ACTIVATED"), FlowPlan(next_poll_at=10.0)),
+    ]
+    assert [f.flow_id for f, _ in due_in_order(rows, 100.0)] == [4, 3, 5, 1]
+
+
+def test_early_refresh_and_reconciliation_leave_archived_flows_alone() -> None:
+    """A hand-in marks any flow but an archived one already fetched; a reconciliation any flow not archived."""
+    flows = {
+        1: (Flow(1, "PARTICIPATION_STARTED"), FlowPlan(next_poll_at=NEVER)),
+        2: (Flow(2, "ARCHIVED"), FlowPlan(next_poll_at=NEVER, final_fetch_done=True)),
+        3: (Flow(3, "ARCHIVED"), FlowPlan(next_poll_at=NEVER)),
+        4: (Flow(4, "CONCLUDED"), FlowPlan(next_poll_at=NEVER, early_refresh=True)),
+    }
+    assert sorted(replan(flows, request_early_refresh)) == [1, 3]  # 4 is marked already: no write
+    assert sorted(replan(flows, request_reconciliation)) == [1]
+    assert all(plan.early_refresh for plan in replan(flows, request_early_refresh).values())

@@ -6,7 +6,7 @@ caller decides what commits together: a flow's grades, its outbox rows and its n
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 
 import aiosqlite
 import orjson
@@ -79,22 +79,26 @@ async def save_flow(db: aiosqlite.Connection, flow: Flow, now: float, seen_at: f
 
 async def save_plan(db: aiosqlite.Connection, flow_id: int, plan: FlowPlan) -> None:
     """Insert or replace a flow's polling plan."""
-    await db.execute(
+    await save_plans(db, {flow_id: plan})
+
+
+async def save_plans(db: aiosqlite.Connection, plans: Mapping[int, FlowPlan]) -> None:
+    """Insert or replace the polling plans of several flows (flow id -> plan), in one statement."""
+    await db.executemany(
         "INSERT INTO flow_plan (flow_id, last_polled_at, next_poll_at, final_fetch_done, early_refresh)"
         " VALUES (?, ?, ?, ?, ?) ON CONFLICT (flow_id) DO UPDATE SET last_polled_at = excluded.last_polled_at,"
         " next_poll_at = excluded.next_poll_at, final_fetch_done = excluded.final_fetch_done,"
         " early_refresh = excluded.early_refresh, last_error = NULL",
-        (flow_id, plan.last_polled_at, plan.next_poll_at, int(plan.final_fetch_done), int(plan.early_refresh)),
+        [
+            (flow_id, p.last_polled_at, p.next_poll_at, int(p.final_fetch_done), int(p.early_refresh))
+            for flow_id, p in plans.items()
+        ],
     )
 
 
-async def due_flows(db: aiosqlite.Connection, now: float) -> list[tuple[Flow, FlowPlan]]:
-    """Flows a run should refresh now, early refreshes and the longest overdue first."""
-    sql = _SELECT_FLOWS + (
-        " WHERE p.early_refresh = 1 OR p.next_poll_at <= ?"
-        " ORDER BY p.early_refresh DESC, p.next_poll_at, f.flow_id"
-    )
-    async with db.execute(sql, (now,)) as cursor:
+async def all_flows(db: aiosqlite.Connection) -> list[tuple[Flow, FlowPlan]]:
+    """Every stored flow with its plan, by id (the planner decides which are due)."""
+    async with db.execute(_SELECT_FLOWS + " ORDER BY f.flow_id") as cursor:
         rows = await cursor.fetchall()
     return [(_flow(row), _plan(row)) for row in rows]
 
@@ -113,25 +117,6 @@ async def live_flows(db: aiosqlite.Connection) -> list[MirroredFlow]:
     """Every mirrored flow that is not archived, with its last known state."""
     async with db.execute("SELECT flow_id, state FROM flows WHERE state != 'ARCHIVED'") as cursor:
         return [MirroredFlow(int(r[0]), str(r[1])) for r in await cursor.fetchall()]
-
-
-async def mark_early_refresh(db: aiosqlite.Connection, flow_ids: Iterable[int]) -> int:
-    """Ask the next run to refresh these flows (unless archived and done); returns how many were marked."""
-    cursor = await db.executemany(
-        "UPDATE flow_plan SET early_refresh = 1 WHERE flow_id = ?"
-        " AND NOT (final_fetch_done = 1 AND flow_id IN (SELECT flow_id FROM flows WHERE state = 'ARCHIVED'))",
-        [(flow_id,) for flow_id in flow_ids],
-    )
-    return max(cursor.rowcount, 0)
-
-
-async def mark_all_live_for_refresh(db: aiosqlite.Connection) -> int:
-    """A full reconciliation: every flow not archived is refreshed by the next run, whatever its plan."""
-    cursor = await db.execute(
-        "UPDATE flow_plan SET early_refresh = 1"
-        " WHERE flow_id IN (SELECT flow_id FROM flows WHERE state != 'ARCHIVED')"
-    )
-    return max(cursor.rowcount, 0)
 
 
 async def delete_flow(db: aiosqlite.Connection, flow_id: int) -> None:

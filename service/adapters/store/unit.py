@@ -11,7 +11,7 @@ connection, so the sync loops never see a connection or a SQL string.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -46,21 +46,17 @@ class SqliteUnit:
         """Insert or replace a flow's polling plan."""
         await mirror.save_plan(self._db, flow_id, plan)
 
-    async def due_flows(self, now: float) -> list[tuple[Flow, FlowPlan]]:
-        """Flows a run should refresh now."""
-        return await mirror.due_flows(self._db, now)
+    async def save_plans(self, plans: Mapping[int, FlowPlan]) -> None:
+        """Insert or replace several flows' plans (flow id -> plan)."""
+        await mirror.save_plans(self._db, plans)
+
+    async def all_flows(self) -> list[tuple[Flow, FlowPlan]]:
+        """Every stored flow with its plan."""
+        return await mirror.all_flows(self._db)
 
     async def vanished_flows(self, pass_started: float) -> list[int]:
         """Flows a complete discovery pass did not list and whose last fetch is not done."""
         return await mirror.vanished_flows(self._db, pass_started)
-
-    async def mark_early_refresh(self, flow_ids: Iterable[int]) -> int:
-        """Ask the next run to refresh these flows."""
-        return await mirror.mark_early_refresh(self._db, flow_ids)
-
-    async def mark_all_live_for_refresh(self) -> int:
-        """Every flow not archived is refreshed by the next run."""
-        return await mirror.mark_all_live_for_refresh(self._db)
 
     async def delete_flow(self, flow_id: int) -> None:
         """Forget a flow with its plan, participants and grades."""
