@@ -3,7 +3,9 @@
 One pass reads the pending events in sequence order and, for each flow in that order (a few flows at a
 time):
 
-- an event whose flow has an earlier event still waiting for its retry is held back (order per flow);
+- an event whose flow has an earlier event still waiting for its retry is held back (order per flow): the
+  store's `pending` selects only due events before their flow's first waiting one, so a batch never fills
+  up with events that cannot move while other flows' wait;
 - an event of a kind already refreshed in this pass is covered by that refresh (it arrived before it);
   so is every other pending event of that flow and kind received before the refresh began, beyond this
   pass's batch too: a burst of thousands of events for one flow costs one refresh;
@@ -130,9 +132,9 @@ class InboxWorker:
 
     async def run_once(self) -> PassResult:
         """One pass over the pending events (see the module docstring)."""
-        rows = await self.inbox.pending(self.policy.batch)
         now = self.clock.wall()
-        result = PassResult(next_due=now if len(rows) >= self.policy.batch else None)
+        rows = await self.inbox.pending(now, self.policy.batch)
+        result = PassResult()
         by_flow: dict[int | None, list[InboxRow]] = defaultdict(list)
         for row in rows:
             by_flow[row.flow_id].append(row)
@@ -155,6 +157,12 @@ class InboxWorker:
                 "inbox waits: WISEflow cannot be used now",
                 extra={"event": "inbox.deferred", "seconds": asked, "error": describe(stop)},
             )
+            return result
+        if len(rows) >= self.policy.batch and (result.processed or result.failed):
+            result.next_due = now  # a full batch that moved: more may be due at once
+        upcoming = await self.inbox.next_retry_at(now)  # a due event this pass left is looked at when idle
+        if upcoming is not None:
+            result.next_due = _earliest(result.next_due, upcoming)
         return result
 
     async def _process_flows(
@@ -203,11 +211,7 @@ class InboxWorker:
         done: list[InboxRow],
         refreshed: dict[Refresh, float],
     ) -> None:
-        for row in rows:
-            if row.next_attempt_at > now:
-                # An earlier event of this flow waits for its retry: later ones wait behind it (order per flow).
-                result.next_due = _earliest(result.next_due, row.next_attempt_at)
-                return
+        for row in rows:  # due, and not behind a waiting event of their flow (`InboxStore.pending`)
             kind = refresh_for(row.event)
             if kind is None or row.flow_id is None:
                 await self._fail(row, "unhandled_event", now, result, final=True)

@@ -230,10 +230,10 @@ async def test_reads_never_see_an_open_transaction(tmp_path: Path) -> None:
     try:
         task = asyncio.create_task(writer())
         await inside.wait()
-        assert (await inbox.pending(), await inbox.counts()) == ([], {"deliveries": 0})
+        assert (await inbox.pending(1.0), await inbox.counts()) == ([], {"deliveries": 0})
         release.set()
         await task
-        assert [row.sequence for row in await inbox.pending()] == [1]
+        assert [row.sequence for row in await inbox.pending(1.0)] == [1]
     finally:
         await store.close()
 

@@ -422,3 +422,24 @@ async def test_wiseflow_unavailable_defers_without_burning_attempts(world: World
     world.clock.advance(world.worker.policy.idle_interval)
     await world.worker.run_once()
     assert await world.statuses() == {1: "done"}
+
+
+async def test_events_behind_a_failing_head_never_starve_other_flows(world: World) -> None:
+    """A batch full of events waiting behind flow 10's failing head: flow 20's event is still processed,
+    and a pass that moved nothing does not ask for the next pass at once (no busy loop)."""
+    world.worker.policy = WorkerPolicy(max_attempts=8, base=60.0, cap=60.0, batch=3, idle_interval=5.0)
+    for sequence in range(1, 6):
+        await world.add(sequence, "ASSESSMENT" if sequence == 1 else "FLOW_STATE_UPDATED", flow_id=10)
+    await world.add(6, flow_id=20)
+    world.refresher.fail = 1  # flow 10's head fails once; its retry is a minute away
+    first = await world.worker.run_once()
+    assert first.failed == 1
+    second = await world.worker.run_once()
+    assert world.refresher.calls == [("assessments", 20)]
+    assert (await world.statuses())[6] == "done"
+    third = await world.worker.run_once()  # nothing is due now: the next pass is when the head's retry is
+    assert third.processed == third.failed == 0
+    assert third.next_due is not None
+    assert third.next_due > world.clock.wall()
+    assert second.next_due is not None
+    assert second.next_due > world.clock.wall()

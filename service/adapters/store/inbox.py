@@ -44,6 +44,16 @@ _COLUMNS: Final = (
 # The sequences of a batch already stored before it: one statement (and one cached plan) whatever the
 # batch's size, the sequences travelling as one JSON array.
 _EXISTING: Final = "SELECT sequence FROM inbox WHERE sequence IN (SELECT value FROM json_each(?))"
+# Pending and due, and before the first not-yet-due event of its flow (the blocked head), if any. The
+# blocked heads are few (the events waiting for a retry), so they are found once, through inbox_pending.
+_WORKABLE: Final = (
+    "WITH blocked AS (SELECT flow_id, MIN(sequence) AS head FROM inbox"  # noqa: S608 - constant columns
+    " WHERE status = 'pending' AND next_attempt_at > ? GROUP BY flow_id)"
+    f" SELECT {', '.join('i.' + c.strip() for c in _COLUMNS.split(','))} FROM inbox i"
+    " LEFT JOIN blocked b ON b.flow_id = i.flow_id"
+    " WHERE i.status = 'pending' AND i.next_attempt_at <= ? AND (b.head IS NULL OR i.sequence < b.head)"
+    " ORDER BY i.sequence LIMIT ?"
+)
 _INSERT_EVENT: Final = (
     "INSERT INTO inbox (sequence, event, flow_id, participant_id, event_timestamp, body, received_at, status) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(sequence) DO NOTHING"
@@ -148,21 +158,23 @@ class Inbox:
             seen.add(event.sequence)  # a second copy inside the same batch is a duplicate
         return results
 
-    async def pending(self, limit: int = 500) -> list[InboxRow]:
-        """Pending events in sequence order (due or not: the worker keeps per-flow order with them)."""
-        async with (
-            self._store.read() as db,
-            db.execute(
-                f"SELECT {_COLUMNS} FROM inbox WHERE status = 'pending' ORDER BY sequence LIMIT ?",  # noqa: S608 - constant columns
-                (limit,),
-            ) as cursor,
-        ):
+    async def pending(self, now: float, limit: int = 500) -> list[InboxRow]:
+        """The events to work on at `now`, in sequence order: pending, due, and not behind a waiting one.
+
+        An event waits behind the first event of its flow that is still waiting for its retry (order per
+        flow), so a batch never fills up with events that cannot be worked on while other flows' wait.
+        """
+        async with self._store.read() as db, db.execute(_WORKABLE, (now, now, limit)) as cursor:
             return [_row(r) for r in await cursor.fetchall()]
 
-    async def next_due_at(self) -> float | None:
-        """When the earliest pending event is due, or None when nothing is pending."""
+    async def next_retry_at(self, after: float) -> float | None:
+        """When the earliest pending event waiting for a retry after `after` is due, or None when none waits."""
         async with self._store.read() as db:
-            return await fetch_float(db, "SELECT MIN(next_attempt_at) FROM inbox WHERE status = 'pending'")
+            return await fetch_float(
+                db,
+                "SELECT MIN(next_attempt_at) FROM inbox WHERE status = 'pending' AND next_attempt_at > ?",
+                (after,),
+            )
 
     async def newest_done(self, flow_id: int, events: Sequence[str]) -> int | None:
         """The highest sequence already applied for `flow_id` among `events` (one refresh kind)."""
