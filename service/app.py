@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Final
 
 import aiohttp
@@ -244,6 +247,12 @@ def start_loops(service: Service) -> None:
         service.tasks.append(asyncio.create_task(guarded(name, loop), name=f"wiseflow-sync:{name}"))
 
 
+def _holder() -> str:
+    """Who holds the `run` lock, for a second `run` to name: process, host and start time."""
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    return f"pid {os.getpid()} on {socket.gethostname()}, running since {started}"
+
+
 def build_app(
     settings: Settings,
     clock: Clock | None = None,
@@ -260,22 +269,23 @@ def build_app(
     app = web.Application(client_max_size=settings.webhook_max_body, middlewares=[tracing_middleware(tracer)])
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        service = await open_service(settings, clock, tracer_provider)
-        app[SERVICE] = service
-        app[OPS] = ops = Ops(
-            settings, service.status, service.store, service.inbox, service.figures, service.catchup,
-            service.metrics, service.receiver,
-        )  # fmt: skip
-        register_metrics(ops)
-        if start:
-            start_loops(service)
-        log.info(
-            "wiseflow-sync started",
-            extra={"event": "service.started", "version": __version__, "api_url": settings.api_url},
-        )
-        yield
-        await close_service(service)
-        log.info("wiseflow-sync stopped", extra={"event": "service.stopped"})
+        with Store.hold(settings.database, "run", _holder()):  # one `run` per database, for its lifetime
+            service = await open_service(settings, clock, tracer_provider)
+            app[SERVICE] = service
+            app[OPS] = ops = Ops(
+                settings, service.status, service.store, service.inbox, service.figures, service.catchup,
+                service.metrics, service.receiver,
+            )  # fmt: skip
+            register_metrics(ops)
+            if start:
+                start_loops(service)
+            log.info(
+                "wiseflow-sync started",
+                extra={"event": "service.started", "version": __version__, "api_url": settings.api_url},
+            )
+            yield
+            await close_service(service)
+            log.info("wiseflow-sync stopped", extra={"event": "service.stopped"})
 
     async def on_shutdown(app: web.Application) -> None:
         # Readiness goes false first, so the load balancer stops sending while we drain.

@@ -4,7 +4,8 @@
                  vanished    GET /flow/{id} for flows no longer listed and not finished (archived, usually)
                  events      POST /participation-events since the cursor -> early refreshes
                  refresh     per due flow, `concurrency` at a time: participants, assessments, new plan,
-                             changed grades + outbox rows, all in ONE transaction per flow
+                             changed grades + outbox rows, all in ONE transaction per flow, committed
+                             only if no later refresh of the flow committed first (sync/refresh.py)
 
 Runs never overlap: an asyncio lock within the process, and a file lock (`Store.exclusive`) across
 processes, so `sync --once` and a running service take turns. Every flow's refresh commits with its new
@@ -26,10 +27,11 @@ from service.core.clock import Clock
 from service.core.failures import BAD_DATA, Verdict, classify, describe, needs_operator, retry_after
 from service.core.planner import LIVE_STATES, FlowPlan, PlanPolicy
 from service.core.ports import WiseflowApi
-from service.core.records import Flow, GradeVersion, Participant, changed_grades
+from service.core.records import Flow
 from service.core.request_tally import RequestTally, tallying
 from service.core.store_ports import RunCounters, SyncStore
 from service.errors import ApiError, ServiceError
+from service.sync.refresh import FlowRefresh
 from service.sync.summary import Progress, RunSummary
 
 __all__ = ["Poller", "Progress", "RunSummary"]
@@ -65,8 +67,7 @@ class Poller:
         self._concurrency = max(1, concurrency)
         self._on_progress = on_progress or (lambda _: None)
         self._run_lock = asyncio.Lock()
-        # One fetch-and-write per flow at a time, so a webhook refresh and a run never race on a flow.
-        self._flow_locks: dict[int, asyncio.Lock] = {}
+        self.refresh = FlowRefresh(api, store, clock, rng, policy)
 
     @property
     def policy(self) -> PlanPolicy:
@@ -109,42 +110,16 @@ class Poller:
         await self._refresh_due(summary)
 
     async def refresh_flow(self, flow_id: int) -> None:
-        """Fetch the flow's state and dates, store them, and re-plan it (a state change makes it due now).
-
-        A flow WISEflow answers 404 for is gone: it leaves the mirror (a webhook for it is then done).
-        """
-        flow = await self._fetch_flow(flow_id)
-        if flow is None:
-            return
-        now = self._clock.wall()
-        async with self._store.transaction() as unit:
-            known = await unit.load_flow(flow_id)
-            previous, plan = known if known is not None else (None, None)
-            await unit.save_flow(flow, now)
-            await unit.save_plan(flow_id, planner.plan_after_discovery(previous, flow, plan, now, self._policy))
+        """Fetch the flow's state and dates now (`FlowRefresh.refresh_flow`)."""
+        await self.refresh.refresh_flow(flow_id)
 
     async def refresh_assessments(self, flow_id: int) -> None:
-        """Fetch the flow's grades and store new versions (and their outbox rows) now."""
-        await self._refresh_grades(flow_id, with_participants=False)
+        """Fetch the flow's grades now (`FlowRefresh.refresh_assessments`)."""
+        await self.refresh.refresh_assessments(flow_id)
 
     async def refresh_participants(self, flow_id: int) -> None:
-        """Fetch the flow's participants (and, with them, its grades) now."""
-        await self._refresh_grades(flow_id, with_participants=True)
-
-    async def _refresh_grades(self, flow_id: int, *, with_participants: bool) -> None:
-        async with self._store.transaction() as unit:
-            known = await unit.load_flow(flow_id)
-        if known is None:
-            await self.refresh_flow(flow_id)  # an unknown flow: mirror it first
-            async with self._store.transaction() as unit:
-                known = await unit.load_flow(flow_id)
-            if known is None:
-                return
-        try:
-            await self._refresh(known[0], None, with_participants=with_participants)
-        except ApiError as exc:
-            if classify(exc) is Verdict.STOP_AND_WAIT or exc.status != 404 or not await self._is_gone(flow_id):
-                raise
+        """Fetch the flow's participants and grades now (`FlowRefresh.refresh_participants`)."""
+        await self.refresh.refresh_participants(flow_id)
 
     async def _discover(self, summary: RunSummary) -> None:
         """List flows (every live state; archived ones once, on a first pass) and update their plans."""
@@ -191,29 +166,7 @@ class Poller:
         async with self._store.transaction() as unit:
             vanished = await unit.vanished_flows(pass_started)
         for flow_id in vanished:
-            await self.refresh_flow(flow_id)
-
-    async def _fetch_flow(self, flow_id: int) -> Flow | None:
-        """`GET /flow/{id}`; on a 404 the flow is dropped from the mirror and None returned."""
-        try:
-            return Flow.from_basic(await self._api.get_flow(flow_id))
-        except ApiError as exc:
-            if classify(exc) is Verdict.STOP_AND_WAIT or exc.status != 404:
-                raise
-        await self._drop(flow_id)
-        return None
-
-    async def _is_gone(self, flow_id: int) -> bool:
-        """After a 404 on a flow's participants or grades: does `GET /flow/{id}` confirm it (and drop it)?"""
-        return await self._fetch_flow(flow_id) is None
-
-    async def _drop(self, flow_id: int) -> None:
-        """A flow WISEflow no longer has: the mirror follows (its queued grades are still delivered)."""
-        async with self._store.transaction() as unit:
-            await unit.delete_flow(flow_id)
-        log.warning(
-            "flow not found: removed from the mirror", extra={"event": "sync.flow_gone", "flow_id": flow_id}
-        )
+            await self.refresh.refresh_flow(flow_id)
 
     async def _read_events(self, summary: RunSummary) -> None:
         """Mark flows with a PAPER_HANDED_IN since the cursor for an early refresh; advance the cursor."""
@@ -253,12 +206,12 @@ class Poller:
 
     async def _refresh_one(self, flow: Flow, plan: FlowPlan, summary: RunSummary) -> None:
         try:
-            participants, grades, changes = await self._refresh(flow, plan, with_participants=True)
+            participants, grades, changes = await self.refresh.refresh_planned(flow, plan)
         except (ApiError, *BAD_DATA) as exc:
             if classify(exc) is not Verdict.BLAME_ITEM:
                 raise  # about WISEflow as a whole: the run ends
             # This flow's problem (404, 403, a bad page, an item without its id): skip it until its next turn.
-            if isinstance(exc, ApiError) and exc.status == 404 and await self._is_gone(flow.flow_id):
+            if isinstance(exc, ApiError) and exc.status == 404 and await self.refresh.is_gone(flow.flow_id):
                 return
             status, trace_id = (exc.status, exc.trace_id) if isinstance(exc, ApiError) else (None, None)
             await self._flow_failed(flow.flow_id, plan, describe(exc), status, trace_id)
@@ -280,35 +233,6 @@ class Poller:
             retry = planner.plan_after_failure(plan, self._clock.wall(), self._rng, self._policy)
             await unit.save_plan(flow_id, retry)
             await unit.record_flow_error(flow_id, reason)
-
-    async def _refresh(
-        self, flow: Flow, plan: FlowPlan | None, *, with_participants: bool
-    ) -> tuple[int, int, int]:
-        """Fetch and store one flow's participants and grades; returns (participants, grades, changed)."""
-        lock = self._flow_locks.setdefault(flow.flow_id, asyncio.Lock())
-        async with lock:
-            participants: list[Participant] = []
-            if with_participants:
-                async for item in self._api.iter_participants(flow.flow_id):
-                    participants.append(Participant.from_api(flow.flow_id, item))
-            versions = [
-                GradeVersion.from_assessment(flow.flow_id, a)
-                for a in await self._api.get_assessments(flow.flow_id)
-            ]
-            now = self._clock.wall()
-            async with self._store.transaction() as unit:
-                if with_participants:
-                    await unit.replace_participants(flow.flow_id, participants, now)
-                changed = changed_grades(await unit.stored_grade_keys(flow.flow_id), versions)
-                await unit.write_grades(changed, now)
-                await unit.remove_grades_except(flow.flow_id, (v.participant_id for v in versions))
-                # Always, sink or not: a grade mirrored without an outbox row would never be sent later.
-                await unit.enqueue_outbox(changed, now)
-                if plan is not None:  # a planned refresh: schedule the next one
-                    await unit.save_plan(
-                        flow.flow_id, planner.plan_after_poll(flow, now, self._rng, self._policy)
-                    )
-            return len(participants), len(versions), len(changed)
 
     async def _finish(self, summary: RunSummary, tally: RequestTally) -> None:
         summary.api_calls, summary.pages = tally.total, tally.pages

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from opentelemetry.trace import SpanKind
 
 from service.app import SERVICE, Service, build_app, close_service, open_service
 from service.commands.diagnose import collect, render_text
+from service.errors import StoreError
 from service.settings import load_settings
 from tests.conftest import SimFactory, SimHandle
 
@@ -264,3 +266,20 @@ async def test_a_restart_inside_a_retry_after_does_not_call_wiseflow_early(
         await close_service(second)
     assert again.outcome == "interrupted"
     assert len(await sim.journal()) == sent
+
+
+async def test_a_second_run_on_one_database_refuses_to_start(simulator: SimHandle, tmp_path: Path) -> None:
+    """One `run` per database: a second one stops at startup naming who holds the database; once the first
+    has stopped, a new one starts."""
+    env = service_env(simulator, tmp_path / "one.sqlite3")
+    first = TestServer(build_app(load_settings(env), start=False), host="127.0.0.1")
+    await first.start_server()
+    try:
+        second = TestServer(build_app(load_settings(env), start=False), host="127.0.0.1")
+        with pytest.raises(StoreError, match=rf"in use by another `run`: pid {os.getpid()} on "):
+            await second.start_server()
+    finally:
+        await first.close()
+    third = TestServer(build_app(load_settings(env), start=False), host="127.0.0.1")
+    await third.start_server()
+    await third.close()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from service.adapters.store import Store
@@ -176,3 +178,49 @@ async def test_webhook_refreshes_of_a_deleted_flow_drop_it_instead_of_failing(st
     await rig.poller.refresh_assessments(2)
     assert await fetch_value(store.db, "SELECT count(*) FROM flows") == 0
     assert await fetch_value(store.db, "SELECT count(*) FROM assessments") == 0
+
+
+class HeldApi(FakeWiseflowApi):
+    """Answers a grades request with the grades as they were when it arrived, but only once released."""
+
+    def __init__(self) -> None:
+        super().__init__(page=10)
+        self.fetched, self.release = asyncio.Event(), asyncio.Event()
+        self.hold = True
+
+    async def get_assessments(self, flow_id: int) -> list[Any]:
+        answer = await super().get_assessments(flow_id)
+        if self.hold:
+            self.hold = False
+            self.fetched.set()
+            await self.release.wait()
+        return answer
+
+
+async def test_an_older_fetch_that_commits_last_never_moves_the_mirror_backwards(store: Store) -> None:
+    """Two processes refresh one flow: the one that fetched first (grade B) commits after the one that
+    fetched later (grade C). Its commit is dropped: the mirror keeps C and B is not queued again."""
+    api = HeldApi()
+    flow = api.add_flow(1, participants=1)
+    pid = flow.participants[0]
+    other = await Store.open(store.path)  # a second process on the same database
+    try:
+        clock = ManualClock()
+        mine = Poller(api, SqliteSyncStore(store), clock, random.Random(1), POLICY)
+        theirs = Poller(api, SqliteSyncStore(other), clock, random.Random(2), POLICY)
+        api.hold = False
+        await mine.refresh_flow(1)  # mirrored, grade B
+        await mine.refresh_assessments(1)
+        api.hold = True
+        slow = asyncio.create_task(mine.refresh_assessments(1))  # fetches B again, then waits
+        await api.fetched.wait()
+        flow.grades[pid] = {**flow.grades[pid], "grade": "C"}
+        await theirs.refresh_assessments(1)  # fetches C and commits
+        api.release.set()
+        await slow
+    finally:
+        await other.close()
+    assert await fetch_value(store.db, "SELECT grade FROM assessments WHERE participant_id = ?", (pid,)) == "C"
+    async with store.db.execute("SELECT payload FROM outbox ORDER BY id") as cursor:
+        grades = [orjson.loads(row[0])["grade"] for row in await cursor.fetchall()]
+    assert grades == ["B", "C"]

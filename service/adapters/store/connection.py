@@ -18,8 +18,8 @@ import contextlib
 import fcntl
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TypeVar, cast
 
@@ -163,6 +163,34 @@ class Store:
                     break
                 except BlockingIOError:
                     await asyncio.sleep(poll)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    @staticmethod
+    @contextmanager
+    def hold(path: str, name: str, holder: str) -> Iterator[None]:
+        """Hold `<path>.<name>.lock` for the block, or raise `StoreError` saying who holds it now.
+
+        Unlike `exclusive` it does not wait: a second `run` on one database refuses to start. `holder` (who
+        and since when) is written into the file for that refusal to quote; the kernel releases the lock
+        when its holder dies, even by kill -9.
+        """
+        if path == ":memory:":
+            yield
+            return
+        try:
+            fd = os.open(f"{path}.{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:  # a missing or read-only folder
+            raise StoreError(f"database {path} cannot be used: {exc.strerror or type(exc).__name__}") from exc
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                other = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+                raise StoreError(f"database {path} is in use by another `{name}`: {other}") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, holder.encode(), 0)
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the lock

@@ -180,6 +180,12 @@ WHERE (a.grade IS NOT NULL OR a.admin_grade IS NOT NULL)
 ORDER BY a.flow_id, a.participant_id;
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4)
+_V5: Final = """
+-- The ordering guard: bumped by every committed refresh of a flow's participants and grades. A refresh
+-- reads it before fetching and commits only if it is unchanged, so an older fetch never commits last.
+ALTER TABLE flows ADD COLUMN refresh_version INTEGER NOT NULL DEFAULT 0;
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5)
 LATEST_VERSION: Final = len(MIGRATIONS)
 JOURNAL_LIMIT: Final = 10_000

@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 import aiosqlite
 import orjson
 
-from service.adapters.store.connection import Store
+from service.adapters.store.connection import Store, fetch_int
 from service.core.blindness import MirroredFlow
 from service.core.planner import FlowPlan
 from service.core.records import Flow, GradeVersion, Participant
@@ -117,6 +117,20 @@ async def live_flows(db: aiosqlite.Connection) -> list[MirroredFlow]:
     """Every mirrored flow that is not archived, with its last known state."""
     async with db.execute("SELECT flow_id, state FROM flows WHERE state != 'ARCHIVED'") as cursor:
         return [MirroredFlow(int(r[0]), str(r[1])) for r in await cursor.fetchall()]
+
+
+async def refresh_version(db: aiosqlite.Connection, flow_id: int) -> int:
+    """The flow's refresh version (0 for a flow not stored)."""
+    return await fetch_int(db, "SELECT refresh_version FROM flows WHERE flow_id = ?", (flow_id,)) or 0
+
+
+async def claim_refresh(db: aiosqlite.Connection, flow_id: int, version: int) -> bool:
+    """Bump the flow's refresh version if it is still `version`; False when another refresh came first."""
+    cursor = await db.execute(
+        "UPDATE flows SET refresh_version = refresh_version + 1 WHERE flow_id = ? AND refresh_version = ?",
+        (flow_id, version),
+    )
+    return cursor.rowcount == 1
 
 
 async def delete_flow(db: aiosqlite.Connection, flow_id: int) -> None:

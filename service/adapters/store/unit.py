@@ -58,6 +58,14 @@ class SqliteUnit:
         """Flows a complete discovery pass did not list and whose last fetch is not done."""
         return await mirror.vanished_flows(self._db, pass_started)
 
+    async def refresh_version(self, flow_id: int) -> int:
+        """The flow's refresh version, read before a refresh fetches."""
+        return await mirror.refresh_version(self._db, flow_id)
+
+    async def claim_refresh(self, flow_id: int, version: int) -> bool:
+        """Bump the flow's refresh version if it is still `version` (the ordering guard)."""
+        return await mirror.claim_refresh(self._db, flow_id, version)
+
     async def delete_flow(self, flow_id: int) -> None:
         """Forget a flow with its plan, participants and grades."""
         await mirror.delete_flow(self._db, flow_id)

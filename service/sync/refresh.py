@@ -1,0 +1,147 @@
+"""One flow's refresh: fetch its state, participants and grades from WISEflow and commit them in order.
+
+Used by a sync run (a planned refresh, which also schedules the next one) and by the inbox worker and
+catch-up (a targeted refresh). Any number of loops and processes may refresh the same flow at once, so
+each refresh is guarded at commit: it reads the flow's refresh version before it starts fetching and
+commits only if that version is unchanged (checked and bumped in the same transaction). A refresh that
+lost the race is dropped: the one that committed first fetched later, so the older data can neither move
+the mirror backwards nor queue an older grade again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from service.core import planner
+from service.core.clock import Clock
+from service.core.failures import Verdict, classify
+from service.core.planner import FlowPlan, PlanPolicy
+from service.core.ports import WiseflowApi
+from service.core.records import Flow, GradeVersion, Participant, changed_grades
+from service.core.store_ports import SyncStore
+from service.errors import ApiError
+
+log = logging.getLogger("service.sync")
+
+
+class FlowRefresh:
+    """Refreshes single flows, for a run (`refresh_planned`) and for webhooks and catch-up (the others)."""
+
+    def __init__(
+        self,
+        api: WiseflowApi,
+        store: SyncStore,
+        clock: Clock,
+        rng: planner.Random,
+        policy: PlanPolicy,
+    ) -> None:
+        self._api = api
+        self._store = store
+        self._clock = clock
+        self._rng = rng
+        self._policy = policy
+        # Within the process one fetch-and-write per flow at a time (no wasted fetches); across processes
+        # the version check at commit keeps the order.
+        self._flow_locks: dict[int, asyncio.Lock] = {}
+
+    async def refresh_flow(self, flow_id: int) -> None:
+        """Fetch the flow's state and dates, store them, and re-plan it (a state change makes it due now).
+
+        A flow WISEflow answers 404 for is gone: it leaves the mirror (a webhook for it is then done).
+        """
+        flow = await self.fetch_flow(flow_id)
+        if flow is None:
+            return
+        now = self._clock.wall()
+        async with self._store.transaction() as unit:
+            known = await unit.load_flow(flow_id)
+            previous, plan = known if known is not None else (None, None)
+            await unit.save_flow(flow, now)
+            await unit.save_plan(flow_id, planner.plan_after_discovery(previous, flow, plan, now, self._policy))
+
+    async def refresh_assessments(self, flow_id: int) -> None:
+        """Fetch the flow's grades and store new versions (and their outbox rows) now."""
+        await self._refresh_grades(flow_id, with_participants=False)
+
+    async def refresh_participants(self, flow_id: int) -> None:
+        """Fetch the flow's participants (and, with them, its grades) now."""
+        await self._refresh_grades(flow_id, with_participants=True)
+
+    async def refresh_planned(self, flow: Flow, plan: FlowPlan) -> tuple[int, int, int]:
+        """A run's refresh of a due flow: participants and grades, and its next due time; the counts."""
+        return await self._refresh(flow, plan, with_participants=True)
+
+    async def fetch_flow(self, flow_id: int) -> Flow | None:
+        """`GET /flow/{id}`; on a 404 the flow is dropped from the mirror and None returned."""
+        try:
+            return Flow.from_basic(await self._api.get_flow(flow_id))
+        except ApiError as exc:
+            if classify(exc) is Verdict.STOP_AND_WAIT or exc.status != 404:
+                raise
+        await self._drop(flow_id)
+        return None
+
+    async def is_gone(self, flow_id: int) -> bool:
+        """After a 404 on a flow's participants or grades: does `GET /flow/{id}` confirm it (and drop it)?"""
+        return await self.fetch_flow(flow_id) is None
+
+    async def _drop(self, flow_id: int) -> None:
+        """A flow WISEflow no longer has: the mirror follows (its queued grades are still delivered)."""
+        async with self._store.transaction() as unit:
+            await unit.delete_flow(flow_id)
+        log.warning(
+            "flow not found: removed from the mirror", extra={"event": "sync.flow_gone", "flow_id": flow_id}
+        )
+
+    async def _refresh_grades(self, flow_id: int, *, with_participants: bool) -> None:
+        async with self._store.transaction() as unit:
+            known = await unit.load_flow(flow_id)
+        if known is None:
+            await self.refresh_flow(flow_id)  # an unknown flow: mirror it first
+            async with self._store.transaction() as unit:
+                known = await unit.load_flow(flow_id)
+            if known is None:
+                return
+        try:
+            await self._refresh(known[0], None, with_participants=with_participants)
+        except ApiError as exc:
+            if classify(exc) is Verdict.STOP_AND_WAIT or exc.status != 404 or not await self.is_gone(flow_id):
+                raise
+
+    async def _refresh(
+        self, flow: Flow, plan: FlowPlan | None, *, with_participants: bool
+    ) -> tuple[int, int, int]:
+        """Fetch and store one flow's participants and grades; returns (participants, grades, changed)."""
+        lock = self._flow_locks.setdefault(flow.flow_id, asyncio.Lock())
+        async with lock:
+            async with self._store.transaction() as unit:
+                version = await unit.refresh_version(flow.flow_id)  # before the fetch begins
+            participants: list[Participant] = []
+            if with_participants:
+                async for item in self._api.iter_participants(flow.flow_id):
+                    participants.append(Participant.from_api(flow.flow_id, item))
+            versions = [
+                GradeVersion.from_assessment(flow.flow_id, a)
+                for a in await self._api.get_assessments(flow.flow_id)
+            ]
+            now = self._clock.wall()
+            async with self._store.transaction() as unit:
+                if not await unit.claim_refresh(flow.flow_id, version):
+                    log.info(
+                        "flow refresh superseded by a later one: dropped",
+                        extra={"event": "sync.refresh_superseded", "flow_id": flow.flow_id},
+                    )
+                    return len(participants), len(versions), 0
+                if with_participants:
+                    await unit.replace_participants(flow.flow_id, participants, now)
+                changed = changed_grades(await unit.stored_grade_keys(flow.flow_id), versions)
+                await unit.write_grades(changed, now)
+                await unit.remove_grades_except(flow.flow_id, (v.participant_id for v in versions))
+                # Always, sink or not: a grade mirrored without an outbox row would never be sent later.
+                await unit.enqueue_outbox(changed, now)
+                if plan is not None:  # a planned refresh: schedule the next one
+                    await unit.save_plan(
+                        flow.flow_id, planner.plan_after_poll(flow, now, self._rng, self._policy)
+                    )
+            return len(participants), len(versions), len(changed)
