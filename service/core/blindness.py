@@ -7,7 +7,8 @@ not take it for longer than that horizon. Two ways to be blind that long:
 - *silence*: the service ran, flows were active, yet no delivery at all arrived for longer than the
   horizon (a broken subscription, a firewall, a wrong URL).
 
-Either way the answer is a catch-up: refresh, at once, every flow that could have changed during the gap.
+Either way the answer is a catch-up: refresh, at once and each once, the flows active during the gap. A
+quiet night (no flow in participation or marking) costs nothing.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import Final
 
 # 8 retries x 15 minutes (docs/wiseflow.md): after this, WISEflow has given up on an event we did not take.
 REDELIVERY_HORIZON: Final = 8 * 15 * 60.0
-# The one state in which a flow produces no more events. Dates do not decide: WISEflow changes grades after
-# the marking period ends and moves flows between states whatever their dates say (the simulator too).
+# The one state in which a flow produces no more events.
 _QUIET_STATES: Final = frozenset({"ARCHIVED"})
+# Participation under way: events may come at any moment, whatever the dates say.
+_ACTIVE_STATES: Final = frozenset({"PARTICIPATION_STARTED", "PARTICIPATION_ENDED"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,10 +36,14 @@ class BlindGap:
 
 @dataclass(frozen=True, slots=True)
 class MirroredFlow:
-    """A mirrored flow and the state we last saw it in."""
+    """A mirrored flow: the state we last saw it in, and its participation and marking windows (Unix s)."""
 
     flow_id: int
     state: str
+    participation_start: int | None = None
+    participation_end: int | None = None
+    marking_start: int | None = None
+    marking_end: int | None = None
 
 
 def downtime_gap(
@@ -66,14 +72,20 @@ def silence_gap(
     return BlindGap(covered, now, "silence")
 
 
-def may_have_changed(flow: MirroredFlow) -> bool:
-    """True when `flow` could have produced events during a gap: any flow not archived could have.
+def active_in(flow: MirroredFlow, gap: BlindGap) -> bool:
+    """True when `flow` was active during `gap`: in participation as we last saw it, or its participation
+    or marking window overlaps the gap. A flow quiet all along (concluded long ago, or not started yet)
+    produced no event we could have missed; the polling plan and the reconciliation still cover it."""
+    if flow.state in _QUIET_STATES:
+        return False
+    if flow.state in _ACTIVE_STATES:
+        return True
+    windows = ((flow.participation_start, flow.participation_end), (flow.marking_start, flow.marking_end))
+    return any(
+        start is not None and start <= gap.end and (end is None or end >= gap.start) for start, end in windows
+    )
 
-    A NOT_ACTIVATED flow counts too: its activation during the gap is itself an event we may have missed.
-    """
-    return flow.state not in _QUIET_STATES
 
-
-def flows_to_catch_up(flows: Iterable[MirroredFlow]) -> list[int]:
-    """The ids of the flows that may have changed during a gap, in id order."""
-    return sorted(f.flow_id for f in flows if may_have_changed(f))
+def flows_to_catch_up(flows: Iterable[MirroredFlow], gap: BlindGap) -> list[int]:
+    """The ids of the flows active during `gap`, each once, in id order."""
+    return sorted({f.flow_id for f in flows if active_in(f, gap)})

@@ -2,9 +2,9 @@
 
 `CatchUp.start()` runs once at startup (a downtime longer than WISEflow's redelivery horizon), then
 `run()` writes a heartbeat and checks for silence every `interval` seconds. A catch-up refreshes each flow
-active during the gap (flow, assessments, participants) through the same `FlowRefresher` the inbox worker
-uses; it is recorded only once every flow succeeded, so a failed one (e.g. the breaker is open) is tried
-again on the next check. The polling loops remain the general safety net; this closes the gap at once.
+active during the gap once (its state, then its participants with their grades) through the same
+`FlowRefresher` the inbox worker uses; when WISEflow cannot be used (`core.failures`) it is not recorded,
+so the next check tries again. The polling loops remain the general safety net; this closes the gap at once.
 
 Markers (checkpoints table, through the `Markers` port): ``webhooks:heartbeat``, ``webhooks:last_catchup``.
 """
@@ -91,15 +91,14 @@ class CatchUp:
                 log.warning("catch-up check failed", extra={"event": "catchup.failed", "error": describe(exc)})
 
     async def _catch_up(self, gap: BlindGap) -> None:
-        flows = flows_to_catch_up(await self.markers.live_flows())
+        flows = flows_to_catch_up(await self.markers.live_flows(), gap)
         if flows:
             context = {"cause": gap.cause, "gap_seconds": round(gap.end - gap.start), "flows": len(flows)}
             log.warning("webhook blind spot: catching up", extra={"event": "catchup.start", **context})
         for flow_id in flows:
             try:
                 await self.refresher.refresh_flow(flow_id)
-                await self.refresher.refresh_assessments(flow_id)
-                await self.refresher.refresh_participants(flow_id)
+                await self.refresher.refresh_participants(flow_id)  # with its grades: one fetch of each
             except (ServiceError, *BAD_DATA) as exc:
                 context = {"flow_id": flow_id, "error": describe(exc)}
                 if (

@@ -97,5 +97,7 @@ class WakingRefresher:
             self._wake_deliverer()
 
     async def refresh_participants(self, flow_id: int) -> None:
-        """Fetch the flow's participants again."""
+        """Fetch the flow's participants again (with their grades: wake the deliverer too)."""
         await self._poller.refresh_participants(flow_id)
+        if self._wake_deliverer is not None:
+            self._wake_deliverer()

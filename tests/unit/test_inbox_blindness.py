@@ -48,15 +48,22 @@ def test_silence_counts_from_the_latest_cover() -> None:
     assert gap == BlindGap(T0 + 500, now, "silence")
 
 
-def test_every_flow_but_archived_ones_is_caught_up() -> None:
-    """Grades change after marking ends, states whatever the dates: only archived flows are skipped."""
+def test_only_flows_active_in_the_gap_are_caught_up_each_once() -> None:
+    """Participation under way, or a participation or marking window overlapping the gap: caught up once;
+    archived, concluded long before, or not started until after: left to the polling plan."""
+    gap = BlindGap(T0, T0 + 7200, "silence")
+    t = int(T0)
     flows = [
         MirroredFlow(3, "PARTICIPATION_STARTED"),
-        MirroredFlow(1, "CONCLUDED"),
-        MirroredFlow(4, "ARCHIVED"),
-        MirroredFlow(2, "NOT_ACTIVATED"),
+        MirroredFlow(3, "PARTICIPATION_STARTED"),
+        MirroredFlow(1, "CONCLUDED", marking_start=t - 86_400, marking_end=t + 60),
+        MirroredFlow(5, "CONCLUDED", marking_start=t - 86_400, marking_end=t - 60),
+        MirroredFlow(4, "ARCHIVED", marking_start=t, marking_end=t + 60),
+        MirroredFlow(2, "ACTIVATED", participation_start=t + 3600, participation_end=t + 90_000),
+        MirroredFlow(6, "NOT_ACTIVATED", participation_start=t + 86_400),
+        MirroredFlow(7, "ACTIVATED", marking_start=t - 100),  # marking without an announced end
     ]
-    assert flows_to_catch_up(flows) == [1, 2, 3]
+    assert flows_to_catch_up(flows, gap) == [1, 2, 3, 7]
 
 
 @given(

@@ -115,8 +115,12 @@ async def vanished_flows(db: aiosqlite.Connection, pass_started: float) -> list[
 
 async def live_flows(db: aiosqlite.Connection) -> list[MirroredFlow]:
     """Every mirrored flow that is not archived, with its last known state."""
-    async with db.execute("SELECT flow_id, state FROM flows WHERE state != 'ARCHIVED'") as cursor:
-        return [MirroredFlow(int(r[0]), str(r[1])) for r in await cursor.fetchall()]
+    sql = (
+        "SELECT flow_id, state, participation_start, participation_end, marking_start, marking_end"
+        " FROM flows WHERE state != 'ARCHIVED'"
+    )
+    async with db.execute(sql) as cursor:
+        return [MirroredFlow(int(r[0]), str(r[1]), *r[2:6]) for r in await cursor.fetchall()]
 
 
 async def refresh_version(db: aiosqlite.Connection, flow_id: int) -> int:
