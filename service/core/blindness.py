@@ -44,6 +44,7 @@ class MirroredFlow:
     participation_end: int | None = None
     marking_start: int | None = None
     marking_end: int | None = None
+    last_change: float | None = None  # when one of its grades last changed in the mirror
 
 
 def downtime_gap(
@@ -72,13 +73,16 @@ def silence_gap(
     return BlindGap(covered, now, "silence")
 
 
-def active_in(flow: MirroredFlow, gap: BlindGap) -> bool:
-    """True when `flow` was active during `gap`: in participation as we last saw it, or its participation
-    or marking window overlaps the gap. A flow quiet all along (concluded long ago, or not started yet)
-    produced no event we could have missed; the polling plan and the reconciliation still cover it."""
+def active_in(flow: MirroredFlow, gap: BlindGap, horizon: float = REDELIVERY_HORIZON) -> bool:
+    """True when `flow` was active during `gap`: in participation as we last saw it, its participation or
+    marking window overlaps the gap, or its grades were still changing within `horizon` before the gap
+    (WISEflow changes grades after marking ends). A flow quiet all along (concluded and settled, or not
+    started yet) produced no event we could have missed; the polling plan and reconciliation cover it."""
     if flow.state in _QUIET_STATES:
         return False
     if flow.state in _ACTIVE_STATES:
+        return True
+    if flow.last_change is not None and flow.last_change >= gap.start - horizon:
         return True
     windows = ((flow.participation_start, flow.participation_end), (flow.marking_start, flow.marking_end))
     return any(
@@ -86,6 +90,8 @@ def active_in(flow: MirroredFlow, gap: BlindGap) -> bool:
     )
 
 
-def flows_to_catch_up(flows: Iterable[MirroredFlow], gap: BlindGap) -> list[int]:
+def flows_to_catch_up(
+    flows: Iterable[MirroredFlow], gap: BlindGap, horizon: float = REDELIVERY_HORIZON
+) -> list[int]:
     """The ids of the flows active during `gap`, each once, in id order."""
-    return sorted({f.flow_id for f in flows if active_in(f, gap)})
+    return sorted({f.flow_id for f in flows if active_in(f, gap, horizon)})

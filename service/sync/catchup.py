@@ -91,7 +91,7 @@ class CatchUp:
                 log.warning("catch-up check failed", extra={"event": "catchup.failed", "error": describe(exc)})
 
     async def _catch_up(self, gap: BlindGap) -> None:
-        flows = flows_to_catch_up(await self.markers.live_flows(), gap)
+        flows = flows_to_catch_up(await self.markers.live_flows(), gap, self.horizon)
         if flows:
             context = {"cause": gap.cause, "gap_seconds": round(gap.end - gap.start), "flows": len(flows)}
             log.warning("webhook blind spot: catching up", extra={"event": "catchup.start", **context})

@@ -49,8 +49,8 @@ def test_silence_counts_from_the_latest_cover() -> None:
 
 
 def test_only_flows_active_in_the_gap_are_caught_up_each_once() -> None:
-    """Participation under way, or a participation or marking window overlapping the gap: caught up once;
-    archived, concluded long before, or not started until after: left to the polling plan."""
+    """Participation under way, a participation or marking window overlapping the gap, or grades changed
+    shortly before it: caught up once; archived, settled, or not started until after: left to the plan."""
     gap = BlindGap(T0, T0 + 7200, "silence")
     t = int(T0)
     flows = [
@@ -62,8 +62,10 @@ def test_only_flows_active_in_the_gap_are_caught_up_each_once() -> None:
         MirroredFlow(2, "ACTIVATED", participation_start=t + 3600, participation_end=t + 90_000),
         MirroredFlow(6, "NOT_ACTIVATED", participation_start=t + 86_400),
         MirroredFlow(7, "ACTIVATED", marking_start=t - 100),  # marking without an announced end
+        MirroredFlow(8, "CONCLUDED", marking_end=t - 86_400, last_change=T0 - 600),  # grades still moving
+        MirroredFlow(9, "CONCLUDED", marking_end=t - 86_400, last_change=T0 - 86_400),  # settled
     ]
-    assert flows_to_catch_up(flows, gap) == [1, 2, 3, 7]
+    assert flows_to_catch_up(flows, gap, horizon=7200) == [1, 2, 3, 7, 8]
 
 
 @given(

@@ -116,11 +116,12 @@ async def vanished_flows(db: aiosqlite.Connection, pass_started: float) -> list[
 async def live_flows(db: aiosqlite.Connection) -> list[MirroredFlow]:
     """Every mirrored flow that is not archived, with its last known state."""
     sql = (
-        "SELECT flow_id, state, participation_start, participation_end, marking_start, marking_end"
-        " FROM flows WHERE state != 'ARCHIVED'"
+        "SELECT f.flow_id, f.state, f.participation_start, f.participation_end, f.marking_start, f.marking_end,"
+        " (SELECT MAX(a.updated_at) FROM assessments a WHERE a.flow_id = f.flow_id)"
+        " FROM flows f WHERE f.state != 'ARCHIVED'"
     )
     async with db.execute(sql) as cursor:
-        return [MirroredFlow(int(r[0]), str(r[1]), *r[2:6]) for r in await cursor.fetchall()]
+        return [MirroredFlow(int(r[0]), str(r[1]), *r[2:7]) for r in await cursor.fetchall()]
 
 
 async def refresh_version(db: aiosqlite.Connection, flow_id: int) -> int:
