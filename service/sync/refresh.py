@@ -115,8 +115,7 @@ class FlowRefresh:
         """Fetch and store one flow's participants and grades; returns (participants, grades, changed)."""
         lock = self._flow_locks.setdefault(flow.flow_id, asyncio.Lock())
         async with lock:
-            async with self._store.transaction() as unit:
-                version = await unit.refresh_version(flow.flow_id)  # before the fetch begins
+            version = await self._store.refresh_version(flow.flow_id)  # before the fetch begins
             participants: list[Participant] = []
             if with_participants:
                 async for item in self._api.iter_participants(flow.flow_id):

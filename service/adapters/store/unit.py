@@ -58,10 +58,6 @@ class SqliteUnit:
         """Flows a complete discovery pass did not list and whose last fetch is not done."""
         return await mirror.vanished_flows(self._db, pass_started)
 
-    async def refresh_version(self, flow_id: int) -> int:
-        """The flow's refresh version, read before a refresh fetches."""
-        return await mirror.refresh_version(self._db, flow_id)
-
     async def claim_refresh(self, flow_id: int, version: int) -> bool:
         """Bump the flow's refresh version if it is still `version` (the ordering guard)."""
         return await mirror.claim_refresh(self._db, flow_id, version)
@@ -140,6 +136,11 @@ class SqliteSyncStore:
     def exclusive(self, name: str) -> AbstractAsyncContextManager[None]:
         """A lock shared by every process on the database (runs never overlap)."""
         return self._store.exclusive(name)
+
+    async def refresh_version(self, flow_id: int) -> int:
+        """The flow's committed refresh version, read (without the writer lock) before a refresh fetches."""
+        async with self._store.read() as db:
+            return await mirror.refresh_version(db, flow_id)
 
 
 class SqliteCheckpoints:
