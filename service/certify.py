@@ -142,7 +142,8 @@ def answers(settings: Settings, figures: Figures | None) -> list[dict[str, Any]]
             "6. Rate limiting and retries",
             f"One shared limiter: {settings.rate_per_second}/s and {settings.rate_per_minute}/min "
             "(WISEflow allows 200/s and 5000/min), never exceeded in any sliding window; RateLimit-* "
-            "headers slow it down before a 429; a 429 pauses every caller until its Retry-After.",
+            "headers slow it down before a 429; a 429 pauses every caller until its Retry-After (honoured "
+            f"up to {settings.pause_max:g} s, SYNC_PAUSE_MAX; the pause is saved before the next request).",
             f"Retries: safe requests only (GET and the read-only searches), {retry.attempts} attempts in "
             f"all, capped exponential backoff with full jitter (base {retry.base:g} s, cap {retry.cap:g} s), "
             f"overall deadline {retry.deadline:g} s; writes are never retried automatically. A Retry-After "
@@ -160,7 +161,8 @@ def answers(settings: Settings, figures: Figures | None) -> list[dict[str, Any]]
             "8. Error handling and resilience",
             f"Circuit breaker per API base URL: opens after {breaker.failure_threshold} consecutive "
             "failures (5xx, timeouts, refused connections) or at once on a 503 with Retry-After; stays open "
-            f"for the Retry-After (at most {breaker.open_cap:g} s) or a growing backoff; one probe closes "
+            f"for the Retry-After (up to {settings.pause_max:g} s, as a 429's) or a growing backoff (at most "
+            f"{breaker.open_cap:g} s, starting afresh after a maintenance window); one probe closes "
             "it. While open no request is sent, loops skip their runs and webhooks are still accepted.",
             f"Measured: {f.by_status.get(503, 0)} answers 503 and {f.by_status.get(0, 0)} requests with no "
             f"answer; {f.grades_delivered} grades delivered, {f.grades_pending} queued.",

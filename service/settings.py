@@ -221,6 +221,7 @@ class Settings:
     retry_base: float = setting("SYNC_RETRY_BASE", 0.5, number(float, low=0.01, high=60))
     retry_cap: float = setting("SYNC_RETRY_CAP", 30.0, number(float, low=0.1, high=3600))
     retry_after_max: float = setting("SYNC_RETRY_AFTER_MAX", 60.0, number(float, low=0, high=DAY))
+    pause_max: float = setting("SYNC_PAUSE_MAX", 3600.0, number(float, low=1, high=DAY))
     call_deadline: float = setting("SYNC_CALL_DEADLINE", 120.0, number(float, low=1, high=DAY))
     log_level: str = setting("LOG_LEVEL", "INFO", choice(LOG_LEVELS, upper=True))
     otel_service_name: str = setting("OTEL_SERVICE_NAME", "wiseflow-sync", text)

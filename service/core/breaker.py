@@ -3,13 +3,19 @@
     CLOSED --(N consecutive failures | 503 with Retry-After)--> OPEN
     OPEN   --(open time elapsed; the next caller becomes the probe)--> HALF_OPEN
     HALF_OPEN --(probe succeeded)--> CLOSED
-    HALF_OPEN --(probe failed)--> OPEN   (for the Retry-After, capped, or a longer backoff than last time)
+    HALF_OPEN --(probe failed)--> OPEN   (for the Retry-After, bounded, or a longer backoff than last time)
 
 While OPEN, and while the one HALF_OPEN probe is in flight, `acquire` raises `CircuitOpen` without any
 I/O: no request leaves the process. Failures are what say "the server is not there": 5xx other than 501,
 timeouts, refused connections. A 4xx or a 429 proves the server is up (429 is the limiter's business),
 so the adapter reports those as successes. Every transition is handed once to `on_transition`, with its
 reason, so the adapter logs it exactly once.
+
+Two schedules decide how long OPEN lasts. The server's: a Retry-After is honoured up to `pause_max`
+(`SYNC_PAUSE_MAX`, the same bound a 429's pause has). Ours: without one, a backoff doubling with each
+consecutive opening of our own, up to `open_cap`. An opening the server timed resets our count, so the
+first failure after a maintenance window (a 502 on the probe, say) backs off from `open_base` again
+instead of from the exponent the maintenance's own openings had built up.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from dataclasses import dataclass
 
 from service.core.backoff import backoff_ceiling
 from service.core.clock import Clock
+from service.core.retry_after import bounded_pause
 from service.errors import CircuitOpen
 
 
@@ -44,18 +51,21 @@ class BreakerPolicy:
 
     failure_threshold: int = 5
     open_base: float = 5.0  # first opening without Retry-After; doubles with each failed probe
-    open_cap: float = 300.0  # the longest we stay open, whatever the server says
+    open_cap: float = 300.0  # the longest our own backoff keeps it open (no Retry-After given)
+    pause_max: float = 3600.0  # the longest Retry-After honoured (SYNC_PAUSE_MAX); beyond it, this
     # A probe that neither succeeds nor fails within this time (cancelled, lost) frees the slot.
     probe_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         if self.failure_threshold < 1 or self.open_base <= 0 or self.open_cap < self.open_base:
             raise ValueError("BreakerPolicy needs failure_threshold >= 1 and 0 < open_base <= open_cap")
+        if self.pause_max < 0:
+            raise ValueError("BreakerPolicy.pause_max must not be negative")
 
     def open_duration(self, openings: int, retry_after: float | None) -> float:
-        """The server's Retry-After (capped) if it gave one, else a backoff doubling with each opening."""
+        """The server's Retry-After (up to `pause_max`) if it gave one, else our doubling backoff."""
         if retry_after is not None:
-            return min(max(retry_after, 0.0), self.open_cap)
+            return bounded_pause(retry_after, self.pause_max)
         return backoff_ceiling(openings, base=self.open_base, cap=self.open_cap)
 
 
@@ -94,7 +104,8 @@ class Breaker:
         self._on_transition = on_transition
         self._state = State.CLOSED
         self._failures = 0  # consecutive, while CLOSED
-        self._openings = 0  # consecutive openings without a success in between: the backoff exponent
+        # Consecutive openings of our own (no Retry-After), without a success in between: the backoff exponent.
+        self._openings = 0
         self._open_until = 0.0
         self._probe_started = 0.0
         self._reason = ""
@@ -163,7 +174,8 @@ class Breaker:
             self._probe_started = float("-inf")
 
     def _open(self, reason: str, retry_after: float | None) -> None:
-        self._openings += 1
+        # The server's schedule replaces ours: its openings do not grow the next backoff.
+        self._openings = 0 if retry_after is not None else self._openings + 1
         duration = self._policy.open_duration(self._openings, retry_after)
         self._open_until = self._clock.monotonic() + duration
         self._failures = 0

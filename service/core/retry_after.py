@@ -8,6 +8,9 @@ and the caller falls back (Retry-After -> RateLimit-Reset -> backoff). Results a
 - negative, signed, exponent, ``nan``/``inf``, empty or unparsable -> None;
 - anything longer than `MAX_WAIT` (one day) is clamped to `MAX_WAIT`: the caller compares the result with
   its own maximum and defers the work, so a year-long or overflowing value only has to stay finite.
+
+`bounded_pause` is the one pause policy of the process, for a 429 and a 503 alike: the server's wait is
+honoured up to `SYNC_PAUSE_MAX`, and a longer one waits that maximum (the caller logs it).
 """
 
 from __future__ import annotations
@@ -44,6 +47,11 @@ def parse_delta_seconds(value: str | None) -> float | None:
     """Non-negative delta-seconds, clamped to `MAX_WAIT`; None for anything else."""
     number = _parse_number(value)
     return None if number is None else min(number, MAX_WAIT)
+
+
+def bounded_pause(asked: float, maximum: float) -> float:
+    """How long to pause when the server asks for `asked` seconds: at least 0, at most `maximum`."""
+    return min(max(asked, 0.0), maximum)
 
 
 def parse_http_date(value: str, now_wall: float) -> float | None:

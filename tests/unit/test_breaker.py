@@ -44,16 +44,33 @@ def test_a_success_resets_the_count() -> None:
     assert breaker.state == State.CLOSED
 
 
-def test_503_with_retry_after_opens_at_once_for_that_long_capped() -> None:
-    """One 503 with Retry-After opens it for the Retry-After, capped at open_cap."""
+def test_503_with_retry_after_opens_at_once_for_that_long_up_to_pause_max() -> None:
+    """One 503 with Retry-After opens it for the Retry-After, honoured up to pause_max, not open_cap."""
     breaker, clock, seen = make()
     fail(breaker, 1, retry_after=5.0)
     with pytest.raises(CircuitOpen) as info:
         breaker.acquire()
     assert (breaker.state, info.value.retry_after) == (State.OPEN, 5.0)
     clock.advance(5.0)
-    breaker.record_failure(breaker.acquire(), "503", retry_after=3600.0)
-    assert seen[-1].retry_after == 60.0
+    breaker.record_failure(breaker.acquire(), "503", retry_after=600.0)
+    clock.advance(600.0)
+    breaker.record_failure(breaker.acquire(), "503", retry_after=7200.0)
+    assert [t.retry_after for t in seen if t.target is State.OPEN] == [5.0, 600.0, 3600.0]
+
+
+def test_backoff_after_a_maintenance_window_starts_afresh() -> None:
+    """Ten openings timed by 503 Retry-After, then a 502 on the probe: open for open_base, not 2**n."""
+    breaker, clock, seen = make()
+    fail(breaker, 1, retry_after=30.0)
+    for _ in range(9):
+        clock.advance(seen[-1].retry_after)
+        breaker.record_failure(breaker.acquire(), "503 answer", retry_after=30.0)
+    clock.advance(seen[-1].retry_after)
+    breaker.record_failure(breaker.acquire(), "502 answer")
+    clock.advance(seen[-1].retry_after)
+    breaker.record_failure(breaker.acquire(), "502 answer")
+    opened = [t.retry_after for t in seen if t.target is State.OPEN]
+    assert opened[-2:] == [POLICY.open_base, 2 * POLICY.open_base]
 
 
 def test_open_rejects_until_the_time_then_admits_exactly_one_probe() -> None:

@@ -24,6 +24,7 @@ def test_defaults_from_an_empty_environment() -> None:
     assert s.rate_per_minute <= 5000
     assert s.sink_url is None
     assert s.webhook_max_body == 65536
+    assert s.pause_max == 3600.0
 
 
 def test_values_are_parsed() -> None:
@@ -39,6 +40,7 @@ def test_values_are_parsed() -> None:
             "SYNC_POLL_INTERVAL": "60.5",
             "LOG_LEVEL": "debug",
             "SYNC_WEBHOOK_MAX_BODY": "4096",
+            "SYNC_PAUSE_MAX": "900",
         }
     )
     assert s.api_url == "http://127.0.0.1:9000/v1"
@@ -49,6 +51,7 @@ def test_values_are_parsed() -> None:
     assert s.poll_interval == 60.5
     assert s.log_level == "DEBUG"
     assert s.webhook_max_body == 4096
+    assert s.pause_max == 900.0
 
 
 @pytest.mark.parametrize(
@@ -68,6 +71,7 @@ def test_values_are_parsed() -> None:
         ({"WISEFLOW_CLIENT_SECRET": "s3cr3t"}, "WISEFLOW_CLIENT_ID"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
         ({"SYNC_WEBHOOK_MAX_BODY": "100"}, "SYNC_WEBHOOK_MAX_BODY"),
+        ({"SYNC_PAUSE_MAX": "0"}, "SYNC_PAUSE_MAX"),
         ({"OTEL_TRACES_SAMPLER": "bogus"}, "OTEL_TRACES_SAMPLER"),
         ({"OTEL_TRACES_SAMPLER_ARG": "2"}, "OTEL_TRACES_SAMPLER_ARG"),
         ({"OTEL_TRACES_SAMPLER_ARG": "abc"}, "OTEL_TRACES_SAMPLER_ARG"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -81,9 +82,9 @@ class WiseflowClient:
         self.policy = RetryPolicy.from_settings(settings)
         budget = budget or RateBudget(per_second=settings.rate_per_second, per_minute=settings.rate_per_minute)
         self.limiter = AsyncRateLimiter(RateGate(budget, self._clock), max_hold=settings.retry_after_max)
-        self.breaker = breaker or Breaker(
-            settings.api_url, breaker_policy or BreakerPolicy(), self._clock, on_transition
-        )
+        # The breaker honours a 503's Retry-After up to the same SYNC_PAUSE_MAX as a 429's.
+        policy = replace(breaker_policy or BreakerPolicy(), pause_max=settings.pause_max)
+        self.breaker = breaker or Breaker(settings.api_url, policy, self._clock, on_transition)
         self.transport = Transport(
             settings, self._clock, self.limiter, self.breaker, self.policy, self._rng, on_request, tracer
         )

@@ -28,7 +28,7 @@ from service import __version__
 from service.core.backoff import Random, RetryPolicy
 from service.core.breaker import Breaker, Permit
 from service.core.clock import Clock
-from service.core.retry_after import parse_quotas, parse_retry_after, rate_limited_wait
+from service.core.retry_after import bounded_pause, parse_quotas, parse_retry_after, rate_limited_wait
 from service.errors import ApiError, ApiUnavailable
 from service.settings import Settings
 
@@ -62,6 +62,7 @@ class Transport:
         self._base = settings.api_url.rstrip("/")
         self._base_path = URL(self._base).path.rstrip("/")
         self._client_name = settings.client_name
+        self._pause_max = settings.pause_max
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
         )
@@ -182,7 +183,9 @@ class Transport:
         quotas = parse_quotas(reply.headers, self._clock.wall())
         self._limiter.observe(quotas)
         if reply.status >= 500 and reply.status != 501:
-            with_wait = retry_after if reply.status == 503 else None
+            with_wait = None
+            if reply.status == 503 and retry_after is not None:
+                with_wait = self._bounded(reply, retry_after)
             self._breaker.record_failure(permit, f"{reply.status} answer", with_wait)
         else:
             self._breaker.record_success(permit)
@@ -191,10 +194,26 @@ class Transport:
             # wait is a minimum, not a schedule: "Retry-After: 0" (or a past date, or a reset of 0) must
             # not send five requests back to back, so the backoff of this attempt is the floor.
             asked = rate_limited_wait(reply.headers, self._clock.wall())
+            floor = self._policy.delay(reply.attempt, self._rng)
             before = self.pause_remaining()
-            self._limiter.pause(max(asked or 0.0, self._policy.delay(reply.attempt, self._rng)))
+            self._limiter.pause(self._bounded(reply, max(asked or 0.0, floor)))
             # Concurrent 429s overlap: only what this one added to the pause counts.
             self.paused_seconds += max(0.0, self.pause_remaining() - before)
+
+    def _bounded(self, reply: Reply, asked: float) -> float:
+        """The one pause policy, for a 429 and a 503 alike: `asked` up to SYNC_PAUSE_MAX, logged beyond it."""
+        if asked > self._pause_max:
+            log.warning(
+                "WISEflow asked for a pause longer than SYNC_PAUSE_MAX: waiting the maximum",
+                extra={
+                    "event": "wiseflow.pause_capped",
+                    "x_trace_id": reply.trace_id,
+                    "status": reply.status,
+                    "asked": round(asked, 3),
+                    "pause_max": self._pause_max,
+                },
+            )
+        return bounded_pause(asked, self._pause_max)
 
     def _finish(
         self,
