@@ -99,8 +99,9 @@ def answers(settings: Settings, figures: Figures | None) -> list[dict[str, Any]]
         _section(
             "2. Authentication and headers",
             f"Method: {auth}.",
-            "Token expiry: held in memory only, renewed at 10% of its lifetime before expiry (at most 60 s "
-            "early); concurrent callers share one token request; a 401 triggers one re-authentication and "
+            "Token expiry: held in memory only, attached after the rate-limit wait and renewed 10% of its "
+            "lifetime before expiry (at least the connect timeout, at most 60 s early), so it cannot expire "
+            "in flight; concurrent callers share one token request; a 401 triggers one re-authentication and "
             "one replay of the call. Refused credentials are logged once and retried on a slow schedule.",
             f"X-Client-Name: {settings.client_name!r} on every request, the token request included; "
             f"User-Agent: wiseflow-sync/{__version__}; Accept: application/json.",

@@ -107,19 +107,24 @@ class RateGate:
         """True while the first request after a pause is out and the others wait for its answer."""
         return self._clock.monotonic() < self._probe_until
 
-    def earliest(self) -> float:
-        """The monotonic time at which the next request may be admitted (may be in the past)."""
+    def earliest(self, urgent: bool = False) -> float:
+        """The monotonic time at which the next request may be admitted (may be in the past).
+
+        `urgent` (a token renewal) does not wait behind the first request after a pause; every bound holds.
+        """
         tolerance = (self.budget.burst - 1) * self.budget.interval
-        times = [self._tat - tolerance, self._paused_until, self._probe_until]
+        times = [self._tat - tolerance, self._paused_until]
+        if not urgent:
+            times.append(self._probe_until)
         times.extend(w.earliest(self.budget.guard) for w in self._windows)
         now = self._clock.monotonic()
         times.extend(a.until for a in self._allowances.values() if a.left <= 0 and a.until > now)
         return max(times)
 
-    def try_acquire(self) -> float:
+    def try_acquire(self, urgent: bool = False) -> float:
         """Admit one request now and return 0.0, or admit nothing and return the seconds to wait."""
         now = self._clock.monotonic()
-        wait = self.earliest() - now
+        wait = self.earliest(urgent) - now
         if wait > 0:
             return wait
         self._tat = max(self._tat, now) + self.budget.interval

@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from service import __version__
 from service.adapters.wiseflow import WiseflowClient
+from service.adapters.wiseflow.auth import renewal_margin
 from service.core.clock import ManualClock
 from service.errors import ApiUnavailable, AuthError, CircuitOpen
 from service.settings import Secret
@@ -245,3 +246,30 @@ async def test_no_secret_reaches_logs_spans_or_errors(caplog: pytest.LogCaptureF
     leaks = [s for s in ("client-secret-value", "issued-token-value", "api-key-value") if s in "\n".join(texts)]
     assert len(exporter.get_finished_spans()) == 5  # token, 401, token, 401 (replay), and the api-key 401
     assert leaks == []
+
+
+async def test_the_token_is_attached_after_the_rate_wait_so_none_goes_out_expired(
+    make_simulator: SimFactory,
+) -> None:
+    """2 s tokens, 6 callers at 4 req/s (a 1.5 s queue) and a 429 pause of 3 s: not one answer is a 401."""
+    sim = await make_simulator(token_ttl=2)
+    async with make_client(sim.api_url, rate_per_second=4, rate_per_minute=240) as client:
+        await client.license_info()
+
+        async def caller() -> None:
+            for _ in range(2):
+                await client.license_info()
+
+        callers = asyncio.gather(*(caller() for _ in range(6)))
+        await sim.scenario({"storm_429": {"seconds": 0.5, "retry_after": 3}})
+        await callers
+    journal = await sim.journal()
+    statuses = [r["status"] for r in api_requests(journal)]
+    assert statuses.count(200) == 13
+    assert [r for r in journal if r["status"] == 401] == []
+
+
+def test_renewal_margin_covers_the_trip_to_the_server() -> None:
+    """An hour's token is renewed 60 s early, a 10 s one 5 s early (connect timeout 5 s), a 1 s one 0.5 s."""
+    margins = [renewal_margin(lifetime, in_flight=5.0) for lifetime in (3599.0, 100.0, 10.0, 1.0)]
+    assert margins == [60.0, 10.0, 5.0, 0.5]

@@ -1,7 +1,9 @@
 """Credentials: OAuth 2.0 client credentials (the default) or the static `x-api-key`.
 
-The OAuth token lives in this object only (never on disk, never in a log). It is renewed before it
-expires, at a margin of 10% of its lifetime capped at 60 s; concurrent callers share one token request
+The OAuth token lives in this object only (never on disk, never in a log). It is attached to a request
+after the request's rate-limit wait, and renewed before it expires (`renewal_margin`: 10% of its
+lifetime, at least the connect timeout, at most 60 s, counted from when the token request left), so it
+cannot expire between the wait and the server; concurrent callers share one token request
 (single flight); after a 401 the client drops the token it used and asks here once more. WISEflow issues
 no refresh token, so "refresh" means a new client-credentials grant.
 
@@ -42,6 +44,8 @@ class Credentials(Protocol):
 
     async def headers(self, session: aiohttp.ClientSession, attempt: int) -> dict[str, str]: ...
 
+    def current(self) -> dict[str, str] | None: ...
+
     def invalidate(self, used: Mapping[str, str]) -> None: ...
 
     def close(self) -> None: ...
@@ -57,6 +61,10 @@ class ApiKeyAuth:
 
     async def headers(self, session: aiohttp.ClientSession, attempt: int) -> dict[str, str]:
         """The x-api-key header."""
+        return dict(self._headers)
+
+    def current(self) -> dict[str, str] | None:
+        """The x-api-key header: it never ages."""
         return dict(self._headers)
 
     def invalidate(self, used: Mapping[str, str]) -> None:
@@ -89,6 +97,8 @@ class OAuthTokens:
         }
         self._transport = transport
         self._clock = clock
+        # The longest a request can take to reach the server once its token is attached.
+        self._in_flight = settings.connect_timeout
         self._retry_base, self._retry_cap = retry_base, retry_cap
         self._token: str | None = None
         self._renew_at = 0.0
@@ -103,8 +113,8 @@ class OAuthTokens:
 
     async def headers(self, session: aiohttp.ClientSession, attempt: int) -> dict[str, str]:
         """A bearer header with a token valid for a while yet; fetches one when needed (single flight)."""
-        if self._token is not None and self._clock.monotonic() < self._renew_at:
-            return {"Authorization": f"Bearer {self._token}"}
+        if (fresh := self.current()) is not None:
+            return fresh
         if self._failure is not None and self._clock.monotonic() < self._failed_until:
             raise AuthError(self._failure.message, method="POST", path=TOKEN_PATH, status=self._failure.status)
         if self._inflight is None:
@@ -113,6 +123,12 @@ class OAuthTokens:
         # shield: one caller giving up (cancelled, deadline) must not cancel the others' token request.
         token = await asyncio.shield(self._inflight)
         return {"Authorization": f"Bearer {token}"}
+
+    def current(self) -> dict[str, str] | None:
+        """The bearer header while the token is before its renewal point, else None (renew first)."""
+        if self._token is not None and self._clock.monotonic() < self._renew_at:
+            return {"Authorization": f"Bearer {self._token}"}
+        return None
 
     def invalidate(self, used: Mapping[str, str]) -> None:
         """Forget the token that drew a 401, unless a newer one has replaced it already."""
@@ -132,11 +148,11 @@ class OAuthTokens:
     async def _fetch(self, session: aiohttp.ClientSession, attempt: int) -> str:
         self.fetches += 1
         reply = await self._transport.send(
-            session, "POST", TOKEN_PATH, attempt=attempt, auth={}, data=self._form
+            session, "POST", TOKEN_PATH, attempt=attempt, credentials=None, urgent=True, data=self._form
         )
         token = _access_token(reply.body) if reply.ok else None
         if token is not None:
-            self._accept(token, reply.body)
+            self._accept(token, reply.body, reply.sent)
             return token
         if reply.status in (400, 401):
             raise self._refused(reply)
@@ -146,10 +162,11 @@ class OAuthTokens:
             raise ApiUnavailable("WISEflow's token answer carried no access_token", **reply.context())
         raise error_for(reply, self._transport.retry_after(reply))
 
-    def _accept(self, token: str, body: Any) -> None:
+    def _accept(self, token: str, body: Any, sent: float) -> None:
         lifetime = _expires_in(body)
         self._token = token
-        self._renew_at = self._clock.monotonic() + lifetime - min(60.0, 0.1 * lifetime)
+        # Counted from when the token request left, not from its answer: the server's clock started sooner.
+        self._renew_at = sent + lifetime - renewal_margin(lifetime, self._in_flight)
         self.last_answer = _masked_answer(body)
         if self._failures:
             log.warning("WISEflow accepted the client credentials again", extra={"event": "wiseflow.auth_ok"})
@@ -177,6 +194,15 @@ def _masked_answer(body: Any) -> dict[str, Any] | None:
     if not isinstance(body, dict):
         return None
     return {k: (MASK if k in ("access_token", "refresh_token") else v) for k, v in body.items()}
+
+
+def renewal_margin(lifetime: float, in_flight: float) -> float:
+    """How long before expiry a token is renewed: 10% of its life, at least `in_flight`, at most 60 s.
+
+    The token is attached after the rate wait, so what it must survive is the trip to the server: the
+    connect timeout bounds it. Half the lifetime caps the margin, so a very short token is still used.
+    """
+    return min(60.0, max(0.1 * lifetime, min(in_flight, lifetime / 2)))
 
 
 def _access_token(body: Any) -> str | None:

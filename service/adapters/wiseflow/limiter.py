@@ -28,25 +28,32 @@ class AsyncRateLimiter:
         self._lock = asyncio.Lock()
         self._settled = asyncio.Event()
 
-    async def acquire(self, method: str, path: str, attempt: int) -> bool:
+    async def acquire(self, method: str, path: str, attempt: int, *, urgent: bool = False) -> bool:
         """Wait for a slot; raise `RateLimited` at once when the wait is longer than `max_hold`.
 
         True when this request is the first after a pause: its sender must call `settle` on its answer.
+        `urgent` (a token renewal, or a request that waited its turn once already) skips the queue and the hold
+        behind a first request after a pause, but not the budget or the pause itself.
         """
+        if urgent:
+            return await self._admit(method, path, attempt, urgent=True)
         async with self._lock:
-            while (wait := self.gate.try_acquire()) > 0:
-                if self.gate.probing:
-                    # The first request after a pause is out: wake on its answer, not on the timeout.
-                    self._settled.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._settled.wait(), wait)
-                    continue
-                if wait > self._max_hold:
-                    raise RateLimited(
-                        "rate budget paused", retry_after=wait, method=method, path=path, attempt=attempt
-                    )
-                await asyncio.sleep(wait)
-            return self.gate.probing
+            return await self._admit(method, path, attempt, urgent=False)
+
+    async def _admit(self, method: str, path: str, attempt: int, *, urgent: bool) -> bool:
+        while (wait := self.gate.try_acquire(urgent=urgent)) > 0:
+            if self.gate.probing and not urgent:
+                # The first request after a pause is out: wake on its answer, not on the timeout.
+                self._settled.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._settled.wait(), wait)
+                continue
+            if wait > self._max_hold:
+                raise RateLimited(
+                    "rate budget paused", retry_after=wait, method=method, path=path, attempt=attempt
+                )
+            await asyncio.sleep(wait)
+        return self.gate.probing
 
     def settle(self) -> None:
         """An answer (or a failure) came back: release callers held behind the first request after a pause."""

@@ -40,6 +40,7 @@ class Reply:
     body: Any
     trace_id: str | None
     attempt: int
+    sent: float = 0.0  # the client's monotonic clock when the request left (a token's life starts after it)
 
     @property
     def ok(self) -> bool:

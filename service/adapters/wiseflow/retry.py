@@ -81,12 +81,10 @@ class Caller:
     ) -> Reply | ApiError:
         """One attempt (plus the one replay after a 401): the 2xx reply, or the retryable error to judge."""
         try:
-            auth = await self._credentials.headers(session, attempt)
-            reply = await self._send(session, method, path, attempt, auth, params, json)
+            reply, used = await self._send(session, method, path, attempt, params, json)
             if reply.status == 401 and self._credentials.can_refresh:
-                self._credentials.invalidate(auth)
-                auth = await self._credentials.headers(session, attempt)
-                reply = await self._send(session, method, path, attempt, auth, params, json)
+                self._credentials.invalidate(used)
+                reply, _ = await self._send(session, method, path, attempt, params, json)
                 self.recoveries += reply.ok
         except (RateLimited, ApiUnavailable) as exc:  # no answer, a limiter pause, a failed token request
             return exc
@@ -122,13 +120,22 @@ class Caller:
         method: str,
         path: str,
         attempt: int,
-        auth: Mapping[str, str],
         params: Mapping[str, str | int] | None,
         json: Any,
-    ) -> Reply:
-        return await self._transport.send(
-            session, method, path, attempt=attempt, auth=auth, params=params, json=json
+    ) -> tuple[Reply, Mapping[str, str]]:
+        """Send once; the credentials attached after the rate wait are returned for a 401's `invalidate`."""
+        used: dict[str, str] = {}
+        reply = await self._transport.send(
+            session,
+            method,
+            path,
+            attempt=attempt,
+            credentials=self._credentials,
+            sent_with=used,
+            params=params,
+            json=json,
         )
+        return reply, used
 
     def _retry_after(self, reply: Reply) -> float | None:
         """Retry-After; for a 429 the shared pause the transport set (Retry-After, reset or backoff)."""

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import aiohttp
 import orjson
@@ -43,6 +43,14 @@ USER_AGENT: Final = f"wiseflow-sync/{__version__}"
 MAX_BODY: Final = 32 * 2**20
 # The span attribute carrying WISEflow's X-Trace-Id (same name as service.adapters.telemetry uses).
 X_TRACE_ID_ATTRIBUTE: Final = "wiseflow.trace_id"
+
+
+class Attachable(Protocol):
+    """Credentials as the transport uses them (`auth.Credentials`): renewed, then attached when sent."""
+
+    async def headers(self, session: aiohttp.ClientSession, attempt: int) -> dict[str, str]: ...
+
+    def current(self) -> dict[str, str] | None: ...
 
 
 class Transport:
@@ -92,14 +100,35 @@ class Transport:
         path: str,
         *,
         attempt: int,
-        auth: Mapping[str, str],
+        credentials: Attachable | None,
+        sent_with: dict[str, str] | None = None,
+        urgent: bool = False,
         params: Mapping[str, str | int] | None = None,
         json: Any = None,
         data: Mapping[str, str] | None = None,
     ) -> Reply:
-        """Send once: a `Reply` for any answer, `ApiUnavailable` for none, `CircuitOpen` when open."""
+        """Send once: a `Reply` for any answer, `ApiUnavailable` for none, `CircuitOpen` when open.
+
+        The credentials are attached once the rate-limit slot is granted, so a token that aged in the
+        queue is never sent: when it reached its renewal point meanwhile, it is renewed and the request
+        takes a new slot, ahead of the queue (`urgent`), so its send time stays its admission time.
+        `sent_with` receives the headers attached (for a 401's `invalidate`).
+        """
         self._breaker.check()  # fail fast before queueing for a slot
-        probe = await self._limiter.acquire(method, path, attempt)
+        if credentials is not None:
+            await credentials.headers(session, attempt)  # a renewal due now goes first, outside the queue
+        while True:
+            probe = await self._limiter.acquire(method, path, attempt, urgent=urgent)
+            attached = {} if credentials is None else credentials.current()
+            if attached is not None:
+                break
+            if probe:
+                self._limiter.settle()
+            assert credentials is not None  # noqa: S101 - only a token can age
+            await credentials.headers(session, attempt)
+            urgent = True  # it has waited its turn once
+        if sent_with is not None:
+            sent_with.update(attached)
         try:
             permit = self._breaker.acquire()
         except BaseException:
@@ -115,7 +144,7 @@ class Transport:
             span.set_attribute("wiseflow.attempt", attempt)
             try:
                 return await self._exchange(
-                    session, span, permit, method, path, attempt, auth, params, json, data
+                    session, span, permit, method, path, attempt, attached, params, json, data
                 )
             finally:
                 if probe and self.pause_remaining() == 0.0:
@@ -134,7 +163,7 @@ class Transport:
         json: Any,
         data: Mapping[str, str] | None,
     ) -> Reply:
-        sent_wall, started = self._clock.wall(), time.perf_counter()
+        sent_wall, sent, started = self._clock.wall(), self._clock.monotonic(), time.perf_counter()
         self.calls += 1
         try:
             async with session.request(
@@ -150,7 +179,7 @@ class Transport:
                 raw = await _read_bounded(response, MAX_BODY)
                 trace_id = _trace_id(response.headers)
                 body = None if raw is None else _decode(raw)
-                reply = Reply(method, path, response.status, response.headers, body, trace_id, attempt)
+                reply = Reply(method, path, response.status, response.headers, body, trace_id, attempt, sent)
         except asyncio.CancelledError:
             self._breaker.release(permit)
             raise
