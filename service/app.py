@@ -35,9 +35,10 @@ from service.adapters.store import Store
 from service.adapters.store.inbox import Inbox
 from service.adapters.store.journal import JournalWriter
 from service.adapters.store.outbox import Outbox
-from service.adapters.store.unit import SqliteCheckpoints, SqliteSyncStore
+from service.adapters.store.pause import SqlitePauseStore
+from service.adapters.store.unit import SqliteSyncStore
 from service.adapters.webhook_http import WEBHOOK_PATH, WebhookReceiver, verifier_from_settings
-from service.adapters.wiseflow.client import WiseflowClient
+from service.adapters.wiseflow.client import WiseflowClient, log_transition
 from service.adapters.wiseflow.records import OnRequest, RequestRecord, route_of
 from service.core import planner
 from service.core.breaker import Breaker, BreakerPolicy, Transition
@@ -45,7 +46,6 @@ from service.core.clock import Clock, SystemClock
 from service.core.request_tally import note_request
 from service.core.signatures import WebhookVerifier
 from service.core.webhook_figures import WebhookFigures
-from service.runtime import PauseKeeper
 from service.settings import Settings
 from service.sync.catchup import CatchUp
 from service.sync.inbox_worker import InboxWorker, WorkerPolicy
@@ -70,7 +70,6 @@ class Service:
     store: Store
     session: aiohttp.ClientSession
     client: WiseflowClient
-    pause: PauseKeeper
     poller: Poller
     runner: SyncRunner
     status: StatusBoard
@@ -103,9 +102,7 @@ async def open_service(
     store = await Store.open(settings.database)
     try:
         service = _wire(settings, clock, store, verifier, tracer_provider, on_progress)
-        remaining = await service.pause.restore()
-        if remaining > 0:
-            service.client.limiter.pause(remaining)
+        await service.client.restore_pause()  # what is left of a pause a previous process was given
     except BaseException:
         await store.close()
         raise
@@ -125,10 +122,9 @@ def _wire(
     session = aiohttp.ClientSession()
     journal = JournalWriter(store)
     metrics = ServiceMetrics()
-    pause = PauseKeeper(clock, SqliteCheckpoints(store))
 
     def on_transition(transition: Transition) -> None:
-        pause.note_transition(transition)
+        log_transition(transition)
         metrics.observe_transition(transition)
 
     client = WiseflowClient(
@@ -138,7 +134,10 @@ def _wire(
         rng,
         on_request=_observer(journal, metrics),
         tracer=trace.get_tracer("service.adapters.wiseflow", __version__, tracer_provider=tracer_provider),
-        breaker=Breaker(settings.api_url, BreakerPolicy(), clock, on_transition),
+        # A 503's Retry-After is honoured up to the same SYNC_PAUSE_MAX as a 429's.
+        breaker=Breaker(settings.api_url, BreakerPolicy(pause_max=settings.pause_max), clock, on_transition),
+        # Saved when the 429 or 503 arrives, before the next request leaves (restored by open_service).
+        pause_store=SqlitePauseStore(store, clock),
     )
     deliverer = None
     if settings.sink_url is not None:
@@ -173,7 +172,6 @@ def _wire(
         store=store,
         session=session,
         client=client,
-        pause=pause,
         poller=poller,
         runner=SyncRunner(poller, (status.record_run, metrics.observe_run), wake_deliverer),
         status=status,
@@ -213,11 +211,6 @@ def _observer(journal: JournalWriter, metrics: ServiceMetrics) -> OnRequest:
     return observe
 
 
-async def save_pause(service: Service) -> None:
-    """Persist a pause WISEflow asked for (the breaker's, and a 429's held by the shared limiter)."""
-    await service.pause.save(service.client.limiter.gate.pause_remaining())
-
-
 async def close_service(service: Service) -> None:
     """Stop the loops, write what is buffered, close connections."""
     service.status.shutting_down = True
@@ -225,7 +218,6 @@ async def close_service(service: Service) -> None:
         task.cancel()
     await asyncio.gather(*service.tasks, return_exceptions=True)
     service.tasks.clear()
-    await save_pause(service)
     await service.journal.close()
     await service.client.close()
     await service.session.close()
@@ -239,7 +231,7 @@ def start_loops(service: Service) -> None:
         ("poll", lambda: poll_loop(service.runner, service.client.breaker.retry_after, interval)),
         ("inbox", service.worker.run),
         ("catchup", lambda: catchup_loop(service.catchup)),
-        ("journal", lambda: every(JOURNAL_FLUSH_INTERVAL, service.journal.flush, lambda: save_pause(service))),
+        ("journal", lambda: every(JOURNAL_FLUSH_INTERVAL, service.journal.flush)),
     ]
     if service.deliverer is not None:
         loops.append(("outbox", service.deliverer.run))

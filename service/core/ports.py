@@ -7,6 +7,7 @@ Payloads are WISEflow's JSON as `openapi-1.34.0.yaml` shapes it (`Json`); the cl
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 Json = dict[str, Any]
@@ -88,4 +89,29 @@ class Sink(Protocol):
 
     async def deliver(self, record: Json, idempotency_key: str) -> None:
         """POST the record; return on 2xx, raise `SinkError` otherwise."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SavedPause:
+    """A wait WISEflow asked for, as saved: until when (Unix seconds), why, and when it was saved."""
+
+    until: float
+    reason: str
+    saved_at: float
+
+
+class PauseStore(Protocol):
+    """Where the client keeps the pause WISEflow asked for, so that it outlives the process."""
+
+    async def save(self, until_wall: float, reason: str) -> None:
+        """Keep the pause until `until_wall` (Unix seconds); a shorter one than the saved one is ignored."""
+        ...
+
+    async def load(self) -> SavedPause | None:
+        """The saved pause (possibly already over), or None."""
+        ...
+
+    async def clear(self) -> None:
+        """Forget the saved pause (an operator lifting a bogus one)."""
         ...

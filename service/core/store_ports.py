@@ -5,9 +5,9 @@
     InboxStore    the inbox worker: pending events, done / failed / deferred, the newest applied
     Markers       catch-up: time markers, the last webhook delivery, the flows that are not archived
     OutboxStore   the deliverer: due rows, delivered / failed / refused / dead, when the next one falls due
-    Checkpoints   small named values that outlive the process (a pause WISEflow asked for)
 
-No SQL string and no connection crosses these ports; tests can run the loops against fakes of them.
+The client's saved pause has its own port, `service.core.ports.PauseStore`. No SQL string and no
+connection crosses these ports; tests can run the loops against fakes of them.
 """
 
 from __future__ import annotations
@@ -97,13 +97,6 @@ class SyncStore(Protocol):
     def transaction(self) -> AbstractAsyncContextManager[SyncUnit]: ...
     def exclusive(self, name: str) -> AbstractAsyncContextManager[None]: ...
     async def refresh_version(self, flow_id: int) -> int: ...
-
-
-class Checkpoints(Protocol):
-    """Named JSON values that outlive the process."""
-
-    async def get(self, key: str) -> Any: ...
-    async def put(self, key: str, value: Any, now: float) -> None: ...
 
 
 class InboxStore(Protocol):

@@ -253,7 +253,7 @@ async def test_the_token_is_attached_after_the_rate_wait_so_none_goes_out_expire
 ) -> None:
     """2 s tokens, 6 callers at 4 req/s (a 1.5 s queue) and a 429 pause of 3 s: not one answer is a 401."""
     sim = await make_simulator(token_ttl=2)
-    async with make_client(sim.api_url, rate_per_second=4, rate_per_minute=240) as client:
+    async with make_client(sim.api_url, rate_per_second=4, rate_per_minute=240, call_deadline=60.0) as client:
         await client.license_info()
 
         async def caller() -> None:

@@ -1,16 +1,25 @@
-"""One pause policy for 429 and 503: Retry-After honoured up to SYNC_PAUSE_MAX, beyond it the maximum."""
+"""One pause policy for 429 and 503 (up to SYNC_PAUSE_MAX), saved before the next request leaves."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 
+from service.adapters.store import Store
+from service.adapters.store.pause import SqlitePauseStore
+from service.adapters.wiseflow import WiseflowClient
 from service.core.breaker import State
+from service.core.clock import SystemClock
+from service.core.ports import SavedPause
 from service.errors import ApiUnavailable, RateLimited
-from tests.integration.client_support import make_client, misbehaving_server
+from tests.integration.client_support import client_settings, make_client, misbehaving_server
 
 
 def answering(status: int, retry_after: str) -> AbstractAsyncContextManager[str]:
@@ -45,3 +54,93 @@ async def test_a_wait_beyond_sync_pause_max_waits_the_maximum_and_says_so(
     capped = [r for r in caplog.records if getattr(r, "event", None) == "wiseflow.pause_capped"]
     assert 899.0 < paused <= 900.0
     assert [(getattr(r, "asked", None), getattr(r, "pause_max", None)) for r in capped] == [(7200.0, 900.0)]
+
+
+async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> None:
+    """Poll a condition of this process until it holds, failing after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+class GatedPauseStore:
+    """A `PauseStore` whose saves wait until the test opens the gate; remembers what was saved."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.saved: list[tuple[float, str]] = []
+        self.asked = 0
+
+    async def save(self, until_wall: float, reason: str) -> None:
+        """Hold until the gate opens, then keep the pause."""
+        self.asked += 1
+        await self.gate.wait()
+        self.saved.append((until_wall, reason))
+
+    async def load(self) -> SavedPause | None:
+        """Nothing saved by an earlier process."""
+        return None
+
+    async def clear(self) -> None:
+        """Nothing to clear."""
+
+
+def refused_once(retry_after: str) -> tuple[AbstractAsyncContextManager[str], list[float]]:
+    """`GET /license/info` answers 429 with `Retry-After` once, then 200; arrival times kept."""
+    arrivals: list[float] = []
+
+    async def info(request: web.Request) -> web.Response:
+        arrivals.append(time.monotonic())
+        if len(arrivals) == 1:
+            return web.json_response({"success": False}, status=429, headers={"Retry-After": retry_after})
+        return web.json_response({"success": True, "data": {"ok": True}})
+
+    return misbehaving_server({("GET", "/v1/license/info"): info}), arrivals
+
+
+async def test_no_request_leaves_before_the_pause_is_saved() -> None:
+    """A 429 whose pause is still being written: the retry and every other caller wait for the write."""
+    server, arrivals = refused_once("0")
+    store = GatedPauseStore()
+    async with server as url, WiseflowClient(client_settings(url), pause_store=store) as client:
+        try:
+            first = asyncio.create_task(client.license_info())
+            await wait_until(lambda: store.asked == 1)
+            second = asyncio.create_task(client.license_info())
+            await wait_until(lambda: client.transport.pause_remaining() == 0 and client.pauses.held >= 1)
+            sent_while_saving = len(arrivals)
+            opened = time.monotonic()
+        finally:
+            store.gate.set()  # the client's close waits for the save: never leave it blocked
+        await asyncio.gather(first, second)
+    assert sent_while_saving == 1
+    assert len(arrivals) == 3
+    assert min(arrivals[1:]) >= opened
+    assert [reason for _, reason in store.saved] == ["429 on GET /license/info"]
+
+
+async def test_a_saved_pause_is_restored_by_the_next_client(tmp_path: Path) -> None:
+    """Retry-After 30 on SQLite: saved with its reason, restored by a new client on the same file, cleared."""
+    server, _ = refused_once("30")
+    db = await Store.open(tmp_path / "pause.sqlite3")
+    pauses = SqlitePauseStore(db, SystemClock())
+    try:
+        async with server as url:
+            async with WiseflowClient(client_settings(url), pause_store=pauses) as client:
+                with pytest.raises(RateLimited):
+                    await client.license_info()
+            saved = await pauses.load()
+            async with WiseflowClient(client_settings(url), pause_store=pauses) as later:
+                restored = await later.restore_pause()
+                waiting = later.transport.pause_remaining()
+        await pauses.clear()
+        cleared = await pauses.load()
+    finally:
+        await db.close()
+    assert saved is not None
+    assert saved.reason == "429 on GET /license/info"
+    assert 29.0 < saved.until - time.time() <= 30.0
+    assert 29.0 < restored <= 30.0
+    assert 29.0 < waiting <= 30.0
+    assert cleared is None

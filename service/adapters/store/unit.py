@@ -141,20 +141,3 @@ class SqliteSyncStore:
         """The flow's committed refresh version, read (without the writer lock) before a refresh fetches."""
         async with self._store.read() as db:
             return await mirror.refresh_version(db, flow_id)
-
-
-class SqliteCheckpoints:
-    """The `Checkpoints` port on a `Store`."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    async def get(self, key: str) -> Any:
-        """The value under `key` (committed), or None."""
-        async with self._store.read() as db:
-            return await runs.get_checkpoint(db, key)
-
-    async def put(self, key: str, value: Any, now: float) -> None:
-        """Store `value` under `key`."""
-        async with self._store.transaction() as db:
-            await runs.set_checkpoint(db, key, value, now)

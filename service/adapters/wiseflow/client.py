@@ -20,7 +20,7 @@ from opentelemetry import trace
 from service.core.backoff import Random, RetryPolicy
 from service.core.breaker import Breaker, BreakerPolicy, Transition
 from service.core.clock import Clock, SystemClock
-from service.core.ports import Json
+from service.core.ports import Json, PauseStore
 from service.core.ratebudget import RateBudget, RateGate
 from service.errors import ApiError
 from service.settings import Settings
@@ -28,6 +28,7 @@ from service.settings import Settings
 from .auth import ApiKeyAuth, Credentials, OAuthTokens
 from .limiter import AsyncRateLimiter
 from .pagination import paginate, unwrap
+from .pauses import DurablePause
 from .records import OnRequest, Reply
 from .retry import Caller
 from .transport import Transport, log
@@ -72,6 +73,7 @@ class WiseflowClient:
         on_transition: Callable[[Transition], None] = log_transition,
         auth_retry_base: float = 30.0,
         tracer: trace.Tracer | None = None,
+        pause_store: PauseStore | None = None,
     ) -> None:
         settings.require_api_credentials()
         self.settings = settings
@@ -85,8 +87,18 @@ class WiseflowClient:
         # The breaker honours a 503's Retry-After up to the same SYNC_PAUSE_MAX as a 429's.
         policy = replace(breaker_policy or BreakerPolicy(), pause_max=settings.pause_max)
         self.breaker = breaker or Breaker(settings.api_url, policy, self._clock, on_transition)
+        # Where a pause WISEflow asks for is saved before the next request leaves (None: memory only).
+        self.pauses = DurablePause(pause_store, self._clock)
         self.transport = Transport(
-            settings, self._clock, self.limiter, self.breaker, self.policy, self._rng, on_request, tracer
+            settings,
+            self._clock,
+            self.limiter,
+            self.breaker,
+            self.policy,
+            self._rng,
+            on_request,
+            tracer,
+            pauses=self.pauses,
         )
         self.credentials: Credentials
         if settings.uses_oauth:
@@ -125,8 +137,25 @@ class WiseflowClient:
     ) -> None:
         await self.close()
 
+    async def restore_pause(self) -> float:
+        """At startup: hold every caller for what is left of a pause saved by an earlier process (seconds)."""
+        saved = None if self.pauses.store is None else await self.pauses.store.load()
+        remaining = 0.0 if saved is None else saved.until - self._clock.wall()
+        if saved is not None and remaining > 0:
+            self.limiter.pause(remaining)
+            log.warning(
+                "WISEflow asked a previous process to wait: pausing",
+                extra={
+                    "event": "wiseflow.pause_restored",
+                    "retry_after": round(remaining, 3),
+                    "reason": saved.reason,
+                },
+            )
+        return max(remaining, 0.0)
+
     async def close(self) -> None:
-        """Stop a token request in flight and close the HTTP session if this client opened it."""
+        """Finish saving a pause, stop a token request in flight, close the session if this client opened it."""
+        await self.pauses.settled()
         self.credentials.close()
         if self._owns_session and self._session is not None:
             await self._session.close()

@@ -33,6 +33,7 @@ from service.errors import ApiError, ApiUnavailable
 from service.settings import Settings
 
 from .limiter import AsyncRateLimiter
+from .pauses import DurablePause
 from .records import OnRequest, Reply, RequestRecord, route_of
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class Transport:
         rng: Random,
         on_request: OnRequest | None,
         tracer: trace.Tracer | None = None,
+        pauses: DurablePause | None = None,
     ) -> None:
         self._base = settings.api_url.rstrip("/")
         self._base_path = URL(self._base).path.rstrip("/")
@@ -80,6 +82,7 @@ class Transport:
         self._policy = policy
         self._rng = rng
         self._on_request = on_request
+        self.pauses = pauses or DurablePause(None, clock)
         self._tracer = tracer or _tracer
         self.calls = 0  # requests that left the process, token requests included
         self.paused_seconds = 0.0  # how much a 429 lengthened the shared pause, in all (a metric)
@@ -119,6 +122,7 @@ class Transport:
             await credentials.headers(session, attempt)  # a renewal due now goes first, outside the queue
         while True:
             probe = await self._limiter.acquire(method, path, attempt, urgent=urgent)
+            await self.pauses.settled()  # a pause WISEflow just asked for is on disk before we send
             attached = {} if credentials is None else credentials.current()
             if attached is not None:
                 break
@@ -190,7 +194,7 @@ class Transport:
             self._finish(span, sent_wall, duration, method, path, attempt, None, None, reason)
             raise ApiUnavailable(f"WISEflow {reason}", method=method, path=path, attempt=attempt) from exc
         duration = (time.perf_counter() - started) * 1000
-        self._account(permit, reply)
+        await self._account(permit, reply)
         failure = "answer too large" if raw is None else None
         self._finish(span, sent_wall, duration, method, path, attempt, reply.status, reply.trace_id, failure)
         if raw is None:
@@ -206,8 +210,8 @@ class Transport:
         """Seconds left of the shared pause set by a 429."""
         return self._limiter.gate.pause_remaining()
 
-    def _account(self, permit: Permit, reply: Reply) -> None:
-        """Tell the breaker and the limiter what the answer means for everyone else."""
+    async def _account(self, permit: Permit, reply: Reply) -> None:
+        """Tell the breaker and the limiter what the answer means for everyone else; save a pause."""
         retry_after = self.retry_after(reply)
         quotas = parse_quotas(reply.headers, self._clock.wall())
         self._limiter.observe(quotas)
@@ -216,6 +220,10 @@ class Transport:
             if reply.status == 503 and retry_after is not None:
                 with_wait = self._bounded(reply, retry_after)
             self._breaker.record_failure(permit, f"{reply.status} answer", with_wait)
+            if with_wait is not None:
+                await self.pauses.record(
+                    with_wait, f"503 with Retry-After on {reply.method} {route_of(reply.path)}"
+                )
         else:
             self._breaker.record_success(permit)
         if reply.status == 429:
@@ -224,10 +232,12 @@ class Transport:
             # not send five requests back to back, so the backoff of this attempt is the floor.
             asked = rate_limited_wait(reply.headers, self._clock.wall())
             floor = self._policy.delay(reply.attempt, self._rng)
+            pause = self._bounded(reply, max(asked or 0.0, floor))
             before = self.pause_remaining()
-            self._limiter.pause(self._bounded(reply, max(asked or 0.0, floor)))
+            self._limiter.pause(pause)
             # Concurrent 429s overlap: only what this one added to the pause counts.
             self.paused_seconds += max(0.0, self.pause_remaining() - before)
+            await self.pauses.record(pause, f"429 on {reply.method} {route_of(reply.path)}")
 
     def _bounded(self, reply: Reply, asked: float) -> float:
         """The one pause policy, for a 429 and a 503 alike: `asked` up to SYNC_PAUSE_MAX, logged beyond it."""
