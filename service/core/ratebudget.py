@@ -1,24 +1,21 @@
 """The rate budget's admission arithmetic: when may the next request leave the process?
 
-Why not aiolimiter's `AsyncLimiter(max_rate, period)` as is: it is a leaky bucket whose full bucket lets
-`max_rate` requests through at once and then refills at `max_rate / period`, so a sliding window that
-starts just before such a burst can see close to `2 * max_rate` requests. WISEflow counts sliding
-windows (200 per second, 5000 per minute), so that is a 429. Its only clock is also `loop.time()`, which
-our `Clock` cannot drive. So the decision lives here, pure, driven by a `Clock` and proven by a Hypothesis
-test on a `ManualClock`; the adapter (`service/adapters/wiseflow/limiter.py`) only sleeps for the time
-`try_acquire` returns. Four rules decide, and the latest of their times wins:
+Two parts compose the limiter. The token bucket is aiolimiter's `AsyncLimiter(burst, burst * interval)`
+(GCRA with a small burst, on the event loop's clock), in `service/adapters/wiseflow/limiter.py`. A bucket
+alone is not enough for WISEflow, which counts sliding windows (200 per second, 5000 per minute): a full
+bucket followed by its refill lets a window that starts just before the burst see more than the budget,
+and that is a 429. So the rules that keep the budget strict live here, pure, driven by a `Clock` and
+proven by a Hypothesis test on a `ManualClock`; the adapter asks `try_acquire` after the bucket and
+sleeps for the time it returns. Three rules decide, and the latest of their times wins:
 
 1. The bound. One log per window of the last `budget` admission times: a request is admitted only when
    the oldest of them is at least `period + guard` old. So no window of length `period` (not even one of
    `period + guard`) ever holds more than `budget` admissions, whatever the callers do. The guard keeps
    the bound at the server too, where requests arrive with a few milliseconds of jitter.
-2. Smoothing. A GCRA (the arithmetic of `AsyncLimiter(burst, burst * interval)`) spaces admissions by
-   `interval = max((1 + guard) / per_second, (60 + guard) / per_minute)`, with a tolerance of `burst - 1`
-   intervals so a sleep that overshoots by a millisecond does not push the whole schedule back.
-3. Pauses. A 429's Retry-After (or RateLimit-Reset) sets a "paused until" deadline that stops every
+2. Pauses. A 429's Retry-After (or RateLimit-Reset) sets a "paused until" deadline that stops every
    caller. When it ends, one request goes first and the others wait until its answer is in (`settle`,
    or `settle_timeout`): if the server still says 429, nobody else has been sent into it.
-4. Server quotas. The server's own `RateLimit-Remaining` counts are spent down (keeping `reserve` for
+3. Server quotas. The server's own `RateLimit-Remaining` counts are spent down (keeping `reserve` for
    requests already in flight) so we stop before the server has to say 429 -- when another consumer of
    the same credentials has used the server's window up, say. Only windows that reset in `horizon`
    seconds or more are paced this way: Reset is in whole seconds, too coarse for a one-second window
@@ -43,7 +40,7 @@ class RateBudget:
     per_second: int
     per_minute: int
     guard: float = 0.01  # seconds added to each window for arrival jitter: costs 1% of a 1 s budget
-    burst: int = 2  # admissions that may follow each other without spacing (GCRA tolerance + 1)
+    burst: int = 2  # admissions that may follow each other without spacing (the token bucket's size)
     reserve: int = 1  # server-reported remaining requests we leave for those already in flight
     horizon: float = 2.0  # server windows resetting sooner are left to rule 1 (see the module docstring)
     settle_timeout: float = 10.0  # the longest the first request after a pause holds the others back
@@ -61,7 +58,7 @@ class RateBudget:
 
     @property
     def interval(self) -> float:
-        """The smoothing interval between admissions at full speed."""
+        """The token bucket's spacing between admissions at full speed (1% guard on each window)."""
         return max((1.0 + self.guard) / self.per_second, (60.0 + self.guard) / self.per_minute)
 
 
@@ -96,7 +93,6 @@ class RateGate:
         self.budget = budget
         self._clock = clock
         self._windows = [_Window(period, size) for period, size in budget.windows]
-        self._tat = float("-inf")  # GCRA theoretical arrival time of the next request
         self._paused_until = float("-inf")
         self._allowances: dict[str, _Allowance] = {}
         self._after_pause = False  # the next admission is the first after a pause: it goes alone
@@ -107,13 +103,16 @@ class RateGate:
         """True while the first request after a pause is out and the others wait for its answer."""
         return self._clock.monotonic() < self._probe_until
 
+    def now(self) -> float:
+        """The gate's clock (monotonic seconds)."""
+        return self._clock.monotonic()
+
     def earliest(self, urgent: bool = False) -> float:
         """The monotonic time at which the next request may be admitted (may be in the past).
 
         `urgent` (a token renewal) does not wait behind the first request after a pause; every bound holds.
         """
-        tolerance = (self.budget.burst - 1) * self.budget.interval
-        times = [self._tat - tolerance, self._paused_until]
+        times = [self._paused_until]
         if not urgent:
             times.append(self._probe_until)
         times.extend(w.earliest(self.budget.guard) for w in self._windows)
@@ -127,7 +126,6 @@ class RateGate:
         wait = self.earliest(urgent) - now
         if wait > 0:
             return wait
-        self._tat = max(self._tat, now) + self.budget.interval
         for window in self._windows:
             window.record(now)
         if self._after_pause:

@@ -21,7 +21,7 @@ from service.core.backoff import Random, RetryPolicy
 from service.core.breaker import Breaker, BreakerPolicy, Transition
 from service.core.clock import Clock, SystemClock
 from service.core.ports import Json, PauseStore
-from service.core.ratebudget import RateBudget, RateGate
+from service.core.ratebudget import RateBudget
 from service.errors import ApiError
 from service.settings import Settings
 
@@ -83,7 +83,7 @@ class WiseflowClient:
         self._owns_session = session is None
         self.policy = RetryPolicy.from_settings(settings)
         budget = budget or RateBudget(per_second=settings.rate_per_second, per_minute=settings.rate_per_minute)
-        self.limiter = AsyncRateLimiter(RateGate(budget, self._clock), max_hold=settings.retry_after_max)
+        self.limiter = AsyncRateLimiter(budget, max_hold=settings.retry_after_max)
         # The breaker honours a 503's Retry-After up to the same SYNC_PAUSE_MAX as a 429's.
         policy = replace(breaker_policy or BreakerPolicy(), pause_max=settings.pause_max)
         self.breaker = breaker or Breaker(settings.api_url, policy, self._clock, on_transition)
