@@ -22,7 +22,8 @@ Fixtures (function scope, started in the test's own event loop on 127.0.0.1, por
 - ``await journal(since=None)`` -> the journalled `/v1` requests; ``await clear_journal()``;
 - ``await truth()`` -> `GET /_sim/truth`; ``await sis_grades()`` -> `GET /_sis/grades` (``deliveries``,
   ``unique``, ``duplicates``, ``conflicts``);
-- ``await deliveries()`` -> the webhook delivery log (`GET /_sim/deliveries`).
+- ``await deliveries()`` -> the webhook delivery log (`GET /_sim/deliveries`);
+- ``await outstanding()`` -> how many webhook events are not yet settled (0: nothing more will be sent).
 """
 
 from __future__ import annotations
@@ -124,6 +125,11 @@ class SimHandle:
         result = await self._call("GET", "/_sim/deliveries")
         log: list[dict[str, Any]] = result["deliveries"]
         return log
+
+    async def outstanding(self) -> int:
+        """Webhook events queued, in flight or awaiting a redelivery (0: nothing more will be sent)."""
+        result = await self._call("GET", "/_sim/deliveries")
+        return int(result["outstanding"])
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         async with self.session.request(method, self.root + path, **kwargs) as resp:

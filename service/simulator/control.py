@@ -72,8 +72,9 @@ async def truth(request: web.Request) -> web.Response:
 
 
 async def deliveries(request: web.Request) -> web.Response:
-    """`GET /_sim/deliveries`: every webhook delivery attempt (and loss) so far."""
-    return json_response({"deliveries": list(request.app[SIM].dispatcher.log)})
+    """`GET /_sim/deliveries`: every webhook delivery attempt (and loss) so far, and how many are pending."""
+    dispatcher = request.app[SIM].dispatcher
+    return json_response({"deliveries": list(dispatcher.log), "outstanding": dispatcher.outstanding})
 
 
 async def sis_post(request: web.Request) -> web.StreamResponse:

@@ -2,7 +2,9 @@
 
 A body such as ``{"maintenance": {"seconds": 30, "retry_after": 10}, "latency_ms": 200}`` is validated as a
 whole before anything changes; an unknown key or a bad value raises `ScenarioError` with a message that
-names it. Windows are kept in monotonic seconds; the time is a parameter.
+names it. Windows are kept in monotonic seconds; the time is a parameter. A window can also be opened
+with no end (``{"open": true, "retry_after": 1}``) and closed later (``{"open": false}``): a test then
+holds the fault until it has seen what it waits for, whatever the machine's load.
 
 Besides faults of the API, a scenario can make the webhooks depart from what the service assumes, so
 that `preflight` (and a receiver) can be shown each mismatch: `webhook_signature_header` (the signature
@@ -105,13 +107,13 @@ class Scenario:
         return {
             "maintenance": {
                 "active": self.in_maintenance(now),
-                "seconds_left": max(0.0, self.maintenance_until - now),
+                "seconds_left": _seconds_left(self.maintenance_until, now),
                 "retry_after": self.maintenance_retry_after,
                 "mode": self.maintenance_mode,
             },
             "storm_429": {
                 "active": self.in_storm(now),
-                "seconds_left": max(0.0, self.storm_until - now),
+                "seconds_left": _seconds_left(self.storm_until, now),
                 "retry_after": self.storm_retry_after,
             },
             **{name: getattr(self, name) for name in (*_RATES, "latency_ms", *_SECONDS, "reorder", *_LIMITS)},
@@ -121,6 +123,11 @@ class Scenario:
             "webhook_omit": list(self.webhook_omit),
             "webhook_timestamp_offset": self.webhook_timestamp_offset,
         }
+
+
+def _seconds_left(until: float, now: float) -> float | None:
+    """Seconds until a window closes; None for a window opened until closed (JSON has no infinity)."""
+    return None if math.isinf(until) else max(0.0, until - now)
 
 
 def parse_scenario(body: Any, now: float) -> dict[str, Any]:
@@ -190,19 +197,28 @@ def _webhook_updates(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _window(raw: Any, key: str, now: float, *, allow_mode: bool) -> dict[str, Any]:
-    """A timed window: `{"seconds": S, "retry_after": R}` (and `mode` for maintenance)."""
-    allowed = {"seconds", "retry_after", "mode"} if allow_mode else {"seconds", "retry_after"}
-    if not isinstance(raw, dict) or "seconds" not in raw or set(raw) - allowed:
-        raise ScenarioError(
-            f"{key} must be an object with seconds and optionally {', '.join(sorted(allowed - {'seconds'}))}"
-        )
-    seconds = _number(raw["seconds"], f"{key}.seconds", 0.0, MAX_WINDOW_S)
+    """A window: `{"seconds": S, "retry_after": R}`, or `{"open": true|false, ...}` with no end of its own."""
+    allowed = {"seconds", "open", "retry_after", "mode"} if allow_mode else {"seconds", "open", "retry_after"}
+    if not isinstance(raw, dict) or ("seconds" in raw) == ("open" in raw) or set(raw) - allowed:
+        extras = ", ".join(sorted(allowed - {"seconds", "open"}))
+        raise ScenarioError(f"{key} must be an object with either seconds or open, and optionally {extras}")
+    prefix = "maintenance" if key == "maintenance" else "storm"
+    if "open" in raw:
+        if not isinstance(raw["open"], bool):
+            raise ScenarioError(f"{key}.open must be true or false")
+        if not raw["open"]:
+            if set(raw) != {"open"}:
+                raise ScenarioError(f"{key}: closing a window takes only open: false")
+            return {f"{prefix}_until": 0.0}
+        seconds, until = 1.0, math.inf
+    else:
+        seconds = _number(raw["seconds"], f"{key}.seconds", 0.0, MAX_WINDOW_S)
+        until = now + seconds
     default_wait = max(1, math.ceil(seconds))
     retry_after = int(
         _number(raw.get("retry_after", default_wait), f"{key}.retry_after", 0, MAX_WINDOW_S, integer=True)
     )
-    prefix = "maintenance" if key == "maintenance" else "storm"
-    out: dict[str, Any] = {f"{prefix}_until": now + seconds, f"{prefix}_retry_after": retry_after}
+    out: dict[str, Any] = {f"{prefix}_until": until, f"{prefix}_retry_after": retry_after}
     if allow_mode:
         mode = raw.get("mode", "503")
         if mode not in MAINTENANCE_MODES:

@@ -117,6 +117,9 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
         self.log: deque[Json] = deque(maxlen=DELIVERY_LOG_SIZE)
+        # Jobs queued, in flight or waiting for a redelivery: 0 means every event is settled (delivered,
+        # dropped or out of attempts), so a test can tell "nothing more will arrive" without sleeping.
+        self.outstanding = 0
 
     async def start(self) -> None:
         """Open the HTTP session and start the delivery worker."""
@@ -149,11 +152,13 @@ class Dispatcher:
                 jobs.extend(Job(target, event, 1) for _ in range(copies))
         if self._scenario.reorder:
             self._rng.shuffle(jobs)
+        self.outstanding += len(jobs)
         for job in jobs:
             self._queue.put_nowait(job)
 
     def send_once(self, target: Target, event: Event) -> None:
         """Queue one delivery with no loss and no duplicate (the subscription test event)."""
+        self.outstanding += 1
         self._queue.put_nowait(Job(target, event, 1))
 
     async def _worker(self) -> None:
@@ -177,6 +182,8 @@ class Dispatcher:
         status, outcome = await self._post(job)
         if outcome != "delivered" and job.attempt < self._config.max_attempts:
             self._spawn(self._requeue_later(Job(job.target, job.event, job.attempt + 1)))
+        else:
+            self.outstanding -= 1
 
     async def _requeue_later(self, job: Job) -> None:
         """Put a redelivery back in the queue after the redelivery interval."""

@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import sys
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,6 +15,7 @@ import aiohttp
 
 from tests.conftest import SimFactory
 from tests.e2e.test_service import service_env
+from tests.waiting import wait_until
 
 
 def free_port() -> int:
@@ -57,20 +57,19 @@ async def stop(proc: asyncio.subprocess.Process) -> str:
     return stderr.decode()
 
 
-async def wait_ready(url: str, proc: asyncio.subprocess.Process, within: float = 20.0) -> None:
+async def wait_ready(url: str, proc: asyncio.subprocess.Process) -> None:
     """Poll /readyz of a real process until it answers 200."""
-    deadline = time.monotonic() + within
     async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
+
+        async def ready() -> bool:
             assert proc.returncode is None, "the service exited before becoming ready"
             try:
                 async with session.get(url) as response:
-                    if response.status == 200:
-                        return
+                    return response.status == 200
             except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("service not ready in time")
+                return False
+
+        await wait_until(ready, what=f"{url} answering 200")
 
 
 async def test_run_serves_and_stops_gracefully_on_sigterm(make_simulator: SimFactory, tmp_path: Path) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from service.commands.diagnose import collect, render_text
 from service.errors import StoreError
 from service.settings import load_settings
 from tests.conftest import SimFactory, SimHandle
+from tests.waiting import wait_until
 
 
 def service_env(sim: SimHandle, database: Path, **extra: str) -> dict[str, str]:
@@ -57,15 +56,6 @@ async def make_service() -> AsyncIterator[ServiceFactory]:
     yield start
     for server in servers:
         await server.close()
-
-
-async def wait_for(predicate: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    """Poll an async condition of a real server until it holds (integration tests only)."""
-    deadline = time.monotonic() + within
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
 
 
 async def get_json(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
@@ -144,7 +134,7 @@ async def test_a_webhook_grade_change_reaches_the_sis_once(
     """A grade changed in WISEflow arrives by signed webhook (duplicated) and reaches the SIS exactly once."""
     sim = await make_simulator(duplicate_rate=1.0, redelivery_interval=0.1)
     server, service = await make_service(service_env(sim, tmp_path / "s.sqlite3"))
-    await wait_for(lambda: _has_run(service))
+    await wait_until(lambda: _has_run(service), what="the first run over and delivered")
     before = await sim.sis_grades()
     async with sim.session.post(
         sim.api_url + "/webhooks",
@@ -159,8 +149,8 @@ async def test_a_webhook_grade_change_reaches_the_sis_once(
     async def delivered() -> bool:
         return (await sim.sis_grades())["unique"] > before["unique"]
 
-    await wait_for(delivered)
-    await wait_for(lambda: _figure(service, "duplicates"))
+    await wait_until(delivered, what="the grade at the SIS")
+    await wait_until(lambda: _figure(service, "duplicates"), what="a duplicate webhook counted")
     sis = await sim.sis_grades()
     assert sis["duplicates"] == 0
     assert sis["unique"] == before["unique"] + len({(c["flowId"], c["participantId"]) for c in grade_changes})

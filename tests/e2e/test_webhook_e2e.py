@@ -7,11 +7,9 @@ Polling is set to once an hour, so after the first run only webhooks (or the cat
 
 from __future__ import annotations
 
-import asyncio
 import io
 import socket
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from service.settings import load_settings
 from service.sync.catchup import CatchUp
 from service.sync.loops import WakingRefresher
 from tests.conftest import SimFactory, SimHandle
+from tests.waiting import wait_until
 
 GRADE_EVENTS = ["FINAL_GRADE", "ASSESSMENT", "ALTERNATIVE_GRADE"]
 
@@ -70,7 +69,7 @@ class Services:
                 service.inbox, refresher, service.clock, horizon=catchup_horizon, interval=0.2
             )
         start_loops(service)
-        await wait_for(lambda: settled(service))
+        await wait_until(lambda: settled(service), what="the first run settled")
         return service
 
     async def stop_all(self) -> None:
@@ -86,13 +85,9 @@ async def services() -> AsyncIterator[Services]:
     await s.stop_all()
 
 
-async def wait_for(predicate: Callable[[], Awaitable[bool]], within: float = 15.0) -> None:
-    """Poll a condition of real servers until it holds."""
-    deadline = time.monotonic() + within
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
+async def nothing_outstanding(sim: SimHandle) -> bool:
+    """The simulator has no webhook left to deliver or redeliver."""
+    return await sim.outstanding() == 0
 
 
 async def settled(service: Service) -> bool:
@@ -162,17 +157,18 @@ async def test_duplicates_and_redeliveries_change_nothing(
         failed = {d["sequence"] for d in await sim.deliveries() if d["outcome"].startswith("error")}
         return set(sequences) <= failed
 
-    await wait_for(refused)
+    await wait_until(refused, what="every event refused while the service is down")
     before = await sim.sis_grades()
     service = await services.start(env, port)
 
     async def processed() -> bool:
         return set((await inbox_status(service, sequences)).values()) == {"done"}
 
-    await wait_for(processed)
-    await wait_for(lambda: settled(service))
-    await asyncio.sleep(0.5)  # let the remaining duplicate redeliveries arrive: they must change nothing
-    await wait_for(lambda: settled(service))
+    await wait_until(processed, what="every event processed")
+    await wait_until(lambda: settled(service), what="the service settled")
+    # The remaining duplicate redeliveries arrive until WISEflow has nothing left to send; they change nothing.
+    await wait_until(lambda: nothing_outstanding(sim), what="every redelivery made")
+    await wait_until(lambda: settled(service), what="the service settled again")
     delivered = [
         d for d in await sim.deliveries() if d["outcome"] == "delivered" and d["sequence"] in sequences
     ]
@@ -203,8 +199,8 @@ async def test_out_of_order_events_leave_the_newest_data(
         statuses = await inbox_status(service, sequences)
         return len(statuses) == len(sequences) and set(statuses.values()) == {"done"}
 
-    await wait_for(processed)
-    await wait_for(lambda: settled(service))
+    await wait_until(processed, what="every event processed")
+    await wait_until(lambda: settled(service), what="the service settled")
     truth, mirror, sis = (
         await truth_grades(sim),
         await mirror_grades(service),
@@ -235,7 +231,7 @@ async def test_a_dropped_webhook_arrives_through_the_catch_up(
         sis = latest_sis(await sim.sis_grades())
         return all(sis.get(p) == truth[p] for p in pairs(changes))
 
-    await wait_for(arrived)
+    await wait_until(arrived, what="the changes at the SIS")
     dropped = [d for d in await sim.deliveries() if d["outcome"] == "dropped"]
     assert {d["sequence"] for d in dropped} >= {c["sequence"] for c in changes}
     assert service.figures.received == 0  # nothing came by webhook
@@ -244,7 +240,7 @@ async def test_a_dropped_webhook_arrives_through_the_catch_up(
     async def caught_up() -> bool:
         return service.catchup.catchups > catchups_before
 
-    await wait_for(caught_up)  # the change came with a completed catch-up
+    await wait_until(caught_up, what="a completed catch-up")  # the change came with a completed catch-up
 
 
 async def test_standard_webhooks_scheme_with_a_whsec_secret(
@@ -263,5 +259,5 @@ async def test_standard_webhooks_scheme_with_a_whsec_secret(
     async def processed() -> bool:
         return await inbox_status(service, sequences) == dict.fromkeys(sequences, "done")
 
-    await wait_for(processed)
+    await wait_until(processed, what="every event processed")
     assert service.figures.rejected == {}

@@ -14,8 +14,6 @@ import signal
 import socket
 import sqlite3
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -24,6 +22,7 @@ import pytest
 from service.commands.webhooks import ensure
 from service.settings import load_settings
 from tests.conftest import SimFactory, SimHandle
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -54,14 +53,6 @@ def _env(sim: SimHandle, db: Path, port: int) -> dict[str, str]:
     }
 
 
-async def _until(predicate: Callable[[], Awaitable[bool]], within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
-
-
 async def _start(env: dict[str, str]) -> asyncio.subprocess.Process:
     """Start `wiseflow-sync run` and wait until its first sync run is over and its outbox is drained."""
     process = await asyncio.create_subprocess_exec(
@@ -79,7 +70,7 @@ async def _start(env: dict[str, str]) -> asyncio.subprocess.Process:
         except aiohttp.ClientError:
             return False
 
-    await _until(first_run_over)
+    await wait_until(first_run_over, what="the first run over and its outbox drained")
     return process
 
 
@@ -114,7 +105,7 @@ async def test_sigkill_after_the_200_loses_nothing(make_simulator: SimFactory, t
                 for d in await sim.deliveries()
             )
 
-        await _until(acknowledged)
+        await wait_until(acknowledged, what="the event acknowledged with a 200")
         process.send_signal(signal.SIGKILL)
         assert await process.wait() == -signal.SIGKILL
     finally:
@@ -135,7 +126,7 @@ async def test_sigkill_after_the_200_loses_nothing(make_simulator: SimFactory, t
                 _inbox(db, change["sequence"]) == "done" and bool(got) and got[-1]["grade"] == change["grade"]
             )
 
-        await _until(processed_and_delivered)
+        await wait_until(processed_and_delivered, what="the event processed and delivered")
         sis = await sim.sis_grades()
         pair = (change["flowId"], change["participantId"])
         new_grade = [

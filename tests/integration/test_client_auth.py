@@ -48,7 +48,7 @@ async def test_token_is_renewed_before_it_expires(make_simulator: SimFactory) ->
         end = loop.time() + 3.5
         while loop.time() < end:
             await client.license_info()
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # the pace of the calls under test, not a synchronisation
     journal = await sim.journal()
     tokens = [r for r in journal if r["path"] == "/v1/oauth2/token"]
     assert len(tokens) >= 2

@@ -90,6 +90,23 @@ async def test_storm_429_with_retry_after(make_simulator: SimFactory) -> None:
     assert (await _status_and_headers(sim))[0] == 200
 
 
+@pytest.mark.parametrize(("key", "status"), [("maintenance", 503), ("storm_429", 429)])
+async def test_an_open_ended_window_lasts_until_closed(
+    make_simulator: SimFactory, key: str, status: int
+) -> None:
+    """`{"open": true}` holds the fault however much time passes; `{"open": false}` ends it."""
+    clock = ManualClock()
+    sim = await make_simulator(clock=clock)
+    in_force = await sim.scenario({key: {"open": True, "retry_after": 3}})
+    assert (in_force[key]["active"], in_force[key]["seconds_left"]) == (True, None)
+    clock.advance(10 * 86_400.0)
+    answered, headers = await _status_and_headers(sim)
+    assert (answered, headers["Retry-After"]) == (status, "3")
+    closed = await sim.scenario({key: {"open": False}})
+    assert (closed[key]["active"], closed[key]["seconds_left"]) == (False, 0.0)
+    assert (await _status_and_headers(sim))[0] == 200
+
+
 async def test_error_rate_one_gives_5xx_envelopes(simulator: SimHandle) -> None:
     """error_rate 1.0: every call is a 500 with the error envelope; reset restores service."""
     await simulator.scenario({"error_rate": 1.0})
@@ -133,6 +150,9 @@ async def test_scenario_rate_limits_shape_headers_and_429s_until_reset(make_simu
         {"redelivery_interval": 0},
         {"token_ttl": "5"},
         {"maintenance": {"retry_after": 10}},
+        {"maintenance": {"seconds": 5, "open": True}},
+        {"maintenance": {"open": "yes"}},
+        {"storm_429": {"open": False, "retry_after": 2}},
         {"storm_429": {"seconds": 5, "retry_after": 1.5}},
         {"reset": False},
         {"rate_per_second": 0},

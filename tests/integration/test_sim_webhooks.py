@@ -15,10 +15,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import SimFactory
+from tests.conftest import SimFactory, SimHandle
+from tests.waiting import wait_until
 
 SECRET = "demo-webhook-secret"
-WAIT_S = 5.0
+WAIT_S = 30.0  # a deadline for a state that normally arrives in milliseconds
 
 
 @dataclass
@@ -58,6 +59,11 @@ async def receiver() -> AsyncIterator[Receiver]:
     rec.url = f"http://127.0.0.1:{server.port}/hook"
     yield rec
     await server.close()
+
+
+async def settled(sim: SimHandle) -> bool:
+    """True once the simulator has nothing left to deliver or redeliver."""
+    return await sim.outstanding() == 0
 
 
 def expected_signature(body: bytes, secret: str = SECRET) -> str:
@@ -141,7 +147,7 @@ async def test_failed_deliveries_are_redelivered(make_simulator: SimFactory, rec
     sim = await make_simulator(webhook_url=receiver.url, redelivery_interval=0.05)
     [change] = await sim.advance({"grade_changes": 1})
     await receiver.wait_for(3)
-    await asyncio.sleep(0.2)  # room for a wrong 4th attempt to show up
+    await wait_until(lambda: settled(sim), what="every delivery settled")  # a wrong 4th would show now
     assert [change["sequence"]] * 3 == [b["sequence"] for b in receiver.bodies]
     assert len({b["id"] for b in receiver.bodies}) == 3
     outcomes = [d["outcome"] for d in await sim.deliveries()]
@@ -154,7 +160,7 @@ async def test_redelivery_stops_after_max_attempts(make_simulator: SimFactory, r
     sim = await make_simulator(webhook_url=receiver.url, redelivery_interval=0.02, max_attempts=3)
     await sim.advance({"grade_changes": 1})
     await receiver.wait_for(3)
-    await asyncio.sleep(0.2)
+    await wait_until(lambda: settled(sim), what="every delivery settled")
     assert len(receiver.calls) == 3
     assert [d["attempt"] for d in await sim.deliveries()] == [1, 2, 3]
 
@@ -163,10 +169,8 @@ async def test_unreachable_receiver_is_retried(make_simulator: SimFactory) -> No
     """A connection error counts as a failed attempt and is retried like a non-2xx."""
     sim = await make_simulator(webhook_url="http://127.0.0.1:9/hook", redelivery_interval=0.02, max_attempts=2)
     await sim.advance({"grade_changes": 1})
-    for _ in range(int(WAIT_S / 0.02)):  # a bounded poll: the simulator has no event to wait on here
-        if len(await sim.deliveries()) >= 2:
-            break
-        await asyncio.sleep(0.02)
+    await wait_until(lambda: settled(sim), what="both attempts made")
+    assert [d["attempt"] for d in await sim.deliveries()] == [1, 2]
     assert all(d["outcome"].startswith("error:") for d in await sim.deliveries())
 
 
@@ -174,7 +178,7 @@ async def test_drop_rate_one_loses_every_webhook(make_simulator: SimFactory, rec
     """drop_rate 1.0: nothing arrives, and the delivery log says each event was dropped."""
     sim = await make_simulator(webhook_url=receiver.url, drop_rate=1.0)
     changes = await sim.advance({"grade_changes": 3})
-    await asyncio.sleep(0.2)
+    await wait_until(lambda: settled(sim), what="every event settled")
     assert receiver.calls == []
     assert [d["outcome"] for d in await sim.deliveries()] == ["dropped"] * len(changes)
 
@@ -202,7 +206,7 @@ async def test_subscriptions_crud_and_test_event(make_simulator: SimFactory, rec
     await receiver.wait_for(1)
     await sim.advance({"grade_changes": 2, "paper_submissions": 1})  # only the hand-in is subscribed
     await receiver.wait_for(2)
-    await asyncio.sleep(0.1)
+    await wait_until(lambda: settled(sim), what="every delivery settled")  # a wrong 3rd would show now
     assert [b["event"] for b in receiver.bodies] == ["PAPER_SUBMITTED", "PAPER_SUBMITTED"]
     headers_seen, body = receiver.calls[1]
     assert headers_seen["X-Wiseflow-Signature"] == expected_signature(body, "sub-secret")
@@ -234,7 +238,7 @@ async def test_default_policy_is_eight_attempts_at_the_interval(
     sim = await make_simulator(webhook_url=receiver.url, redelivery_interval=0.05)
     await sim.advance({"grade_changes": 1})
     await receiver.wait_for(8)
-    await asyncio.sleep(0.2)  # room for a wrong 9th attempt to show up
+    await wait_until(lambda: settled(sim), what="every delivery settled")  # a wrong 9th would show now
     log = await sim.deliveries()
     gaps = [later["time"] - earlier["time"] for earlier, later in zip(log, log[1:], strict=False)]
     assert list(range(1, 9)) == [d["attempt"] for d in log]

@@ -203,7 +203,8 @@ async def test_exclusive_is_held_across_connections_until_released(tmp_path: Pat
 
         async with one.exclusive("sync"):
             waiter = asyncio.create_task(second())
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0)  # a yield: the waiter's first attempt runs (and must fail) right now
+            assert not waiter.done()
             order.append("first done")
         await waiter
         assert order == ["first done", "second"]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from service.adapters.store import Store
 from service.adapters.store.connection import fetch_value
 from service.adapters.store.journal import JournalWriter, find_by_trace
 from service.adapters.wiseflow import RequestRecord
+from tests.waiting import wait_until
 
 
 def request(i: int, trace: str | None = None, path: str = "/flow/1/assessments") -> RequestRecord:
@@ -36,11 +36,11 @@ async def test_a_full_buffer_flushes_by_itself(tmp_path: Path) -> None:
         journal = JournalWriter(store, batch=5)
         for i in range(5):
             journal.record(request(i))
-        for _ in range(100):
-            if await fetch_value(store.db, "SELECT count(*) FROM request_journal") == 5:
-                break
-            await asyncio.sleep(0.01)
-        assert await fetch_value(store.db, "SELECT count(*) FROM request_journal") == 5
+
+        async def flushed() -> bool:
+            return await fetch_value(store.db, "SELECT count(*) FROM request_journal") == 5
+
+        await wait_until(flushed, what="the full buffer flushed")
         await journal.close()
     finally:
         await store.close()

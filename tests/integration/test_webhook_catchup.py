@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from service.errors import CircuitOpen
 from service.settings import load_settings
 from service.sync.catchup import HEARTBEAT, CatchUp
 from tests.integration.test_webhook_worker import FakeRefresher
+from tests.waiting import wait_until
 
 T0 = 1_700_000_000.0
 HORIZON = 7200.0
@@ -149,8 +149,9 @@ async def test_the_running_service_starts_the_catch_up(tmp_path: Path) -> None:
     async with TestClient(TestServer(build_app(load_settings(env)), host="127.0.0.1")) as client:
         service = client.server.app[SERVICE]
         assert "wiseflow-sync:catchup" in {task.get_name() for task in service.tasks}
-        for _ in range(100):  # the loop's first step is start(): wait for its heartbeat (at most ~1 s)
-            if await service.inbox.get_marker(HEARTBEAT) is not None:
-                break
-            await asyncio.sleep(0.01)
-        assert await service.inbox.get_marker(HEARTBEAT) is not None
+
+        async def heartbeat_written() -> bool:
+            return await service.inbox.get_marker(HEARTBEAT) is not None
+
+        # The loop's first step is start(), which writes the heartbeat.
+        await wait_until(heartbeat_written, what="the catch-up's first heartbeat")

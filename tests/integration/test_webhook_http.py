@@ -287,9 +287,11 @@ async def test_compressed_bodies_are_415_unread(harness: Harness, encoding: str)
 async def test_a_body_slower_than_the_read_timeout_is_408(tmp_path: Path) -> None:
     """A sender trickling its body past the read timeout gets 408 and holds no handler."""
 
+    never = asyncio.Event()
+
     async def trickle() -> AsyncIterator[bytes]:
         yield b"{"
-        await asyncio.sleep(1.0)
+        await never.wait()  # the rest of the body never comes: only the read timeout can end the request
         yield b"}"
 
     async with running_receiver(tmp_path, read_timeout=0.2) as h:

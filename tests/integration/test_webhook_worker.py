@@ -18,6 +18,7 @@ from service.core.webhook_events import WebhookEvent
 from service.core.webhook_figures import WebhookFigures
 from service.errors import ApiError, ApiUnavailable, AuthError, CircuitOpen
 from service.sync.inbox_worker import InboxWorker, WorkerPolicy
+from tests.waiting import wait_until
 
 NOW = 1_700_000_000.0
 
@@ -290,44 +291,57 @@ async def test_counts_and_markers(world: World) -> None:
 
 async def test_run_loop_processes_on_wake_and_stops_on_cancel(world: World) -> None:
     """The background loop processes an event soon after wake() and ends cleanly when cancelled."""
-    world.worker.policy = WorkerPolicy(idle_interval=30.0)  # only a wake-up can explain a prompt pass
+    world.worker.policy = WorkerPolicy(idle_interval=3600.0)  # only a wake-up can explain a prompt pass
+    passes: list[object] = []
+    one_pass = world.worker.run_once
+
+    async def counted_pass() -> object:
+        result = await one_pass()
+        passes.append(result)
+        return result
+
+    world.worker.run_once = counted_pass  # type: ignore[method-assign]
     task = asyncio.create_task(world.worker.run())
-    await asyncio.sleep(0.05)  # the first (empty) pass is over; the loop now waits
+    await wait_until(lambda: len(passes) == 1, what="the first (empty) pass over")  # the loop now waits
     await world.add(1)
     world.worker.wake()
-    for _ in range(200):
-        if (await world.statuses()).get(1) == "done":
-            break
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: len(passes) == 2, what="a pass after wake()")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await world.statuses() == {1: "done"}
 
 
-class SlowRefresher(FakeRefresher):
-    """Counts how many refreshes run at the same time."""
+class HeldRefresher(FakeRefresher):
+    """Holds every refresh until `gate` opens, counting how many are held at the same time."""
 
     def __init__(self) -> None:
         super().__init__()
+        self.gate = asyncio.Event()
         self.running = 0
         self.most = 0
 
     async def _call(self, kind: str, flow_id: int) -> None:
         self.running += 1
         self.most = max(self.most, self.running)
-        await asyncio.sleep(0.02)
+        await self.gate.wait()
         self.running -= 1
         await super()._call(kind, flow_id)
 
 
 async def test_flows_are_refreshed_a_few_at_a_time(world: World) -> None:
     """Five flows with concurrency 2: at most two refreshes run at once, and every event is done."""
-    refresher = SlowRefresher()
+    refresher = HeldRefresher()
     worker = InboxWorker(world.inbox, refresher, world.clock, WorkerPolicy(concurrency=2), world.figures)
     for flow_id in range(5):
         await world.add(100 + flow_id, flow_id=flow_id)
-    await worker.run_once()
+    passing = asyncio.create_task(worker.run_once())
+    # Every refresh is held: without the bound, all five would be running here, not two.
+    await wait_until(lambda: refresher.running == 2, what="two refreshes running")
+    for _ in range(10):
+        await asyncio.sleep(0)  # a yield, not a wait: room for a third refresh to (wrongly) start
+    refresher.gate.set()
+    await passing
     assert (refresher.most, len(refresher.calls)) == (2, 5)
     assert set((await world.statuses()).values()) == {"done"}
 
@@ -336,13 +350,14 @@ async def test_a_waiter_that_goes_away_does_not_stop_the_group_commit(world: Wor
     """Cancelling one request waiting for its commit leaves the batch (its own event included) committed."""
     first = asyncio.create_task(world.add(1))
     second = asyncio.create_task(world.add(2))
-    await asyncio.sleep(0)  # both are queued for the same commit
+    await asyncio.sleep(0)  # a yield, not a wait: both tasks start and queue for the same commit
     first.cancel()
     await asyncio.gather(first, second, return_exceptions=True)
-    for _ in range(100):
-        if len(await world.statuses()) == 2:
-            break
-        await asyncio.sleep(0.01)
+
+    async def both_stored() -> bool:
+        return len(await world.statuses()) == 2
+
+    await wait_until(both_stored, what="both events committed")
     assert await world.statuses() == {1: "pending", 2: "pending"}
 
 
