@@ -57,8 +57,10 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _tick(sim: SimState) -> None:
-    """The chaos profile's clock: one default step every `advance_interval` seconds."""
+    """The chaos profile's clock: one default step every `advance_interval` seconds, unless frozen."""
     while True:
         await asyncio.sleep(sim.config.advance_interval)
+        if sim.scenario.frozen:
+            continue
         changes = sim.advance(dict(DEFAULT_STEP))
         log.info("simulator advanced", extra={"event": "sim.advance", "changes": len(changes)})

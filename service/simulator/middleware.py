@@ -97,7 +97,7 @@ async def v1_middleware(request: web.Request, handler: Handler) -> web.StreamRes
         raise
     except Exception as exc:  # noqa: BLE001 - journal the answer whatever the error was
         response = to_response(exc)
-    _journal(sim, request, response.status, started)
+    _journal(sim, request, response.status, started, response.headers.get("Retry-After"))
     return response
 
 
@@ -174,13 +174,17 @@ def _refuse(request: web.Request) -> None:
     raise _Refused
 
 
-def _journal(sim: SimState, request: web.Request, status: int, started: float) -> None:
+def _journal(
+    sim: SimState, request: web.Request, status: int, started: float, retry_after: str | None = None
+) -> None:
     """One journal line: credentials and cookies masked, never a secret."""
     # str(): header names are case-insensitive `istr`s, which JSON encoders refuse as keys.
     headers = {str(k): (MASK if is_sensitive(k) else v) for k, v in request.headers.items()}
     sim.journal.append(
         {
             "time": started,
+            # When the answer was ready: a client cannot know of a 429 or a 503 before this moment.
+            "answered": sim.clock.wall(),
             "method": request.method,
             "path": request.path,
             # A client may put a secret in the query (client_secret, access_token): masked like a header.
@@ -190,6 +194,8 @@ def _journal(sim: SimState, request: web.Request, status: int, started: float) -
             "client": request.get(CLIENT),
             # The id the answer carried, so a client's log line and this journal line can be matched.
             "traceId": trace_id(request),
+            # The answer's Retry-After (429, 503), so a test can check nothing came back inside it.
+            "retryAfter": retry_after,
         }
     )
 

@@ -25,6 +25,7 @@ from service.simulator.config import SimConfig
 MAINTENANCE_MODES: Final = ("503", "refuse")
 _RATES: Final = ("error_rate", "sis_error_rate", "duplicate_rate", "drop_rate")
 _SECONDS: Final = ("token_ttl", "redelivery_interval")
+_SWITCHES: Final = ("reorder", "frozen")
 _LIMITS: Final = ("rate_per_second", "rate_per_minute")
 _WEBHOOK_KEYS: Final = (
     "webhook_signature_header",
@@ -33,7 +34,7 @@ _WEBHOOK_KEYS: Final = (
     "webhook_timestamp_offset",
 )
 KNOWN_KEYS: Final = (
-    "maintenance", "storm_429", "latency_ms", "reorder", "reset", *_SECONDS, *_RATES, *_LIMITS, *_WEBHOOK_KEYS
+    "maintenance", "storm_429", "latency_ms", "reset", *_SWITCHES, *_SECONDS, *_RATES, *_LIMITS, *_WEBHOOK_KEYS
 )  # fmt: skip
 # The body fields a scenario may leave out of a webhook (dotted: inside `data`).
 OMITTABLE_FIELDS: Final = ("id", "sequence", "event", "timestamp", "data", "data.flowId", "data.participantId")
@@ -60,6 +61,8 @@ class Scenario:
     rate_per_minute: int
     sis_error_rate: float = 0.0
     latency_ms: float = 0.0
+    # The chaos profile's background clock leaves the world alone while frozen (a test's final check).
+    frozen: bool = False
     maintenance_until: float = 0.0
     maintenance_retry_after: int = 0
     maintenance_mode: str = "503"
@@ -116,7 +119,7 @@ class Scenario:
                 "seconds_left": _seconds_left(self.storm_until, now),
                 "retry_after": self.storm_retry_after,
             },
-            **{name: getattr(self, name) for name in (*_RATES, "latency_ms", *_SECONDS, "reorder", *_LIMITS)},
+            **{name: getattr(self, name) for name in (*_RATES, "latency_ms", *_SECONDS, *_SWITCHES, *_LIMITS)},
             "webhook_signature_header": self.webhook_signature_header,
             # Never the secret itself: only whether one is in force.
             "webhook_signing_secret": None if self.webhook_signing_secret is None else "***",
@@ -152,10 +155,11 @@ def parse_scenario(body: Any, now: float) -> dict[str, Any]:
     for name in _SECONDS:
         if name in body:
             updates[name] = _number(body[name], name, 0.001, MAX_WINDOW_S)
-    if "reorder" in body:
-        if not isinstance(body["reorder"], bool):
-            raise ScenarioError("reorder must be true or false")
-        updates["reorder"] = body["reorder"]
+    for name in _SWITCHES:
+        if name in body:
+            if not isinstance(body[name], bool):
+                raise ScenarioError(f"{name} must be true or false")
+            updates[name] = body[name]
     for name in _LIMITS:
         if name in body:
             updates[name] = int(_number(body[name], name, 1, MAX_LIMIT, integer=True))

@@ -9,6 +9,7 @@ import pytest
 
 from service.core.clock import ManualClock
 from tests.conftest import SimFactory, SimHandle
+from tests.waiting import wait_until
 
 
 async def _status_and_headers(sim: SimHandle, path: str = "/license/info") -> tuple[int, dict[str, str]]:
@@ -105,6 +106,38 @@ async def test_an_open_ended_window_lasts_until_closed(
     closed = await sim.scenario({key: {"open": False}})
     assert (closed[key]["active"], closed[key]["seconds_left"]) == (False, 0.0)
     assert (await _status_and_headers(sim))[0] == 200
+
+
+async def test_the_journal_keeps_each_answers_retry_after_and_when_it_was_answered(
+    make_simulator: SimFactory,
+) -> None:
+    """A 429 and a 503 are journalled with their Retry-After; every line says when it was answered."""
+    sim = await make_simulator(clock=ManualClock())
+    await _status_and_headers(sim)
+    await sim.scenario({"storm_429": {"open": True, "retry_after": 2}})
+    await _status_and_headers(sim)
+    await sim.scenario({"storm_429": {"open": False}, "maintenance": {"open": True, "retry_after": 7}})
+    await _status_and_headers(sim)
+    journal = await sim.journal()
+    assert [(e["status"], e["retryAfter"]) for e in journal] == [(200, None), (429, "2"), (503, "7")]
+    assert all(e["answered"] >= e["time"] for e in journal)
+
+
+async def test_chaos_profile_stands_still_while_frozen(make_simulator: SimFactory) -> None:
+    """`{"frozen": true}` stops the chaos clock's changes; `false` lets it change the world again."""
+    sim = await make_simulator(profile="chaos", advance_interval=0.01, drop_rate=0.0, error_rate=0.0)
+    assert (await sim.scenario({"frozen": True}))["frozen"] is True
+    frozen_at = (await sim.truth())["sequence"]
+    for _ in range(5):
+        await asyncio.sleep(0.02)  # several ticks of the 10 ms chaos clock: each must change nothing
+        assert (await sim.truth())["sequence"] == frozen_at
+    await sim.scenario({"frozen": False})
+    await wait_until(lambda: moved_on(sim, frozen_at), what="the world changing again")
+
+
+async def moved_on(sim: SimHandle, sequence: int) -> bool:
+    """True once the simulator's world has changed past `sequence`."""
+    return int((await sim.truth())["sequence"]) > sequence
 
 
 async def test_error_rate_one_gives_5xx_envelopes(simulator: SimHandle) -> None:

@@ -115,6 +115,7 @@ def test_scenario_windows_close_on_the_clock() -> None:
         {"token_ttl": 0},
         {"reset": False},
         {"reorder": "yes"},
+        {"frozen": 1},
     ],
 )
 def test_bad_scenarios_are_refused(body: dict[str, object]) -> None:
