@@ -13,6 +13,9 @@ import time
 from collections.abc import Awaitable, Callable
 
 DEADLINE = 30.0
+# For a subprocess to start, or a whole command to run: Python's start-up alone can take tens of seconds
+# on a 2-core machine that other test runs keep busy.
+PROCESS_DEADLINE = 120.0
 POLL = 0.02
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from tests.waiting import wait_until_blocking
+from tests.waiting import PROCESS_DEADLINE, wait_until_blocking
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,7 @@ class Result:
     err: str
 
 
-def cli(*args: str, env: dict[str, str], cwd: Path, timeout: float = 30.0) -> Result:
+def cli(*args: str, env: dict[str, str], cwd: Path, timeout: float = PROCESS_DEADLINE) -> Result:
     """Run `wiseflow-sync args...` to completion."""
     done = subprocess.run(  # noqa: S603 (our own command, fixed arguments)
         [*command(), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
@@ -100,7 +100,7 @@ def http_json(method: str, url: str, payload: Any = None) -> Any:
     return json.loads(raw)
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], within: float = 30.0) -> None:
+def wait_http(url: str, proc: subprocess.Popen[bytes], within: float = PROCESS_DEADLINE) -> None:
     """Poll `url` until it answers 200 (the process must stay alive)."""
 
     def answers() -> bool:
@@ -369,7 +369,7 @@ def test_sync_once_waits_out_a_short_maintenance_and_sends_nothing_before_retry_
     try:
         wait_until_blocking(lambda: 503 in journal_statuses(sim), what="a 503 answered to sync --once")
         sim.scenario({"maintenance": {"open": False}})
-        code = proc.wait(timeout=60)
+        code = proc.wait(timeout=PROCESS_DEADLINE)
     finally:
         stop(proc)
         out.close()

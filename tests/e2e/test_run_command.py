@@ -15,7 +15,7 @@ import aiohttp
 
 from tests.conftest import SimFactory
 from tests.e2e.test_service import service_env
-from tests.waiting import wait_until
+from tests.waiting import PROCESS_DEADLINE, wait_until
 
 
 def free_port() -> int:
@@ -53,7 +53,7 @@ async def service_process(env: dict[str, str]) -> AsyncIterator[asyncio.subproce
 async def stop(proc: asyncio.subprocess.Process) -> str:
     """SIGTERM, wait for the exit (30 s at most), return stderr."""
     proc.send_signal(signal.SIGTERM)
-    _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
+    _, stderr = await asyncio.wait_for(proc.communicate(), timeout=PROCESS_DEADLINE)
     return stderr.decode()
 
 
@@ -69,7 +69,7 @@ async def wait_ready(url: str, proc: asyncio.subprocess.Process) -> None:
             except aiohttp.ClientConnectionError:
                 return False
 
-        await wait_until(ready, what=f"{url} answering 200")
+        await wait_until(ready, what=f"{url} answering 200", within=PROCESS_DEADLINE)
 
 
 async def test_run_serves_and_stops_gracefully_on_sigterm(make_simulator: SimFactory, tmp_path: Path) -> None:
@@ -101,7 +101,7 @@ async def test_a_bad_setting_stops_startup_with_one_line(tmp_path: Path) -> None
         "SYNC_DATABASE": str(tmp_path / "x.sqlite3"),
     }
     proc = await start_service(env)
-    _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
+    _, stderr = await asyncio.wait_for(proc.communicate(), timeout=PROCESS_DEADLINE)
     text = stderr.decode().strip()
     assert proc.returncode == 2
     assert text.count("\n") == 0
@@ -122,7 +122,7 @@ async def test_missing_credentials_stop_startup_with_one_line(tmp_path: Path) ->
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
+    _, stderr = await asyncio.wait_for(proc.communicate(), timeout=PROCESS_DEADLINE)
     assert proc.returncode == 2
     assert "WISEFLOW_CLIENT_ID" in stderr.decode()
     assert stderr.decode().strip().count("\n") == 0
@@ -141,7 +141,7 @@ async def test_an_unusable_webhook_secret_stops_startup_with_one_line(
         SYNC_HTTP_PORT=str(free_port()),
     )
     async with service_process(env) as proc:
-        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
+        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=PROCESS_DEADLINE)
     lines = [line for line in stderr.decode().splitlines() if "WISEFLOW_WEBHOOK_SECRET" in line]
     assert proc.returncode == 2
     assert len(lines) == 1
@@ -184,7 +184,7 @@ async def test_an_unusable_database_or_address_stops_run_with_one_line(tmp_path:
         for extra, variable in cases:
             env = {"WISEFLOW_API_KEY": "k", "SYNC_HTTP_HOST": "127.0.0.1", **extra}
             async with service_process(env) as proc:
-                _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
+                _, stderr = await asyncio.wait_for(proc.communicate(), timeout=PROCESS_DEADLINE)
             errors = [line for line in stderr.decode().splitlines() if not line.startswith("{")]
             assert proc.returncode == 2
             assert len(errors) == 1, errors

@@ -23,6 +23,7 @@ import pytest
 
 from service.core.records import GradeVersion
 from tests.conftest import SimFactory, SimHandle
+from tests.waiting import PROCESS_DEADLINE, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +57,7 @@ async def run_cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    out, err = await asyncio.wait_for(process.communicate(), timeout=PROCESS_DEADLINE)
     return process.returncode or 0, out.decode(), err.decode()
 
 
@@ -73,17 +74,21 @@ async def kill_when(env: dict[str, str], condition: Callable[[], bool]) -> None:
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
-    for _ in range(6000):
-        if condition():
-            process.send_signal(signal.SIGKILL)
-            assert await process.wait() == -signal.SIGKILL
-            return
+
+    def kill_point_or_end() -> bool:
+        return condition() or process.returncode is not None
+
+    try:
+        # Polled often: the kill must land close to the point, before the command moves much further.
+        await wait_until(kill_point_or_end, what="the kill point", within=PROCESS_DEADLINE, every=0.005)
         if process.returncode is not None:
-            break
-        await asyncio.sleep(0.005)
-    process.kill()
-    await process.wait()
-    pytest.fail("sync --once ended before the kill point")
+            pytest.fail("sync --once ended before the kill point")
+        process.send_signal(signal.SIGKILL)
+        assert await process.wait() == -signal.SIGKILL
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 def graded_keys(truth: dict[str, Any]) -> set[str]:

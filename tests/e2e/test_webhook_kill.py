@@ -22,7 +22,7 @@ import pytest
 from service.commands.webhooks import ensure
 from service.settings import load_settings
 from tests.conftest import SimFactory, SimHandle
-from tests.waiting import wait_until
+from tests.waiting import PROCESS_DEADLINE, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +70,7 @@ async def _start(env: dict[str, str]) -> asyncio.subprocess.Process:
         except aiohttp.ClientError:
             return False
 
-    await wait_until(first_run_over, what="the first run over and its outbox drained")
+    await wait_until(first_run_over, what="the first run over and its outbox drained", within=PROCESS_DEADLINE)
     return process
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from service.cli import build_parser, main
 from service.commands.simulate import config_from_args
+from tests.waiting import PROCESS_DEADLINE
 
 
 @pytest.mark.parametrize(
@@ -69,7 +70,7 @@ async def test_simulate_serves_until_sigterm() -> None:
     )  # fmt: skip
     try:
         assert proc.stdout is not None
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(PROCESS_DEADLINE):
             line = (await proc.stdout.readline()).decode()
         url = line.split()[3]  # "WISEflow simulator on http://127.0.0.1:PORT/v1 (...)"
         async with aiohttp.ClientSession() as session:
@@ -78,7 +79,7 @@ async def test_simulate_serves_until_sigterm() -> None:
             async with session.get(url + "/license/info", headers={"x-api-key": "demo-api-key"}) as resp:
                 assert resp.status == 401
         proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(30):  # the pod's grace period
             assert await proc.wait() == 0
     finally:
         if proc.returncode is None:
