@@ -19,6 +19,7 @@ from service.commands.sync import EXIT_FAILED, EXIT_PAUSED, ProgressReport, sync
 from service.sync.poller import Progress
 from tests.conftest import SimHandle
 from tests.e2e.test_sync_simulator import ShiftedClock, settings_for, truth_grades
+from tests.waiting import wait_until
 
 
 class Terminal(io.StringIO):
@@ -31,13 +32,17 @@ class Terminal(io.StringIO):
 async def test_a_short_maintenance_is_waited_out_and_the_run_resumes(
     simulator: SimHandle, tmp_path: Path
 ) -> None:
-    """A 1 s maintenance window within SYNC_MAX_WAIT: one pause line, then exit 0 with a complete mirror."""
-    await simulator.scenario({"maintenance": {"seconds": 1, "retry_after": 1}})
+    """A short maintenance window within SYNC_MAX_WAIT: one pause line, then exit 0 with a complete mirror."""
+    # Open until the command has met it: a timed window could end before its first request under load.
+    await simulator.scenario({"maintenance": {"open": True, "retry_after": 1}})
     settings = settings_for(
-        simulator, tmp_path / "short.sqlite3", SYNC_RETRY_AFTER_MAX="0.2", SYNC_MAX_WAIT="10"
+        simulator, tmp_path / "short.sqlite3", SYNC_RETRY_AFTER_MAX="0.2", SYNC_MAX_WAIT="30"
     )
     err = io.StringIO()
-    assert await sync_once(settings, err) == 0
+    command = asyncio.create_task(sync_once(settings, err))
+    await wait_until(lambda: 503 in [r["status"] for r in simulator.state.journal], what="a 503 answered")
+    await simulator.scenario({"maintenance": {"open": False}})
+    assert await command == 0
     lines = err.getvalue().splitlines()
     assert any(line.startswith("wiseflow-sync sync: pausing") for line in lines)
     assert lines[-1].startswith("wiseflow-sync sync: ok:")

@@ -23,6 +23,8 @@ from tests.integration.client_support import (
     misbehaving_server,
     most_in_any_window,
 )
+from tests.soak.checks import retry_after_violations
+from tests.waiting import wait_until
 
 
 async def test_no_one_second_window_exceeds_the_budget(simulator: SimHandle) -> None:
@@ -52,15 +54,19 @@ async def test_a_429_storm_pauses_every_caller_until_retry_after(simulator: SimH
     """In a storm no request arrives before the Retry-After of a 429 has elapsed; all calls end well."""
     async with make_client(simulator.api_url, rate_per_second=10) as client:
         await client.license_info()
-        await simulator.scenario({"storm_429": {"seconds": 1.5, "retry_after": 1}})
-        results = await asyncio.gather(*(client.license_info() for _ in range(4)))
+        # Open until a 429 was answered: a timed storm could end before the first call on a busy machine.
+        await simulator.scenario({"storm_429": {"open": True, "retry_after": 1}})
+        calls = asyncio.gather(*(client.license_info() for _ in range(4)))
+        await wait_until(lambda: 429 in [r["status"] for r in simulator.state.journal], what="a 429 answered")
+        await simulator.scenario({"storm_429": {"open": False}})
+        results = await calls
         paused = client.paused_seconds
     journal = api_requests(await simulator.journal())
     refused = [r["time"] for r in journal if r["status"] == 429]
-    too_early = [r for r in journal for t in refused if t < r["time"] < t + 1.0]
     assert len(results) == 4
     assert len(refused) >= 1
-    assert too_early == []
+    # Requests already in flight when the 429 was answered are allowed for, as the chaos soak does.
+    assert retry_after_violations(journal) == []
     assert paused >= 0.9  # the first 429 lengthened the shared pause by about its Retry-After (1 s)
 
 

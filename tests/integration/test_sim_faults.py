@@ -222,7 +222,7 @@ RATE_HEADERS = [
         ("GET", "/webhooks/7", None, 404),
         ("GET", "/flows/1001/participants?limit=101", None, 400),
         ("GET", "/flow/1001", {"error_rate": 1.0}, 500),
-        ("GET", "/flow/1001", {"storm_429": {"seconds": 5, "retry_after": 2}}, 429),
+        ("GET", "/flow/1001", {"storm_429": {"open": True, "retry_after": 2}}, 429),
     ],
 )
 async def test_every_answer_to_a_credential_carries_rate_headers(
@@ -240,7 +240,7 @@ async def test_every_answer_to_a_credential_carries_rate_headers(
 
 async def test_storm_headers_say_the_windows_are_spent_until_retry_after(simulator: SimHandle) -> None:
     """A storm's 429: Remaining 0 and Reset equal to its Retry-After, so a client's quota agrees with it."""
-    await simulator.scenario({"storm_429": {"seconds": 5, "retry_after": 2}})
+    await simulator.scenario({"storm_429": {"open": True, "retry_after": 2}})
     status, headers = await _status_and_headers(simulator)
     assert status == 429
     spent = (headers["RateLimit-Remaining"], headers["RateLimit-Reset"], headers["Retry-After"])
