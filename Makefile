@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench lock clean
+.PHONY: demo test soak lint typecheck unit bench lock clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ test: $(STAMP)
 	$(BIN)/ruff format --check service tests bench
 	$(BIN)/mypy --strict service/
 	$(BIN)/pytest -q
+
+# The chaos soak for 15 minutes (`make test` runs it for one); SOAK_SEED=N replays a printed seed.
+soak: $(STAMP)
+	SOAK_SECONDS=$${SOAK_SECONDS:-900} $(BIN)/pytest -q -m soak tests/soak
 
 lint: $(STAMP)
 	$(BIN)/ruff check service tests bench
