@@ -6,7 +6,7 @@
     build_app(settings) -> Application     cleanup_ctx: open the service, start the loops; on shutdown
                                            cancel and await them, flush the journal, close everything
       routes:  POST /webhooks/wiseflow, GET /livez, /readyz, /metrics, /status (adapters/ops_http)
-      loops:   sync runs, inbox worker, outbox deliverer, catch-up, journal flush (sync/loops)
+      loops:   sync runs, inbox worker, outbox deliverer, catch-up, journal flush (sync/loops), retention
 
 `run`, `sync --once` and `demo` all get their objects from `open_service`. Nothing here runs at import time.
 """
@@ -30,6 +30,7 @@ from opentelemetry import trace
 from service import __version__
 from service.adapters.metrics import ServiceMetrics
 from service.adapters.ops_http import OPS, Ops, add_ops_routes, register_metrics, tracing_middleware, webhook
+from service.adapters.readiness import Readiness
 from service.adapters.sink import HttpSink
 from service.adapters.store import Store
 from service.adapters.store.inbox import Inbox
@@ -52,6 +53,7 @@ from service.sync.inbox_worker import InboxWorker, WorkerPolicy
 from service.sync.loops import WakingRefresher, catchup_loop, every, guarded, poll_loop
 from service.sync.outbox import OutboxDeliverer
 from service.sync.poller import Poller, Progress
+from service.sync.retention import retention_loop
 from service.sync.status import ClientFigures, StatusBoard
 from service.sync.until_done import SyncRunner
 
@@ -225,13 +227,14 @@ async def close_service(service: Service) -> None:
 
 
 def start_loops(service: Service) -> None:
-    """Start the background loops: polling, inbox worker, outbox deliverer, catch-up, journal flush."""
+    """Start the background loops: polling, inbox worker, outbox deliverer, catch-up, journal, retention."""
     interval = service.settings.poll_interval
     loops: list[tuple[str, Callable[[], Awaitable[None]]]] = [
         ("poll", lambda: poll_loop(service.runner, service.client.breaker.retry_after, interval)),
         ("inbox", service.worker.run),
         ("catchup", lambda: catchup_loop(service.catchup)),
         ("journal", lambda: every(JOURNAL_FLUSH_INTERVAL, service.journal.flush)),
+        ("retention", lambda: retention_loop(service.store, service.settings.retain_days, service.clock)),
     ]
     if service.deliverer is not None:
         loops.append(("outbox", service.deliverer.run))
@@ -264,9 +267,15 @@ def build_app(
         with Store.hold(settings.database, "run", _holder()):  # one `run` per database, for its lifetime
             service = await open_service(settings, clock, tracer_provider)
             app[SERVICE] = service
+            readiness = Readiness(
+                database=settings.database,
+                has_webhook_secret=bool(settings.webhook_secrets),
+                min_free_bytes=settings.min_free_bytes,
+                ping=service.store.ping,
+            )
             app[OPS] = ops = Ops(
                 settings, service.status, service.store, service.inbox, service.figures, service.catchup,
-                service.metrics, service.receiver,
+                service.metrics, service.receiver, readiness,
             )  # fmt: skip
             register_metrics(ops)
             if start:
@@ -276,6 +285,7 @@ def build_app(
                 extra={"event": "service.started", "version": __version__, "api_url": settings.api_url},
             )
             yield
+            await readiness.close()
             await close_service(service)
             log.info("wiseflow-sync stopped", extra={"event": "service.stopped"})
 

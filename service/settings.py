@@ -231,6 +231,12 @@ class Settings:
     otel_sampler_arg: float | None = setting("OTEL_TRACES_SAMPLER_ARG", None, number(float, low=0, high=1))
     public_webhook_url: str | None = setting("SYNC_PUBLIC_WEBHOOK_URL", None, parse_webhook_url)
     webhook_events: tuple[str, ...] = setting("SYNC_WEBHOOK_EVENTS", WEBHOOK_EVENTS, parse_webhook_events)
+    # Readiness: below this many free bytes on the database's volume the pod takes no webhooks (0: no check).
+    # 64 MiB: room for a burst of webhooks and a sync run's commits while an operator reacts.
+    min_free_bytes: int = setting("SYNC_MIN_FREE_BYTES", 64 * 1024 * 1024, number(int, low=0, high=2**50))
+    # Days kept of processed webhooks, delivered grades' payloads, the request journal and run history
+    # (0: keep all). 90: a semester's exam period and its appeals, with certify's figures kept in aggregates.
+    retain_days: int = setting("SYNC_RETAIN_DAYS", 90, number(int, low=0, high=36500))
 
     @property
     def uses_oauth(self) -> bool:

@@ -1,7 +1,7 @@
 """The service's operational HTTP surface: health, readiness, metrics, status, and request spans.
 
 GET /livez    liveness: the event loop answers; never depends on WISEflow
-GET /readyz   readiness: can accept webhooks (database writable and migrated, not shutting down)
+GET /readyz   readiness: can accept webhooks (a webhook secret, free space, database writable and migrated)
 GET /metrics  Prometheus text, read at scrape time from the objects that own the figures
 GET /status   JSON: breaker, last run, webhook figures, inbox and outbox backlogs
 """
@@ -23,6 +23,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from service import __version__
 from service.adapters.metrics import CONTENT_TYPE, Backlogs, ServiceMetrics, Snapshot
+from service.adapters.readiness import Readiness
 from service.adapters.store import Store, figures
 from service.adapters.store.inbox import Inbox
 from service.adapters.store.outbox import Outbox
@@ -50,6 +51,7 @@ class Ops:
     catchup: CatchUpFigures
     metrics: ServiceMetrics
     receiver: WebhookReceiver
+    readiness: Readiness
 
 
 OPS: Final = web.AppKey("ops", Ops)
@@ -187,14 +189,13 @@ async def livez(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: can accept webhooks (database writable, migrations applied, not shutting down)."""
+    """Readiness: can accept webhooks (a webhook secret, free space, database writable and migrated)."""
     service = request.app.get(OPS)
     if service is None or service.status.shutting_down:
         return _json({"status": "unavailable", "reason": "starting or stopping"}, status=503)
-    try:
-        await service.store.ping()
-    except Exception as exc:  # StoreError and anything SQLite raises: not ready, never a 500
-        return _json({"status": "unavailable", "reason": type(exc).__name__}, status=503)
+    verdict = await service.readiness.check()
+    if not verdict.ready:
+        return _json({"status": "unavailable", "reason": verdict.reason}, status=503)
     return _json({"status": "ready"})
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from service.adapters.readiness import READY_TIMEOUT
 from service.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +41,8 @@ DESIGN_SETTINGS = frozenset(
         "SYNC_MAX_WAIT",
         "SYNC_SINK_URL",
         "SYNC_PUBLIC_WEBHOOK_URL",
+        "SYNC_MIN_FREE_BYTES",
+        "SYNC_RETAIN_DAYS",
         "LOG_LEVEL",
         "OTEL_SERVICE_NAME",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -109,6 +112,8 @@ def test_probes_and_graceful_shutdown(pod: dict[str, Any]) -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert container["startupProbe"]["httpGet"]["path"] == "/livez"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # The readiness check bounds its own wait for the database under the probe's timeout.
+    assert container["readinessProbe"]["timeoutSeconds"] > READY_TIMEOUT
     assert pod["terminationGracePeriodSeconds"] == 30
     assert {"requests", "limits"} <= set(container["resources"])
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import aiosqlite
 
-from service.adapters.store import runs
+from service.adapters.store import retention, runs
 from service.adapters.store.connection import Store, fetch_int
 
 
@@ -56,7 +56,18 @@ async def _figures(db: aiosqlite.Connection) -> StoredFigures:
     f.grades_delivered = await _count(db, "SELECT COUNT(*) FROM outbox WHERE status = 'delivered'")
     f.grades_pending = await _count(db, "SELECT COUNT(*) FROM outbox WHERE status != 'delivered'")
     f.last_success_at = await runs.last_success_at(db)
+    _add_pruned(f, *await retention.pruned_figures(db))
     return f
+
+
+def _add_pruned(f: StoredFigures, totals: dict[str, int], calls: list[int], routes: dict[str, int]) -> None:
+    """Add back what retention folded away; the first successful run is never pruned, so it stays first."""
+    f.runs += totals.get("runs", 0)
+    f.events += totals.get("inbox_events", 0)
+    f.deliveries += totals.get("inbox_deliveries", 0)
+    f.ok_run_calls = f.ok_run_calls[:1] + calls + f.ok_run_calls[1:]
+    for route, requests in routes.items():
+        f.requests_by_route[route] = f.requests_by_route.get(route, 0) + requests
 
 
 async def last_success_at(store: Store) -> float | None:

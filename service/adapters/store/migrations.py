@@ -186,6 +186,25 @@ _V5: Final = """
 ALTER TABLE flows ADD COLUMN refresh_version INTEGER NOT NULL DEFAULT 0;
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5)
+_V6: Final = """
+-- What retention (SYNC_RETAIN_DAYS) deleted, folded so that certify's figures survive pruning.
+-- Totals by name: runs, inbox_events, inbox_deliveries.
+CREATE TABLE pruned_totals (
+  name  TEXT    PRIMARY KEY,
+  value INTEGER NOT NULL
+) WITHOUT ROWID;
+-- The request count of every pruned successful run, as a histogram: median, p95 and max stay exact.
+CREATE TABLE pruned_run_calls (
+  api_calls INTEGER PRIMARY KEY,
+  runs      INTEGER NOT NULL
+);
+-- Requests of pruned successful runs by route (as run_requests, summed).
+CREATE TABLE pruned_route_requests (
+  route    TEXT    PRIMARY KEY,
+  requests INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5, _V6)
 LATEST_VERSION: Final = len(MIGRATIONS)
 JOURNAL_LIMIT: Final = 10_000

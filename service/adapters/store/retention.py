@@ -1,0 +1,149 @@
+"""Retention (SYNC_RETAIN_DAYS): delete what is older than the cutoff, in small transactions.
+
+What goes, and what stays on purpose:
+- inbox: processed events (`done`, `unknown`) and their delivery ids. The newest processed event of each
+  (flow, event kind) stays: it is the high-water mark that keeps an older redelivery from being applied
+  after a newer one. Dead letters stay until an operator replays them.
+- outbox: a delivered row keeps its idempotency key (the history that tells a re-sent older grade from a
+  repeat, `B -> C -> B`) but loses its payload and last error, the bulk of the row.
+- request_journal: rows older than the cutoff (it is also bounded to its newest 10,000 rows).
+- sync_runs (and their run_requests): finished runs, except the first and the newest successful ones
+  (certify's first-full figure and the staleness alert's last success).
+What certify reads survives in aggregates (`pruned_totals`, `pruned_run_calls`, `pruned_route_requests`):
+run and event counts, the request count of every pruned successful run (as a histogram: median, p95 and
+max stay exact), and requests by route. `figures.read_figures` adds them back.
+Each step deletes at most `limit` rows in one short transaction, so webhooks commit in between.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiosqlite
+
+from service.adapters.store.connection import Store
+
+BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """Rows removed (or emptied, for the outbox) by one pass over every table."""
+
+    inbox: int = 0
+    outbox: int = 0
+    journal: int = 0
+    runs: int = 0
+
+    @property
+    def total(self) -> int:
+        """All rows touched: 0 means nothing older than the cutoff is left to prune."""
+        return self.inbox + self.outbox + self.journal + self.runs
+
+
+async def prune_step(store: Store, cutoff: float, limit: int = BATCH) -> Pruned:
+    """One batch of each table older than `cutoff` (unix seconds), each in its own transaction."""
+    async with store.transaction() as db:
+        inbox = await _prune_inbox(db, cutoff, limit)
+    async with store.transaction() as db:
+        outbox = await _strip_outbox(db, cutoff, limit)
+    async with store.transaction() as db:
+        cursor = await db.execute(
+            "DELETE FROM request_journal WHERE id IN"
+            " (SELECT id FROM request_journal WHERE at < ? ORDER BY id LIMIT ?)",
+            (cutoff, limit),
+        )
+        journal = max(cursor.rowcount, 0)
+    async with store.transaction() as db:
+        runs = await _prune_runs(db, cutoff, limit)
+    return Pruned(inbox, outbox, journal, runs)
+
+
+async def _ids(db: aiosqlite.Connection, sql: str, params: tuple[object, ...]) -> list[int]:
+    async with db.execute(sql, params) as cursor:
+        return [int(row[0]) for row in await cursor.fetchall()]
+
+
+async def _add_total(db: aiosqlite.Connection, name: str, value: int) -> None:
+    if value:
+        await db.execute(
+            "INSERT INTO pruned_totals (name, value) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+            (name, value),
+        )
+
+
+def _marks(values: list[int]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+async def _prune_inbox(db: aiosqlite.Connection, cutoff: float, limit: int) -> int:
+    sequences = await _ids(
+        db,
+        "SELECT sequence FROM inbox AS i WHERE status IN ('done', 'unknown')"
+        " AND COALESCE(processed_at, received_at) < ?"
+        " AND sequence < (SELECT MAX(sequence) FROM inbox AS j WHERE j.status = i.status"
+        " AND j.flow_id IS i.flow_id AND j.event = i.event) ORDER BY sequence LIMIT ?",
+        (cutoff, limit),
+    )
+    if not sequences:
+        return 0
+    marks = _marks(sequences)
+    cursor = await db.execute(f"DELETE FROM inbox_deliveries WHERE sequence IN ({marks})", sequences)  # noqa: S608 - placeholders only
+    await _add_total(db, "inbox_deliveries", max(cursor.rowcount, 0))
+    cursor = await db.execute(f"DELETE FROM inbox WHERE sequence IN ({marks})", sequences)  # noqa: S608 - placeholders only
+    await _add_total(db, "inbox_events", max(cursor.rowcount, 0))
+    return len(sequences)
+
+
+async def _strip_outbox(db: aiosqlite.Connection, cutoff: float, limit: int) -> int:
+    cursor = await db.execute(
+        "UPDATE outbox SET payload = '', last_error = NULL WHERE id IN (SELECT id FROM outbox"
+        " WHERE status = 'delivered' AND delivered_at < ? AND payload != '' ORDER BY id LIMIT ?)",
+        (cutoff, limit),
+    )
+    return max(cursor.rowcount, 0)
+
+
+async def _prune_runs(db: aiosqlite.Connection, cutoff: float, limit: int) -> int:
+    run_ids = await _ids(
+        db,
+        "SELECT run_id FROM sync_runs WHERE outcome != 'running' AND ended_at < ?"
+        " AND run_id NOT IN (SELECT MIN(run_id) FROM sync_runs WHERE outcome = 'ok'"
+        " UNION SELECT MAX(run_id) FROM sync_runs WHERE outcome = 'ok') ORDER BY run_id LIMIT ?",
+        (cutoff, limit),
+    )
+    if not run_ids:
+        return 0
+    marks = _marks(run_ids)
+    ok = f"run_id IN ({marks}) AND outcome = 'ok'"
+    await db.execute(
+        "INSERT INTO pruned_run_calls (api_calls, runs)"  # noqa: S608 - placeholders only
+        f" SELECT api_calls, COUNT(*) FROM sync_runs WHERE {ok} GROUP BY api_calls"
+        " ON CONFLICT (api_calls) DO UPDATE SET runs = runs + excluded.runs",
+        run_ids,
+    )
+    await db.execute(
+        "INSERT INTO pruned_route_requests (route, requests)"  # noqa: S608 - placeholders only
+        " SELECT route, SUM(requests) FROM run_requests WHERE run_id IN"
+        f" (SELECT run_id FROM sync_runs WHERE {ok}) GROUP BY route"
+        " ON CONFLICT (route) DO UPDATE SET requests = requests + excluded.requests",
+        run_ids,
+    )
+    await db.execute(f"DELETE FROM run_requests WHERE run_id IN ({marks})", run_ids)  # noqa: S608 - placeholders only
+    cursor = await db.execute(f"DELETE FROM sync_runs WHERE run_id IN ({marks})", run_ids)  # noqa: S608 - placeholders only
+    await _add_total(db, "runs", max(cursor.rowcount, 0))
+    return len(run_ids)
+
+
+async def pruned_figures(db: aiosqlite.Connection) -> tuple[dict[str, int], list[int], dict[str, int]]:
+    """What pruning folded away: totals by name, pruned successful runs' api_calls, requests by route."""
+    async with db.execute("SELECT name, value FROM pruned_totals") as cursor:
+        totals = {str(r[0]): int(r[1]) for r in await cursor.fetchall()}
+    calls: list[int] = []
+    async with db.execute("SELECT api_calls, runs FROM pruned_run_calls ORDER BY api_calls") as cursor:
+        for api_calls, runs in await cursor.fetchall():
+            calls.extend([int(api_calls)] * int(runs))
+    async with db.execute("SELECT route, requests FROM pruned_route_requests") as cursor:
+        routes = {str(r[0]): int(r[1]) for r in await cursor.fetchall()}
+    return totals, calls, routes

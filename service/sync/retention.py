@@ -1,0 +1,41 @@
+"""The retention loop of `run`: prunes what is older than SYNC_RETAIN_DAYS, a small batch at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Final
+
+from service.adapters.store import Store
+from service.adapters.store.retention import BATCH, prune_step
+from service.core.clock import Clock
+
+log = logging.getLogger(__name__)
+
+DAY: Final = 86400.0
+# Hourly: retention is measured in days, and a pass over an already pruned database costs four queries.
+RETENTION_INTERVAL: Final = 3600.0
+# Between batches the writer is free for webhook commits: the pruning never holds it for long.
+BATCH_PAUSE: Final = 0.05
+
+
+async def prune_all(store: Store, cutoff: float, *, limit: int = BATCH, pause: float = BATCH_PAUSE) -> int:
+    """Prune in batches until nothing older than `cutoff` is left; returns the rows touched."""
+    total = 0
+    while (pruned := await prune_step(store, cutoff, limit)).total:
+        total += pruned.total
+        await asyncio.sleep(pause)
+    return total
+
+
+async def retention_loop(
+    store: Store, retain_days: int, clock: Clock, *, interval: float = RETENTION_INTERVAL, limit: int = BATCH
+) -> None:
+    """Every `interval` seconds, prune what is older than `retain_days`; 0 keeps everything."""
+    if retain_days <= 0:
+        return
+    while True:
+        touched = await prune_all(store, clock.wall() - retain_days * DAY, limit=limit)
+        if touched:
+            log.info("retention pruned old rows", extra={"event": "retention.pruned", "rows": touched})
+        await asyncio.sleep(interval)
