@@ -54,6 +54,14 @@ def test_values_are_parsed() -> None:
     assert s.pause_max == 900.0
 
 
+def test_readiness_and_retention_defaults() -> None:
+    """64 MiB of free space for readiness, 90 days of retention; 0 turns either off."""
+    s = load_settings({})
+    assert (s.min_free_bytes, s.retain_days) == (64 * 1024 * 1024, 90)
+    off = load_settings({"SYNC_MIN_FREE_BYTES": "0", "SYNC_RETAIN_DAYS": "0"})
+    assert (off.min_free_bytes, off.retain_days) == (0, 0)
+
+
 @pytest.mark.parametrize(
     ("env", "variable"),
     [
@@ -75,6 +83,10 @@ def test_values_are_parsed() -> None:
         ({"OTEL_TRACES_SAMPLER": "bogus"}, "OTEL_TRACES_SAMPLER"),
         ({"OTEL_TRACES_SAMPLER_ARG": "2"}, "OTEL_TRACES_SAMPLER_ARG"),
         ({"OTEL_TRACES_SAMPLER_ARG": "abc"}, "OTEL_TRACES_SAMPLER_ARG"),
+        ({"SYNC_MIN_FREE_BYTES": "-1"}, "SYNC_MIN_FREE_BYTES"),
+        ({"SYNC_MIN_FREE_BYTES": "64MiB"}, "SYNC_MIN_FREE_BYTES"),
+        ({"SYNC_RETAIN_DAYS": "1.5"}, "SYNC_RETAIN_DAYS"),
+        ({"SYNC_RETAIN_DAYS": "-3"}, "SYNC_RETAIN_DAYS"),
     ],
 )
 def test_a_bad_value_names_its_variable(env: dict[str, str], variable: str) -> None:
