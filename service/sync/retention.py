@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 DAY: Final = 86400.0
 # Hourly: retention is measured in days, and a pass over an already pruned database costs four queries.
 RETENTION_INTERVAL: Final = 3600.0
+# The first pass waits for the startup work (the catch-up, the first sync run) to be done.
+RETENTION_DELAY: Final = 600.0
 # Between batches the writer is free for webhook commits: the pruning never holds it for long.
 BATCH_PAUSE: Final = 0.05
 
@@ -29,11 +31,18 @@ async def prune_all(store: Store, cutoff: float, *, limit: int = BATCH, pause: f
 
 
 async def retention_loop(
-    store: Store, retain_days: int, clock: Clock, *, interval: float = RETENTION_INTERVAL, limit: int = BATCH
+    store: Store,
+    retain_days: int,
+    clock: Clock,
+    *,
+    delay: float = RETENTION_DELAY,
+    interval: float = RETENTION_INTERVAL,
+    limit: int = BATCH,
 ) -> None:
-    """Every `interval` seconds, prune what is older than `retain_days`; 0 keeps everything."""
+    """After `delay`, then every `interval` seconds, prune what is older than `retain_days`; 0 keeps all."""
     if retain_days <= 0:
         return
+    await asyncio.sleep(delay)
     while True:
         touched = await prune_all(store, clock.wall() - retain_days * DAY, limit=limit)
         if touched:

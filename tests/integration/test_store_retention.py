@@ -145,7 +145,7 @@ async def test_retention_loop_prunes_while_webhooks_keep_committing(tmp_path: Pa
             written.append(sequence)
 
     writer = asyncio.create_task(webhooks())
-    loop = asyncio.create_task(retention_loop(store, 30, ManualClock(NOW), interval=3600, limit=50))
+    loop = asyncio.create_task(retention_loop(store, 30, ManualClock(NOW), delay=0, interval=3600, limit=50))
     try:
         deadline = time.monotonic() + 30
         while await count(store, "inbox_deliveries") > len(old) + len(written):
