@@ -14,6 +14,7 @@ and the outbox deliverer retries later with the same key, so the SIS can drop a 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Final
@@ -21,7 +22,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import orjson
+from opentelemetry.trace import SpanKind
 
+from service.adapters.spans import inject_traceparent, unit_span
 from service.core.ports import Json
 from service.core.retry_after import parse_retry_after
 from service.core.signatures import (
@@ -35,6 +38,8 @@ from service.settings import Secret
 
 # 64 KiB: far more than any acknowledgement; the rest of a larger body is dropped with the connection.
 ANSWER_LIMIT: Final = 64 * 1024
+_POST: Final = {"http.request.method": "POST"}
+log = logging.getLogger("service.sink")
 
 
 class HttpSink:
@@ -60,16 +65,33 @@ class HttpSink:
         self._wall = wall
 
     async def deliver(self, record: Json, idempotency_key: str) -> None:
-        """POST the record; return on 2xx, raise `SinkError` otherwise (never echoing the body)."""
+        """POST the record in a CLIENT span (its `traceparent` sent along); one INFO line per delivery."""
+        started = time.perf_counter()
+        # Hand-made rather than opentelemetry-instrumentation-aiohttp-client: the session is shared with the
+        # WISEflow client, whose spans are our own (per attempt, with X-Trace-Id); one span here is enough.
+        with unit_span("SIS delivery", kind=SpanKind.CLIENT, attributes=_POST) as span:
+            try:
+                status = await self._post(record, idempotency_key)
+            except SinkError as exc:
+                if exc.status is not None:
+                    span.set_attribute("http.response.status_code", exc.status)
+                _log_delivery(exc.status, started, failed=True)
+                raise
+            span.set_attribute("http.response.status_code", status)
+            _log_delivery(status, started, failed=False)
+
+    async def _post(self, record: Json, idempotency_key: str) -> int:
+        """POST the record; its status on 2xx, `SinkError` otherwise (never echoing the body)."""
         body = orjson.dumps(record)
         headers = self._headers(body, idempotency_key)
+        inject_traceparent(headers)
         try:
             async with self._session.post(
                 self._url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
             ) as response:
                 await response.content.read(ANSWER_LIMIT)
                 if 200 <= response.status < 300:
-                    return
+                    return response.status
                 if 300 <= response.status < 400:
                     # The SIS wants another URL: say which one we used, as configured, so it can be fixed.
                     raise SinkError(
@@ -98,6 +120,17 @@ class HttpSink:
                 self._secret.reveal(), idempotency_key, timestamp, body
             )
         return headers
+
+
+def _log_delivery(status: int | None, started: float, *, failed: bool) -> None:
+    """One line per delivery: status, duration and outcome (no grade, no key; the deliverer says why)."""
+    fields = {
+        "event": "sis.delivery",
+        "status": status,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        "outcome": "failed" if failed else "delivered",
+    }
+    log.info("SIS delivery", extra=fields)
 
 
 def _shown(url: str) -> str:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -207,3 +208,23 @@ def setup_tracing(
         trace.set_tracer_provider(provider)
     exporting = exporter is not None or settings.otel_endpoint is not None
     return TracingHandle(provider=provider, exporting=exporting)
+
+
+# Seconds a command waits for its spans to leave before it exits (the run command uses the same bound).
+SPAN_FLUSH_TIMEOUT: Final = 5.0
+
+
+@contextmanager
+def command_tracing(settings: Settings, env: Mapping[str, str] | None = None) -> Iterator[TracingHandle]:
+    """Tracing for one command that calls WISEflow: set up from the OTEL_* settings, flushed on the way out.
+
+    The flush is bounded by `SPAN_FLUSH_TIMEOUT`: a collector that is down never holds up the exit.
+    """
+    # A process sets the global provider once (OpenTelemetry refuses, with a warning, to replace it): a
+    # second command run in the same process (tests, an embedding) keeps its own provider instead.
+    first = isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    handle = setup_tracing(settings, env=env, set_global=first)
+    try:
+        yield handle
+    finally:
+        handle.shutdown(SPAN_FLUSH_TIMEOUT)

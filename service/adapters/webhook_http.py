@@ -95,7 +95,7 @@ class WebhookReceiver:
         inbox: Inbox,
         clock: Clock,
         figures: WebhookFigures | None = None,
-        on_stored: Callable[[], None] | None = None,
+        on_stored: Callable[[int], None] | None = None,
         read_timeout: float = READ_TIMEOUT,
         max_body: int = MAX_BODY,
         max_unverified: int = MAX_UNVERIFIED,
@@ -206,7 +206,7 @@ class WebhookReceiver:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("webhook stored", extra={"event": "webhook.accepted", **_context(event)})
         if self._on_stored is not None:
-            self._on_stored()
+            self._on_stored(event.sequence)
         return _answer_bytes(200, _ACCEPTED)
 
     def _reject(self, status: int, reason: str) -> web.Response:

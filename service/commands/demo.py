@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from service.adapters.logs import configure_logging
+from service.adapters.telemetry import command_tracing
 from service.commands import add_allow_in_image, number_arg, refused_in_image
+from service.settings import load_settings
 
 
 def register(subparsers: Any) -> None:
@@ -30,4 +32,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     configure_logging(env.get("LOG_LEVEL", "WARNING").upper())
     from service.demo import main  # the demo pulls in the simulator: only when asked for
 
-    return main(args.duration)
+    # The demo's service runs on embedded settings; only where its spans go comes from the environment.
+    otel = load_settings({k: v for k, v in env.items() if k.startswith("OTEL_")})
+    with command_tracing(otel, env):
+        return main(args.duration)

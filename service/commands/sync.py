@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from service.adapters.logs import configure_logging
 from service.adapters.store.outbox import Outbox
+from service.adapters.telemetry import command_tracing
 from service.app import Service, close_service, open_service
 from service.core.clock import Clock, SystemClock
 from service.errors import StoreError
@@ -53,7 +54,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings.require_api_credentials()
     configure_logging(settings.log_level)
     try:
-        return asyncio.run(sync_once(settings, sys.stderr, full=args.full))
+        with command_tracing(settings, env):
+            return asyncio.run(sync_once(settings, sys.stderr, full=args.full))
     except sqlite3.Error as exc:  # read-only or full once running: the CLI's one line for StoreError, exit 2
         raise StoreError(f"database {settings.database}: {exc}") from exc
 

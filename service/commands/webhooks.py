@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, TextIO
 
 from service.adapters.logs import configure_logging
+from service.adapters.telemetry import command_tracing
 from service.adapters.wiseflow import WiseflowClient
 from service.core.redact import redact_url
 from service.core.subscriptions import SubscriptionPlan, plan_subscription
@@ -48,7 +49,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     events = parse_webhook_events("--events", args.events) if args.events else settings.webhook_events
     if not settings.webhook_secrets:
         raise ConfigError("WISEFLOW_WEBHOOK_SECRET", "missing: webhooks cannot be verified without it")
-    return asyncio.run(ensure(settings, url, events, dry_run=args.dry_run, out=sys.stdout))
+    with command_tracing(settings, env):
+        return asyncio.run(ensure(settings, url, events, dry_run=args.dry_run, out=sys.stdout))
 
 
 async def ensure(settings: Settings, url: str, events: Sequence[str], *, dry_run: bool, out: TextIO) -> int:

@@ -32,6 +32,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from opentelemetry.trace import SpanKind
+
+from service.adapters.spans import ReceiptLinks, unit_span
 from service.core.backoff import Random, compute_backoff
 from service.core.clock import Clock
 from service.core.failures import Verdict, classify, describe, retry_after
@@ -101,8 +104,10 @@ class InboxWorker:
         policy: WorkerPolicy | None = None,
         figures: WebhookFigures | None = None,
         rng: Random | None = None,
+        receipts: ReceiptLinks | None = None,
     ) -> None:
         self.inbox = inbox
+        self.receipts = receipts or ReceiptLinks()
         self.refresher = refresher
         self.clock = clock
         self.policy = policy or WorkerPolicy()
@@ -219,7 +224,14 @@ class InboxWorker:
             if kind not in refreshed and not await self._superseded(row, kind):
                 began = self.clock.wall()
                 try:
-                    await self._refresh(kind, row.flow_id)
+                    # A CONSUMER span linked to the receipts (SERVER spans) of the events this refresh answers.
+                    covered = [r.sequence for r in rows if refresh_for(r.event) is kind]
+                    attributes = {"webhook.sequence": row.sequence, "wiseflow.flow_id": row.flow_id}
+                    links = self.receipts.links(covered)
+                    with unit_span(
+                        "webhook.process", kind=SpanKind.CONSUMER, attributes=attributes, links=links
+                    ):
+                        await self._refresh(kind, row.flow_id)
                 except Exception as exc:
                     verdict = classify(exc)
                     if verdict is Verdict.STOP_AND_WAIT:

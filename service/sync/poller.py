@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from service.adapters.spans import mark_error, unit_span
 from service.core import planner
 from service.core.clock import Clock
 from service.core.failures import BAD_DATA, Verdict, classify, describe, needs_operator, retry_after
@@ -89,15 +90,19 @@ class Poller:
             async with self._store.transaction() as unit:
                 await unit.abandon_running(self._clock.wall())
                 summary = RunSummary(run_id=await unit.start_run(self._clock.wall()), outcome="running")
-            # Every request this run's tasks send is counted on the wire (the client's request hook).
-            with tallying(RequestTally()) as tally:
-                try:
-                    await self._run(summary, full=full)
-                    summary.outcome = "ok"
-                except Exception as exc:
-                    _judge(summary, exc)
-            summary.duration = time.monotonic() - started
-            await self._finish(summary, tally)
+            with unit_span("sync.run", attributes={"sync.run_id": summary.run_id, "sync.full": full}) as span:
+                # Every request this run's tasks send is counted on the wire (the client's request hook).
+                with tallying(RequestTally()) as tally:
+                    try:
+                        await self._run(summary, full=full)
+                        summary.outcome = "ok"
+                    except Exception as exc:
+                        _judge(summary, exc)
+                summary.duration = time.monotonic() - started
+                await self._finish(summary, tally)
+                span.set_attribute("sync.outcome", summary.outcome)
+                if summary.outcome != "ok":
+                    mark_error(summary.reason or summary.outcome)
             return summary
 
     async def _run(self, summary: RunSummary, *, full: bool) -> None:
@@ -105,8 +110,10 @@ class Poller:
             async with self._store.transaction() as unit:
                 flows = {flow.flow_id: (flow, plan) for flow, plan in await unit.all_flows()}
                 await unit.save_plans(planner.replan(flows, planner.request_reconciliation))
-        await self._discover(summary)
-        await self._read_events(summary)
+        with unit_span("sync.discovery"):
+            await self._discover(summary)
+        with unit_span("sync.events"):
+            await self._read_events(summary)
         await self._refresh_due(summary)
 
     async def refresh_flow(self, flow_id: int) -> None:
@@ -206,7 +213,8 @@ class Poller:
 
     async def _refresh_one(self, flow: Flow, plan: FlowPlan, summary: RunSummary) -> None:
         try:
-            participants, grades, changes = await self.refresh.refresh_planned(flow, plan)
+            with unit_span("sync.refresh_flow", attributes={"wiseflow.flow_id": flow.flow_id}):
+                participants, grades, changes = await self.refresh.refresh_planned(flow, plan)
         except (ApiError, *BAD_DATA) as exc:
             if classify(exc) is not Verdict.BLAME_ITEM:
                 raise  # about WISEflow as a whole: the run ends

@@ -3,86 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import gzip
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
-
-import pytest
-from aiohttp import web
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from service import __version__
 from service.adapters.telemetry import X_TRACE_ID_ATTRIBUTE, setup_tracing
 from service.core.redact import MASK
 from service.settings import Settings
+from tests.otlp import Receiver, receiver
 
-
-@dataclass
-class Receiver:
-    """A minimal OTLP/HTTP trace receiver: keeps every raw body and every decoded request."""
-
-    url: str = ""
-    bodies: list[bytes] = field(default_factory=list)
-    requests: list[ExportTraceServiceRequest] = field(default_factory=list)
-    hang: asyncio.Event | None = None
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        if request.headers.get("Content-Encoding") == "gzip":
-            body = gzip.decompress(body)
-        if self.hang is not None:
-            await self.hang.wait()
-        self.bodies.append(body)
-        self.requests.append(ExportTraceServiceRequest.FromString(body))
-        reply = ExportTraceServiceResponse().SerializeToString()
-        return web.Response(body=reply, content_type="application/x-protobuf")
-
-    def spans(self) -> dict[str, dict[str, Any]]:
-        """Every received span by name: its attributes, event attributes and resource attributes."""
-        out: dict[str, dict[str, Any]] = {}
-        for req in self.requests:
-            for rs in req.resource_spans:
-                resource = {kv.key: _value(kv.value) for kv in rs.resource.attributes}
-                for ss in rs.scope_spans:
-                    for span in ss.spans:
-                        out[span.name] = {
-                            "attributes": {kv.key: _value(kv.value) for kv in span.attributes},
-                            "events": {
-                                e.name: {kv.key: _value(kv.value) for kv in e.attributes} for e in span.events
-                            },
-                            "resource": resource,
-                        }
-        return out
-
-
-def _value(v: AnyValue) -> Any:
-    kind = v.WhichOneof("value")
-    if kind == "array_value":
-        return [_value(x) for x in v.array_value.values]
-    return getattr(v, kind) if kind else None
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    """An OTLP receiver listening on 127.0.0.1, port chosen by the OS."""
-    rec = Receiver()
-    app = web.Application()
-    app.router.add_post("/v1/traces", rec.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    rec.url = f"http://127.0.0.1:{port}"
-    yield rec
-    if rec.hang is not None:
-        rec.hang.set()
-    await runner.cleanup()
+__all__ = ["receiver"]  # the fixture, imported for this module's tests
 
 
 async def test_span_arrives_with_name_attributes_and_resource(receiver: Receiver) -> None:

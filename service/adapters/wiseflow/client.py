@@ -17,6 +17,7 @@ from typing import Any, Final, Self
 import aiohttp
 from opentelemetry import trace
 
+from service.adapters.spans import add_event
 from service.core.backoff import Random, RetryPolicy
 from service.core.breaker import Breaker, BreakerPolicy, Transition
 from service.core.clock import Clock, SystemClock
@@ -40,7 +41,14 @@ EVENTS_LIMIT: Final = 1000
 
 
 def log_transition(transition: Transition) -> None:
-    """One WARNING line per breaker transition, with its reason."""
+    """One WARNING line per breaker transition, with its reason; an event on the current span."""
+    add_event(
+        "wiseflow.breaker",
+        from_state=transition.source.value,
+        to_state=transition.target.value,
+        reason=transition.reason,
+        retry_after=round(transition.retry_after, 3),
+    )
     log.warning(
         "WISEflow circuit %s -> %s",
         transition.source.value,

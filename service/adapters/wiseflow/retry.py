@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from service.adapters.spans import add_event
 from service.core.backoff import Random, RetryPolicy, is_retryable_status, is_safe_request
 from service.core.clock import Clock
 from service.errors import ApiError, ApiUnavailable, AuthError, RateLimited
@@ -60,6 +61,9 @@ class Caller:
                     if isinstance(outcome, Reply):
                         return outcome
                     wait = self._wait_before_retry(outcome, safe, attempt, deadline)
+                    add_event(
+                        "wiseflow.retry", attempt=attempt, status=outcome.status or 0, wait_s=round(wait, 3)
+                    )
                     await asyncio.sleep(wait)
                     attempt += 1
         except TimeoutError:

@@ -25,6 +25,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from yarl import URL
 
 from service import __version__
+from service.adapters.spans import add_event
 from service.core.backoff import Random, RetryPolicy
 from service.core.breaker import Breaker, Permit
 from service.core.clock import Clock
@@ -44,6 +45,8 @@ USER_AGENT: Final = f"wiseflow-sync/{__version__}"
 MAX_BODY: Final = 32 * 2**20
 # The span attribute carrying WISEflow's X-Trace-Id (same name as service.adapters.telemetry uses).
 X_TRACE_ID_ATTRIBUTE: Final = "wiseflow.trace_id"
+# A limiter wait shorter than this is ordinary pacing, not worth a span event.
+LIMITER_EVENT_MIN: Final = 0.001
 
 
 class Attachable(Protocol):
@@ -120,6 +123,7 @@ class Transport:
         self._breaker.check()  # fail fast before queueing for a slot
         if credentials is not None:
             await credentials.headers(session, attempt)  # a renewal due now goes first, outside the queue
+        queued = time.perf_counter()
         while True:
             probe = await self._limiter.acquire(method, path, attempt, urgent=urgent)
             await self.pauses.settled()  # a pause WISEflow just asked for is on disk before we send
@@ -131,6 +135,7 @@ class Transport:
             assert credentials is not None  # noqa: S101 - only a token can age
             await credentials.headers(session, attempt)
             urgent = True  # it has waited its turn once
+        waited = time.perf_counter() - queued
         if sent_with is not None:
             sent_with.update(attached)
         try:
@@ -146,6 +151,8 @@ class Transport:
             span.set_attribute("url.path", self._base_path + path)
             span.set_attribute("http.request.resend_count", attempt - 1)
             span.set_attribute("wiseflow.attempt", attempt)
+            if waited >= LIMITER_EVENT_MIN:
+                span.add_event("rate_limiter.wait", {"seconds": round(waited, 3)})
             try:
                 return await self._exchange(
                     session, span, permit, method, path, attempt, attached, params, json, data
@@ -237,6 +244,7 @@ class Transport:
             self._limiter.pause(pause)
             # Concurrent 429s overlap: only what this one added to the pause counts.
             self.paused_seconds += max(0.0, self.pause_remaining() - before)
+            add_event("wiseflow.pause", reason="429", seconds=round(pause, 3))
             await self.pauses.record(pause, f"429 on {reply.method} {route_of(reply.path)}")
 
     def _bounded(self, reply: Reply, asked: float) -> float:
