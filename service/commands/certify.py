@@ -1,18 +1,34 @@
-"""`wiseflow-sync certify [--format md|json]`: the certification review's answers, from config and figures."""
+"""`wiseflow-sync certify [--format md|json]`: the certification review's answers, from config and figures.
+
+The events answer comes from WISEflow's own subscription (`GET /webhooks`, the one for
+`SYNC_PUBLIC_WEBHOOK_URL` or titled `WISEFLOW_CLIENT_NAME`) when credentials are configured and WISEflow
+answers within `EVENTS_TIMEOUT`; otherwise from `SYNC_WEBHOOK_EVENTS`. `webhooks.events_source` says which.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
+from service.adapters.logs import configure_logging
 from service.adapters.store import Store
-from service.certify import Figures, answers, gather_figures, render_markdown
+from service.adapters.store.figures import StoredFigures, read_figures
+from service.adapters.telemetry import command_tracing
+from service.adapters.wiseflow import WiseflowClient
+from service.certify import EVENTS_FROM_WISEFLOW, build, render_markdown
+from service.core.subscriptions import plan_subscription
+from service.errors import ServiceError
 from service.settings import Settings, load_settings
+
+# Seconds certify waits for WISEflow's subscription before answering from the settings instead.
+EVENTS_TIMEOUT: Final = 10.0
+log = logging.getLogger("service.certify")
 
 
 def register(subparsers: Any) -> None:
@@ -23,21 +39,58 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Print the answers; figures are included when the database exists."""
+    """Print the document; measured figures are included when the database exists."""
     settings = load_settings(env)
+    configure_logging(settings.log_level)
     # Never create a database just to report that it is empty.
-    figures = asyncio.run(_figures(settings)) if Path(settings.database).is_file() else None
-    sections = answers(settings, figures)
+    exists = Path(settings.database).is_file()
+    with command_tracing(settings, env):
+        figures, events = asyncio.run(_gather(settings, exists))
+    document = build(settings, figures, events, EVENTS_FROM_WISEFLOW)
     if args.format == "json":
-        print(orjson.dumps({"sections": sections}, option=orjson.OPT_INDENT_2).decode())
+        print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
     else:
-        print(render_markdown(sections))
+        print(render_markdown(document))
     return 0
 
 
-async def _figures(settings: Settings) -> Figures:
+async def _gather(settings: Settings, exists: bool) -> tuple[StoredFigures | None, list[str] | None]:
+    figures = await _figures(settings) if exists else None
+    return figures, await subscribed_events(settings)
+
+
+async def _figures(settings: Settings) -> StoredFigures:
     store = await Store.open(settings.database)
     try:
-        return await gather_figures(store)
+        return await read_figures(store)
     finally:
         await store.close()
+
+
+async def subscribed_events(settings: Settings) -> list[str] | None:
+    """The events of our subscription at WISEflow; None when it cannot be asked or has none for us."""
+    if not (settings.uses_oauth or settings.api_key is not None):
+        return None
+    try:
+        async with asyncio.timeout(EVENTS_TIMEOUT), WiseflowClient(settings) as client:
+            existing = await client.list_webhooks()
+    except (ServiceError, TimeoutError) as exc:
+        log.warning(
+            "WISEflow's subscription could not be read; events from SYNC_WEBHOOK_EVENTS",
+            extra={"event": "certify.events_unavailable", "reason": type(exc).__name__},
+        )
+        return None
+    plan = plan_subscription(
+        existing,
+        url=settings.public_webhook_url or "",
+        events=settings.webhook_events,
+        title=settings.client_name,
+        secret=None,
+    )
+    if plan.webhook_id is None:
+        return None
+    ours = next((w for w in existing if isinstance(w, dict) and w.get("id") == plan.webhook_id), {})
+    events = ours.get("events")
+    if not isinstance(events, list):
+        return None
+    return sorted(e for e in events if isinstance(e, str))

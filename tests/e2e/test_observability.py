@@ -5,12 +5,19 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from service.adapters.logs import configure_logging
+from service.adapters.store import Store
+from service.adapters.store.figures import read_figures
+from service.adapters.wiseflow.endpoints import Endpoint
+from service.adapters.wiseflow.records import route_of
+from service.certify import build
 from service.commands.sync import sync_once
 from service.settings import Settings, load_settings
 from tests.conftest import SimHandle
@@ -26,6 +33,11 @@ def log_lines() -> Iterator[io.StringIO]:
     yield out
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+def route_of_template(path: str) -> str:
+    """A registry path (`/flow/{flowId}`) as the journal's route (`/flow/{id}`)."""
+    return Endpoint("GET", path, "", ()).route
 
 
 def settings_for(sim: SimHandle, db: Path) -> Settings:
@@ -54,3 +66,24 @@ async def test_a_run_logs_every_requests_x_trace_id_at_info(
     assert all({"method", "route", "status", "duration_ms", "attempt"} <= e.keys() for e in requests)
     runs = [e for e in entries if e.get("event") == "sync.run"]
     assert [(r["outcome"], r["api_calls"] > 0, "duration_s" in r) for r in runs] == [("ok", True, True)]
+
+
+async def test_certify_figures_equal_the_simulators_journal(simulator: SimHandle, tmp_path: Path) -> None:
+    """After `sync --once`, certify's counts (per endpoint, per run, 429s) are what WISEflow received."""
+    settings = settings_for(simulator, tmp_path / "s.sqlite3")
+    await simulator.scenario({"storm_429": {"seconds": 0.5, "retry_after": 1}})
+    assert await sync_once(settings, io.StringIO()) == 0
+    journal = await simulator.journal()
+    store = await Store.open(settings.database)
+    try:
+        figures = await read_figures(store)
+    finally:
+        await store.close()
+    data = json.loads(orjson.dumps(build(settings, figures)))
+    received = Counter(f"{r['method']} {route_of(r['path'].removeprefix('/v1'))}" for r in journal)
+    observed = {f"{e['method']} {route_of_template(e['path'])}": e["observed"] for e in data["endpoints"]}
+    assert {k: v for k, v in observed.items() if v} == dict(received)
+    assert data["rate_limits"]["answers_429"] == sum(r["status"] == 429 for r in journal)
+    assert data["rate_limits"]["requests"] == len(journal)
+    assert data["sync"]["requests_per_run"]["latest"] == len(journal)
+    assert data["sync"]["requests_per_run"]["first_full"] == len(journal)

@@ -1,20 +1,35 @@
-"""certify: answers follow the live configuration, and figures come from the database."""
+"""certify: one typed document, JSON in the contract's shape, Markdown from the same object."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
 from service.adapters.store import Store
-from service.certify import answers, gather_figures, render_markdown
+from service.adapters.store.figures import read_figures
+from service.adapters.wiseflow.endpoints import ENDPOINTS
+from service.certify import build, render_markdown, requests_per_run
 from service.cli import main
+from service.commands.certify import subscribed_events
 from service.settings import load_settings
+from tests.conftest import SimHandle
+
+SECTIONS = ["overview", "auth", "endpoints", "sync", "webhooks", "rate_limits", "logging", "errors"]
 
 
-def test_answers_follow_the_configuration() -> None:
-    """Changing a setting changes the answer that states it; secrets never appear."""
+def as_json(document: object) -> dict[str, Any]:
+    """The document as `--format json` prints it."""
+    data: dict[str, Any] = json.loads(orjson.dumps(document))
+    return data
+
+
+def test_json_has_a_key_per_section_and_the_figures_as_numbers() -> None:
+    """The contract's shape: eight section keys, client_name a string, requests_per_run's five keys."""
     settings = load_settings(
         {
             "WISEFLOW_CLIENT_ID": "id",
@@ -25,18 +40,58 @@ def test_answers_follow_the_configuration() -> None:
             "SYNC_RATE_PER_SECOND": "15",
         }
     )
-    text = render_markdown(answers(settings, None))
-    assert "'uni-x-sis-bridge' on every request" in text
-    assert "every 600 s" in text
-    assert "15/s" in text
-    assert "2 secret(s) configured" in text
-    assert "not measured yet" in text
-    assert "secret-" not in text.replace("secret(s)", "")
-    assert [s["title"][:2] for s in answers(settings, None)] == [f"{n}." for n in range(1, 9)]
+    document = build(settings, None)
+    data = as_json(document)
+    assert list(data) == SECTIONS
+    assert data["auth"]["client_name"] == "uni-x-sis-bridge"
+    assert data["auth"]["method"] == "oauth2_client_credentials"
+    assert data["sync"]["poll_interval_s"] == 600
+    assert data["rate_limits"]["per_second"] == 15
+    assert data["webhooks"]["secrets_configured"] == 2
+    assert data["sync"]["requests_per_run"] == dict.fromkeys(["first_full", "latest", "median", "p95", "max"])
+    assert data["rate_limits"]["answers_429"] is None
+    text = orjson.dumps(document).decode() + render_markdown(document)
+    assert "secret-" not in text.replace("secrets_configured", "")
+    assert "hunter2" not in text
+
+
+def test_markdown_renders_the_same_object() -> None:
+    """Every section under its review title; a figure not measured says so."""
+    text = render_markdown(build(load_settings({"WISEFLOW_CLIENT_NAME": "uni-x"}), None))
+    titles = [line for line in text.splitlines() if line.startswith("## ")]
+    assert [t[3:5] for t in titles] == [f"{n}." for n in range(1, 9)]
+    assert "- Client name: uni-x" in text
+    assert "- Answers 429: not measured" in text
+    assert "- Method: not_configured" in text
+
+
+def test_endpoints_are_the_clients_registry_without_license_info_for_the_sync() -> None:
+    """The endpoint list is the registry; an endpoint only preflight calls says so."""
+    data = as_json(build(load_settings({}), None))
+    assert [(e["method"], e["path"]) for e in data["endpoints"]] == [(e.method, e.path) for e in ENDPOINTS]
+    license_info = next(e for e in data["endpoints"] if e["path"] == "/license/info")
+    assert license_info["used_by"] == ["preflight"]
+
+
+@pytest.mark.parametrize(
+    ("calls", "expected"),
+    [
+        ([], (None, None, None, None, None)),
+        ([40], (40, 40, 40.0, 40.0, 40)),
+        ([40, 6, 6, 9], (40, 9, 7.5, 40.0, 40)),
+        ([100, *range(1, 21)], (100, 20, 11.0, 20.0, 100)),
+    ],
+)
+def test_requests_per_run_first_latest_median_p95_max(
+    calls: list[int], expected: tuple[int | None, ...]
+) -> None:
+    """first_full is the first successful run; median, p95 (nearest rank) and max over recent runs."""
+    figures = requests_per_run(calls)
+    assert (figures.first_full, figures.latest, figures.median, figures.p95, figures.max) == expected
 
 
 async def test_figures_are_read_from_the_database(tmp_path: Path) -> None:
-    """Runs, journalled statuses, webhook duplicates and dead letters are counted from the tables."""
+    """Runs, journalled statuses by endpoint, webhook duplicates and dead letters come from the tables."""
     store = await Store.open(tmp_path / "c.sqlite3")
     try:
         async with store.transaction() as db:
@@ -46,7 +101,8 @@ async def test_figures_are_read_from_the_database(tmp_path: Path) -> None:
             )
             await db.execute(
                 "INSERT INTO request_journal (at, method, path, status, duration_ms, attempt) VALUES "
-                "(1, 'GET', '/a', 200, 1, 1), (2, 'GET', '/a', 429, 1, 1), (3, 'GET', '/a', NULL, 1, 2)"
+                "(1, 'GET', '/flow/1', 200, 1, 1), (2, 'GET', '/flow/2', 429, 500, 1), "
+                "(4, 'GET', '/flow/2', NULL, 1, 2), (5, 'POST', '/oauth2/token', 200, 1, 1)"
             )
             await db.execute(
                 "INSERT INTO inbox (sequence, event, event_timestamp, body, received_at, status) VALUES "
@@ -56,13 +112,27 @@ async def test_figures_are_read_from_the_database(tmp_path: Path) -> None:
                 "INSERT INTO inbox_deliveries (delivery_id, sequence, received_at) VALUES "
                 "('a', 1, 1), ('b', 1, 2), ('c', 2, 3)"
             )
-        figures = await gather_figures(store)
+        figures = await read_figures(store)
     finally:
         await store.close()
-    assert (figures.runs, figures.runs_ok, figures.last_full_calls, figures.latest_calls) == (4, 3, 40, 6)
-    assert figures.median_calls == 6.0
-    assert figures.by_status == {200: 1, 429: 1, 0: 1}
-    assert (figures.events, figures.deliveries, figures.duplicates, figures.dead_letters) == (2, 3, 1, 1)
+    data = as_json(build(load_settings({}), figures))
+    assert data["sync"]["runs"] == 4
+    assert data["sync"]["runs_ok"] == 3
+    assert data["sync"]["requests_per_run"] == {
+        "first_full": 40,
+        "latest": 6,
+        "median": 6.0,
+        "p95": 40.0,
+        "max": 40,
+    }
+    observed = {f"{e['method']} {e['path']}": e["observed"] for e in data["endpoints"]}
+    assert (observed["GET /flow/{flowId}"], observed["POST /oauth2/token"]) == (3, 1)
+    assert (data["rate_limits"]["answers_429"], data["rate_limits"]["requests"]) == (1, 4)
+    assert data["rate_limits"]["shortest_wait_after_429_s"] == 1.5  # answered at 2.5, next sent at 4
+    assert (data["errors"]["no_answer"], data["auth"]["token_requests"]) == (1, 1)
+    webhooks = data["webhooks"]
+    assert (webhooks["distinct_events"], webhooks["deliveries"], webhooks["duplicates"]) == (2, 3, 1)
+    assert webhooks["dead_letters"] == 1
 
 
 def test_the_command_prints_json_and_does_not_create_a_database(
@@ -73,12 +143,36 @@ def test_the_command_prints_json_and_does_not_create_a_database(
     code = main(["certify", "--format", "json"], {"SYNC_DATABASE": str(database)})
     assert code == 0
     document = json.loads(capsys.readouterr().out)
-    assert len(document["sections"]) == 8
+    assert list(document) == SECTIONS
+    assert document["webhooks"]["events_source"] == "SYNC_WEBHOOK_EVENTS"
     assert not database.exists()
+
+
+async def test_events_come_from_wiseflows_subscription_when_it_answers(simulator: SimHandle) -> None:
+    """With a subscription for our URL, its events (not the setting's) are the answer, saying so."""
+    env = {
+        "WISEFLOW_API_URL": simulator.api_url,
+        "WISEFLOW_CLIENT_ID": simulator.config.client_id,
+        "WISEFLOW_CLIENT_SECRET": simulator.config.client_secret,
+        "SYNC_PUBLIC_WEBHOOK_URL": "https://sis.example.edu/webhooks/wiseflow",
+        "SYNC_WEBHOOK_EVENTS": "FINAL_GRADE,ASSESSMENT,FLOW_STATE_UPDATED",
+    }
+    settings = load_settings(env)
+    assert await subscribed_events(settings) is None  # no subscription yet: the setting answers
+    async with simulator.session.post(
+        simulator.api_url + "/webhooks",
+        json={"title": "t", "url": env["SYNC_PUBLIC_WEBHOOK_URL"], "events": ["FINAL_GRADE"], "active": True},
+        headers=simulator.auth_headers(),
+    ) as response:
+        assert response.status in (200, 201)
+    assert await subscribed_events(settings) == ["FINAL_GRADE"]
+    document = build(settings, None, ["FINAL_GRADE"], "wiseflow")
+    assert (document.webhooks.events, document.webhooks.events_source) == (["FINAL_GRADE"], "wiseflow")
+    unreachable = load_settings({**env, "WISEFLOW_API_URL": "http://127.0.0.1:9/v1"})
+    assert await asyncio.wait_for(subscribed_events(unreachable), 60) is None
 
 
 def test_missing_credentials_are_said_not_invented() -> None:
     """Without any credentials the authentication answer says so instead of claiming an API key."""
-    text = render_markdown(answers(load_settings({}), None))
-    assert "NOT CONFIGURED: set WISEFLOW_CLIENT_ID" in text
-    assert "static x-api-key" not in text
+    data = as_json(build(load_settings({}), None))
+    assert (data["auth"]["method"], data["auth"]["token_endpoint"]) == ("not_configured", None)

@@ -5,6 +5,7 @@ Read on the store's read connection, so a report never sees a transaction that i
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
 
 import aiosqlite
@@ -30,6 +31,10 @@ class StoredFigures:
     grades_delivered: int = 0
     grades_pending: int = 0
     last_success_at: float | None = None
+    # Journalled requests by (method, path, status; 0: no answer): the last 10,000 that left the process.
+    journal: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    # The shortest time from a 429's answer to the next request sent (None: no 429 journalled).
+    wait_after_429: float | None = None
 
 
 async def read_figures(store: Store) -> StoredFigures:
@@ -56,8 +61,31 @@ async def _figures(db: aiosqlite.Connection) -> StoredFigures:
     f.grades_delivered = await _count(db, "SELECT COUNT(*) FROM outbox WHERE status = 'delivered'")
     f.grades_pending = await _count(db, "SELECT COUNT(*) FROM outbox WHERE status != 'delivered'")
     f.last_success_at = await runs.last_success_at(db)
+    async with db.execute(
+        "SELECT method, path, COALESCE(status, 0), COUNT(*) FROM request_journal GROUP BY 1, 2, 3"
+    ) as cursor:
+        f.journal = {(str(r[0]), str(r[1]), int(r[2])): int(r[3]) for r in await cursor.fetchall()}
+    async with db.execute(
+        "SELECT at, duration_ms, COALESCE(status, 0) FROM request_journal ORDER BY at"
+    ) as cur:
+        f.wait_after_429 = _wait_after_429(
+            [(float(r[0]), float(r[1]), int(r[2])) for r in await cur.fetchall()]
+        )
     _add_pruned(f, *await retention.pruned_figures(db))
     return f
+
+
+def _wait_after_429(rows: list[tuple[float, float, int]]) -> float | None:
+    """For each 429: from its answer (sent + duration) to the first request sent after it; the shortest."""
+    sent = [at for at, _, _ in rows]
+    waits = []
+    for at, duration_ms, status in rows:
+        if status == 429:
+            answered = at + duration_ms / 1000
+            following = bisect_left(sent, answered)
+            if following < len(sent):
+                waits.append(sent[following] - answered)
+    return min(waits, default=None)
 
 
 def _add_pruned(f: StoredFigures, totals: dict[str, int], calls: list[int], routes: dict[str, int]) -> None:
