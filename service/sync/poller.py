@@ -138,6 +138,9 @@ class Poller:
                 checkpoint = {"pass_started": self._clock.wall(), "archived": archived}
                 await unit.set_checkpoint(DISCOVERY_KEY, checkpoint, self._clock.wall())
         pass_started = float(checkpoint["pass_started"])
+        # Read before the first page: a flow whose state another fetch, begun after this one, committed
+        # meanwhile keeps that state (a long pass only ever loses freshness, never moves a flow backwards).
+        clock = await self._store.state_clock()
         states = (*LIVE_STATES, "ARCHIVED") if checkpoint["archived"] else LIVE_STATES
         batch: list[Flow] = []
         async for item in self._api.search_flows(states):
@@ -145,17 +148,17 @@ class Poller:
             summary.flows_listed += 1
             summary.records += 1
             if len(batch) >= DISCOVERY_BATCH:
-                await self._save_discovered(batch, pass_started)
+                await self._save_discovered(batch, pass_started, clock)
                 self._on_progress(Progress("discovery", summary.flows_listed, None))
                 batch = []
-        await self._save_discovered(batch, pass_started)
+        await self._save_discovered(batch, pass_started, clock)
         await self._check_vanished(pass_started)
         async with self._store.transaction() as unit:
             await unit.delete_checkpoint(DISCOVERY_KEY)
             if checkpoint["archived"]:
                 await unit.set_checkpoint(ARCHIVED_SCANNED_KEY, True, self._clock.wall())
 
-    async def _save_discovered(self, flows: list[Flow], pass_started: float) -> None:
+    async def _save_discovered(self, flows: list[Flow], pass_started: float, clock: int) -> None:
         if not flows:
             return
         now = self._clock.wall()
@@ -163,7 +166,8 @@ class Poller:
             known = await unit.load_flows(f.flow_id for f in flows)
             for flow in flows:
                 previous, plan = known.get(flow.flow_id, (None, None))
-                await unit.save_flow(flow, now, seen_at=pass_started)
+                if not await unit.save_flow(flow, now, clock, seen_at=pass_started):
+                    continue  # a later fetch of this flow committed first: it planned the flow too
                 new_plan = planner.plan_after_discovery(previous, flow, plan, now, self._policy)
                 if new_plan != plan:
                     await unit.save_plan(flow.flow_id, new_plan)

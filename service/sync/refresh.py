@@ -5,7 +5,8 @@ catch-up (a targeted refresh). Any number of loops and processes may refresh the
 each refresh is guarded at commit: it reads the flow's refresh version before it starts fetching and
 commits only if that version is unchanged (checked and bumped in the same transaction). A refresh that
 lost the race is dropped: the one that committed first fetched later, so the older data can neither move
-the mirror backwards nor queue an older grade again.
+the mirror backwards nor queue an older grade again. A flow's state (`GET /flow/{id}`, and discovery)
+is guarded the same way by the state clock: read before the fetch, checked and advanced at commit.
 """
 
 from __future__ import annotations
@@ -50,14 +51,20 @@ class FlowRefresh:
 
         A flow WISEflow answers 404 for is gone: it leaves the mirror (a webhook for it is then done).
         """
-        flow = await self.fetch_flow(flow_id)
+        clock = await self._store.state_clock()  # before the fetch begins
+        flow = await self.fetch_flow(flow_id, clock)
         if flow is None:
             return
         now = self._clock.wall()
         async with self._store.transaction() as unit:
             known = await unit.load_flow(flow_id)
             previous, plan = known if known is not None else (None, None)
-            await unit.save_flow(flow, now)
+            if not await unit.save_flow(flow, now, clock):
+                log.info(
+                    "flow state superseded by a later fetch: dropped",
+                    extra={"event": "sync.refresh_superseded", "flow_id": flow_id},
+                )
+                return
             await unit.save_plan(flow_id, planner.plan_after_discovery(previous, flow, plan, now, self._policy))
 
     async def refresh_assessments(self, flow_id: int) -> None:
@@ -72,27 +79,28 @@ class FlowRefresh:
         """A run's refresh of a due flow: participants and grades, and its next due time; the counts."""
         return await self._refresh(flow, plan, with_participants=True)
 
-    async def fetch_flow(self, flow_id: int) -> Flow | None:
-        """`GET /flow/{id}`; on a 404 the flow is dropped from the mirror and None returned."""
+    async def fetch_flow(self, flow_id: int, clock: int) -> Flow | None:
+        """`GET /flow/{id}`, begun after `clock` was read; on a 404 the flow leaves the mirror (None)."""
         try:
             return Flow.from_basic(await self._api.get_flow(flow_id))
         except ApiError as exc:
             if classify(exc) is Verdict.STOP_AND_WAIT or exc.status != 404:
                 raise
-        await self._drop(flow_id)
+        await self._drop(flow_id, clock)
         return None
 
     async def is_gone(self, flow_id: int) -> bool:
         """After a 404 on a flow's participants or grades: does `GET /flow/{id}` confirm it (and drop it)?"""
-        return await self.fetch_flow(flow_id) is None
+        return await self.fetch_flow(flow_id, await self._store.state_clock()) is None
 
-    async def _drop(self, flow_id: int) -> None:
+    async def _drop(self, flow_id: int, clock: int) -> None:
         """A flow WISEflow no longer has: the mirror follows (its queued grades are still delivered)."""
         async with self._store.transaction() as unit:
-            await unit.delete_flow(flow_id)
-        log.warning(
-            "flow not found: removed from the mirror", extra={"event": "sync.flow_gone", "flow_id": flow_id}
-        )
+            removed = await unit.delete_flow(flow_id, clock)
+        if removed:
+            log.warning(
+                "flow not found: removed from the mirror", extra={"event": "sync.flow_gone", "flow_id": flow_id}
+            )
 
     async def _refresh_grades(self, flow_id: int, *, with_participants: bool) -> None:
         async with self._store.transaction() as unit:

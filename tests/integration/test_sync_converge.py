@@ -224,3 +224,76 @@ async def test_an_older_fetch_that_commits_last_never_moves_the_mirror_backwards
     async with store.db.execute("SELECT payload FROM outbox ORDER BY id") as cursor:
         grades = [orjson.loads(row[0])["grade"] for row in await cursor.fetchall()]
     assert grades == ["B", "C"]
+
+
+class HeldStateApi(FakeWiseflowApi):
+    """Answers the first `GET /flow/{id}` or search page as WISEflow was when it arrived, once released."""
+
+    def __init__(self) -> None:
+        super().__init__(page=10)
+        self.fetched, self.release = asyncio.Event(), asyncio.Event()
+        self.hold = False
+
+    async def _held(self) -> None:
+        if self.hold:
+            self.hold = False
+            self.fetched.set()
+            await self.release.wait()
+
+    async def get_flow(self, flow_id: int) -> Any:
+        answer = await super().get_flow(flow_id)
+        await self._held()
+        return answer
+
+    async def search_flows(self, states: Any = None) -> AsyncIterator[Any]:  # type: ignore[override]
+        items = [item async for item in super().search_flows(states)]
+        await self._held()
+        for item in items:
+            yield item
+
+
+async def mirrored_state(store: Store) -> object:
+    """Flow 1's state in the mirror."""
+    return await fetch_value(store.db, "SELECT state FROM flows WHERE flow_id = 1")
+
+
+async def test_an_older_fetch_of_a_flows_state_that_commits_last_is_dropped(store: Store) -> None:
+    """Two processes read flow 1's state: the fetch that began first (still started) commits after the one
+    that began later (concluded). Its write is dropped: the mirror keeps CONCLUDED."""
+    api = HeldStateApi()
+    flow = api.add_flow(1, state="PARTICIPATION_STARTED", participants=1)
+    other = await Store.open(store.path)
+    try:
+        clock = ManualClock()
+        mine = Poller(api, SqliteSyncStore(store), clock, random.Random(1), POLICY)
+        theirs = Poller(api, SqliteSyncStore(other), clock, random.Random(2), POLICY)
+        await mine.refresh_flow(1)
+        api.hold = True
+        slow = asyncio.create_task(mine.refresh_flow(1))  # fetches PARTICIPATION_STARTED, then waits
+        await api.fetched.wait()
+        flow.state = "CONCLUDED"
+        await theirs.refresh_flow(1)  # fetches CONCLUDED and commits
+        api.release.set()
+        await slow
+    finally:
+        await other.close()
+    assert await mirrored_state(store) == "CONCLUDED"
+
+
+async def test_a_discovery_page_fetched_before_a_flows_refresh_does_not_undo_it(store: Store) -> None:
+    """A discovery pass lists flow 1 as started, then a webhook's refresh commits it concluded before the
+    pass commits its page: the pass leaves the newer state (and the flow counts as seen)."""
+    api = HeldStateApi()
+    flow = api.add_flow(1, state="PARTICIPATION_STARTED", participants=1)
+    poller = Poller(api, SqliteSyncStore(store), ManualClock(), random.Random(1), POLICY)
+    await poller.refresh_flow(1)
+    api.hold = True
+    run = asyncio.create_task(poller.run_once())  # its discovery page says PARTICIPATION_STARTED
+    await api.fetched.wait()
+    flow.state = "CONCLUDED"
+    await poller.refresh_flow(1)
+    api.release.set()
+    summary = await run
+    assert summary.outcome == "ok", summary.reason
+    assert await mirrored_state(store) == "CONCLUDED"
+    assert api.count("get_flow") == 2  # listed, so not read again as vanished

@@ -205,6 +205,17 @@ CREATE TABLE pruned_route_requests (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5, _V6)
+_V7: Final = """
+-- The ordering guard of a flow's state (`GET /flow/{id}` and discovery): one clock for every flow, read
+-- before a fetch begins and advanced by every committed state write, which stamps the flow with it. A
+-- write commits only if the flow's stamp is not newer than the clock read before its fetch, so an older
+-- fetch of a flow's state never commits last. One row; a single clock also covers a discovery batch,
+-- whose flows are not known before their page is fetched.
+CREATE TABLE flow_state_clock (only INTEGER PRIMARY KEY CHECK (only = 1), value INTEGER NOT NULL);
+INSERT INTO flow_state_clock VALUES (1, 0);
+ALTER TABLE flows ADD COLUMN state_version INTEGER NOT NULL DEFAULT 0;
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 LATEST_VERSION: Final = len(MIGRATIONS)
 JOURNAL_LIMIT: Final = 10_000

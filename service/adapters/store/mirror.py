@@ -50,17 +50,26 @@ async def load_flow(db: aiosqlite.Connection, flow_id: int) -> tuple[Flow, FlowP
     return (await load_flows(db, [flow_id])).get(flow_id)
 
 
-async def save_flow(db: aiosqlite.Connection, flow: Flow, now: float, seen_at: float | None = None) -> None:
-    """Insert or update a flow's state and dates (`seen_at`: the discovery pass that listed it)."""
-    await db.execute(
+async def save_flow(
+    db: aiosqlite.Connection, flow: Flow, now: float, seen_at: float | None = None, *, clock: int | None = None
+) -> bool:
+    """Insert or update a flow's state and dates (`seen_at`: the discovery pass that listed it); False if not.
+
+    `clock` is the state clock read before the fetch began (`state_clock`): the write is skipped when a
+    fetch of this flow that began later has committed since, so the mirror never moves backwards; a flow
+    a discovery pass listed is still marked seen. None only for rows no fetch produced (test fixtures).
+    """
+    await db.execute("UPDATE flow_state_clock SET value = value + 1")
+    cursor = await db.execute(
         "INSERT INTO flows (flow_id, state, title, created_at, participation_start, participation_end,"
-        " marking_start, marking_end, first_seen_at, seen_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " marking_start, marking_end, first_seen_at, seen_at, updated_at, state_version)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT value FROM flow_state_clock))"
         " ON CONFLICT (flow_id) DO UPDATE SET state = excluded.state, title = excluded.title,"
         " created_at = excluded.created_at, participation_start = excluded.participation_start,"
         " participation_end = excluded.participation_end, marking_start = excluded.marking_start,"
         " marking_end = excluded.marking_end, seen_at = max(flows.seen_at, excluded.seen_at),"
-        " updated_at = excluded.updated_at",
+        " updated_at = excluded.updated_at, state_version = excluded.state_version"
+        " WHERE ? IS NULL OR flows.state_version <= ?",
         (
             flow.flow_id,
             flow.state,
@@ -73,8 +82,21 @@ async def save_flow(db: aiosqlite.Connection, flow: Flow, now: float, seen_at: f
             now,
             now if seen_at is None else seen_at,
             now,
+            clock,
+            clock,
         ),
     )
+    if cursor.rowcount == 1:
+        return True
+    if seen_at is not None:
+        sql = "UPDATE flows SET seen_at = max(seen_at, ?) WHERE flow_id = ?"
+        await db.execute(sql, (seen_at, flow.flow_id))
+    return False
+
+
+async def state_clock(db: aiosqlite.Connection) -> int:
+    """The flows' state clock, read before fetching a flow's state (`save_flow(clock=...)`)."""
+    return await fetch_int(db, "SELECT value FROM flow_state_clock") or 0
 
 
 async def save_plan(db: aiosqlite.Connection, flow_id: int, plan: FlowPlan) -> None:
@@ -138,9 +160,14 @@ async def claim_refresh(db: aiosqlite.Connection, flow_id: int, version: int) ->
     return cursor.rowcount == 1
 
 
-async def delete_flow(db: aiosqlite.Connection, flow_id: int) -> None:
-    """Forget a flow with its plan, participants and grades (cascade); its outbox rows stay."""
-    await db.execute("DELETE FROM flows WHERE flow_id = ?", (flow_id,))
+async def delete_flow(db: aiosqlite.Connection, flow_id: int, clock: int) -> bool:
+    """Forget a flow with its plan, participants and grades (cascade; its outbox rows stay); False if not.
+
+    `clock` as for `save_flow`: a 404 fetched before a later fetch that found the flow and committed
+    since does not remove it.
+    """
+    cursor = await db.execute("DELETE FROM flows WHERE flow_id = ? AND state_version <= ?", (flow_id, clock))
+    return cursor.rowcount == 1
 
 
 async def record_flow_error(db: aiosqlite.Connection, flow_id: int, error: str) -> None:

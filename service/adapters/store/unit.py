@@ -38,9 +38,9 @@ class SqliteUnit:
         """One stored flow and its plan, or None."""
         return await mirror.load_flow(self._db, flow_id)
 
-    async def save_flow(self, flow: Flow, now: float, seen_at: float | None = None) -> None:
-        """Insert or update a flow's state and dates."""
-        await mirror.save_flow(self._db, flow, now, seen_at)
+    async def save_flow(self, flow: Flow, now: float, clock: int, seen_at: float | None = None) -> bool:
+        """Insert or update a flow's state fetched after `clock`; False if a later fetch committed first."""
+        return await mirror.save_flow(self._db, flow, now, seen_at, clock=clock)
 
     async def save_plan(self, flow_id: int, plan: FlowPlan) -> None:
         """Insert or replace a flow's polling plan."""
@@ -62,9 +62,9 @@ class SqliteUnit:
         """Bump the flow's refresh version if it is still `version` (the ordering guard)."""
         return await mirror.claim_refresh(self._db, flow_id, version)
 
-    async def delete_flow(self, flow_id: int) -> None:
-        """Forget a flow with its plan, participants and grades."""
-        await mirror.delete_flow(self._db, flow_id)
+    async def delete_flow(self, flow_id: int, clock: int) -> bool:
+        """Forget a flow (a 404 fetched after `clock`); False if a later fetch committed first."""
+        return await mirror.delete_flow(self._db, flow_id, clock)
 
     async def record_flow_error(self, flow_id: int, error: str) -> None:
         """Remember why a flow's last refresh failed."""
@@ -141,3 +141,8 @@ class SqliteSyncStore:
         """The flow's committed refresh version, read (without the writer lock) before a refresh fetches."""
         async with self._store.read() as db:
             return await mirror.refresh_version(db, flow_id)
+
+    async def state_clock(self) -> int:
+        """The flows' state clock (committed), read before fetching any flow's state."""
+        async with self._store.read() as db:
+            return await mirror.state_clock(db)
