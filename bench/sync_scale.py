@@ -30,7 +30,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.core.planner import PlanPolicy, predict_run_calls
+from call_forecast import predict_run_calls
+
+from service.core.planner import PlanPolicy
 
 ROOT = Path(__file__).resolve().parents[1]
 RSS_TARGET_MB = 150

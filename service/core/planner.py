@@ -1,4 +1,4 @@
-"""Sync planning: which flows a run refreshes, when each is due next, and what a run costs in API calls.
+"""Sync planning: which flows a run refreshes and when each is due next.
 
 WISEflow has no modified-since filter, so the plan rests on flow states and dates:
 
@@ -17,7 +17,6 @@ asks for an early refresh. Pure: time and randomness are parameters.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -194,41 +193,3 @@ def flows_to_refresh(events: Iterable[Mapping[str, Any]]) -> set[int]:
         for e in events
         if e.get("type") in EARLY_REFRESH_EVENTS and e.get("flowId") is not None
     }
-
-
-def pages(count: int, limit: int) -> int:
-    """Requests to list `count` items `limit` a page; an empty listing still costs one request."""
-    return max(1, math.ceil(count / limit))
-
-
-@dataclass(frozen=True, slots=True)
-class CallForecast:
-    """The API calls a calm run makes (no retries, no token requests), by phase."""
-
-    discovery: int
-    events: int
-    flows: int
-
-    @property
-    def total(self) -> int:
-        """All calls of the run."""
-        return self.discovery + self.events + self.flows
-
-
-def predict_run_calls(
-    listed_flows: int,
-    due_participants: Iterable[int],
-    events: int | None,
-    policy: PlanPolicy,
-    get_flow_calls: int = 0,
-) -> CallForecast:
-    """The plan's formula for one run.
-
-    calls = pages(F, 100)                              discovery: F flows listed by `POST /flows/search`
-          + pages(E, 1000)  (0 on a first run)         participation events since the cursor
-          + sum over due flows of pages(P_f, 100) + 1  participants, then the assessments array
-          + get_flow_calls                             flows that vanished from the listing
-    """
-    flows = sum(pages(p, policy.participants_page) + 1 for p in due_participants)
-    event_calls = 0 if events is None else pages(events, policy.events_page)
-    return CallForecast(pages(listed_flows, policy.search_page), event_calls, flows + get_flow_calls)

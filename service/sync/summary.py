@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from service.core import planner
-from service.core.planner import PlanPolicy
-
 
 @dataclass(slots=True)
 class RunSummary:
@@ -24,11 +21,7 @@ class RunSummary:
     flows_refreshed: int = 0
     events: int | None = None
     duration: float = 0.0
-    refreshed_participants: list[int] = field(default_factory=list)
-
-    def forecast(self, policy: PlanPolicy) -> planner.CallForecast:
-        """The plan's formula applied to what this run listed and refreshed (compare with `api_calls`)."""
-        return planner.predict_run_calls(self.flows_listed, self.refreshed_participants, self.events, policy)
+    refreshed_participants: list[int] = field(default_factory=list)  # each refreshed flow's, in order
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.call_forecast import run_forecast
 from service.adapters.store import Store, mirror, runs
 from service.adapters.store.connection import fetch_value
 from service.adapters.store.unit import SqliteSyncStore
@@ -53,9 +54,9 @@ async def test_a_first_run_mirrors_everything_and_costs_what_the_plan_says(store
     assert await count(store, "SELECT count(*) FROM participants") == 25 * 12
     assert await count(store, "SELECT count(*) FROM assessments") == 25 * 12
     assert await count(store, "SELECT count(*) FROM outbox WHERE status = 'pending'") == 25 * 12
-    assert summary.api_calls == len(api.requests) == summary.forecast(POLICY).total
+    assert summary.api_calls == len(api.requests) == run_forecast(summary, POLICY).total
     # 3 search pages, no events on a first run, 25 flows x (2 participant pages + 1) + 1 empty flow x 2
-    assert summary.forecast(POLICY).total == 3 + 0 + 25 * 3 + 2
+    assert run_forecast(summary, POLICY).total == 3 + 0 + 25 * 3 + 2
 
 
 async def test_an_idle_second_run_only_lists_flows_and_events(store: Store) -> None:
@@ -67,7 +68,7 @@ async def test_an_idle_second_run_only_lists_flows_and_events(store: Store) -> N
     clock.advance(60)
     second = await poller.run_once()
     assert (second.outcome, second.changes, second.flows_refreshed) == ("ok", 0, 0)
-    assert second.api_calls == len(api.requests) == second.forecast(POLICY).total == 3 + 1
+    assert second.api_calls == len(api.requests) == run_forecast(second, POLICY).total == 3 + 1
     assert second.api_calls * 10 < first.api_calls
 
 

@@ -1,4 +1,4 @@
-"""The sync plan: due times per flow state, jitter, early refreshes, event windows and the call formula."""
+"""The sync plan: due times per flow state, jitter, early refreshes, and event windows."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from service.core.clock import ManualClock
 from service.core.planner import (
     NEVER,
-    CallForecast,
     FlowPlan,
     PlanPolicy,
     due_in_order,
@@ -20,11 +19,9 @@ from service.core.planner import (
     is_active,
     is_due,
     jittered,
-    pages,
     plan_after_discovery,
     plan_after_failure,
     plan_after_poll,
-    predict_run_calls,
     replan,
     request_early_refresh,
     request_reconciliation,
@@ -178,25 +175,6 @@ def test_jitter_spreads_flows_polled_together() -> None:
         round(plan_after_poll(flow("PARTICIPATION_STARTED"), 0.0, rng, POLICY).next_poll_at) for _ in range(50)
     }
     assert len(due) > 40
-
-
-@given(st.integers(min_value=0, max_value=10**6), st.integers(min_value=1, max_value=1000))
-def test_pages_covers_every_item_with_at_least_one_request(count: int, limit: int) -> None:
-    """pages(n, l) requests hold n items, one fewer would not, and an empty list costs one."""
-    n = pages(count, limit)
-    assert n * limit >= count
-    assert n == 1 or (n - 1) * limit < count
-
-
-def test_the_call_formula() -> None:
-    """250 flows listed, 40 events, two due flows of 250 and 0 participants: 3 + 1 + (3+1) + (1+1)."""
-    forecast = predict_run_calls(250, [250, 0], 40, POLICY)
-    assert (forecast, forecast.total) == (CallForecast(3, 1, 6), 10)
-
-
-def test_a_first_run_asks_for_no_events() -> None:
-    """Without a cursor the run fetches no participation events."""
-    assert predict_run_calls(10, [], None, POLICY).events == 0
 
 
 def test_policy_rejects_nonsense() -> None:
