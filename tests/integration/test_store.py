@@ -8,13 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from service.adapters.store import Store, StoreError, runs
+from service.adapters.store import Store, StoreError, mirror, runs
 from service.adapters.store.connection import fetch_value, schema_version
 from service.adapters.store.inbox import Inbox
 from service.adapters.store.migrations import JOURNAL_LIMIT, LATEST_VERSION
+from service.core.planner import FlowPlan
+from service.core.records import Flow
 
 TABLES = {
     "flows",
+    "flow_state_clock",
     "flow_plan",
     "participants",
     "assessments",
@@ -252,5 +255,21 @@ async def test_checkpoints_have_one_encoding_and_old_markers_still_read(tmp_path
             store.db, "SELECT value FROM checkpoints WHERE key = 'webhooks:heartbeat'"
         ) == ("1500000000.0")
         assert await inbox.get_marker("old") == float("inf")
+    finally:
+        await store.close()
+
+
+async def test_vanished_flows_are_the_unlisted_ones_not_yet_fetched_for_the_last_time(tmp_path: Path) -> None:
+    """The rule lives in this SQL alone: seen before the pass began (strictly) and last fetch not done."""
+    store = await Store.open(tmp_path / "db.sqlite3")
+    pass_started = 100.0
+    # flow id: (seen_at, final_fetch_done)
+    rows = {1: (99.0, False), 2: (100.0, False), 3: (150.0, False), 4: (99.0, True), 5: (10.0, False)}
+    try:
+        async with store.transaction() as db:
+            for flow_id, (seen_at, final) in rows.items():
+                await mirror.save_flow(db, Flow(flow_id, "CONCLUDED"), 1.0, seen_at)
+                await mirror.save_plan(db, flow_id, FlowPlan(None, 0.0, final_fetch_done=final))
+            assert await mirror.vanished_flows(db, pass_started) == [1, 5]
     finally:
         await store.close()

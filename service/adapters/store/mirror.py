@@ -126,7 +126,13 @@ async def all_flows(db: aiosqlite.Connection) -> list[tuple[Flow, FlowPlan]]:
 
 
 async def vanished_flows(db: aiosqlite.Connection, pass_started: float) -> list[int]:
-    """Flows a complete discovery pass did not list and whose last fetch is not done (archived, or gone)."""
+    """Flows a complete discovery pass did not list and whose last fetch is not done (archived, or gone).
+
+    The rule's one home is this query (tested directly in tests/integration/test_store.py): it is a filter
+    on two stored facts, `seen_at` (which discovery pass last listed the flow) and `final_fetch_done` (the
+    planner's word that nothing more is fetched), with no policy of its own to share with the core, so
+    SQLite applies it rather than every flow's row being read into memory each pass to be filtered there.
+    """
     sql = (
         "SELECT f.flow_id FROM flows f JOIN flow_plan p USING (flow_id)"
         " WHERE f.seen_at < ? AND p.final_fetch_done = 0 ORDER BY f.flow_id"
