@@ -6,7 +6,8 @@ each refresh is guarded at commit: it reads the flow's refresh version before it
 commits only if that version is unchanged (checked and bumped in the same transaction). A refresh that
 lost the race is dropped: the one that committed first fetched later, so the older data can neither move
 the mirror backwards nor queue an older grade again. A flow's state (`GET /flow/{id}`, and discovery)
-is guarded the same way by the state clock: read before the fetch, checked and advanced at commit.
+is guarded the same way by the state clock: read before the fetch, checked and advanced at commit; a
+state refresh that lost fetches again rather than drop what may be the newer answer.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from service.core.store_ports import SyncStore
 from service.errors import ApiError
 
 log = logging.getLogger("service.sync")
+
+RACE_ATTEMPTS = 3  # fetches of a flow's state before a refresh that keeps losing the race gives up
 
 
 class FlowRefresh:
@@ -51,21 +54,31 @@ class FlowRefresh:
 
         A flow WISEflow answers 404 for is gone: it leaves the mirror (a webhook for it is then done).
         """
+        # Losing the race only says some other fetch committed since ours began, not that it began later
+        # (its data may be older than ours): fetch again, so the caller's refresh ends with a fetch begun
+        # after it was asked for. Another loss in a row is as rare as three writers on one flow at once.
+        for _ in range(RACE_ATTEMPTS):
+            if await self._refresh_state(flow_id):
+                return
+        log.warning(
+            "flow state refresh lost the race every time: left to the next run",
+            extra={"event": "sync.refresh_superseded", "flow_id": flow_id},
+        )
+
+    async def _refresh_state(self, flow_id: int) -> bool:
+        """One fetch and guarded write of the flow's state; False when another commit came first."""
         clock = await self._store.state_clock()  # before the fetch begins
         flow = await self.fetch_flow(flow_id, clock)
         if flow is None:
-            return
+            return True
         now = self._clock.wall()
         async with self._store.transaction() as unit:
             known = await unit.load_flow(flow_id)
             previous, plan = known if known is not None else (None, None)
             if not await unit.save_flow(flow, now, clock):
-                log.info(
-                    "flow state superseded by a later fetch: dropped",
-                    extra={"event": "sync.refresh_superseded", "flow_id": flow_id},
-                )
-                return
+                return False
             await unit.save_plan(flow_id, planner.plan_after_discovery(previous, flow, plan, now, self._policy))
+        return True
 
     async def refresh_assessments(self, flow_id: int) -> None:
         """Fetch the flow's grades and store new versions (and their outbox rows) now."""

@@ -226,19 +226,31 @@ async def test_an_older_fetch_that_commits_last_never_moves_the_mirror_backwards
     assert grades == ["B", "C"]
 
 
+class Gate:
+    """Where one held answer waits: `reached` once its request was answered, sent on when `opened`."""
+
+    def __init__(self) -> None:
+        self.reached, self.opened = asyncio.Event(), asyncio.Event()
+
+
 class HeldStateApi(FakeWiseflowApi):
-    """Answers the first `GET /flow/{id}` or search page as WISEflow was when it arrived, once released."""
+    """Answers `GET /flow/{id}` and search pages as WISEflow was when they arrived; the next ones held
+    (one per `hold()`, in order) are sent on only when their gate is opened."""
 
     def __init__(self) -> None:
         super().__init__(page=10)
-        self.fetched, self.release = asyncio.Event(), asyncio.Event()
-        self.hold = False
+        self.gates: list[Gate] = []
+
+    def hold(self) -> Gate:
+        """Hold the next answer not yet held."""
+        self.gates.append(Gate())
+        return self.gates[-1]
 
     async def _held(self) -> None:
-        if self.hold:
-            self.hold = False
-            self.fetched.set()
-            await self.release.wait()
+        if self.gates:
+            gate = self.gates.pop(0)
+            gate.reached.set()
+            await gate.opened.wait()
 
     async def get_flow(self, flow_id: int) -> Any:
         answer = await super().get_flow(flow_id)
@@ -259,7 +271,7 @@ async def mirrored_state(store: Store) -> object:
 
 async def test_an_older_fetch_of_a_flows_state_that_commits_last_is_dropped(store: Store) -> None:
     """Two processes read flow 1's state: the fetch that began first (still started) commits after the one
-    that began later (concluded). Its write is dropped: the mirror keeps CONCLUDED."""
+    that began later (concluded). Its write is dropped (it fetches again): the mirror keeps CONCLUDED."""
     api = HeldStateApi()
     flow = api.add_flow(1, state="PARTICIPATION_STARTED", participants=1)
     other = await Store.open(store.path)
@@ -268,13 +280,40 @@ async def test_an_older_fetch_of_a_flows_state_that_commits_last_is_dropped(stor
         mine = Poller(api, SqliteSyncStore(store), clock, random.Random(1), POLICY)
         theirs = Poller(api, SqliteSyncStore(other), clock, random.Random(2), POLICY)
         await mine.refresh_flow(1)
-        api.hold = True
+        gate = api.hold()
         slow = asyncio.create_task(mine.refresh_flow(1))  # fetches PARTICIPATION_STARTED, then waits
-        await api.fetched.wait()
+        await gate.reached.wait()
         flow.state = "CONCLUDED"
         await theirs.refresh_flow(1)  # fetches CONCLUDED and commits
-        api.release.set()
+        gate.opened.set()
         await slow
+    finally:
+        await other.close()
+    assert await mirrored_state(store) == "CONCLUDED"
+    assert api.count("get_flow") == 4  # the slow refresh, having lost, fetched once more
+
+
+async def test_a_newer_fetch_of_a_flows_state_that_loses_the_race_fetches_again(store: Store) -> None:
+    """The fetch that began first (started) commits first; the one begun later (concluded) then finds the
+    flow committed since it began and cannot tell whose data is newer: it fetches again, not drops."""
+    api = HeldStateApi()
+    flow = api.add_flow(1, state="PARTICIPATION_STARTED", participants=1)
+    other = await Store.open(store.path)
+    try:
+        clock = ManualClock()
+        mine = Poller(api, SqliteSyncStore(store), clock, random.Random(1), POLICY)
+        theirs = Poller(api, SqliteSyncStore(other), clock, random.Random(2), POLICY)
+        await mine.refresh_flow(1)
+        older_gate, newer_gate = api.hold(), api.hold()
+        older = asyncio.create_task(theirs.refresh_flow(1))  # fetches PARTICIPATION_STARTED, then waits
+        await older_gate.reached.wait()
+        flow.state = "CONCLUDED"
+        newer = asyncio.create_task(mine.refresh_flow(1))  # fetches CONCLUDED, then waits
+        await newer_gate.reached.wait()
+        older_gate.opened.set()
+        await older  # commits PARTICIPATION_STARTED
+        newer_gate.opened.set()
+        await newer
     finally:
         await other.close()
     assert await mirrored_state(store) == "CONCLUDED"
@@ -287,12 +326,12 @@ async def test_a_discovery_page_fetched_before_a_flows_refresh_does_not_undo_it(
     flow = api.add_flow(1, state="PARTICIPATION_STARTED", participants=1)
     poller = Poller(api, SqliteSyncStore(store), ManualClock(), random.Random(1), POLICY)
     await poller.refresh_flow(1)
-    api.hold = True
+    gate = api.hold()
     run = asyncio.create_task(poller.run_once())  # its discovery page says PARTICIPATION_STARTED
-    await api.fetched.wait()
+    await gate.reached.wait()
     flow.state = "CONCLUDED"
     await poller.refresh_flow(1)
-    api.release.set()
+    gate.opened.set()
     summary = await run
     assert summary.outcome == "ok", summary.reason
     assert await mirrored_state(store) == "CONCLUDED"
