@@ -3,11 +3,12 @@
 Used by a sync run (a planned refresh, which also schedules the next one) and by the inbox worker and
 catch-up (a targeted refresh). Any number of loops and processes may refresh the same flow at once, so
 each refresh is guarded at commit: it reads the flow's refresh version before it starts fetching and
-commits only if that version is unchanged (checked and bumped in the same transaction). A refresh that
-lost the race is dropped: the one that committed first fetched later, so the older data can neither move
-the mirror backwards nor queue an older grade again. A flow's state (`GET /flow/{id}`, and discovery)
-is guarded the same way by the state clock: read before the fetch, checked and advanced at commit; a
-state refresh that lost fetches again rather than drop what may be the newer answer.
+commits only if that version is unchanged (checked and bumped in the same transaction), so every commit
+holds data fetched after the one it replaces: the mirror never moves backwards and an older grade is never
+queued again. Losing only says another refresh committed since ours began, not that it began later, so
+the loser fetches again rather than drop what may be the newer answer (and mark done the webhook that
+asked for it). A flow's state (`GET /flow/{id}`, and discovery) is guarded the same way by the state
+clock: read before the fetch, checked and advanced at commit.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from service.errors import ApiError
 
 log = logging.getLogger("service.sync")
 
-RACE_ATTEMPTS = 3  # fetches of a flow's state before a refresh that keeps losing the race gives up
+RACE_ATTEMPTS = 3  # fetches of a flow (state, or grades) before a refresh that keeps losing the race gives up
 
 
 class FlowRefresh:
@@ -136,32 +137,39 @@ class FlowRefresh:
         """Fetch and store one flow's participants and grades; returns (participants, grades, changed)."""
         lock = self._flow_locks.setdefault(flow.flow_id, asyncio.Lock())
         async with lock:
-            version = await self._store.refresh_version(flow.flow_id)  # before the fetch begins
-            participants: list[Participant] = []
+            for _ in range(RACE_ATTEMPTS):  # a lost race fetches again, as in `refresh_flow`
+                counts, committed = await self._refresh_once(flow, plan, with_participants=with_participants)
+                if committed:
+                    return counts
+            log.warning(
+                "flow refresh lost the race every time: left to the next run",
+                extra={"event": "sync.refresh_superseded", "flow_id": flow.flow_id},
+            )
+            return counts
+
+    async def _refresh_once(
+        self, flow: Flow, plan: FlowPlan | None, *, with_participants: bool
+    ) -> tuple[tuple[int, int, int], bool]:
+        """One fetch and guarded write; the counts, and False when another refresh committed first."""
+        version = await self._store.refresh_version(flow.flow_id)  # before the fetch begins
+        participants: list[Participant] = []
+        if with_participants:
+            async for item in self._api.iter_participants(flow.flow_id):
+                participants.append(Participant.from_api(flow.flow_id, item))
+        versions = [
+            GradeVersion.from_assessment(flow.flow_id, a) for a in await self._api.get_assessments(flow.flow_id)
+        ]
+        now = self._clock.wall()
+        async with self._store.transaction() as unit:
+            if not await unit.claim_refresh(flow.flow_id, version):
+                return (len(participants), len(versions), 0), False
             if with_participants:
-                async for item in self._api.iter_participants(flow.flow_id):
-                    participants.append(Participant.from_api(flow.flow_id, item))
-            versions = [
-                GradeVersion.from_assessment(flow.flow_id, a)
-                for a in await self._api.get_assessments(flow.flow_id)
-            ]
-            now = self._clock.wall()
-            async with self._store.transaction() as unit:
-                if not await unit.claim_refresh(flow.flow_id, version):
-                    log.info(
-                        "flow refresh superseded by a later one: dropped",
-                        extra={"event": "sync.refresh_superseded", "flow_id": flow.flow_id},
-                    )
-                    return len(participants), len(versions), 0
-                if with_participants:
-                    await unit.replace_participants(flow.flow_id, participants, now)
-                changed = changed_grades(await unit.stored_grade_keys(flow.flow_id), versions)
-                await unit.write_grades(changed, now)
-                await unit.remove_grades_except(flow.flow_id, (v.participant_id for v in versions))
-                # Always, sink or not: a grade mirrored without an outbox row would never be sent later.
-                await unit.enqueue_outbox(changed, now)
-                if plan is not None:  # a planned refresh: schedule the next one
-                    await unit.save_plan(
-                        flow.flow_id, planner.plan_after_poll(flow, now, self._rng, self._policy)
-                    )
-            return len(participants), len(versions), len(changed)
+                await unit.replace_participants(flow.flow_id, participants, now)
+            changed = changed_grades(await unit.stored_grade_keys(flow.flow_id), versions)
+            await unit.write_grades(changed, now)
+            await unit.remove_grades_except(flow.flow_id, (v.participant_id for v in versions))
+            # Always, sink or not: a grade mirrored without an outbox row would never be sent later.
+            await unit.enqueue_outbox(changed, now)
+            if plan is not None:  # a planned refresh: schedule the next one
+                await unit.save_plan(flow.flow_id, planner.plan_after_poll(flow, now, self._rng, self._policy))
+        return (len(participants), len(versions), len(changed)), True

@@ -234,7 +234,7 @@ class Gate:
 
 
 class HeldStateApi(FakeWiseflowApi):
-    """Answers `GET /flow/{id}` and search pages as WISEflow was when they arrived; the next ones held
+    """Answers `GET /flow/{id}`, grades and search pages as WISEflow was when they arrived; the next ones held
     (one per `hold()`, in order) are sent on only when their gate is opened."""
 
     def __init__(self) -> None:
@@ -254,6 +254,11 @@ class HeldStateApi(FakeWiseflowApi):
 
     async def get_flow(self, flow_id: int) -> Any:
         answer = await super().get_flow(flow_id)
+        await self._held()
+        return answer
+
+    async def get_assessments(self, flow_id: int) -> list[Any]:
+        answer = await super().get_assessments(flow_id)
         await self._held()
         return answer
 
@@ -336,3 +341,33 @@ async def test_a_discovery_page_fetched_before_a_flows_refresh_does_not_undo_it(
     assert summary.outcome == "ok", summary.reason
     assert await mirrored_state(store) == "CONCLUDED"
     assert api.count("get_flow") == 2  # listed, so not read again as vanished
+
+
+async def test_a_newer_grades_fetch_that_loses_the_race_fetches_again(store: Store) -> None:
+    """A refresh that fetched grade B commits first; one that began later fetched C and finds the flow
+    committed since it began: it fetches again, so the mirror and the outbox end with C, not B."""
+    api = HeldStateApi()
+    flow = api.add_flow(1, participants=1)
+    pid = flow.participants[0]
+    other = await Store.open(store.path)
+    try:
+        clock = ManualClock()
+        mine = Poller(api, SqliteSyncStore(store), clock, random.Random(1), POLICY)
+        theirs = Poller(api, SqliteSyncStore(other), clock, random.Random(2), POLICY)
+        await mine.refresh_flow(1)
+        older_gate, newer_gate = api.hold(), api.hold()
+        older = asyncio.create_task(theirs.refresh_assessments(1))  # fetches B, then waits
+        await older_gate.reached.wait()
+        flow.grades[pid] = {**flow.grades[pid], "grade": "C"}
+        newer = asyncio.create_task(mine.refresh_assessments(1))  # fetches C, then waits
+        await newer_gate.reached.wait()
+        older_gate.opened.set()
+        await older  # commits B
+        newer_gate.opened.set()
+        await newer
+    finally:
+        await other.close()
+    assert await fetch_value(store.db, "SELECT grade FROM assessments WHERE participant_id = ?", (pid,)) == "C"
+    async with store.db.execute("SELECT payload FROM outbox ORDER BY id") as cursor:
+        grades = [orjson.loads(row[0])["grade"] for row in await cursor.fetchall()]
+    assert grades == ["B", "C"]
