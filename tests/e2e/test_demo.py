@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from service.demo import print_report, run_demo
+from service.demo import DemoReport, print_report, run_demo
 
 
 async def test_the_shortest_demo_converges_through_every_fault() -> None:
@@ -16,7 +16,16 @@ async def test_the_shortest_demo_converges_through_every_fault() -> None:
     assert report.missing_client_name == 0
     assert int(report.webhooks["duplicates"]) >= 1
     assert report.truth_grades > 0
+    assert report.pending == {}
     assert (report.mismatched, report.undelivered, report.sis_duplicates) == (0, 0, 0)
     assert report.converged
     print_report(report, out)
     assert "converged                       yes" in out.getvalue()
+
+
+def test_a_demo_that_did_not_settle_has_not_converged() -> None:
+    """Whatever is still pending when the wait ends (here the outbox) fails the demo, all else agreeing."""
+    report = DemoReport(truth_grades=3, mirror_grades=3, pending={"outbox": 2})
+    assert not report.converged
+    report.pending = {}
+    assert report.converged
