@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import math
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from service.adapters.store import Store
 from service.errors import ConfigError
-from service.settings import Settings
+from service.settings import Settings, load_settings
 
 N = TypeVar("N", int, float)
+R = TypeVar("R")
+P = TypeVar("P")
 # Set by the Dockerfile's runtime stage: this process runs from the production image.
 IMAGE_VARIABLE: Final = "WISEFLOW_SYNC_IMAGE"
 ALLOW_IN_IMAGE: Final = "--allow-in-image"
@@ -48,6 +53,29 @@ def existing_database(settings: Settings) -> str:
     if not Path(settings.database).is_file():
         raise ConfigError("SYNC_DATABASE", "no database file there yet (has the service run?)")
     return settings.database
+
+
+def with_store(env: Mapping[str, str], make: Callable[[Store], P], action: Callable[[P], Awaitable[R]]) -> R:
+    """`action` on the repository `make` builds over the existing SYNC_DATABASE, then close it.
+
+    For the commands that read or repair the database beside the service; a missing file is `ConfigError`
+    and an unusable one `StoreError`, each the CLI's one line and exit 2.
+    """
+    database = existing_database(load_settings(env))
+
+    async def run() -> R:
+        store = await Store.open(database)
+        try:
+            return await action(make(store))
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def iso(at: float) -> str:
+    """Unix seconds as an ISO 8601 UTC time, to the second (the commands' one time format)."""
+    return datetime.fromtimestamp(at, tz=UTC).isoformat(timespec="seconds")
 
 
 def number_arg(

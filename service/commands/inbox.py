@@ -8,19 +8,15 @@ on its next pass. Replaying is safe to repeat: only dead events are touched, and
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import orjson
 
-from service.adapters.store import Store
 from service.adapters.store.inbox import Inbox
-from service.commands import existing_database
+from service.commands import iso, with_store
 from service.core.store_ports import InboxRow
-from service.settings import load_settings
 
 
 def register(subparsers: Any) -> None:
@@ -38,13 +34,9 @@ def register(subparsers: Any) -> None:
     replay.set_defaults(handler=run_replay)
 
 
-def _database(env: Mapping[str, str]) -> str:
-    return existing_database(load_settings(env))
-
-
 def run_dead_letters(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Print the dead letters; exit 0 (an empty list is good news)."""
-    rows = asyncio.run(_with_inbox(_database(env), lambda inbox: inbox.dead_letters()))
+    rows = with_store(env, Inbox, lambda inbox: inbox.dead_letters())
     write_dead_letters(rows, args.format, sys.stdout)
     return 0
 
@@ -52,7 +44,7 @@ def run_dead_letters(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def run_replay(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Re-queue; exit 1 only when the ID names no event at all."""
     sequence = None if args.all else args.sequence
-    count, status = asyncio.run(_with_inbox(_database(env), lambda inbox: replay(inbox, sequence)))
+    count, status = with_store(env, Inbox, lambda inbox: replay(inbox, sequence))
     if sequence is not None and status is None:
         print(f"wiseflow-sync inbox replay: no event with sequence {sequence}", file=sys.stderr)
         return 1
@@ -71,14 +63,6 @@ async def replay(inbox: Inbox, sequence: int | None) -> tuple[int, str | None]:
     return await inbox.replay(sequence), status
 
 
-async def _with_inbox(database: str, action: Any) -> Any:
-    store = await Store.open(database)
-    try:
-        return await action(Inbox(store))
-    finally:
-        await store.close()
-
-
 def write_dead_letters(rows: list[InboxRow], fmt: str, out: TextIO) -> None:
     """Write the dead letters as text lines (with a header) or one JSON document."""
     if fmt == "json":
@@ -89,7 +73,7 @@ def write_dead_letters(rows: list[InboxRow], fmt: str, out: TextIO) -> None:
                 "flowId": r.flow_id,
                 "attempts": r.attempts,
                 "lastError": r.last_error,
-                "receivedAt": _iso(r.received_at),
+                "receivedAt": iso(r.received_at),
             }
             for r in rows
         ]
@@ -102,10 +86,6 @@ def write_dead_letters(rows: list[InboxRow], fmt: str, out: TextIO) -> None:
     for r in rows:
         flow = "-" if r.flow_id is None else str(r.flow_id)
         out.write(
-            f"{r.sequence:<9} {r.event:<21} {flow:<9} {r.attempts:<9} {_iso(r.received_at):<26} "
+            f"{r.sequence:<9} {r.event:<21} {flow:<9} {r.attempts:<9} {iso(r.received_at):<26} "
             f"{r.last_error or ''}\n"
         )
-
-
-def _iso(at: float) -> str:
-    return datetime.fromtimestamp(at, tz=UTC).isoformat(timespec="seconds")

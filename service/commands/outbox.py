@@ -9,18 +9,14 @@ not replayed: the SIS would receive an older grade after the newer one. Replayin
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import orjson
 
-from service.adapters.store import Store
 from service.adapters.store.outbox import DeadLetter, Outbox
-from service.commands import existing_database
-from service.settings import load_settings
+from service.commands import iso, with_store
 
 
 def register(subparsers: Any) -> None:
@@ -38,13 +34,9 @@ def register(subparsers: Any) -> None:
     replay.set_defaults(handler=run_replay)
 
 
-def _database(env: Mapping[str, str]) -> str:
-    return existing_database(load_settings(env))
-
-
 def run_dead_letters(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Print the dead letters; exit 0 (an empty list is good news)."""
-    rows = asyncio.run(_with_outbox(_database(env), lambda outbox: outbox.dead_letters()))
+    rows = with_store(env, Outbox, lambda outbox: outbox.dead_letters())
     write_dead_letters(rows, args.format, sys.stdout)
     return 0
 
@@ -52,7 +44,7 @@ def run_dead_letters(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def run_replay(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Re-queue; exit 1 only when the ID names no outbox row at all."""
     row_id = None if args.all else args.row
-    outcome = asyncio.run(_with_outbox(_database(env), lambda outbox: outbox.replay(row_id)))
+    outcome = with_store(env, Outbox, lambda outbox: outbox.replay(row_id))
     if row_id is not None and outcome.status is None:
         print(f"wiseflow-sync outbox replay: no outbox row with id {row_id}", file=sys.stderr)
         return 1
@@ -69,14 +61,6 @@ def run_replay(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
-async def _with_outbox(database: str, action: Any) -> Any:
-    store = await Store.open(database)
-    try:
-        return await action(Outbox(store))
-    finally:
-        await store.close()
-
-
 def write_dead_letters(rows: list[DeadLetter], fmt: str, out: TextIO) -> None:
     """Write the dead letters as text lines (with a header) or one JSON document."""
     if fmt == "json":
@@ -87,7 +71,7 @@ def write_dead_letters(rows: list[DeadLetter], fmt: str, out: TextIO) -> None:
                 "participantId": r.participant_id,
                 "attempts": r.attempts,
                 "lastError": r.last_error,
-                "createdAt": _iso(r.created_at),
+                "createdAt": iso(r.created_at),
             }
             for r in rows
         ]
@@ -99,10 +83,6 @@ def write_dead_letters(rows: list[DeadLetter], fmt: str, out: TextIO) -> None:
     out.write("ID        FLOW      PARTICIPANT  ATTEMPTS  QUEUED                     LAST ERROR\n")
     for r in rows:
         out.write(
-            f"{r.id:<9} {r.flow_id:<9} {r.participant_id:<12} {r.attempts:<9} {_iso(r.created_at):<26} "
+            f"{r.id:<9} {r.flow_id:<9} {r.participant_id:<12} {r.attempts:<9} {iso(r.created_at):<26} "
             f"{r.last_error or ''}\n"
         )
-
-
-def _iso(at: float) -> str:
-    return datetime.fromtimestamp(at, tz=UTC).isoformat(timespec="seconds")

@@ -9,20 +9,16 @@ already running holds the pause in memory until it ends; restart it after `clear
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import orjson
 
-from service.adapters.store import Store
 from service.adapters.store.pause import SqlitePauseStore
-from service.commands import existing_database
-from service.core.clock import Clock, SystemClock
+from service.commands import iso, with_store
+from service.core.clock import SystemClock
 from service.core.ports import SavedPause
-from service.settings import load_settings
 
 
 def register(subparsers: Any) -> None:
@@ -40,7 +36,7 @@ def register(subparsers: Any) -> None:
 def run_show(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Print the saved pause; exit 0 whether or not there is one."""
     clock = SystemClock()
-    saved = asyncio.run(_with_pauses(existing_database(load_settings(env)), clock, lambda p: p.load()))
+    saved = with_store(env, lambda store: SqlitePauseStore(store, clock), lambda p: p.load())
     write_pause(saved, clock.wall(), args.format, sys.stdout)
     return 0
 
@@ -48,11 +44,11 @@ def run_show(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def run_clear(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Forget the saved pause; say what was lifted."""
     clock = SystemClock()
-    before = asyncio.run(_with_pauses(existing_database(load_settings(env)), clock, lift))
+    before = with_store(env, lambda store: SqlitePauseStore(store, clock), lift)
     if before is None or before.until <= clock.wall():
         print("no pause in force; nothing to lift")
     else:
-        print(f"lifted the pause until {_iso(before.until)} ({before.reason})")
+        print(f"lifted the pause until {iso(before.until)} ({before.reason})")
         print("a service already running keeps it in memory until it is restarted")
     return 0
 
@@ -64,15 +60,6 @@ async def lift(pauses: SqlitePauseStore) -> SavedPause | None:
     return before
 
 
-async def _with_pauses(database: str, clock: Clock, action: Any) -> Any:
-    """`action(pauses)` on the database (a `StoreError` is the CLI's one line, exit 2)."""
-    store = await Store.open(database)
-    try:
-        return await action(SqlitePauseStore(store, clock))
-    finally:
-        await store.close()
-
-
 def write_pause(saved: SavedPause | None, now_wall: float, fmt: str, out: TextIO) -> None:
     """The pause as one text line, or one JSON object (`active`, `until`, `reason`, `remaining`, `savedAt`)."""
     active = saved is not None and saved.until > now_wall
@@ -80,15 +67,11 @@ def write_pause(saved: SavedPause | None, now_wall: float, fmt: str, out: TextIO
     if fmt == "json":
         doc: dict[str, Any] = {"active": active, "remaining": round(remaining, 3)}
         if saved is not None:
-            doc |= {"until": _iso(saved.until), "reason": saved.reason, "savedAt": _iso(saved.saved_at)}
+            doc |= {"until": iso(saved.until), "reason": saved.reason, "savedAt": iso(saved.saved_at)}
         out.write(orjson.dumps(doc).decode() + "\n")
     elif saved is None:
         out.write("no pause saved\n")
     elif not active:
-        out.write(f"no pause in force (the last one, {saved.reason}, ended at {_iso(saved.until)})\n")
+        out.write(f"no pause in force (the last one, {saved.reason}, ended at {iso(saved.until)})\n")
     else:
-        out.write(f"paused until {_iso(saved.until)} ({remaining:.0f} s left): {saved.reason}\n")
-
-
-def _iso(at: float) -> str:
-    return datetime.fromtimestamp(at, tz=UTC).isoformat(timespec="seconds")
+        out.write(f"paused until {iso(saved.until)} ({remaining:.0f} s left): {saved.reason}\n")
