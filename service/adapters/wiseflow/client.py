@@ -150,6 +150,7 @@ class WiseflowClient:
         saved = None if self.pauses.store is None else await self.pauses.store.load()
         remaining = 0.0 if saved is None else saved.until - self._clock.wall()
         if saved is not None and remaining > 0:
+            self.pauses.known_until = max(self.pauses.known_until, saved.until)
             self.limiter.pause(remaining)
             log.warning(
                 "WISEflow asked a previous process to wait: pausing",

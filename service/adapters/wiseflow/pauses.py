@@ -5,6 +5,10 @@ memory at once. `DurablePause.record` then writes the pause to the `PauseStore` 
 drew it is still answering, and `settled` holds every later request until that write has committed, so
 a process killed just after the answer leaves the pause to the next process (`WiseflowClient.restore_pause`).
 A failed write is logged and does not stop the process: the pause still holds in memory.
+
+A process already running honours another's pause too (`sync --once` beside the service share the
+database): `newer` reads the saved pause before each request leaves. One read on the store's read-only
+connection is cheap at WISEflow's rates, and it takes no writer lock.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import asyncio
 import logging
 
 from service.core.clock import Clock
-from service.core.ports import PauseStore
+from service.core.ports import PauseStore, SavedPause
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +30,16 @@ class DurablePause:
         self._clock = clock
         self._pending: set[asyncio.Task[None]] = set()
         self.held = 0  # senders waiting in `settled` right now
+        # The latest end (Unix seconds) of a pause this process saved or adopted: only a later one is news.
+        self.known_until = float("-inf")
 
     async def record(self, seconds: float, reason: str) -> None:
         """Save a pause of `seconds` from now; returns once committed (a cancelled caller does not stop it)."""
         if self.store is None or seconds <= 0:
             return
-        task = asyncio.ensure_future(self._save(self.store, self._clock.wall() + seconds, reason))
+        until = self._clock.wall() + seconds
+        self.known_until = max(self.known_until, until)
+        task = asyncio.ensure_future(self._save(self.store, until, reason))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
         await asyncio.shield(task)
@@ -44,6 +52,20 @@ class DurablePause:
                 await asyncio.wait(set(self._pending))
             finally:
                 self.held -= 1
+
+    async def newer(self) -> SavedPause | None:
+        """A saved pause that ends later than any this process knows of (another process's), or None."""
+        if self.store is None:
+            return None
+        try:
+            saved = await self.store.load()
+        except Exception:  # an unreadable database must not stop the requests: logged, like a failed save
+            log.exception("could not read WISEflow's saved pause", extra={"event": "wiseflow.pause_not_read"})
+            return None
+        if saved is None or saved.until <= self.known_until or saved.until <= self._clock.wall():
+            return None
+        self.known_until = saved.until
+        return saved
 
     @staticmethod
     async def _save(store: PauseStore, until: float, reason: str) -> None:

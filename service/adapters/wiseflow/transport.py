@@ -127,6 +127,10 @@ class Transport:
         while True:
             probe = await self._limiter.acquire(method, path, attempt, urgent=urgent)
             await self.pauses.settled()  # a pause WISEflow just asked for is on disk before we send
+            if await self._adopt_saved_pause():
+                if probe:
+                    self._limiter.settle()
+                continue  # back to the gate, which now holds this request (and every other) for the rest
             attached = {} if credentials is None else credentials.current()
             if attached is not None:
                 break
@@ -212,6 +216,23 @@ class Transport:
     def retry_after(self, reply: Reply) -> float | None:
         """The server's Retry-After in seconds, or None when it gave none (or garbage)."""
         return parse_retry_after(reply.headers.get("Retry-After"), self._clock.wall())
+
+    async def _adopt_saved_pause(self) -> bool:
+        """True when another process saved a pause that outlasts ours: the shared gate now holds it too."""
+        saved = await self.pauses.newer()
+        remaining = 0.0 if saved is None else saved.until - self._clock.wall()
+        if saved is None or remaining <= self.pause_remaining():
+            return False
+        self._limiter.pause(remaining)
+        log.warning(
+            "WISEflow asked another process to wait: pausing",
+            extra={
+                "event": "wiseflow.pause_adopted",
+                "retry_after": round(remaining, 3),
+                "reason": saved.reason,
+            },
+        )
+        return True
 
     def pause_remaining(self) -> float:
         """Seconds left of the shared pause set by a 429."""
