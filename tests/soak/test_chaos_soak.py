@@ -263,6 +263,7 @@ async def examine(soak: Soak, journal: list[dict[str, Any]]) -> tuple[dict[str, 
         "keys reused for another record": reused,
         "versions under several keys": split,
         "webhooks answered 200 without effect": checks.unprocessed(acknowledged, inbox),
+        "requests inside a Retry-After": [str(v) for v in violations],
         "windows over the budget": over_budget,
     }
     return figures, problems
