@@ -64,6 +64,11 @@ class Store:
         self.db = db
         self.path = path
         self._reader = reader
+        # One reader task at a time: SQLite keeps a read transaction open while any statement on the
+        # connection is active, so a read started beside another task's open cursor would share that
+        # cursor's older snapshot and miss what committed since (a delivered row read as still pending).
+        self._read_lock = asyncio.Lock()
+        self._read_owner: asyncio.Task[object] | None = None
         self._lock = asyncio.Lock()
         # The task inside `transaction()`: a nested call from that same task joins instead of deadlocking.
         self._owner: asyncio.Task[object] | None = None
@@ -108,10 +113,18 @@ class Store:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[aiosqlite.Connection]:
         """A connection for reads outside any write: committed rows only (the writer's under its lock)."""
-        if self._reader is not None:
-            yield self._reader
-            return
         task = asyncio.current_task()
+        if self._reader is not None:
+            if task is not None and task is self._read_owner:
+                yield self._reader  # a nested read of the same task joins its snapshot
+                return
+            async with self._read_lock:
+                self._read_owner = task
+                try:
+                    yield self._reader
+                finally:
+                    self._read_owner = None
+            return
         if task is not None and task is self._owner:
             yield self.db  # inside this task's own transaction: its reads belong to it
             return
