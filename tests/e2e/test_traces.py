@@ -12,7 +12,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from aiohttp import web
 
 from tests.conftest import SimHandle
 from tests.otlp import ReceivedSpan, Receiver, receiver
+from tests.waiting import PROCESS_DEADLINE, wait_until
 
 __all__ = ["receiver"]  # the fixture, imported for this module's tests
 
@@ -163,11 +164,17 @@ async def test_a_webhooks_processing_span_links_to_its_receipt(
     root = f"http://127.0.0.1:{port}"
     try:
         flow_id = (await simulator.truth())["flows"][0]["flow"]["id"]
-        await wait_until(lambda: answers(simulator, root + "/readyz"))
+        await wait_until(
+            lambda: answers(simulator, root + "/readyz"), what="the service ready", within=PROCESS_DEADLINE
+        )
         body, headers = signed_event(simulator.config.webhook_secret, flow_id)
         async with simulator.session.post(root + "/webhooks/wiseflow", data=body, headers=headers) as response:
             assert response.status == 200
-        await wait_until(lambda: processed(simulator, root + "/status"))
+        await wait_until(
+            lambda: processed(simulator, root + "/status"),
+            what="the webhook processed",
+            within=PROCESS_DEADLINE,
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 60)
@@ -192,11 +199,3 @@ async def processed(sim: SimHandle, url: str) -> bool:
     """True once `/status` counts a processed webhook event."""
     async with sim.session.get(url) as response:
         return int((await response.json())["webhooks"]["processed"]) >= 1
-
-
-async def wait_until(check: Callable[[], Awaitable[bool]], within: float = 60.0) -> None:
-    """Poll `check` until it is true, failing after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not await check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from service.core.clock import SystemClock
 from service.core.ports import SavedPause
 from service.errors import ApiUnavailable, RateLimited
 from tests.integration.client_support import client_settings, make_client, misbehaving_server
+from tests.waiting import wait_until
 
 
 def answering(status: int, retry_after: str) -> AbstractAsyncContextManager[str]:
@@ -54,14 +54,6 @@ async def test_a_wait_beyond_sync_pause_max_waits_the_maximum_and_says_so(
     capped = [r for r in caplog.records if getattr(r, "event", None) == "wiseflow.pause_capped"]
     assert 899.0 < paused <= 900.0
     assert [(getattr(r, "asked", None), getattr(r, "pause_max", None)) for r in capped] == [(7200.0, 900.0)]
-
-
-async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    """Poll a condition of this process until it holds, failing after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 class GatedPauseStore:
@@ -106,9 +98,12 @@ async def test_no_request_leaves_before_the_pause_is_saved() -> None:
     async with server as url, WiseflowClient(client_settings(url), pause_store=store) as client:
         try:
             first = asyncio.create_task(client.license_info())
-            await wait_until(lambda: store.asked == 1)
+            await wait_until(lambda: store.asked == 1, what="the pause store asked once")
             second = asyncio.create_task(client.license_info())
-            await wait_until(lambda: client.transport.pause_remaining() == 0 and client.pauses.held >= 1)
+            await wait_until(
+                lambda: client.transport.pause_remaining() == 0 and client.pauses.held >= 1,
+                what="the pause over and held",
+            )
             sent_while_saving = len(arrivals)
             opened = time.monotonic()
         finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ from service.adapters.webhook_http import WEBHOOK_PATH
 from service.app import build_app
 from service.settings import load_settings
 from tests.integration.webhook_helpers import Harness, event_body, running_receiver, signed
+from tests.waiting import wait_until
 
 
 async def _stalled_post(port: int, declared: int) -> asyncio.StreamWriter:
@@ -34,13 +35,6 @@ async def harness_limit_one(tmp_path: Path) -> AsyncIterator[Harness]:
         yield h
 
 
-async def _until(condition: Callable[[], bool]) -> None:
-    """Wait (polling the loop) until `condition()` holds; fails with TimeoutError after 5 s."""
-    async with asyncio.timeout(5):
-        while not condition():  # noqa: ASYNC110 - a counter of the receiver: no event to wait on
-            await asyncio.sleep(0.01)
-
-
 async def test_a_body_over_the_configured_limit_is_413_and_the_limit_is_inclusive(tmp_path: Path) -> None:
     """With max_body 1000: 1001 bytes are 413 unread, exactly 1000 are read and judged (401 unsigned)."""
     async with running_receiver(tmp_path, max_body=1000) as h:
@@ -58,7 +52,7 @@ async def test_senders_over_the_unverified_bound_get_503_with_retry_after(tmp_pa
         port = h.client.port
         assert port is not None
         stalled = [await _stalled_post(port, 500) for _ in range(2)]
-        await _until(lambda: h.receiver.unverified == 2)
+        await wait_until(lambda: h.receiver.unverified == 2, what="two unverified reads")
         body = event_body(sequence=3)
         response = await h.client.post(WEBHOOK_PATH, data=body, headers=signed(body))
         assert (response.status, await response.json()) == (503, {"error": "busy"})
@@ -75,12 +69,12 @@ async def test_the_bound_is_released_once_the_reads_end(tmp_path: Path) -> None:
         port = h.client.port
         assert port is not None
         stalled = [await _stalled_post(port, 500) for _ in range(2)]
-        await _until(lambda: h.receiver.unverified == 2)
+        await wait_until(lambda: h.receiver.unverified == 2, what="two unverified reads")
         bad = await h.client.post(WEBHOOK_PATH, data=b"{}", headers={"X-Wiseflow-Signature": "x"})
         assert bad.status == 503
         for writer in stalled:
             writer.close()
-        await _until(lambda: h.receiver.unverified == 0)
+        await wait_until(lambda: h.receiver.unverified == 0, what="no unverified read left")
         for sequence in (4, 5, 6):  # more than the bound, one after the other: each slot was given back
             body = event_body(sequence=sequence)
             response = await h.client.post(WEBHOOK_PATH, data=body, headers=signed(body))
