@@ -57,8 +57,11 @@ async def sis() -> AsyncIterator[Sis]:
     await runner.cleanup()
 
 
-async def run_command(args: list[str], env: dict[str, str], within: float = 120.0) -> tuple[int, str]:
-    """Run `wiseflow-sync ARGS` as a process (the event loop stays free for the servers it calls)."""
+async def run_command(args: list[str], env: dict[str, str], within: float = 120.0) -> tuple[int, str, str]:
+    """Run `wiseflow-sync ARGS` as a process (the event loop stays free for the servers it calls).
+
+    Returns the exit code, stdout and stderr.
+    """
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -68,9 +71,9 @@ async def run_command(args: list[str], env: dict[str, str], within: float = 120.
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    _, err = await asyncio.wait_for(proc.communicate(), within)
+    out, err = await asyncio.wait_for(proc.communicate(), within)
     assert proc.returncode is not None
-    return proc.returncode, err.decode()
+    return proc.returncode, out.decode(), err.decode()
 
 
 def free_port() -> int:
@@ -103,7 +106,7 @@ async def test_sync_once_is_one_trace_and_the_sis_gets_the_delivery_spans_tracep
         "SYNC_RATE_PER_SECOND": "200",
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
     }
-    code, err = await run_command(["sync", "--once"], env)
+    code, _, err = await run_command(["sync", "--once"], env)
     assert code == 0, err
     spans = receiver.all_spans()
     by_id = {s.span_id: s for s in spans}
