@@ -148,6 +148,8 @@ class Transport:
             if probe:
                 self._limiter.settle()
             raise
+        # Not opentelemetry-instrumentation-aiohttp-client (0.66b1 pins semantic-conventions 0.66b1, the SDK
+        # 0.66b2): its hooks see method, URL and headers, not the attempt, and its span ends before the body.
         with self._tracer.start_as_current_span(
             f"WISEflow {method} {route_of(path)}", kind=SpanKind.CLIENT
         ) as span:
