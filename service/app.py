@@ -32,7 +32,6 @@ from service.adapters.metrics import ServiceMetrics
 from service.adapters.ops_http import OPS, Ops, add_ops_routes, register_metrics, tracing_middleware, webhook
 from service.adapters.readiness import Readiness
 from service.adapters.sink import HttpSink
-from service.adapters.spans import ReceiptLinks
 from service.adapters.store import Store
 from service.adapters.store.inbox import Inbox
 from service.adapters.store.journal import JournalWriter
@@ -168,12 +167,7 @@ def _wire(
     inbox = Inbox(store)
     refresher = WakingRefresher(poller, wake_deliverer)
     policy = WorkerPolicy(max_attempts=settings.webhook_max_attempts, concurrency=settings.concurrency)
-    receipts = ReceiptLinks()
-    worker = InboxWorker(inbox, refresher, clock, policy, figures, rng, receipts)
-
-    def stored(sequence: int) -> None:
-        receipts.remember(sequence)  # the request's SERVER span, for the processing span to link to
-        worker.wake()
+    worker = InboxWorker(inbox, refresher, clock, policy, figures, rng)
 
     return Service(
         settings=settings,
@@ -186,7 +180,7 @@ def _wire(
         status=status,
         inbox=inbox,
         receiver=WebhookReceiver(
-            verifier, inbox, clock, figures, on_stored=stored, max_body=settings.webhook_max_body
+            verifier, inbox, clock, figures, on_stored=worker.wake, max_body=settings.webhook_max_body
         ),
         worker=worker,
         catchup=CatchUp(inbox, refresher, clock),

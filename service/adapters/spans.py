@@ -2,9 +2,9 @@
 
 A sync run is one trace: `sync.run` (INTERNAL) -> `sync.discovery`, `sync.events`, `sync.refresh_flow`
 -> each WISEflow attempt (CLIENT, made by the transport). A webhook's receipt is the SERVER span of its
-request; its processing is a CONSUMER span (`webhook.process`) linked to that receipt, which
-`ReceiptLinks` remembers by the event's sequence number (in memory: after a restart an event is
-processed without the link). An SIS delivery is a CLIENT span whose context goes out as `traceparent`.
+request; its processing is a CONSUMER span (`webhook.process`) linked to that receipt, whose
+`traceparent` is stored with the event (`current_traceparent`), so the link survives a restart between
+receipt and processing. An SIS delivery is a CLIENT span whose context goes out as `traceparent`.
 
 Spans come from the global tracer provider, which `setup_tracing` installs for every command that talks
 to WISEflow; without it they are no-ops that still carry their parent's context.
@@ -16,20 +16,21 @@ to WISEflow; without it they are no-ops that still carry their parent's context.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from typing import Final
 
 from opentelemetry import trace
 from opentelemetry.propagate import inject
-from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
 from service import __version__
 
 _tracer: Final = trace.get_tracer("service", __version__)
-# Receipts remembered for linking: a backlog larger than this is processed without links to its oldest.
-RECEIPTS_KEPT: Final = 10_000
+# Reads stored receipts back (only the W3C format, whatever propagators the process has configured).
+_PROPAGATOR: Final = TraceContextTextMapPropagator()
 
 
 @contextmanager
@@ -81,28 +82,23 @@ def inject_traceparent(headers: MutableMapping[str, str]) -> None:
     inject(headers)
 
 
-class ReceiptLinks:
-    """The receipt span of each stored webhook event, by sequence, for its processing span to link to.
+def current_traceparent() -> str | None:
+    """The current span's context as a W3C `traceparent` value, or None when no span is recording.
 
-    `remember` runs on the webhook path: a context-variable read and a dict insert, no lock (the event
-    loop is the only writer), bounded by evicting the oldest.
+    Formatted here rather than through the propagator's `inject`: it runs once per webhook request, and the
+    format is fixed by the W3C Trace Context specification (version 00).
     """
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid or not context.trace_flags.sampled:
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
 
-    def __init__(self, kept: int = RECEIPTS_KEPT) -> None:
-        self._kept = kept
-        self._contexts: dict[int, SpanContext] = {}
 
-    def remember(self, sequence: int) -> None:
-        """Note the current span (the request's SERVER span) as the receipt of event `sequence`."""
-        context = trace.get_current_span().get_span_context()
-        if not context.is_valid:
-            return
-        contexts = self._contexts
-        contexts[sequence] = context
-        if len(contexts) > self._kept:
-            del contexts[next(iter(contexts))]
-
-    def links(self, sequences: Sequence[int]) -> list[Link]:
-        """Links to the receipts of `sequences` that are still remembered (kept for a retry's span too)."""
-        found = (self._contexts.get(s) for s in sequences)
-        return [Link(context) for context in found if context is not None]
+def receipt_links(traceparents: Iterable[str | None]) -> list[Link]:
+    """Links to the spans named by stored `traceparent` values (webhook receipts); unreadable ones skipped."""
+    links = []
+    for value in dict.fromkeys(t for t in traceparents if t):  # each receipt once, in order
+        context = trace.get_current_span(_PROPAGATOR.extract({"traceparent": value})).get_span_context()
+        if context.is_valid:
+            links.append(Link(context))
+    return links

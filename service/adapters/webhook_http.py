@@ -32,6 +32,7 @@ import aiosqlite
 import orjson
 from aiohttp import web
 
+from service.adapters.spans import current_traceparent
 from service.adapters.store.connection import StoreError
 from service.adapters.store.inbox import Inbox, Recorded
 from service.core.clock import Clock
@@ -95,7 +96,7 @@ class WebhookReceiver:
         inbox: Inbox,
         clock: Clock,
         figures: WebhookFigures | None = None,
-        on_stored: Callable[[int], None] | None = None,
+        on_stored: Callable[[], None] | None = None,
         read_timeout: float = READ_TIMEOUT,
         max_body: int = MAX_BODY,
         max_unverified: int = MAX_UNVERIFIED,
@@ -179,7 +180,7 @@ class WebhookReceiver:
     async def _store(self, event: WebhookEvent, body: bytes, received_at: float) -> web.Response:
         status = "pending" if event.known else "unknown"
         try:
-            recorded = await self.inbox.record(event, body, status, received_at)
+            recorded = await self.inbox.record(event, body, status, received_at, current_traceparent())
         except (aiosqlite.Error, StoreError, OSError):
             # Not acknowledged, so WISEflow redelivers it later: nothing is lost.
             log.exception(
@@ -206,7 +207,7 @@ class WebhookReceiver:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("webhook stored", extra={"event": "webhook.accepted", **_context(event)})
         if self._on_stored is not None:
-            self._on_stored(event.sequence)
+            self._on_stored()
         return _answer_bytes(200, _ACCEPTED)
 
     def _reject(self, status: int, reason: str) -> web.Response:

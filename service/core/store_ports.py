@@ -37,6 +37,7 @@ class InboxRow:
     next_attempt_at: float
     last_error: str | None
     processed_at: float | None
+    receipt: str | None = None  # the W3C traceparent of the request that received it, when it was traced
 
 
 @dataclass(frozen=True, slots=True)

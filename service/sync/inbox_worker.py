@@ -34,7 +34,7 @@ from typing import Protocol
 
 from opentelemetry.trace import SpanKind
 
-from service.adapters.spans import ReceiptLinks, unit_span
+from service.adapters.spans import receipt_links, unit_span
 from service.core.backoff import Random, compute_backoff
 from service.core.clock import Clock
 from service.core.failures import Verdict, classify, describe, retry_after
@@ -104,10 +104,8 @@ class InboxWorker:
         policy: WorkerPolicy | None = None,
         figures: WebhookFigures | None = None,
         rng: Random | None = None,
-        receipts: ReceiptLinks | None = None,
     ) -> None:
         self.inbox = inbox
-        self.receipts = receipts or ReceiptLinks()
         self.refresher = refresher
         self.clock = clock
         self.policy = policy or WorkerPolicy()
@@ -225,9 +223,9 @@ class InboxWorker:
                 began = self.clock.wall()
                 try:
                     # A CONSUMER span linked to the receipts (SERVER spans) of the events this refresh answers.
-                    covered = [r.sequence for r in rows if refresh_for(r.event) is kind]
+                    covered = [r.receipt for r in rows if refresh_for(r.event) is kind]
                     attributes = {"webhook.sequence": row.sequence, "wiseflow.flow_id": row.flow_id}
-                    links = self.receipts.links(covered)
+                    links = receipt_links(covered)
                     with unit_span(
                         "webhook.process", kind=SpanKind.CONSUMER, attributes=attributes, links=links
                     ):

@@ -144,32 +144,49 @@ def signed_event(secret: str, flow_id: int) -> tuple[bytes, dict[str, str]]:
     return body, {"Content-Type": "application/json", "X-Wiseflow-Signature": signature}
 
 
-async def test_a_webhooks_processing_span_links_to_its_receipt(
-    simulator: SimHandle, receiver: Receiver, tmp_path: Path
-) -> None:
-    """`run`: the webhook's request is a SERVER span; its processing, a CONSUMER span linked to it."""
-    port = free_port()
-    env = {
+def run_env(simulator: SimHandle, receiver: Receiver, database: Path, port: int) -> dict[str, str]:
+    """The environment of a `run` on `port` against the simulator, exporting to the receiver."""
+    return {
         "WISEFLOW_API_URL": simulator.api_url,
         "WISEFLOW_CLIENT_ID": simulator.config.client_id,
         "WISEFLOW_CLIENT_SECRET": simulator.config.client_secret,
         "WISEFLOW_WEBHOOK_SECRET": simulator.config.webhook_secret,
-        "SYNC_DATABASE": str(tmp_path / "r.sqlite3"),
+        "SYNC_DATABASE": str(database),
         "SYNC_HTTP_HOST": "127.0.0.1",
         "SYNC_HTTP_PORT": str(port),
         "SYNC_POLL_INTERVAL": "3600",
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
     }
+
+
+async def start_run(env: dict[str, str], simulator: SimHandle) -> asyncio.subprocess.Process:
+    """`wiseflow-sync run` as a process, once it answers `/readyz`."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "service", "run", env={"PATH": os.environ.get("PATH", ""), **env},
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
-    root = f"http://127.0.0.1:{port}"
+    root = f"http://127.0.0.1:{env['SYNC_HTTP_PORT']}"
+    await wait_until(
+        lambda: answers(simulator, root + "/readyz"), what="the service ready", within=PROCESS_DEADLINE
+    )
+    return proc
+
+
+async def stop_run(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM, and wait for the process (and its span flush) to end."""
+    proc.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(proc.wait(), 60)
+
+
+async def test_a_webhooks_processing_span_links_to_its_receipt(
+    simulator: SimHandle, receiver: Receiver, tmp_path: Path
+) -> None:
+    """`run`: the webhook's request is a SERVER span; its processing, a CONSUMER span linked to it."""
+    env = run_env(simulator, receiver, tmp_path / "r.sqlite3", free_port())
+    root = f"http://127.0.0.1:{env['SYNC_HTTP_PORT']}"
+    flow_id = (await simulator.truth())["flows"][0]["flow"]["id"]
+    proc = await start_run(env, simulator)
     try:
-        flow_id = (await simulator.truth())["flows"][0]["flow"]["id"]
-        await wait_until(
-            lambda: answers(simulator, root + "/readyz"), what="the service ready", within=PROCESS_DEADLINE
-        )
         body, headers = signed_event(simulator.config.webhook_secret, flow_id)
         async with simulator.session.post(root + "/webhooks/wiseflow", data=body, headers=headers) as response:
             assert response.status == 200
@@ -179,14 +196,51 @@ async def test_a_webhooks_processing_span_links_to_its_receipt(
             within=PROCESS_DEADLINE,
         )
     finally:
-        proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(proc.wait(), 60)
+        await stop_run(proc)
     spans = receiver.all_spans()
     receipts = [s for s in spans if s.kind == "SERVER" and s.name == "POST /webhooks/wiseflow"]
     processing = [s for s in spans if s.kind == "CONSUMER" and s.name == "webhook.process"]
     assert len(receipts) == 1
     assert [p.links for p in processing] == [[(receipts[0].trace_id, receipts[0].span_id)]]
     assert any(s.parent_span_id == processing[0].span_id and s.kind == "CLIENT" for s in spans)
+
+
+async def test_the_link_to_the_receipt_survives_a_restart_before_processing(
+    simulator: SimHandle, receiver: Receiver, tmp_path: Path
+) -> None:
+    """An event received by one process and processed by the next still links to its receipt."""
+    env = run_env(simulator, receiver, tmp_path / "r.sqlite3", free_port())
+    root = f"http://127.0.0.1:{env['SYNC_HTTP_PORT']}"
+    flow_id = (await simulator.truth())["flows"][0]["flow"]["id"]
+    await simulator.scenario({"maintenance": {"open": True, "retry_after": 1}})  # nothing can be processed
+    proc = await start_run(env, simulator)
+    try:
+        body, headers = signed_event(simulator.config.webhook_secret, flow_id)
+        async with simulator.session.post(root + "/webhooks/wiseflow", data=body, headers=headers) as response:
+            assert response.status == 200  # stored durably before this answer
+    finally:
+        await stop_run(proc)
+    await simulator.scenario({"maintenance": {"open": False}})
+    proc = await start_run(env, simulator)
+    try:
+        await wait_until(
+            lambda: processed(simulator, root + "/status"),
+            what="the webhook processed",
+            within=PROCESS_DEADLINE,
+        )
+    finally:
+        await stop_run(proc)
+    spans = receiver.all_spans()
+    receipts = [s for s in spans if s.kind == "SERVER" and s.name == "POST /webhooks/wiseflow"]
+    assert len(receipts) == 1
+    succeeded = {
+        s.parent_span_id
+        for s in spans
+        if s.kind == "CLIENT" and s.attributes.get("http.response.status_code") == 200
+    }
+    done = [s for s in spans if s.name == "webhook.process" and s.span_id in succeeded]
+    assert done, "the second process refreshed the flow"
+    assert all(p.links == [(receipts[0].trace_id, receipts[0].span_id)] for p in done)
 
 
 async def answers(sim: SimHandle, url: str) -> bool:

@@ -92,7 +92,7 @@ async def running_receiver(
         inbox,
         clock,
         figures,
-        on_stored=lambda _sequence: wakes.append(1),
+        on_stored=lambda: wakes.append(1),
         read_timeout=read_timeout,
         **limits,  # max_body, max_unverified
     )

@@ -39,7 +39,7 @@ class Recorded(enum.Enum):
 
 _COLUMNS: Final = (
     "sequence, event, flow_id, participant_id, event_timestamp, received_at, status, attempts, "
-    "next_attempt_at, last_error, processed_at"
+    "next_attempt_at, last_error, processed_at, receipt"
 )
 # The sequences of a batch already stored before it: one statement (and one cached plan) whatever the
 # batch's size, the sequences travelling as one JSON array.
@@ -55,8 +55,8 @@ _WORKABLE: Final = (
     " ORDER BY i.sequence LIMIT ?"
 )
 _INSERT_EVENT: Final = (
-    "INSERT INTO inbox (sequence, event, flow_id, participant_id, event_timestamp, body, received_at, status) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(sequence) DO NOTHING"
+    "INSERT INTO inbox (sequence, event, flow_id, participant_id, event_timestamp, body, received_at, status, "
+    "receipt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(sequence) DO NOTHING"
 )
 _INSERT_DELIVERY: Final = (
     "INSERT INTO inbox_deliveries (delivery_id, sequence, received_at) VALUES (?, ?, ?) "
@@ -66,8 +66,8 @@ _COVER: Final = (
     "UPDATE inbox SET status = 'done', processed_at = ?, last_error = NULL "
     "WHERE status = 'pending' AND flow_id = ? AND received_at <= ?"
 )
-_Pending = tuple[WebhookEvent, bytes, str, float, "asyncio.Future[Recorded]"]
-_EventRow = tuple[int, str, int | None, int | None, int, bytes, float, str]
+_Pending = tuple[WebhookEvent, bytes, str, float, str | None, "asyncio.Future[Recorded]"]
+_EventRow = tuple[int, str, int | None, int | None, int, bytes, float, str, str | None]
 _DeliveryRow = tuple[str, int, float]
 
 
@@ -108,10 +108,15 @@ class Inbox:
         self._queue: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def record(self, event: WebhookEvent, body: bytes, status: str, now: float) -> Recorded:
-        """Commit `event` (status 'pending' or 'unknown') and its delivery id; return once it is durable."""
+    async def record(
+        self, event: WebhookEvent, body: bytes, status: str, now: float, receipt: str | None = None
+    ) -> Recorded:
+        """Commit `event` (status 'pending' or 'unknown') and its delivery id; return once it is durable.
+
+        `receipt` is the traceparent of the request that received it (for its processing span to link to).
+        """
         future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
-        self._queue.append((event, body, status, now, future))
+        self._queue.append((event, body, status, now, receipt, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="inbox-group-commit")
         # A caller that goes away cancels only its own future; the commit runs in the flusher task regardless.
@@ -147,10 +152,10 @@ class Inbox:
         """
         sequences = orjson.dumps([e.sequence for e, *_ in batch]).decode()
         events = [
-            (e.sequence, e.event, e.flow_id, e.participant_id, e.timestamp, body, now, status)
-            for e, body, status, now, _ in batch
+            (e.sequence, e.event, e.flow_id, e.participant_id, e.timestamp, body, now, status, receipt)
+            for e, body, status, now, receipt, _ in batch
         ]
-        deliveries = [(e.delivery_id, e.sequence, now) for e, _, _, now, _ in batch]
+        deliveries = [(e.delivery_id, e.sequence, now) for e, _, _, now, _, _ in batch]
         seen = set(await writer.run(_commit_batch, sequences, events, deliveries))
         results: list[Recorded] = []
         for event, *_ in batch:

@@ -216,6 +216,12 @@ INSERT INTO flow_state_clock VALUES (1, 0);
 ALTER TABLE flows ADD COLUMN state_version INTEGER NOT NULL DEFAULT 0;
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
+_V8: Final = """
+-- The W3C traceparent of the request that received each webhook event (its SERVER span), so that the
+-- span processing it links to its receipt even when a restart came in between. NULL: no span was sampled.
+ALTER TABLE inbox ADD COLUMN receipt TEXT;
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
 LATEST_VERSION: Final = len(MIGRATIONS)
 JOURNAL_LIMIT: Final = 10_000
