@@ -73,6 +73,7 @@ class Round:
     run: lt.WrkResult
     raw_cpu: float
     run_cpu: float
+    run_split: lt.CpuSplit  # where the service's CPU went: event loop thread vs the others, user vs kernel
     backlog_s: float  # after wrk stopped, seconds until the worker had processed the round's events
 
     @property
@@ -229,14 +230,14 @@ def prepare(servers: Servers, target: str, args: argparse.Namespace) -> Path:
 
 def load(
     servers: Servers, target: str, args: argparse.Namespace, wrk: str, lua: Path, events: Path
-) -> tuple[lt.WrkResult, float]:
-    """One wrk run against `target` ("raw" or "run"): its figures and the server's CPU seconds."""
+) -> tuple[lt.WrkResult, float, lt.CpuSplit]:
+    """One wrk run against `target` ("raw" or "run"): its figures, the server's CPU seconds and their split."""
     process, port = (servers.run, servers.run_port) if target == "run" else (servers.raw, servers.raw_port)
     assert process is not None
     url = f"http://127.0.0.1:{port}{WEBHOOK_PATH}"
-    before = lt.cpu_seconds(process.pid)
+    before, split = lt.cpu_seconds(process.pid), lt.cpu_split(process.pid)
     result = lt.run_wrk(wrk, lua, events, url, seconds=args.duration, connections=args.connections)
-    return result, lt.cpu_seconds(process.pid) - before
+    return result, lt.cpu_seconds(process.pid) - before, lt.cpu_split(process.pid) - split
 
 
 def rounds(servers: Servers, args: argparse.Namespace, wrk: str, lua: Path) -> list[Round]:
@@ -244,13 +245,13 @@ def rounds(servers: Servers, args: argparse.Namespace, wrk: str, lua: Path) -> l
     out = []
     for n in range(args.rounds):
         order = ("raw", "run") if n % 2 == 0 else ("run", "raw")
-        got: dict[str, tuple[lt.WrkResult, float]] = {}
+        got: dict[str, tuple[lt.WrkResult, float, lt.CpuSplit]] = {}
         backlog = 0.0
         for target in order:
             got[target] = load(servers, target, args, wrk, lua, prepare(servers, target, args))
             if target == "run":
                 backlog = wait_drained(servers.database)
-        r = Round(got["raw"][0], got["run"][0], got["raw"][1], got["run"][1], backlog)
+        r = Round(got["raw"][0], got["run"][0], got["raw"][1], got["run"][1], got["run"][2], backlog)
         print(
             f"  round {n + 1}: raw {r.raw.rate:,.0f}/s, run {r.run.rate:,.0f}/s, ratio {r.ratio:.2f}, "
             f"run p99 {r.run.p99_ms:.1f} ms, run non-2xx {r.run.non_2xx}",
@@ -270,7 +271,7 @@ def profile(servers: Servers, args: argparse.Namespace, wrk: str, lua: Path) -> 
     events = prepare(servers, "run", args)
     spy = lt.start_profile(py_spy, servers.run.pid, args.duration, output)
     time.sleep(0.3)  # py-spy attaches; wrk (a little longer than the recording) runs past its end
-    result, _ = load(servers, "run", args, wrk, lua, events)
+    result, _, _ = load(servers, "run", args, wrk, lua, events)
     err, _ = spy.communicate(timeout=60)
     wait_drained(servers.database)
     said = err.decode(errors="replace").strip()
@@ -381,6 +382,7 @@ def report(
         f"p99 {median.run.p99_ms:.1f} ms (target < {TARGET_P99_MS:g}: {'ok' if p99_ok else 'MISSED'}), "
         f"worst ratio {min(r.ratio for r in results):.2f}; non-2xx or errors of the service: {errors}"
     )
+    print(f"service CPU per request, median round: {median.run_split.per_request_us(median.run.requests)}")
     backlog = statistics.median(r.backlog_s for r in results)
     print(f"after each run round the worker needed {backlog:.1f} s (median) to finish the round's events")
     print(profile_text)
