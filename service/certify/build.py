@@ -177,6 +177,8 @@ def _rate_limits(settings: Settings, f: StoredFigures | None) -> RateLimits:
         requests=None if f is None else sum(f.by_status.values()),
         answers_429=None if f is None else f.by_status.get(429, 0),
         shortest_wait_after_429_s=None if f is None or f.wait_after_429 is None else round(f.wait_after_429, 3),
+        retry_after_answers=None if f is None else f.retry_after_answers,
+        retry_after_honoured=None if f is None or not f.retry_after_answers else f.retry_after_honoured,
     )
 
 

@@ -18,6 +18,11 @@ TITLES: Final = {
     "errors": "8. Error handling and resilience",
 }
 NOT_MEASURED: Final = "not measured"
+# Fields whose name does not read as a label once its underscores are spaces.
+LABELS: Final = {
+    "retry_after_answers": "Answers with Retry-After (429, 503)",
+    "retry_after_honoured": "Of those, Retry-After honoured (no request sent before it ended)",
+}
 
 
 def render_markdown(document: Certification) -> str:
@@ -42,6 +47,8 @@ def render_markdown(document: Certification) -> str:
 
 def _label(name: str) -> str:
     """`poll_interval_s` -> "Poll interval (s)"."""
+    if name in LABELS:
+        return LABELS[name]
     unit = ""
     if name.endswith("_s"):
         name, unit = name[:-2], " (s)"

@@ -109,6 +109,10 @@ class RateLimits:
     requests: int | None
     answers_429: int | None
     shortest_wait_after_429_s: float | None
+    # 429/503 answers carrying Retry-After, and those after which the next request waited it out (None:
+    # no database; honoured is also None while no such answer was journalled).
+    retry_after_answers: int | None
+    retry_after_honoured: int | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -21,6 +22,7 @@ from service.certify import build
 from service.commands.sync import sync_once
 from service.settings import Settings, load_settings
 from tests.conftest import SimHandle
+from tests.soak.checks import retry_after_violations
 
 
 @pytest.fixture
@@ -68,10 +70,24 @@ async def test_a_run_logs_every_requests_x_trace_id_at_info(
     assert [(r["outcome"], r["api_calls"] > 0, "duration_s" in r) for r in runs] == [("ok", True, True)]
 
 
-async def test_certify_figures_equal_the_simulators_journal(simulator: SimHandle, tmp_path: Path) -> None:
-    """After `sync --once`, certify's counts (per endpoint, per run, 429s) are what WISEflow received."""
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        {"storm_429": {"seconds": 2.5, "retry_after": 1}},
+        {"maintenance": {"seconds": 1.5, "retry_after": 1}},
+    ],
+    ids=["429-storm", "503-maintenance"],
+)
+async def test_certify_figures_equal_the_simulators_journal(
+    simulator: SimHandle, tmp_path: Path, scenario: dict[str, Any]
+) -> None:
+    """After `sync --once` through a 429 storm or maintenance, certify's counts are what WISEflow received.
+
+    Per endpoint, per run, 429s, and the Retry-After answers with how many were waited out: the
+    simulator's journal says when each answer left and when the next request arrived.
+    """
     settings = settings_for(simulator, tmp_path / "s.sqlite3")
-    await simulator.scenario({"storm_429": {"seconds": 0.5, "retry_after": 1}})
+    await simulator.scenario(scenario)
     assert await sync_once(settings, io.StringIO()) == 0
     journal = await simulator.journal()
     store = await Store.open(settings.database)
@@ -87,3 +103,8 @@ async def test_certify_figures_equal_the_simulators_journal(simulator: SimHandle
     assert data["rate_limits"]["requests"] == len(journal)
     assert data["sync"]["requests_per_run"]["latest"] == len(journal)
     assert data["sync"]["requests_per_run"]["first_full"] == len(journal)
+    asked = [r for r in journal if r["status"] in (429, 503) and r["retryAfter"] is not None]
+    assert asked, "the scenario's Retry-After answers reached the client"
+    broken = {(v.refused_at, v.status) for v in retry_after_violations(journal)}
+    assert data["rate_limits"]["retry_after_answers"] == len(asked)
+    assert data["rate_limits"]["retry_after_honoured"] == len(asked) - len(broken) == len(asked)

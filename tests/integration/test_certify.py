@@ -12,6 +12,8 @@ import pytest
 
 from service.adapters.store import Store
 from service.adapters.store.figures import read_figures
+from service.adapters.store.journal import JournalWriter
+from service.adapters.wiseflow import RequestRecord
 from service.adapters.wiseflow.endpoints import ENDPOINTS
 from service.certify import build, render_markdown, requests_per_run
 from service.cli import main
@@ -62,6 +64,7 @@ def test_markdown_renders_the_same_object() -> None:
     assert [t[3:5] for t in titles] == [f"{n}." for n in range(1, 9)]
     assert "- Client name: uni-x" in text
     assert "- Answers 429: not measured" in text
+    assert "- Answers with Retry-After (429, 503): not measured" in text
     assert "- Method: not_configured" in text
 
 
@@ -133,6 +136,37 @@ async def test_figures_are_read_from_the_database(tmp_path: Path) -> None:
     webhooks = data["webhooks"]
     assert (webhooks["distinct_events"], webhooks["deliveries"], webhooks["duplicates"]) == (2, 3, 1)
     assert webhooks["dead_letters"] == 1
+
+
+async def test_retry_after_answers_and_how_many_were_waited_out_come_from_the_journal(tmp_path: Path) -> None:
+    """Written by the journal writer: a 429 waited out, a 503 whose wait a request broke, a 429 without one."""
+    store = await Store.open(tmp_path / "c.sqlite3")
+    try:
+        journal = JournalWriter(store)
+        for record in (
+            RequestRecord(10.0, "GET", "/flow/1", 429, 500, 1, "t1", 2.0),  # read at 10.5: nothing before 12.5
+            RequestRecord(12.5, "GET", "/flow/1", 503, 500, 2, "t2", 3.0),  # read at 13.0: nothing before 16.0
+            RequestRecord(15.0, "GET", "/flow/1", 429, 0, 3, "t3"),  # ... but this left at 15.0
+            RequestRecord(15.5, "GET", "/flow/1", 200, 0, 4, "t4"),
+        ):
+            journal.record(record)
+        await journal.close()
+        data = as_json(build(load_settings({}), await read_figures(store)))
+    finally:
+        await store.close()
+    assert (data["rate_limits"]["retry_after_answers"], data["rate_limits"]["retry_after_honoured"]) == (2, 1)
+    assert data["rate_limits"]["answers_429"] == 2
+
+
+async def test_with_no_retry_after_answer_honoured_is_not_measured(tmp_path: Path) -> None:
+    """A database whose journal holds no Retry-After answer: zero seen, honoured `null` (nothing to honour)."""
+    store = await Store.open(tmp_path / "q.sqlite3")
+    try:
+        data = as_json(build(load_settings({}), await read_figures(store)))
+    finally:
+        await store.close()
+    limits = data["rate_limits"]
+    assert (limits["retry_after_answers"], limits["retry_after_honoured"]) == (0, None)
 
 
 def test_the_command_prints_json_and_does_not_create_a_database(

@@ -39,6 +39,7 @@ class Journalled:
     duration_ms: float = 1.0
     attempt: int = 1
     trace_id: str | None = "t"
+    retry_after: float | None = None
 
 
 async def count(store: Store, table: str) -> int:

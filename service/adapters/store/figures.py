@@ -5,13 +5,13 @@ Read on the store's read connection, so a report never sees a transaction that i
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from dataclasses import dataclass, field
 
 import aiosqlite
 
 from service.adapters.store import retention, runs
 from service.adapters.store.connection import Store, fetch_int
+from service.core.pause_figures import Exchange, pause_figures
 
 
 @dataclass(slots=True)
@@ -35,6 +35,9 @@ class StoredFigures:
     journal: dict[tuple[str, str, int], int] = field(default_factory=dict)
     # The shortest time from a 429's answer to the next request sent (None: no 429 journalled).
     wait_after_429: float | None = None
+    # Journalled 429/503 answers with a Retry-After, and those after which nothing was sent before it ended.
+    retry_after_answers: int = 0
+    retry_after_honoured: int = 0
 
 
 async def read_figures(store: Store) -> StoredFigures:
@@ -66,26 +69,17 @@ async def _figures(db: aiosqlite.Connection) -> StoredFigures:
     ) as cursor:
         f.journal = {(str(r[0]), str(r[1]), int(r[2])): int(r[3]) for r in await cursor.fetchall()}
     async with db.execute(
-        "SELECT at, duration_ms, COALESCE(status, 0) FROM request_journal ORDER BY at"
+        "SELECT at, duration_ms, COALESCE(status, 0), retry_after FROM request_journal ORDER BY at"
     ) as cur:
-        f.wait_after_429 = _wait_after_429(
-            [(float(r[0]), float(r[1]), int(r[2])) for r in await cur.fetchall()]
-        )
+        rows = await cur.fetchall()
+    exchanges = [
+        Exchange(float(r[0]), float(r[1]), int(r[2]), None if r[3] is None else float(r[3])) for r in rows
+    ]
+    pauses = pause_figures(exchanges)
+    f.wait_after_429 = pauses.shortest_wait_after_429
+    f.retry_after_answers, f.retry_after_honoured = pauses.retry_after_answers, pauses.retry_after_honoured
     _add_pruned(f, *await retention.pruned_figures(db))
     return f
-
-
-def _wait_after_429(rows: list[tuple[float, float, int]]) -> float | None:
-    """For each 429: from its answer (sent + duration) to the first request sent after it; the shortest."""
-    sent = [at for at, _, _ in rows]
-    waits = []
-    for at, duration_ms, status in rows:
-        if status == 429:
-            answered = at + duration_ms / 1000
-            following = bisect_left(sent, answered)
-            if following < len(sent):
-                waits.append(sent[following] - answered)
-    return min(waits, default=None)
 
 
 def _add_pruned(f: StoredFigures, totals: dict[str, int], calls: list[int], routes: dict[str, int]) -> None:

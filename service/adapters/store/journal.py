@@ -1,4 +1,5 @@
-"""The request journal: recent WISEflow requests (time, method, path, status, duration, attempt, X-Trace-Id).
+"""The request journal: recent WISEflow requests (time, method, path, status, duration, attempt, X-Trace-Id,
+and the seconds a Retry-After asked for).
 
 The client's `on_request` hook is synchronous and fires for every request, so `JournalWriter.record`
 only appends to a buffer; rows are written in batches (`flush`), one transaction per batch instead of
@@ -37,6 +38,8 @@ class RequestLike(Protocol):
     def attempt(self) -> int: ...
     @property
     def trace_id(self) -> str | None: ...
+    @property
+    def retry_after(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,7 @@ class JournalWriter:
                 request.duration_ms,
                 request.attempt,
                 request.trace_id,
+                request.retry_after,
             )
         )
         if len(self._buffer) >= self._batch and (self._flushing is None or self._flushing.done()):
@@ -90,8 +94,9 @@ class JournalWriter:
         try:
             async with self._store.transaction() as db:
                 await db.executemany(
-                    "INSERT INTO request_journal (at, method, path, status, duration_ms, attempt, trace_id)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO request_journal"
+                    " (at, method, path, status, duration_ms, attempt, trace_id, retry_after)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
         except aiosqlite.Error:

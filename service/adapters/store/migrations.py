@@ -222,6 +222,12 @@ _V8: Final = """
 ALTER TABLE inbox ADD COLUMN receipt TEXT;
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
+_V9: Final = """
+-- The seconds a journalled answer's Retry-After asked for (NULL: none), so that certify can count the
+-- Retry-After answers and whether the next request waited them out.
+ALTER TABLE request_journal ADD COLUMN retry_after REAL;
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
 LATEST_VERSION: Final = len(MIGRATIONS)
 JOURNAL_LIMIT: Final = 10_000

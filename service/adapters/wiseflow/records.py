@@ -24,6 +24,7 @@ class RequestRecord:
     duration_ms: float
     attempt: int
     trace_id: str | None  # the response's X-Trace-Id
+    retry_after: float | None = None  # seconds the answer's Retry-After asked for (None: it had none)
 
 
 OnRequest = Callable[[RequestRecord], None]

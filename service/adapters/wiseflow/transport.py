@@ -209,7 +209,8 @@ class Transport:
         duration = (time.perf_counter() - started) * 1000
         await self._account(permit, reply)
         failure = "answer too large" if raw is None else None
-        self._finish(span, sent_wall, duration, method, path, attempt, reply.status, reply.trace_id, failure)
+        status, trace_id, retry_after = reply.status, reply.trace_id, self.retry_after(reply)
+        self._finish(span, sent_wall, duration, method, path, attempt, status, trace_id, failure, retry_after)
         if raw is None:
             # Asking again would bring the same flood: a plain ApiError, never retried.
             raise ApiError(f"WISEflow's answer exceeded {MAX_BODY // 2**20} MiB", **reply.context())
@@ -296,8 +297,9 @@ class Transport:
         status: int | None,
         trace_id: str | None,
         failure: str | None,
+        retry_after: float | None = None,
     ) -> None:
-        """Span attributes, one structured log line, one journal record."""
+        """Span attributes, one structured log line, one journal record (with the Retry-After asked)."""
         if status is not None:
             span.set_attribute("http.response.status_code", status)
         if trace_id:
@@ -321,7 +323,9 @@ class Transport:
         # INFO for every request: section 7 of the review asks for each request's X-Trace-Id in the logs.
         log.log(logging.WARNING if failed else logging.INFO, "WISEflow request", extra=fields)
         if self._on_request is not None:
-            record = RequestRecord(sent_wall, method, path, status, round(duration_ms, 3), attempt, trace_id)
+            record = RequestRecord(
+                sent_wall, method, path, status, round(duration_ms, 3), attempt, trace_id, retry_after
+            )
             self._on_request(record)
 
 
