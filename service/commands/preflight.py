@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from service.adapters.logs import configure_logging
+from service.adapters.telemetry import command_tracing
 from service.settings import load_settings, parse_webhook_url
 
 FORMATS: Final = ("md", "json")
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     # Imported on use: the schema validator behind it takes seconds to load, which no other command pays.
     from service.preflight import render, run_preflight
 
-    report = asyncio.run(run_preflight(settings, public_url))
+    with command_tracing(settings, env):
+        report = asyncio.run(run_preflight(settings, public_url))
     sys.stdout.write(render(report, args.format))
     return 0 if report.passed else 1

@@ -6,6 +6,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tests.conftest import SimHandle
@@ -56,6 +57,20 @@ async def test_certify_exports_the_span_of_its_subscription_request(
     assert code == 0, err
     journal = await simulator.journal()
     assert ("GET", "/v1/webhooks") in {(r["method"], r["path"]) for r in journal}
+    spans = api_spans(receiver)
+    assert sorted(s.attributes["wiseflow.trace_id"] for s in spans) == sorted(r["traceId"] for r in journal)
+
+
+async def test_preflight_exports_a_span_per_request_with_the_journals_trace_ids(
+    simulator: SimHandle, receiver: Receiver, tmp_path: Path
+) -> None:
+    """`preflight` (without --public-url): every request it sends to WISEflow arrives as a tagged span."""
+    env = {**credentials(simulator, receiver), "SYNC_DATABASE": str(tmp_path / "never.sqlite3")}
+    code, out, err = await run_command(["preflight", "--format", "json"], env)
+    assert code in (0, 1), err  # 1: a check failed; the spans are what this test is about
+    assert orjson.loads(out)["checks"]
+    journal = await simulator.journal()
+    assert len(journal) > 1
     spans = api_spans(receiver)
     assert sorted(s.attributes["wiseflow.trace_id"] for s in spans) == sorted(r["traceId"] for r in journal)
 
