@@ -145,11 +145,28 @@ async def test_a_429_without_a_usable_wait_backs_off_instead_of_hammering(retry_
 
 
 async def test_a_429_with_an_http_date_in_the_future_waits_until_then() -> None:
-    """Retry-After as an IMF-fixdate two seconds ahead: no retry arrives before that date."""
-    when = format_datetime(datetime.now(UTC) + timedelta(seconds=2), usegmt=True)
-    server, arrivals = refusing_server({"Retry-After": when}, refusals=1)
-    async with server as url, make_client(url) as client:
+    """Retry-After as an IMF-fixdate two seconds ahead of the 429: no retry arrives before that date.
+
+    The date is written when the 429 is answered and has whole seconds, so it lies between 1 and 2 s
+    after the 429. Arrivals are stamped on the wall clock, the clock the client reads the date with:
+    the retry must not arrive before the date itself (a gap measured from a date written before the
+    server, client and token were up would shrink by that setup time, to under a second on a busy box).
+    """
+    arrivals: list[float] = []
+    dates: list[float] = []
+
+    async def info(request: web.Request) -> web.Response:
+        now = time.time()
+        arrivals.append(now)
+        if len(arrivals) == 1:
+            when = datetime.fromtimestamp(now, UTC) + timedelta(seconds=2)
+            dates.append(when.replace(microsecond=0).timestamp())
+            headers = {"Retry-After": format_datetime(when, usegmt=True)}
+            return web.json_response({"success": False}, status=429, headers=headers)
+        return web.json_response({"success": True, "data": {"ok": True}})
+
+    async with misbehaving_server({("GET", "/v1/license/info"): info}) as url, make_client(url) as client:
         assert await client.license_info() == {"ok": True}
-    # The date has whole seconds: the wait is between 1 and 2 s from the 429.
     assert len(arrivals) == 2
-    assert arrivals[1] - arrivals[0] >= 1.0
+    assert dates[0] - arrivals[0] > 1.0  # the date is more than a second ahead of the 429 ...
+    assert arrivals[1] >= dates[0]  # ... and the retry waited for it
