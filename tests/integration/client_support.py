@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
@@ -56,12 +55,6 @@ def make_client(
         on_transition=rec.transitions.append,
         breaker_policy=breaker,
     )
-
-
-def most_in_any_window(times: Sequence[float], period: float) -> int:
-    """The largest number of times inside any half-open window [t, t + period)."""
-    ordered = sorted(times)
-    return max((bisect_left(ordered, t + period) - i for i, t in enumerate(ordered)), default=0)
 
 
 def api_requests(journal: list[dict[str, Any]]) -> list[dict[str, Any]]:
