@@ -6,7 +6,8 @@
     build_app(settings) -> Application     cleanup_ctx: open the service, start the loops; on shutdown
                                            cancel and await them, flush the journal, close everything
       routes:  POST /webhooks/wiseflow, GET /livez, /readyz, /metrics, /status (adapters/ops_http)
-      loops:   sync runs, inbox worker, outbox deliverer, catch-up, journal flush (sync/loops), retention
+      loops:   sync runs, pause look, inbox worker, outbox deliverer, catch-up, journal flush (sync/loops),
+               retention
 
 `run`, `sync --once` and `demo` all get their objects from `open_service`. Nothing here runs at import time.
 """
@@ -40,6 +41,7 @@ from service.adapters.store.pause import SqlitePauseStore
 from service.adapters.store.unit import SqliteSyncStore
 from service.adapters.webhook_http import WEBHOOK_PATH, WebhookReceiver, verifier_from_settings
 from service.adapters.wiseflow.client import WiseflowClient, log_transition
+from service.adapters.wiseflow.pauses import CHECK_INTERVAL
 from service.adapters.wiseflow.records import OnRequest, RequestRecord, route_of
 from service.core import planner
 from service.core.breaker import Breaker, BreakerPolicy, Transition
@@ -61,6 +63,8 @@ log = logging.getLogger("service.app")
 
 # Seconds between journal flushes: one commit per second at most for diagnosis data.
 JOURNAL_FLUSH_INTERVAL: Final = 1.0
+# Seconds between looks at the saved pause while one is held (reads only then; see wiseflow/pauses.py).
+PAUSE_CHECK_INTERVAL: Final = CHECK_INTERVAL
 
 
 @dataclass(slots=True)
@@ -168,6 +172,7 @@ def _wire(
     refresher = WakingRefresher(poller, wake_deliverer)
     policy = WorkerPolicy(max_attempts=settings.webhook_max_attempts, concurrency=settings.concurrency)
     worker = InboxWorker(inbox, refresher, clock, policy, figures, rng)
+    client.pauses.on_lift.append(worker.wake)  # events deferred behind a cleared pause go at once
 
     return Service(
         settings=settings,
@@ -228,10 +233,13 @@ async def close_service(service: Service) -> None:
 
 
 def start_loops(service: Service) -> None:
-    """Start the background loops: polling, inbox worker, outbox deliverer, catch-up, journal, retention."""
+    """Start the loops: polling, pause, inbox worker, outbox deliverer, catch-up, journal, retention."""
     interval = service.settings.poll_interval
+    pauses = service.client.pauses
     loops: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-        ("poll", lambda: poll_loop(service.runner, service.client.breaker.retry_after, interval)),
+        ("poll", lambda: poll_loop(service.runner, service.client.breaker.retry_after, interval, pauses.sleep)),
+        # While a pause is held no request leaves to read the saved one: an operator's clear is seen here.
+        ("pause", lambda: every(PAUSE_CHECK_INTERVAL, pauses.look)),
         ("inbox", service.worker.run),
         ("catchup", lambda: catchup_loop(service.catchup)),
         ("journal", lambda: every(JOURNAL_FLUSH_INTERVAL, service.journal.flush)),

@@ -2,8 +2,9 @@
 
 The client saves every pause before its next request leaves, so that a restarted process honours it too.
 `show` prints it: until when, why, and how long is left. `clear` forgets it, an operator's way out of a
-bogus pause (a proxy's Retry-After of an hour, say): the next process starts without waiting. A process
-already running holds the pause in memory until it ends; restart it after `clear`.
+bogus pause (a proxy's Retry-After of an hour, say): the next process starts without waiting, and a
+process already running on the database (the service, a `sync --once`) sees the clear at its next look at
+the saved pause, every few seconds while it is paused, and resumes (it logs `wiseflow.pause_cleared`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, TextIO
 import orjson
 
 from service.adapters.store.pause import SqlitePauseStore
+from service.adapters.wiseflow.pauses import CHECK_INTERVAL
 from service.commands import iso, with_store
 from service.core.clock import SystemClock
 from service.core.ports import SavedPause
@@ -29,7 +31,7 @@ def register(subparsers: Any) -> None:
     show = sub.add_parser("show", help="the saved pause: until when, why, how long is left")
     show.add_argument("--format", choices=("text", "json"), default="text", help="text (default) or json")
     show.set_defaults(handler=run_show)
-    clear = sub.add_parser("clear", help="lift the saved pause (the next process starts without waiting)")
+    clear = sub.add_parser("clear", help="lift the saved pause (running processes resume at their next check)")
     clear.set_defaults(handler=run_clear)
 
 
@@ -44,20 +46,13 @@ def run_show(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def run_clear(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Forget the saved pause; say what was lifted."""
     clock = SystemClock()
-    before = with_store(env, lambda store: SqlitePauseStore(store, clock), lift)
+    before = with_store(env, lambda store: SqlitePauseStore(store, clock), lambda p: p.clear())
     if before is None or before.until <= clock.wall():
         print("no pause in force; nothing to lift")
     else:
         print(f"lifted the pause until {iso(before.until)} ({before.reason})")
-        print("a service already running keeps it in memory until it is restarted")
+        print(f"a service already running resumes at its next check (every {CHECK_INTERVAL:g} s while paused)")
     return 0
-
-
-async def lift(pauses: SqlitePauseStore) -> SavedPause | None:
-    """Clear the saved pause; return what it was."""
-    before = await pauses.load()
-    await pauses.clear()
-    return before
 
 
 def write_pause(saved: SavedPause | None, now_wall: float, fmt: str, out: TextIO) -> None:

@@ -21,10 +21,12 @@ from typing import Any, TextIO
 from service.adapters.logs import configure_logging
 from service.adapters.store.outbox import Outbox
 from service.adapters.telemetry import command_tracing
+from service.adapters.wiseflow.pauses import CHECK_INTERVAL
 from service.app import Service, close_service, open_service
 from service.core.clock import Clock, SystemClock
 from service.errors import StoreError
 from service.settings import Settings, load_settings
+from service.sync.loops import every
 from service.sync.outbox import OutboxDeliverer
 from service.sync.poller import Poller, Progress, RunSummary
 from service.sync.until_done import Sleep, sync_until_done
@@ -123,6 +125,9 @@ async def open_engine(
 ) -> AsyncIterator[Service]:
     """Open the store, the HTTP session, the client, the poller and (with a sink) the deliverer; close them."""
     service = await open_service(settings, clock, on_progress=on_progress)
+    # A request waiting out a pause in the limiter reads nothing: an operator's `pause clear` is seen here.
+    looking = every(CHECK_INTERVAL, service.client.pauses.look)
+    service.tasks.append(asyncio.create_task(looking, name="wiseflow-sync:pause"))  # close_service ends it
     try:
         yield service
     finally:
@@ -134,10 +139,13 @@ async def sync_once(
     err: TextIO,
     *,
     clock: Clock | None = None,
-    sleep: Sleep = asyncio.sleep,
+    sleep: Sleep | None = None,
     full: bool = False,
 ) -> int:
-    """The command's work, callable in-process (tests): returns the exit code."""
+    """The command's work, callable in-process (tests): returns the exit code.
+
+    `sleep` waits out pauses; by default the client's, which returns early when an operator clears one.
+    """
     # A pause WISEflow asks for is waited out inside an API call only up to SYNC_MAX_WAIT: a longer one comes
     # back as the run's outcome, where the command's own budget of SYNC_MAX_WAIT decides.
     settings = replace(settings, retry_after_max=min(settings.retry_after_max, settings.max_wait))
@@ -146,9 +154,9 @@ async def sync_once(
     started = time.monotonic()
     totals = Totals()
     async with open_engine(settings, clock, report) as engine:
-        code = await _sync(engine.poller, settings, report, totals, sleep, full)
+        code = await _sync(engine.poller, settings, report, totals, sleep or engine.client.pauses.sleep, full)
         if code == 0 and engine.deliverer is not None:
-            code = await _deliver(engine.deliverer, settings, report, totals, sleep, clock)
+            code = await _deliver(engine.deliverer, settings, report, totals, sleep or asyncio.sleep, clock)
         if engine.deliverer is None:
             totals.queued = (await Outbox(engine.store).counts()).get("pending", 0)
         totals.requests = engine.client.calls  # every request that left: token requests and retries included

@@ -110,6 +110,7 @@ class Breaker:
         self._probe_started = 0.0
         self._reason = ""
         self._generation = 0  # bumps on every transition, so a stale permit cannot close a newer state
+        self._server_timed = False  # the current opening is a Retry-After's (saved, so an operator may lift it)
 
     @property
     def state(self) -> State:
@@ -173,9 +174,21 @@ class Breaker:
         if self._state is State.HALF_OPEN and permit.probe and permit.generation == self._generation:
             self._probe_started = float("-inf")
 
+    def lift(self) -> bool:
+        """An operator cleared the saved pause: an opening a Retry-After timed ends now (next caller probes).
+
+        An opening of our own backoff is not a saved pause and stays. True when an opening was cut short.
+        """
+        now = self._clock.monotonic()
+        if self._state is not State.OPEN or not self._server_timed or self._open_until <= now:
+            return False
+        self._open_until = now
+        return True
+
     def _open(self, reason: str, retry_after: float | None) -> None:
         # The server's schedule replaces ours: its openings do not grow the next backoff.
         self._openings = 0 if retry_after is not None else self._openings + 1
+        self._server_timed = retry_after is not None
         duration = self._policy.open_duration(self._openings, retry_after)
         self._open_until = self._clock.monotonic() + duration
         self._failures = 0

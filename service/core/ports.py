@@ -101,17 +101,33 @@ class SavedPause:
     saved_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class PauseState:
+    """The saved pause (None: none) and how many times an operator has cleared one (`generation`).
+
+    A process that holds a pause it saved or read under an older generation knows an operator lifted it
+    since; a missing pause alone cannot tell "cleared" from "never saved" (a save that failed, say).
+    """
+
+    pause: SavedPause | None
+    generation: int
+
+
 class PauseStore(Protocol):
     """Where the client keeps the pause WISEflow asked for, so that it outlives the process."""
 
-    async def save(self, until_wall: float, reason: str) -> None:
-        """Keep the pause until `until_wall` (Unix seconds); a shorter one than the saved one is ignored."""
+    async def save(self, until_wall: float, reason: str) -> int:
+        """Keep the pause until `until_wall` unless a longer one is saved; return the generation it is under."""
         ...
 
     async def load(self) -> SavedPause | None:
         """The saved pause (possibly already over), or None."""
         ...
 
-    async def clear(self) -> None:
-        """Forget the saved pause (an operator lifting a bogus one)."""
+    async def current(self) -> PauseState:
+        """The saved pause with its generation (one read)."""
+        ...
+
+    async def clear(self) -> SavedPause | None:
+        """Forget the saved pause and count a new generation (an operator lifting it); return what it was."""
         ...

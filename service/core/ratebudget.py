@@ -144,6 +144,10 @@ class RateGate:
         self._after_pause = True
         self._probe_until = float("-inf")
 
+    def lift(self) -> None:
+        """End the pause now (an operator cleared it); the next admission goes alone, as after any pause."""
+        self._paused_until = float("-inf")
+
     def settle(self) -> None:
         """An answer came in: the first request after a pause no longer holds the others back."""
         self._probe_until = float("-inf")

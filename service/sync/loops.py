@@ -2,7 +2,7 @@
 
 poll_loop       sync runs every SYNC_POLL_INTERVAL (jittered), resumed after pauses (`sync_until_done`)
 catchup_loop    blind-gap detection at startup, then every minute
-every           a periodic action (the journal flush and the saved pause)
+every           a periodic action (the journal flush; while a pause is held, a look at the saved one)
 guarded         runs a loop forever: a crash is logged (`core.failures`) and the loop restarted
 """
 
@@ -18,7 +18,7 @@ from service.core import planner
 from service.core.failures import Verdict, classify, describe, retry_after
 from service.sync.catchup import CatchUp
 from service.sync.poller import Poller
-from service.sync.until_done import SyncRunner, sync_until_done
+from service.sync.until_done import Sleep, SyncRunner, sync_until_done
 
 log = logging.getLogger("service.loops")
 
@@ -44,23 +44,27 @@ async def guarded(name: str, loop: Callable[[], Awaitable[None]]) -> None:
             return
 
 
-async def poll_loop(runner: SyncRunner, blocked_for: Callable[[], float], interval: float) -> None:
+async def poll_loop(
+    runner: SyncRunner, blocked_for: Callable[[], float], interval: float, pause_sleep: Sleep = asyncio.sleep
+) -> None:
     """Sync runs every `interval` (jittered); pauses WISEflow asks for are waited out within one interval.
 
     `blocked_for()` is how long the breaker stays open: while it is, the loop skips its runs (nothing
     could be sent, and one probe, this loop's next run or the inbox worker's, decides when WISEflow is back).
+    Every wait for a pause is `pause_sleep`, which returns early when an operator clears the pause.
     """
     rng = random.Random()  # noqa: S311 - jitter, not cryptography
     while True:
         blocked = blocked_for()
         if blocked > 0:
-            await asyncio.sleep(min(interval, blocked))
+            await pause_sleep(min(interval, blocked))
             continue
-        result = await sync_until_done(runner.run, max_wait=interval)
-        delay = planner.jittered(interval, 0.1, rng)
+        result = await sync_until_done(runner.run, max_wait=interval, sleep=pause_sleep)
         if result.outcome == "paused":
-            delay = min(interval, result.pause)
-        elif result.outcome == "failed":  # refused credentials, a malformed listing: an operator may fix it
+            await pause_sleep(min(interval, result.pause))
+            continue
+        delay = planner.jittered(interval, 0.1, rng)
+        if result.outcome == "failed":  # refused credentials, a malformed listing: an operator may fix it
             delay = min(interval, MIN_RETRY_DELAY)
         await asyncio.sleep(delay)
 

@@ -16,7 +16,7 @@ from service.adapters.store.pause import SqlitePauseStore
 from service.adapters.wiseflow import WiseflowClient
 from service.core.breaker import State
 from service.core.clock import SystemClock
-from service.core.ports import SavedPause
+from service.core.ports import PauseState, SavedPause
 from service.errors import ApiUnavailable, RateLimited
 from tests.integration.client_support import client_settings, make_client, misbehaving_server
 from tests.waiting import wait_until
@@ -64,18 +64,24 @@ class GatedPauseStore:
         self.saved: list[tuple[float, str]] = []
         self.asked = 0
 
-    async def save(self, until_wall: float, reason: str) -> None:
-        """Hold until the gate opens, then keep the pause."""
+    async def save(self, until_wall: float, reason: str) -> int:
+        """Hold until the gate opens, then keep the pause (generation 0: never cleared)."""
         self.asked += 1
         await self.gate.wait()
         self.saved.append((until_wall, reason))
+        return 0
 
     async def load(self) -> SavedPause | None:
         """Nothing saved by an earlier process."""
         return None
 
-    async def clear(self) -> None:
+    async def current(self) -> PauseState:
+        """Nothing saved by an earlier process, never cleared."""
+        return PauseState(None, 0)
+
+    async def clear(self) -> SavedPause | None:
         """Nothing to clear."""
+        return None
 
 
 def refused_once(retry_after: str) -> tuple[AbstractAsyncContextManager[str], list[float]]:

@@ -58,6 +58,23 @@ def test_503_with_retry_after_opens_at_once_for_that_long_up_to_pause_max() -> N
     assert [t.retry_after for t in seen if t.target is State.OPEN] == [5.0, 600.0, 3600.0]
 
 
+def test_lift_ends_an_opening_a_retry_after_timed_and_the_next_caller_probes() -> None:
+    """A 503 with Retry-After 3600, lifted: the next caller is the probe; a second lift has nothing to end."""
+    breaker, _, seen = make()
+    fail(breaker, 1, retry_after=3600.0)
+    lifted = breaker.lift()
+    probe = breaker.acquire()
+    assert (lifted, probe.probe, breaker.state, breaker.lift()) == (True, True, State.HALF_OPEN, False)
+    assert [t.target for t in seen] == [State.OPEN, State.HALF_OPEN]
+
+
+def test_lift_leaves_an_opening_of_our_own_backoff() -> None:
+    """Three failures without Retry-After open it on our backoff, which is no saved pause: lift keeps it."""
+    breaker, _, _ = make()
+    fail(breaker, 3)
+    assert (breaker.lift(), breaker.retry_after()) == (False, POLICY.open_base)
+
+
 def test_backoff_after_a_maintenance_window_starts_afresh() -> None:
     """Ten openings timed by 503 Retry-After, then a 502 on the probe: open for open_base, not 2**n."""
     breaker, clock, seen = make()

@@ -123,6 +123,16 @@ def test_pause_stops_everyone_until_it_ends() -> None:
     assert gate.try_acquire() == 0.0
 
 
+def test_a_lifted_pause_admits_at_once_and_the_first_request_still_goes_alone() -> None:
+    """`lift` (an operator cleared the pause) ends an hour's pause now; the others wait for the first answer."""
+    clock = ManualClock()
+    gate = RateGate(RateBudget(per_second=100, per_minute=6000, burst=10, settle_timeout=5.0), clock)
+    gate.pause(3600.0)
+    gate.lift()
+    first, held = gate.try_acquire(), gate.try_acquire()
+    assert (gate.pause_remaining(), first, held) == (0.0, 0.0, 5.0)
+
+
 def test_after_a_pause_one_request_goes_first_and_the_rest_wait_for_its_answer() -> None:
     """When a pause ends one caller is admitted; the next waits until `settle` (its answer came back)."""
     clock = ManualClock()

@@ -3,6 +3,10 @@
 The client writes it when the 429 or the 503 arrives, and no later request leaves before the write has
 committed, so a process killed just after the answer leaves the pause to the next one. The key is the one
 earlier versions used for a bare number (the time alone); `load` still reads that form.
+
+`clear` (an operator's `pause clear`) does not delete the row: it leaves a marker with the next
+`generation`, so a running process can tell "an operator lifted the pause I hold" from "my own save has not
+been read back" or "never saved", and lifts its pause only in the first case.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from typing import Any, Final
 from service.adapters.store import runs
 from service.adapters.store.connection import Store
 from service.core.clock import Clock
-from service.core.ports import SavedPause
+from service.core.ports import PauseState, SavedPause
 
 PAUSE_KEY: Final = "wiseflow:not_before"
 
@@ -24,37 +28,51 @@ class SqlitePauseStore:
         self._store = store
         self._clock = clock
 
-    async def save(self, until_wall: float, reason: str) -> None:
+    async def save(self, until_wall: float, reason: str) -> int:
         """Keep the pause until `until_wall` unless a longer one is saved already (one transaction)."""
         now = self._clock.wall()
         async with self._store.transaction() as db:
             saved = _decode(await runs.get_checkpoint(db, PAUSE_KEY))
-            if saved is not None and saved.until >= until_wall:
-                return
-            value = {"until": until_wall, "reason": reason, "saved_at": now}
-            await runs.set_checkpoint(db, PAUSE_KEY, value, now)
+            if saved.pause is None or saved.pause.until < until_wall:
+                value = {"until": until_wall, "reason": reason, "saved_at": now, "generation": saved.generation}
+                await runs.set_checkpoint(db, PAUSE_KEY, value, now)
+            return saved.generation
 
     async def load(self) -> SavedPause | None:
         """The saved pause, or None."""
+        return (await self.current()).pause
+
+    async def current(self) -> PauseState:
+        """The saved pause and its generation."""
         async with self._store.read() as db:
             return _decode(await runs.get_checkpoint(db, PAUSE_KEY))
 
-    async def clear(self) -> None:
-        """Forget the saved pause."""
+    async def clear(self) -> SavedPause | None:
+        """Forget the saved pause, counting a new generation; return what was saved."""
+        now = self._clock.wall()
         async with self._store.transaction() as db:
-            await runs.delete_checkpoint(db, PAUSE_KEY)
+            saved = _decode(await runs.get_checkpoint(db, PAUSE_KEY))
+            value = {"cleared_at": now, "generation": saved.generation + 1}
+            await runs.set_checkpoint(db, PAUSE_KEY, value, now)
+            return saved.pause
 
 
-def _decode(value: Any) -> SavedPause | None:
-    """The stored JSON: an object, or the bare number earlier versions wrote (no reason, no save time)."""
+def _decode(value: Any) -> PauseState:
+    """The stored JSON: a pause, a cleared marker, or the bare number earlier versions wrote (generation 0)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return SavedPause(until=float(value), reason="Retry-After", saved_at=float(value))
-    if isinstance(value, dict) and isinstance(value.get("until"), int | float):
-        reason = value.get("reason")
-        saved_at = value.get("saved_at")
-        return SavedPause(
-            until=float(value["until"]),
-            reason=reason if isinstance(reason, str) else "Retry-After",
-            saved_at=float(saved_at) if isinstance(saved_at, int | float) else float(value["until"]),
-        )
-    return None
+        return PauseState(SavedPause(until=float(value), reason="Retry-After", saved_at=float(value)), 0)
+    if not isinstance(value, dict):
+        return PauseState(None, 0)
+    generation = value.get("generation")
+    generation = generation if isinstance(generation, int) and not isinstance(generation, bool) else 0
+    until = value.get("until")
+    if not isinstance(until, int | float):
+        return PauseState(None, generation)
+    reason = value.get("reason")
+    saved_at = value.get("saved_at")
+    pause = SavedPause(
+        until=float(until),
+        reason=reason if isinstance(reason, str) else "Retry-After",
+        saved_at=float(saved_at) if isinstance(saved_at, int | float) else float(until),
+    )
+    return PauseState(pause, generation)

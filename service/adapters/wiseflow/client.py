@@ -96,7 +96,7 @@ class WiseflowClient:
         policy = replace(breaker_policy or BreakerPolicy(), pause_max=settings.pause_max)
         self.breaker = breaker or Breaker(settings.api_url, policy, self._clock, on_transition)
         # Where a pause WISEflow asks for is saved before the next request leaves (None: memory only).
-        self.pauses = DurablePause(pause_store, self._clock)
+        self.pauses = DurablePause(pause_store, self._clock, self.limiter, self.breaker)
         self.transport = Transport(
             settings,
             self._clock,
@@ -147,20 +147,7 @@ class WiseflowClient:
 
     async def restore_pause(self) -> float:
         """At startup: hold every caller for what is left of a pause saved by an earlier process (seconds)."""
-        saved = None if self.pauses.store is None else await self.pauses.store.load()
-        remaining = 0.0 if saved is None else saved.until - self._clock.wall()
-        if saved is not None and remaining > 0:
-            self.pauses.known_until = max(self.pauses.known_until, saved.until)
-            self.limiter.pause(remaining)
-            log.warning(
-                "WISEflow asked a previous process to wait: pausing",
-                extra={
-                    "event": "wiseflow.pause_restored",
-                    "retry_after": round(remaining, 3),
-                    "reason": saved.reason,
-                },
-            )
-        return max(remaining, 0.0)
+        return await self.pauses.restore()
 
     async def close(self) -> None:
         """Finish saving a pause, stop a token request in flight, close the session if this client opened it."""

@@ -50,6 +50,7 @@ class AsyncRateLimiter:
         self._max_hold = max(max_hold, 1.0)
         self._lock = asyncio.Lock()
         self._settled = asyncio.Event()
+        self._lifted = asyncio.Event()  # set (and replaced) by `lift`: callers sleeping on the pause wake
 
     async def acquire(self, method: str, path: str, attempt: int, *, urgent: bool = False) -> bool:
         """Wait for a slot; raise `RateLimited` at once when the wait is longer than `max_hold`.
@@ -81,7 +82,11 @@ class AsyncRateLimiter:
                 raise RateLimited(
                     "rate budget paused", retry_after=wait, method=method, path=path, attempt=attempt
                 )
-            await asyncio.sleep(wait)
+            if self.gate.pause_remaining() > 0:
+                with contextlib.suppress(TimeoutError):  # an operator's clear ends the pause early
+                    await asyncio.wait_for(self._lifted.wait(), wait)
+            else:
+                await asyncio.sleep(wait)  # ordinary pacing: nothing can end it early
 
     def settle(self) -> None:
         """An answer (or a failure) came back: release callers held behind the first request after a pause."""
@@ -92,6 +97,13 @@ class AsyncRateLimiter:
         """Stop every caller for `seconds` (a 429's Retry-After)."""
         self.gate.pause(seconds)
         self._settled.set()  # callers held behind a first request re-read the (longer) wait
+
+    def lift(self) -> None:
+        """End the pause now (an operator cleared it): callers sleeping on it go round the gate again."""
+        self.gate.lift()
+        self._lifted.set()
+        self._lifted = asyncio.Event()
+        self._settled.set()
 
     def observe(self, quotas: list[Quota]) -> None:
         """Take the server's RateLimit-* counts into account (see `RateGate.observe`)."""

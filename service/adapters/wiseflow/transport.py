@@ -85,7 +85,7 @@ class Transport:
         self._policy = policy
         self._rng = rng
         self._on_request = on_request
-        self.pauses = pauses or DurablePause(None, clock)
+        self.pauses = pauses or DurablePause(None, clock, limiter, breaker)
         self._tracer = tracer or _tracer
         self.calls = 0  # requests that left the process, token requests included
         self.paused_seconds = 0.0  # how much a 429 lengthened the shared pause, in all (a metric)
@@ -126,8 +126,8 @@ class Transport:
         queued = time.perf_counter()
         while True:
             probe = await self._limiter.acquire(method, path, attempt, urgent=urgent)
-            await self.pauses.settled()  # a pause WISEflow just asked for is on disk before we send
-            if await self._adopt_saved_pause():
+            # A pause WISEflow just asked for is on disk before we send; the saved pause is read once.
+            if await self.pauses.check():
                 if probe:
                     self._limiter.settle()
                 continue  # back to the gate, which now holds this request (and every other) for the rest
@@ -219,23 +219,6 @@ class Transport:
     def retry_after(self, reply: Reply) -> float | None:
         """The server's Retry-After in seconds, or None when it gave none (or garbage)."""
         return parse_retry_after(reply.headers.get("Retry-After"), self._clock.wall())
-
-    async def _adopt_saved_pause(self) -> bool:
-        """True when another process saved a pause that outlasts ours: the shared gate now holds it too."""
-        saved = await self.pauses.newer()
-        remaining = 0.0 if saved is None else saved.until - self._clock.wall()
-        if saved is None or remaining <= self.pause_remaining():
-            return False
-        self._limiter.pause(remaining)
-        log.warning(
-            "WISEflow asked another process to wait: pausing",
-            extra={
-                "event": "wiseflow.pause_adopted",
-                "retry_after": round(remaining, 3),
-                "reason": saved.reason,
-            },
-        )
-        return True
 
     def pause_remaining(self) -> float:
         """Seconds left of the shared pause set by a 429."""
