@@ -177,7 +177,8 @@ def test_only_legal_transitions_and_one_probe_at_a_time(ops: list[tuple[str, obj
                 continue
             if permit.probe:
                 earlier = probe_started.get(permit.generation)
-                assert earlier is None or clock.monotonic() - earlier >= POLICY.probe_timeout
+                # `earlier + timeout`, as the breaker computes it: `now - earlier` can round just below.
+                assert earlier is None or clock.monotonic() >= earlier + POLICY.probe_timeout
                 probe_started[permit.generation] = clock.monotonic()
             permits.append(permit)
         elif permits:
