@@ -215,16 +215,36 @@ SPAN_FLUSH_TIMEOUT: Final = 5.0
 
 
 @contextmanager
-def command_tracing(settings: Settings, env: Mapping[str, str] | None = None) -> Iterator[TracingHandle]:
+def command_tracing(
+    settings: Settings, env: Mapping[str, str] | None = None, *, root: str | None = None
+) -> Iterator[TracingHandle]:
     """Tracing for one command that calls WISEflow: set up from the OTEL_* settings, flushed on the way out.
 
-    The flush is bounded by `SPAN_FLUSH_TIMEOUT`: a collector that is down never holds up the exit.
+    With `root`, the command is one trace: a span of that name is current for the block (`asyncio.run`
+    inside it copies the context, so every API attempt is its child). The flush is bounded by
+    `SPAN_FLUSH_TIMEOUT`: a collector that is down never holds up the exit.
     """
     # A process sets the global provider once (OpenTelemetry refuses, with a warning, to replace it): a
     # second command run in the same process (tests, an embedding) keeps its own provider instead.
     first = isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
     handle = setup_tracing(settings, env=env, set_global=first)
     try:
-        yield handle
+        if root is None:
+            yield handle
+        else:
+            with _command_span(handle, root):
+                yield handle
     finally:
         handle.shutdown(SPAN_FLUSH_TIMEOUT)
+
+
+@contextmanager
+def _command_span(handle: TracingHandle, name: str) -> Iterator[None]:
+    """The command's root span; an exception marks it failed with its type only (messages may name people)."""
+    tracer = handle.tracer("service.commands")
+    with tracer.start_as_current_span(name, record_exception=False, set_status_on_exception=False) as span:
+        try:
+            yield
+        except BaseException as exc:
+            span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+            raise

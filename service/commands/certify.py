@@ -44,7 +44,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     configure_logging(settings.log_level)
     # Never create a database just to report that it is empty.
     exists = Path(settings.database).is_file()
-    with command_tracing(settings, env):
+    with command_tracing(settings, env, root="certify"):
         figures, events = asyncio.run(_gather(settings, exists))
     document = build(settings, figures, events, EVENTS_FROM_WISEFLOW)
     if args.format == "json":

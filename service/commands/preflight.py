@@ -42,7 +42,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     # Imported on use: the schema validator behind it takes seconds to load, which no other command pays.
     from service.preflight import render, run_preflight
 
-    with command_tracing(settings, env):
+    with command_tracing(settings, env, root="preflight"):
         report = asyncio.run(run_preflight(settings, public_url))
     sys.stdout.write(render(report, args.format))
     return 0 if report.passed else 1

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     events = parse_webhook_events("--events", args.events) if args.events else settings.webhook_events
     if not settings.webhook_secrets:
         raise ConfigError("WISEFLOW_WEBHOOK_SECRET", "missing: webhooks cannot be verified without it")
-    with command_tracing(settings, env):
+    with command_tracing(settings, env, root="webhooks.ensure"):
         return asyncio.run(ensure(settings, url, events, dry_run=args.dry_run, out=sys.stdout))
 
 

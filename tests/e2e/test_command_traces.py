@@ -23,6 +23,14 @@ def api_spans(rec: Receiver) -> list[ReceivedSpan]:
     return [s for s in rec.all_spans() if s.name.startswith("WISEflow ") and s.kind == "CLIENT"]
 
 
+def one_trace(rec: Receiver, root: str) -> None:
+    """Every span received belongs to one trace under a single root span named `root`."""
+    spans = rec.all_spans()
+    roots = [s for s in spans if not s.parent_span_id]
+    assert [r.name for r in roots] == [root]
+    assert {s.trace_id for s in spans} == {roots[0].trace_id}
+
+
 def credentials(sim: SimHandle, receiver: Receiver) -> dict[str, str]:
     """The environment of a command pointed at the simulator (OAuth) and at the OTLP receiver."""
     return {
@@ -46,6 +54,7 @@ async def test_webhooks_ensure_exports_a_span_per_request_with_the_journals_trac
     assert {(r["method"], r["path"]) for r in journal} >= {("GET", "/v1/webhooks"), ("POST", "/v1/webhooks")}
     spans = api_spans(receiver)
     assert sorted(s.attributes["wiseflow.trace_id"] for s in spans) == sorted(r["traceId"] for r in journal)
+    one_trace(receiver, "webhooks.ensure")
 
 
 async def test_certify_exports_the_span_of_its_subscription_request(
@@ -59,6 +68,7 @@ async def test_certify_exports_the_span_of_its_subscription_request(
     assert ("GET", "/v1/webhooks") in {(r["method"], r["path"]) for r in journal}
     spans = api_spans(receiver)
     assert sorted(s.attributes["wiseflow.trace_id"] for s in spans) == sorted(r["traceId"] for r in journal)
+    one_trace(receiver, "certify")
 
 
 async def test_preflight_exports_a_span_per_request_with_the_journals_trace_ids(
@@ -73,6 +83,7 @@ async def test_preflight_exports_a_span_per_request_with_the_journals_trace_ids(
     assert len(journal) > 1
     spans = api_spans(receiver)
     assert sorted(s.attributes["wiseflow.trace_id"] for s in spans) == sorted(r["traceId"] for r in journal)
+    one_trace(receiver, "preflight")
 
 
 # The demo's summary line of what its (in-process) simulator journalled: "... 412 (200: 400, 429: 12)".
