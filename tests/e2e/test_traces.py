@@ -172,6 +172,20 @@ async def start_run(env: dict[str, str], simulator: SimHandle) -> asyncio.subpro
     return proc
 
 
+async def post_event(simulator: SimHandle, root: str, flow_id: int) -> None:
+    """POST a signed FINAL_GRADE webhook for `flow_id` to the service at `root`; it must answer 200."""
+    body, headers = signed_event(simulator.config.webhook_secret, flow_id)
+    async with simulator.session.post(root + "/webhooks/wiseflow", data=body, headers=headers) as response:
+        assert response.status == 200
+
+
+async def wait_processed(simulator: SimHandle, root: str) -> None:
+    """Wait until the service at `root` says it processed a webhook event."""
+    await wait_until(
+        lambda: processed(simulator, root + "/status"), what="the webhook processed", within=PROCESS_DEADLINE
+    )
+
+
 async def stop_run(proc: asyncio.subprocess.Process) -> None:
     """SIGTERM, and wait for the process (and its span flush) to end."""
     proc.send_signal(signal.SIGTERM)
@@ -187,14 +201,8 @@ async def test_a_webhooks_processing_span_links_to_its_receipt(
     flow_id = (await simulator.truth())["flows"][0]["flow"]["id"]
     proc = await start_run(env, simulator)
     try:
-        body, headers = signed_event(simulator.config.webhook_secret, flow_id)
-        async with simulator.session.post(root + "/webhooks/wiseflow", data=body, headers=headers) as response:
-            assert response.status == 200
-        await wait_until(
-            lambda: processed(simulator, root + "/status"),
-            what="the webhook processed",
-            within=PROCESS_DEADLINE,
-        )
+        await post_event(simulator, root, flow_id)
+        await wait_processed(simulator, root)
     finally:
         await stop_run(proc)
     spans = receiver.all_spans()
@@ -215,19 +223,13 @@ async def test_the_link_to_the_receipt_survives_a_restart_before_processing(
     await simulator.scenario({"maintenance": {"open": True, "retry_after": 1}})  # nothing can be processed
     proc = await start_run(env, simulator)
     try:
-        body, headers = signed_event(simulator.config.webhook_secret, flow_id)
-        async with simulator.session.post(root + "/webhooks/wiseflow", data=body, headers=headers) as response:
-            assert response.status == 200  # stored durably before this answer
+        await post_event(simulator, root, flow_id)  # stored durably before its 200
     finally:
         await stop_run(proc)
     await simulator.scenario({"maintenance": {"open": False}})
     proc = await start_run(env, simulator)
     try:
-        await wait_until(
-            lambda: processed(simulator, root + "/status"),
-            what="the webhook processed",
-            within=PROCESS_DEADLINE,
-        )
+        await wait_processed(simulator, root)
     finally:
         await stop_run(proc)
     spans = receiver.all_spans()
