@@ -1,6 +1,6 @@
 """Ports: what the loops need from the outside world, as Protocols. Adapters implement them; tests use Fakes.
 
-Payloads are WISEflow's JSON as `openapi-1.34.0.yaml` shapes it (`Json`); the client unwraps the envelope
+Payloads are WISEflow's JSON as `openapi-1.34.0.json` shapes it (`Json`); the client unwraps the envelope
 (`{success, data, error, pagination}`) and follows pagination, so callers see records only.
 """
 

@@ -1,4 +1,4 @@
-"""The embedded WISEflow simulator: the `/v1` API of `openapi-1.34.0.yaml`, faults on demand, signed
+"""The embedded WISEflow simulator: the `/v1` API of `openapi-1.34.0.json`, faults on demand, signed
 webhooks with WISEflow's delivery semantics, and a fake SIS.
 
 Public API: `build_simulator_app(config, clock=None)`, `SimConfig`,

@@ -1,4 +1,4 @@
-"""The `/v1` read endpoints of the simulator, with the shapes of `openapi-1.34.0.yaml`.
+"""The `/v1` read endpoints of the simulator, with the shapes of `openapi-1.34.0.json`.
 
 `GET /flow/{flowId}` answers a bare basic-flow and `GET /flow/{flowId}/assessments` a bare array, as the
 spec has it; the rest use the envelope. Page limits above an endpoint's maximum are a 400.

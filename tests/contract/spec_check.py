@@ -1,4 +1,4 @@
-"""Validation of simulator responses against `openapi-1.34.0.yaml`.
+"""Validation of simulator responses against `openapi-1.34.0.json`.
 
 `check_response` validates a documented operation's response with openapi-core (status, media type and
 body schema). `check_schema` validates a body against one component schema: for the answers the spec
@@ -13,14 +13,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
+import orjson
 from openapi_core import Config, OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 from openapi_schema_validator import OAS30Validator
 
 import service
 
-SPEC_PATH = Path(service.__file__).parent / "spec" / "openapi-1.34.0.yaml"
+SPEC_PATH = Path(service.__file__).parent / "spec" / "openapi-1.34.0.json"
 HOST = "https://europe-api.wiseflow.net"
 
 
@@ -34,7 +34,7 @@ def openapi() -> OpenAPI:
 
 @functools.cache
 def _components() -> dict[str, Any]:
-    spec = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))
+    spec = orjson.loads(SPEC_PATH.read_bytes())
     components: dict[str, Any] = spec["components"]
     return components
 

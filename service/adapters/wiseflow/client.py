@@ -34,7 +34,7 @@ from .records import OnRequest, Reply
 from .retry import Caller
 from .transport import Transport, log
 
-# Each endpoint's documented maximum `limit` (openapi-1.34.0.yaml): fewer pages, fewer calls.
+# Each endpoint's documented maximum `limit` (openapi-1.34.0.json): fewer pages, fewer calls.
 SEARCH_LIMIT: Final = 100
 PARTICIPANTS_LIMIT: Final = 100
 EVENTS_LIMIT: Final = 1000
