@@ -42,9 +42,6 @@ log = logging.getLogger(__name__)
 CHECK_INTERVAL: Final = 2.0
 # The generation of a pause whose save failed: no clear can have covered it, so none lifts it.
 UNSAVED: Final = math.inf
-# What the warning of a pause taken from the database says: saved by another process, or by a previous one.
-_ADOPTED: Final = ("WISEflow asked another process to wait: pausing", "wiseflow.pause_adopted")
-_RESTORED: Final = ("WISEflow asked a previous process to wait: pausing", "wiseflow.pause_restored")
 
 
 @dataclass(slots=True)
@@ -99,10 +96,20 @@ class DurablePause:
         if state is None:
             return 0.0
         self.generation = max(self.generation, state.generation)
-        now = self._clock.wall()
-        if state.pause is None or not self._adopt(state, now, _RESTORED):
+        remaining = 0.0 if state.pause is None else state.pause.until - self._clock.wall()
+        if state.pause is None or remaining <= 0:
             return 0.0
-        return state.pause.until - now
+        self._holds.append(_Hold(state.pause.until, state.generation))
+        self._limiter.pause(remaining)
+        log.warning(
+            "WISEflow asked a previous process to wait: pausing",
+            extra={
+                "event": "wiseflow.pause_restored",
+                "retry_after": round(remaining, 3),
+                "reason": state.pause.reason,
+            },
+        )
+        return remaining
 
     async def check(self) -> bool:
         """Make the pause held the saved one (see the module docstring); True when a longer one was adopted."""
@@ -165,11 +172,8 @@ class DurablePause:
         for wake in self.on_lift:
             wake()
 
-    def _adopt(self, state: PauseState, now: float, said: tuple[str, str] = _ADOPTED) -> bool:
-        """Hold a saved pause that ends later than any we hold; True when the limiter now waits longer.
-
-        `said` is the warning's message and event: another process's pause, or (at startup) a previous one's.
-        """
+    def _adopt(self, state: PauseState, now: float) -> bool:
+        """Hold a saved pause that ends later than any we hold; True when the limiter now waits longer."""
         saved = state.pause
         if saved is None or state.generation < self.generation or saved.until <= now:
             return False  # (an older generation: a read from before a clear we already saw)
@@ -180,8 +184,14 @@ class DurablePause:
         if remaining <= self._limiter.gate.pause_remaining():
             return False
         self._limiter.pause(remaining)
-        message, event = said
-        log.warning(message, extra={"event": event, "retry_after": round(remaining, 3), "reason": saved.reason})
+        log.warning(
+            "WISEflow asked another process to wait: pausing",
+            extra={
+                "event": "wiseflow.pause_adopted",
+                "retry_after": round(remaining, 3),
+                "reason": saved.reason,
+            },
+        )
         return True
 
     async def _read(self) -> PauseState | None:
