@@ -20,6 +20,7 @@ test: $(STAMP)
 	$(BIN)/ruff check service tests bench
 	$(BIN)/ruff format --check service tests bench
 	$(BIN)/mypy --strict service/
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 # The chaos soak for 15 minutes (`make test` runs it for one); SOAK_SEED=N replays a printed seed.
@@ -29,6 +30,7 @@ soak: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check service tests bench
 	$(BIN)/ruff format --check service tests bench
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict service/
@@ -51,4 +53,4 @@ lock: $(STAMP)
 		--no-emit-index-url --no-emit-find-links --output-file=requirements.lock pyproject.toml
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .import_linter_cache

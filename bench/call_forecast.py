@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from service.core.planner import PlanPolicy
-from service.sync.summary import RunSummary
+from service.core.run_summary import RunSummary
 
 
 def pages(count: int, limit: int) -> int:

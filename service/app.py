@@ -48,6 +48,7 @@ from service.core.breaker import Breaker, BreakerPolicy, Transition
 from service.core.clock import Clock, SystemClock
 from service.core.request_tally import note_request
 from service.core.signatures import WebhookVerifier
+from service.core.status import ClientFigures, StatusBoard
 from service.core.webhook_figures import WebhookFigures
 from service.settings import Settings
 from service.sync.catchup import CatchUp
@@ -56,7 +57,6 @@ from service.sync.loops import WakingRefresher, catchup_loop, every, guarded, po
 from service.sync.outbox import OutboxDeliverer
 from service.sync.poller import Poller, Progress
 from service.sync.retention import retention_loop
-from service.sync.status import ClientFigures, StatusBoard
 from service.sync.until_done import SyncRunner
 
 log = logging.getLogger("service.app")

@@ -36,8 +36,8 @@ from prometheus_client.metrics_core import (
 
 from service.adapters.wiseflow.records import RequestRecord, route_of
 from service.core.breaker import Transition
+from service.core.run_summary import RunSummary
 from service.core.webhook_figures import WebhookFigures
-from service.sync.summary import RunSummary
 
 # The text exposition format 0.0.4, which generate_latest writes (its own CONTENT_TYPE_LATEST names the
 # newer 1.0.0, which older Prometheus servers and our scrapers do not ask for).

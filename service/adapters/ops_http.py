@@ -28,9 +28,9 @@ from service.adapters.store import Store, figures
 from service.adapters.store.inbox import Inbox
 from service.adapters.store.outbox import Outbox
 from service.adapters.webhook_http import WebhookReceiver
+from service.core.status import StatusBoard
 from service.core.webhook_figures import WebhookFigures
 from service.settings import Settings
-from service.sync.status import StatusBoard
 
 
 class CatchUpFigures(Protocol):

@@ -30,10 +30,10 @@ from service.core.planner import LIVE_STATES, FlowPlan, PlanPolicy
 from service.core.ports import WiseflowApi
 from service.core.records import Flow
 from service.core.request_tally import RequestTally, tallying
+from service.core.run_summary import Progress, RunSummary
 from service.core.store_ports import RunCounters, SyncStore
 from service.errors import ApiError, ServiceError
 from service.sync.refresh import FlowRefresh
-from service.sync.summary import Progress, RunSummary
 
 __all__ = ["Poller", "Progress", "RunSummary"]
 

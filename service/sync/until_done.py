@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from service.core.run_summary import RunSummary
 from service.sync.poller import Poller
-from service.sync.summary import RunSummary
 
 # When WISEflow is unavailable without saying for how long, look again after this many seconds.
 DEFAULT_PAUSE: Final = 5.0

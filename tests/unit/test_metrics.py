@@ -10,8 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.adapters.metrics import Backlogs, ServiceMetrics, Snapshot, status_class
 from service.adapters.wiseflow.records import RequestRecord
 from service.core.breaker import State, Transition
+from service.core.run_summary import RunSummary
 from service.core.webhook_figures import BucketCounts, WebhookFigures
-from service.sync.summary import RunSummary
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

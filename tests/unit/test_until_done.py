@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.sync.summary import RunSummary
+from service.core.run_summary import RunSummary
 from service.sync.until_done import DEFAULT_PAUSE, sync_until_done
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from service.sync.summary import RunSummary
+from service.core.run_summary import RunSummary
 
 
 @dataclass(frozen=True, slots=True)
