@@ -1,7 +1,7 @@
 """`wiseflow-sync backup PATH`: a consistent copy of SYNC_DATABASE, safe while `run` is writing.
 
-Restore (README, "Backup and restore"): stop the service, put the copy in place of SYNC_DATABASE (and
-remove any `-wal`/`-shm` files beside it), start the service.
+Restore (docs/operations.md, "Backup and restore"): stop the service, put the copy in place of
+SYNC_DATABASE (and remove any `-wal`/`-shm` files beside it), start the service.
 """
 
 from __future__ import annotations

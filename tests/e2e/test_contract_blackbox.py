@@ -1,4 +1,4 @@
-"""Black-box acceptance of the README's contract: the installed command, its HTTP endpoints and the simulator.
+"""Black-box acceptance of the documented contract: the installed command, its HTTP endpoints and the simulator.
 
 Everything here runs `wiseflow-sync` as real subprocesses on 127.0.0.1 and looks only at what an operator
 sees: exit codes, stdout/stderr lines, HTTP answers and the simulator's fake SIS. No service module is

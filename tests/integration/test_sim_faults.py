@@ -279,7 +279,7 @@ async def test_token_ttl_scenario_expires_new_tokens(make_simulator: SimFactory)
 
 
 async def test_design_scenarios_combine_in_one_body(make_simulator: SimFactory) -> None:
-    """All of the README's scenario keys in one body are in force together; maintenance answers first."""
+    """All of docs/simulator.md's scenario keys in one body are in force together; maintenance answers first."""
     clock = ManualClock()
     sim = await make_simulator(clock=clock)
     state = await sim.scenario(

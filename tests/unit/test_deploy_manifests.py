@@ -129,7 +129,7 @@ def test_writable_paths_are_volumes(docs: dict[tuple[str, str], dict[str, Any]],
 
 
 def test_configmap_holds_exactly_the_design_settings(docs: dict[tuple[str, str], dict[str, Any]]) -> None:
-    """Every ConfigMap key is a non-secret variable the README names, and every such variable is there."""
+    """Every ConfigMap key is a non-secret setting of docs/configuration.md, and every such setting is there."""
     data = docs[("ConfigMap", "wiseflow-sync")]["data"]
     assert set(data) == DESIGN_SETTINGS
     assert all(isinstance(v, str) for v in data.values())

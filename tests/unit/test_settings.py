@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 from pathlib import Path
 
@@ -238,9 +239,26 @@ def test_an_unreadable_or_empty_secret_file_names_the_variable_not_the_content(t
         assert "\n" not in str(info.value)
 
 
-def test_the_readme_documents_every_variable() -> None:
-    """Each setting's variable appears in the README's configuration table."""
-    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
-    table = readme[readme.index("## Configuration") :]
-    missing = [f.metadata["env"] for f in fields(Settings) if f"`{f.metadata['env']}`" not in table]
-    assert missing == []
+def configuration_page(section: str) -> str:
+    """One section of docs/configuration.md, from its heading to the next."""
+    page = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text(encoding="utf-8")
+    start = page.index(f"## {section}")
+    end = page.find("\n## ", start + 1)
+    return page[start : end if end != -1 else len(page)]
+
+
+def test_the_configuration_page_documents_exactly_the_settings() -> None:
+    """docs/configuration.md's table names every variable `load_settings` reads, and no other."""
+    rows = [line for line in configuration_page("Every setting").splitlines() if line.startswith("| `")]
+    documented = {name for row in rows for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split("|")[1])}
+    assert documented == {f.metadata["env"] for f in fields(Settings)}
+
+
+def test_the_configuration_page_names_every_secret_read_from_a_file() -> None:
+    """The page's rule for secrets names exactly the settings `load_settings` also reads from NAME_FILE."""
+    rule = re.search(
+        r"Every secret \(([^)]*)\) can instead be read from a file", configuration_page("The rules")
+    )
+    assert rule is not None
+    named = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", rule.group(1)))
+    assert named == {f.metadata["env"] for f in fields(Settings) if f.metadata["from_file"]}
