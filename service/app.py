@@ -1,8 +1,9 @@
 """The composition root: settings in, objects wired, aiohttp application out.
 
-    open_service(settings) -> Service      the store, the WISEflow client, the sync engine, the inbox and
-                                           its worker, catch-up, the journal and (with a sink) the
-                                           deliverer, each given the narrow parts it uses
+    open_service(settings) -> Service      the store and its unit of work, the signals between the loops,
+                                           the WISEflow client, the sync engine, the inbox and its worker,
+                                           catch-up, the journal and (with a sink) the deliverer, each
+                                           given the narrow parts it uses
     build_app(settings) -> Application     cleanup_ctx: open the service, start the loops; on shutdown
                                            cancel and await them, flush the journal, close everything
       routes:  POST /webhooks/wiseflow, GET /livez, /readyz, /metrics, /status (adapters/ops_http)
@@ -36,9 +37,8 @@ from service.adapters.sink import HttpSink
 from service.adapters.store import Store
 from service.adapters.store.inbox import Inbox
 from service.adapters.store.journal import JournalWriter
-from service.adapters.store.outbox import Outbox
 from service.adapters.store.pause import SqlitePauseStore
-from service.adapters.store.unit import SqliteSyncStore
+from service.adapters.store.unit import SqliteUnitOfWork
 from service.adapters.webhook_http import WEBHOOK_PATH, WebhookReceiver, verifier_from_settings
 from service.adapters.wiseflow.client import WiseflowClient, log_transition
 from service.adapters.wiseflow.pauses import CHECK_INTERVAL
@@ -53,10 +53,11 @@ from service.core.webhook_figures import WebhookFigures
 from service.settings import Settings
 from service.sync.catchup import CatchUp
 from service.sync.inbox_worker import InboxWorker, WorkerPolicy
-from service.sync.loops import WakingRefresher, catchup_loop, every, guarded, poll_loop
+from service.sync.loops import catchup_loop, every, guarded, poll_loop
 from service.sync.outbox import OutboxDeliverer
 from service.sync.poller import Poller, Progress
 from service.sync.retention import retention_loop
+from service.sync.signals import Signals
 from service.sync.until_done import SyncRunner
 
 log = logging.getLogger("service.app")
@@ -74,6 +75,8 @@ class Service:
     settings: Settings
     clock: Clock
     store: Store
+    uow: SqliteUnitOfWork
+    signals: Signals
     session: aiohttp.ClientSession
     client: WiseflowClient
     poller: Poller
@@ -128,6 +131,8 @@ def _wire(
     session = aiohttp.ClientSession()
     journal = JournalWriter(store)
     metrics = ServiceMetrics()
+    uow = SqliteUnitOfWork(store)
+    signals = Signals()  # stored -> inbox worker; queued -> deliverer; pause lifted -> inbox worker
 
     def on_transition(transition: Transition) -> None:
         log_transition(transition)
@@ -144,6 +149,7 @@ def _wire(
         breaker=Breaker(settings.api_url, BreakerPolicy(pause_max=settings.pause_max), clock, on_transition),
         # Saved when the 429 or 503 arrives, before the next request leaves (restored by open_service).
         pause_store=SqlitePauseStore(store, clock),
+        on_pause_lifted=signals.pause_lifted,  # events deferred behind a cleared pause go at once
     )
     deliverer = None
     if settings.sink_url is not None:
@@ -155,11 +161,10 @@ def _wire(
             secret=settings.sink_secret,
             wall=clock.wall,
         )
-        deliverer = OutboxDeliverer(Outbox(store), sink, clock, rng)
-    wake_deliverer = None if deliverer is None else deliverer.wake
+        deliverer = OutboxDeliverer(uow, sink, clock, rng, wake=signals.outbox)
     poller = Poller(
         client,
-        SqliteSyncStore(store),
+        uow,
         clock,
         rng,
         planner.PlanPolicy.from_settings(settings),
@@ -169,26 +174,27 @@ def _wire(
     status = StatusBoard(lambda: _client_figures(client))
     figures = WebhookFigures()
     inbox = Inbox(store)
-    refresher = WakingRefresher(poller, wake_deliverer)
     policy = WorkerPolicy(max_attempts=settings.webhook_max_attempts, concurrency=settings.concurrency)
-    worker = InboxWorker(inbox, refresher, clock, policy, figures, rng)
-    client.pauses.on_lift.append(worker.wake)  # events deferred behind a cleared pause go at once
+    # The worker and catch-up call the flow refresh itself, the one the poller's runs use (its per-flow locks).
+    worker = InboxWorker(uow, poller.refresh, signals, clock, policy, figures, rng)
 
     return Service(
         settings=settings,
         clock=clock,
         store=store,
+        uow=uow,
+        signals=signals,
         session=session,
         client=client,
         poller=poller,
-        runner=SyncRunner(poller, (status.record_run, metrics.observe_run), wake_deliverer),
+        runner=SyncRunner(poller, (status.record_run, metrics.observe_run), signals),
         status=status,
         inbox=inbox,
         receiver=WebhookReceiver(
-            verifier, inbox, clock, figures, on_stored=worker.wake, max_body=settings.webhook_max_body
+            verifier, inbox, clock, figures, on_stored=signals.stored, max_body=settings.webhook_max_body
         ),
         worker=worker,
-        catchup=CatchUp(inbox, refresher, clock),
+        catchup=CatchUp(uow, poller.refresh, signals, clock),
         journal=journal,
         figures=figures,
         deliverer=deliverer,
@@ -283,7 +289,7 @@ def build_app(
                 ping=service.store.ping,
             )
             app[OPS] = ops = Ops(
-                settings, service.status, service.store, service.inbox, service.figures, service.catchup,
+                settings, service.status, service.uow, service.figures, service.catchup,
                 service.metrics, service.receiver, readiness,
             )  # fmt: skip
             register_metrics(ops)

@@ -22,8 +22,6 @@ from typing import Any, Final, TextIO
 import aiohttp
 from aiohttp import web
 
-from service.adapters.store import mirror
-from service.adapters.store.outbox import Outbox
 from service.app import SERVICE, Service, build_app
 from service.core.ports import WEBHOOK_EVENTS
 from service.settings import load_settings
@@ -172,9 +170,8 @@ async def _settle(sim: aiohttp.ClientSession, service: Service, started: float, 
         # A reconciliation that failed or paused out will not finish by waiting longer.
         if not pending or outcome.outcome != "ok" or time.monotonic() >= deadline:
             break
-        service.worker.wake()
-        if service.deliverer is not None:
-            service.deliverer.wake()
+        service.signals.stored()  # look again now, not at the next idle interval
+        service.signals.queued(1)
         await asyncio.sleep(SETTLE_POLL)
     if pending:
         elapsed = time.monotonic() - started
@@ -186,16 +183,10 @@ async def _pending(sim: aiohttp.ClientSession, service: Service) -> dict[str, in
     """What has not settled yet: the simulator's webhook deliveries, the inbox, the outbox to the SIS."""
     async with sim.get("/_sim/deliveries") as response:
         outstanding = int((await response.json())["outstanding"])
-    counts = {
-        "webhooks": outstanding,
-        "inbox": (await service.inbox.counts()).get("pending", 0),
-        "outbox": await _pending_outbox(service),
-    }
+    async with service.uow.read() as unit:
+        inbox, outbox = await unit.inbox.counts(), await unit.outbox.counts()
+    counts = {"webhooks": outstanding, "inbox": inbox.get("pending", 0), "outbox": outbox.get("pending", 0)}
     return {name: n for name, n in counts.items() if n}
-
-
-async def _pending_outbox(service: Service) -> int:
-    return (await Outbox(service.store).counts()).get("pending", 0)
 
 
 async def _report(sim: aiohttp.ClientSession, service: Service) -> DemoReport:
@@ -209,7 +200,9 @@ async def _report(sim: aiohttp.ClientSession, service: Service) -> DemoReport:
         1 for r in journal if not {k.lower() for k in r["headers"]} & {"x-client-name"}
     )
     report.webhooks = service.figures.snapshot()
-    report.inbox = await service.inbox.counts()
+    async with service.uow.read() as unit:
+        report.inbox = await unit.inbox.counts()
+        report.undelivered = (await unit.outbox.counts()).get("pending", 0)
     async with sim.get("/_sis/grades") as response:
         sis = await response.json()
     report.sis_unique, report.sis_duplicates = int(sis["unique"]), int(sis["duplicates"])
@@ -222,14 +215,14 @@ async def _report(sim: aiohttp.ClientSession, service: Service) -> DemoReport:
         for a in f["assessments"]
     }
     archived = {int(f["flow"]["id"]) for f in truth["flows"] if f["state"] == "ARCHIVED"}
-    actual = {
-        (g.flow_id, g.participant_id): (g.grade, g.admin_grade, g.date)
-        async for g in mirror.read_grades(service.store)
-        if g.flow_id not in archived
-    }
+    async with service.uow.read() as unit:
+        actual = {
+            (g.flow_id, g.participant_id): (g.grade, g.admin_grade, g.date)
+            async for g in unit.grades.stream()
+            if g.flow_id not in archived
+        }
     report.truth_grades, report.mirror_grades = len(expected), len(actual)
     report.mismatched = sum(1 for key, value in expected.items() if actual.get(key) != value)
-    report.undelivered = await _pending_outbox(service)
     return report
 
 

@@ -9,7 +9,8 @@
      +-- CircuitOpen            the breaker is open: no request left the process
      +-- InvalidSignature       a webhook failed verification (reason is safe to log)
      +-- SinkError              the SIS sink did not accept a delivery
-     +-- StoreError             the database cannot be used (not SQLite, newer schema, read-only, full)
+     +-- StoreError             the database cannot be used (not SQLite, newer schema, read-only, full),
+                                or a statement failed (locked past the busy timeout, disk full)
 
 Adapters translate library errors with ``raise ... from exc``; HTTP handlers map these to status codes in
 one place. No message here ever contains a secret, a token, a query string or personal data.
@@ -121,4 +122,8 @@ class SinkError(ServiceError):
 
 
 class StoreError(ServiceError):
-    """The database cannot be used (not SQLite, a newer schema than this code, read-only, full)."""
+    """The database cannot be used (not SQLite, a newer schema than this code, read-only, full).
+
+    The store's adapter raises it ``from`` the driver's error for a statement that failed too (locked past
+    the busy timeout, disk full), so nothing outside the adapter needs to know which database it is.
+    """

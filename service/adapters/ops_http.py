@@ -24,11 +24,9 @@ from opentelemetry.trace import Status, StatusCode
 from service import __version__
 from service.adapters.metrics import CONTENT_TYPE, Backlogs, ServiceMetrics, Snapshot
 from service.adapters.readiness import Readiness
-from service.adapters.store import Store, figures
-from service.adapters.store.inbox import Inbox
-from service.adapters.store.outbox import Outbox
 from service.adapters.webhook_http import WebhookReceiver
 from service.core.status import StatusBoard
+from service.core.store_ports import UnitOfWork
 from service.core.webhook_figures import WebhookFigures
 from service.settings import Settings
 
@@ -45,8 +43,7 @@ class Ops:
 
     settings: Settings
     status: StatusBoard
-    store: Store
-    inbox: Inbox
+    uow: UnitOfWork
     figures: WebhookFigures
     catchup: CatchUpFigures
     metrics: ServiceMetrics
@@ -82,18 +79,22 @@ def register_metrics(service: Ops) -> None:
 
 
 async def _last_success(service: Ops) -> float:
-    ended = await figures.last_success_at(service.store)
+    async with service.uow.read() as unit:
+        ended = await unit.runs.last_success_at()
     return 0.0 if ended is None else ended
 
 
 async def inbox_counts(service: Ops) -> dict[str, int]:
     """Inbox events by status (pending, done, dead, unknown); deliveries are counted apart."""
-    return {k: v for k, v in (await service.inbox.counts()).items() if k != "deliveries"}
+    async with service.uow.read() as unit:
+        counts = await unit.inbox.counts()
+    return {k: v for k, v in counts.items() if k != "deliveries"}
 
 
 async def outbox_counts(service: Ops) -> dict[str, int]:
     """Outbox rows by status (pending, delivered)."""
-    return await Outbox(service.store).counts()
+    async with service.uow.read() as unit:
+        return await unit.outbox.counts()
 
 
 async def status_of(service: Ops) -> dict[str, Any]:

@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import csv
 import os
-import sqlite3
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
@@ -18,7 +17,7 @@ from typing import Any, TextIO
 import orjson
 
 from service.adapters.store import Store, StoreError
-from service.adapters.store.mirror import read_grades
+from service.adapters.store.unit import SqliteUnitOfWork
 from service.commands import existing_database
 from service.settings import load_settings
 
@@ -50,7 +49,7 @@ async def export_grades(database: str, fmt: str, out: TextIO) -> int:
     store = await Store.open(database)
     try:
         await _write(store, fmt, out)
-    except sqlite3.Error as exc:
+    except StoreError as exc:  # what the store raises from the driver's error: say which database
         raise StoreError(f"database {database} cannot be read: {exc}") from exc
     finally:
         await store.close()
@@ -58,17 +57,18 @@ async def export_grades(database: str, fmt: str, out: TextIO) -> int:
 
 
 async def _write(store: Store, fmt: str, out: TextIO) -> None:
-    """Stream the grades to `out`; the cursor is closed before the caller closes the store."""
-    grades = read_grades(store)
-    try:
-        writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n") if fmt == "csv" else None
-        if writer is not None:
-            writer.writeheader()
-        async for version in grades:
-            record = version.payload()
+    """Stream the committed grades to `out`; the cursor is closed before the caller closes the store."""
+    async with SqliteUnitOfWork(store).read() as unit:
+        grades = unit.grades.stream()
+        try:
+            writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n") if fmt == "csv" else None
             if writer is not None:
-                writer.writerow(record)
-            else:
-                out.write(orjson.dumps(record).decode() + "\n")
-    finally:
-        await grades.aclose()
+                writer.writeheader()
+            async for version in grades:
+                record = version.payload()
+                if writer is not None:
+                    writer.writerow(record)
+                else:
+                    out.write(orjson.dumps(record).decode() + "\n")
+        finally:
+            await grades.aclose()

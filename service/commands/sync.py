@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 from service.adapters.logs import configure_logging
-from service.adapters.store.outbox import Outbox
 from service.adapters.telemetry import command_tracing
 from service.adapters.wiseflow.pauses import CHECK_INTERVAL
 from service.app import Service, close_service, open_service
@@ -158,7 +157,8 @@ async def sync_once(
         if code == 0 and engine.deliverer is not None:
             code = await _deliver(engine.deliverer, settings, report, totals, sleep or asyncio.sleep, clock)
         if engine.deliverer is None:
-            totals.queued = (await Outbox(engine.store).counts()).get("pending", 0)
+            async with engine.uow.read() as unit:
+                totals.queued = (await unit.outbox.counts()).get("pending", 0)
         totals.requests = engine.client.calls  # every request that left: token requests and retries included
     if code == 0:
         report.line(

@@ -3,8 +3,9 @@
     classify(exc)   STOP_AND_WAIT      WISEflow as a whole cannot be used now (breaker open, a rate pause,
                                        unavailable or in maintenance, credentials refused): stop this pass,
                                        blame no item, try again later
-                    RETRY_ITEM_LATER   something of ours failed (the database): the item is fine, try it
-                                       again later without counting an attempt against it
+                    RETRY_ITEM_LATER   something of ours failed (the database: a `StoreError`, which the
+                                       store's adapter raises for any driver error): the item is fine,
+                                       try it again later without counting an attempt against it
                     BLAME_ITEM         about this item (a 404, a 4xx, a malformed record, the SIS refused
                                        it): count an attempt against it, and go on with the others
 
@@ -19,7 +20,6 @@ stored errors: our own errors never carry secrets or personal data; anything els
 from __future__ import annotations
 
 import enum
-import sqlite3
 from typing import Final
 
 from service.errors import (
@@ -52,7 +52,7 @@ def classify(exc: BaseException) -> Verdict:
         return Verdict.STOP_AND_WAIT
     if isinstance(exc, SinkError):
         return Verdict.BLAME_ITEM if exc.refused else Verdict.STOP_AND_WAIT
-    if isinstance(exc, StoreError | sqlite3.Error | OSError):
+    if isinstance(exc, StoreError | OSError):
         return Verdict.RETRY_ITEM_LATER
     return Verdict.BLAME_ITEM
 

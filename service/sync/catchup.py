@@ -2,30 +2,32 @@
 
 `CatchUp.start()` runs once at startup (a downtime longer than WISEflow's redelivery horizon), then
 `run()` writes a heartbeat and checks for silence every `interval` seconds. A catch-up refreshes each flow
-active during the gap once (its state, then its participants with their grades) through the same
-`FlowRefresher` the inbox worker uses; when WISEflow cannot be used (`core.failures`) it is not recorded,
-so the next check tries again. The polling loops remain the general safety net; this closes the gap at once.
+active during the gap once (its state, then its participants with their grades) through the same flow
+refresh the inbox worker calls, and wakes the deliverer for the grades it queued; when WISEflow cannot be
+used (`core.failures`) it is not recorded, so the next check tries again. The polling loops remain the
+general safety net; this closes the gap at once.
 
-Markers (checkpoints table, through the `Markers` port): ``webhooks:heartbeat``, ``webhooks:last_catchup``.
+Markers (`unit.checkpoints`, as time stamps): ``webhooks:heartbeat``, ``webhooks:last_catchup``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Final
+from typing import Any, Final
 
 from service.core.blindness import REDELIVERY_HORIZON, BlindGap, downtime_gap, flows_to_catch_up, silence_gap
 from service.core.clock import Clock
 from service.core.failures import BAD_DATA, Verdict, classify, describe
-from service.core.store_ports import Markers
+from service.core.store_ports import UnitOfWork
 from service.errors import ServiceError
 from service.sync.inbox_worker import FlowRefresher
+from service.sync.signals import Signals
 
 log = logging.getLogger("service.catchup")
 
-HEARTBEAT: Final = "heartbeat"
-LAST_CATCHUP: Final = "last_catchup"
+HEARTBEAT: Final = "webhooks:heartbeat"
+LAST_CATCHUP: Final = "webhooks:last_catchup"
 
 
 class CatchUp:
@@ -33,15 +35,17 @@ class CatchUp:
 
     def __init__(
         self,
-        markers: Markers,
+        uow: UnitOfWork,
         refresher: FlowRefresher,
+        signals: Signals,
         clock: Clock,
         *,
         horizon: float = REDELIVERY_HORIZON,
         interval: float = 60.0,
     ) -> None:
-        self.markers = markers
+        self.uow = uow
         self.refresher = refresher
+        self.signals = signals
         self.clock = clock
         self.horizon = horizon
         self.interval = interval
@@ -51,11 +55,12 @@ class CatchUp:
 
     async def start(self) -> BlindGap | None:
         """At startup: detect a downtime gap, write the first heartbeat, and catch up if needed."""
-        previous = await self.markers.get_marker(HEARTBEAT)
-        self.started_at = self.clock.wall()
-        await self.markers.set_marker(HEARTBEAT, self.started_at)
+        async with self.uow.transaction() as unit:
+            previous = _time(await unit.checkpoints.get(HEARTBEAT))
+            last_catchup = _time(await unit.checkpoints.get(LAST_CATCHUP))
+            self.started_at = self.clock.wall()
+            await unit.checkpoints.set(HEARTBEAT, self.started_at, self.started_at)
         gap = downtime_gap(previous, self.started_at, self.horizon)
-        last_catchup = await self.markers.get_marker(LAST_CATCHUP)
         if gap is not None and (last_catchup is None or last_catchup < gap.end):
             self._pending_downtime = gap
             await self._catch_up(gap)
@@ -64,15 +69,18 @@ class CatchUp:
     async def check(self) -> BlindGap | None:
         """Heartbeat, then catch up on a pending downtime gap or a silence longer than the horizon."""
         now = self.clock.wall()
-        await self.markers.set_marker(HEARTBEAT, now)
+        async with self.uow.transaction() as unit:
+            await unit.checkpoints.set(HEARTBEAT, now, now)
+            last_delivery_at = await unit.inbox.last_delivery_at()
+            last_catchup_at = _time(await unit.checkpoints.get(LAST_CATCHUP))
         if self._pending_downtime is not None:
             gap: BlindGap | None = self._pending_downtime
         else:
             gap = silence_gap(
                 now,
                 started_at=self.started_at,
-                last_delivery_at=await self.markers.last_delivery_at(),
-                last_catchup_at=await self.markers.get_marker(LAST_CATCHUP),
+                last_delivery_at=last_delivery_at,
+                last_catchup_at=last_catchup_at,
                 horizon=self.horizon,
             )
         if gap is not None:
@@ -91,14 +99,17 @@ class CatchUp:
                 log.warning("catch-up check failed", extra={"event": "catchup.failed", "error": describe(exc)})
 
     async def _catch_up(self, gap: BlindGap) -> None:
-        flows = flows_to_catch_up(await self.markers.live_flows(), gap, self.horizon)
+        async with self.uow.read() as unit:
+            live = await unit.flows.live()
+        flows = flows_to_catch_up(live, gap, self.horizon)
         if flows:
             context = {"cause": gap.cause, "gap_seconds": round(gap.end - gap.start), "flows": len(flows)}
             log.warning("webhook blind spot: catching up", extra={"event": "catchup.start", **context})
         for flow_id in flows:
             try:
                 await self.refresher.refresh_flow(flow_id)
-                await self.refresher.refresh_participants(flow_id)  # with its grades: one fetch of each
+                # With its grades (one fetch of each); what it queued goes to the SIS at once.
+                self.signals.queued(await self.refresher.refresh_participants(flow_id))
             except (ServiceError, *BAD_DATA) as exc:
                 context = {"flow_id": flow_id, "error": describe(exc)}
                 if (
@@ -111,8 +122,14 @@ class CatchUp:
                     "catch-up interrupted; will retry", extra={"event": "catchup.interrupted", **context}
                 )
                 return
-        await self.markers.set_marker(LAST_CATCHUP, self.clock.wall())
+        async with self.uow.transaction() as unit:
+            await unit.checkpoints.set(LAST_CATCHUP, self.clock.wall(), self.clock.wall())
         self._pending_downtime = None
         if flows:
             self.catchups += 1
             log.info("catch-up done", extra={"event": "catchup.done", "flows": len(flows)})
+
+
+def _time(marker: Any) -> float | None:
+    """A marker as stored (a JSON number, or a float an earlier version wrote with repr): Unix seconds."""
+    return None if marker is None else float(marker)

@@ -12,8 +12,10 @@ time):
 - an event older (lower sequence) than an event of the same kind already applied for its flow is
   *superseded*: the newer one's refresh ran after the older change happened (sequences grow with time),
   so nothing is fetched and nothing older can overwrite newer state;
-- otherwise the refresher is called. Events never carry data that is applied: a refresh fetches the
-  flow's current state from the API, so an out-of-order event cannot roll anything back.
+- otherwise the flow's refresh is called (`sync/refresh.py`, directly); when it queued grades for the SIS
+  the worker says so (`Signals.queued`) and the deliverer looks at once. Events never carry data that is
+  applied: a refresh fetches the flow's current state from the API, so an out-of-order event cannot roll
+  anything back.
 
 What a failure means comes from `core.failures.classify`. An event's own failure (BLAME_ITEM) retries
 with capped, jittered backoff; after `max_attempts` it is dead (see `wiseflow-sync inbox dead-letters` /
@@ -38,26 +40,27 @@ from service.adapters.spans import receipt_links, unit_span
 from service.core.backoff import Random, compute_backoff
 from service.core.clock import Clock
 from service.core.failures import Verdict, classify, describe, retry_after
-from service.core.store_ports import InboxRow, InboxStore
+from service.core.store_ports import Cover, InboxRow, UnitOfWork
 from service.core.webhook_events import Refresh, events_for, refresh_for
 from service.core.webhook_figures import WebhookFigures
+from service.sync.signals import Signals
 
 log = logging.getLogger("service.inbox")
 
 
 class FlowRefresher(Protocol):
-    """What the worker needs from the sync engine (its poller); each may raise ApiError or CircuitOpen."""
+    """What the worker and catch-up call (`FlowRefresh`); each may raise ApiError or CircuitOpen."""
 
     async def refresh_flow(self, flow_id: int) -> None:
         """Fetch the flow (state, dates) again, store it, and re-plan its polling."""
         ...
 
-    async def refresh_assessments(self, flow_id: int) -> None:
-        """Fetch the flow's assessments again and store new grade versions (which feeds the outbox)."""
+    async def refresh_assessments(self, flow_id: int) -> int:
+        """Fetch the flow's assessments again and store new grade versions; the outbox rows queued."""
         ...
 
-    async def refresh_participants(self, flow_id: int) -> None:
-        """Fetch the flow's participants again (submissions, assignments)."""
+    async def refresh_participants(self, flow_id: int) -> int:
+        """Fetch the flow's participants (submissions, assignments) and grades again; the rows queued."""
         ...
 
 
@@ -79,7 +82,7 @@ class WorkerPolicy:
 class _PassMarks:
     """What a pass marks done at its end: (flow, events, refresh began) covers, and superseded rows."""
 
-    covered: list[tuple[int, tuple[str, ...], float]] = field(default_factory=list)
+    covered: list[Cover] = field(default_factory=list)
     done: list[InboxRow] = field(default_factory=list)
 
 
@@ -98,24 +101,22 @@ class InboxWorker:
 
     def __init__(
         self,
-        inbox: InboxStore,
+        uow: UnitOfWork,
         refresher: FlowRefresher,
+        signals: Signals,
         clock: Clock,
         policy: WorkerPolicy | None = None,
         figures: WebhookFigures | None = None,
         rng: Random | None = None,
     ) -> None:
-        self.inbox = inbox
+        self.uow = uow
         self.refresher = refresher
+        self.signals = signals
         self.clock = clock
         self.policy = policy or WorkerPolicy()
         self.figures = figures or WebhookFigures()
         self._rng = rng or random.SystemRandom()
-        self._wake = asyncio.Event()
-
-    def wake(self) -> None:
-        """Ask for a pass now (the receiver calls this after storing an event)."""
-        self._wake.set()
+        self._wake = signals.inbox  # set by `Signals.stored` and `Signals.pause_lifted`
 
     async def run(self) -> None:
         """Pass after pass: right after a wake-up, when the next event falls due, or every idle interval."""
@@ -136,7 +137,8 @@ class InboxWorker:
     async def run_once(self) -> PassResult:
         """One pass over the pending events (see the module docstring)."""
         now = self.clock.wall()
-        rows = await self.inbox.pending(now, self.policy.batch)
+        async with self.uow.read() as unit:
+            rows = await unit.inbox.pending(now, self.policy.batch)
         result = PassResult()
         by_flow: dict[int | None, list[InboxRow]] = defaultdict(list)
         for row in rows:
@@ -163,7 +165,8 @@ class InboxWorker:
             return result
         if len(rows) >= self.policy.batch and (result.processed or result.failed):
             result.next_due = now  # a full batch that moved: more may be due at once
-        upcoming = await self.inbox.next_retry_at(now)  # a due event this pass left is looked at when idle
+        async with self.uow.read() as unit:  # a due event this pass left is looked at when idle
+            upcoming = await unit.inbox.next_retry_at(now)
         if upcoming is not None:
             result.next_due = _earliest(result.next_due, upcoming)
         return result
@@ -214,7 +217,7 @@ class InboxWorker:
         done: list[InboxRow],
         refreshed: dict[Refresh, float],
     ) -> None:
-        for row in rows:  # due, and not behind a waiting event of their flow (`InboxStore.pending`)
+        for row in rows:  # due, and not behind a waiting event of their flow (`unit.inbox.pending`)
             kind = refresh_for(row.event)
             if kind is None or row.flow_id is None:
                 await self._fail(row, "unhandled_event", now, result, final=True)
@@ -244,7 +247,8 @@ class InboxWorker:
 
     async def _superseded(self, row: InboxRow, kind: Refresh) -> bool:
         assert row.flow_id is not None  # noqa: S101 - checked by the caller
-        newest = await self.inbox.newest_done(row.flow_id, events_for(kind))
+        async with self.uow.read() as unit:
+            newest = await unit.inbox.newest_done(row.flow_id, events_for(kind))
         if newest is not None and newest > row.sequence:
             self.figures.superseded += 1
             log.info(
@@ -255,18 +259,22 @@ class InboxWorker:
         return False
 
     async def _refresh(self, kind: Refresh, flow_id: int) -> None:
-        if kind is Refresh.ASSESSMENTS:
-            await self.refresher.refresh_assessments(flow_id)
-        elif kind is Refresh.FLOW:
+        """The refresh `kind` asks for; grades it queued wake the deliverer (the webhook's path to the SIS)."""
+        if kind is Refresh.FLOW:
             await self.refresher.refresh_flow(flow_id)
+            return
+        if kind is Refresh.ASSESSMENTS:
+            queued = await self.refresher.refresh_assessments(flow_id)
         else:
-            await self.refresher.refresh_participants(flow_id)
+            queued = await self.refresher.refresh_participants(flow_id)
+        self.signals.queued(queued)
 
     async def _mark_done(self, rows: list[InboxRow], result: PassResult) -> None:
         if not rows:
             return
         done_at = self.clock.wall()
-        await self.inbox.mark_done([row.sequence for row in rows], done_at)
+        async with self.uow.transaction() as unit:
+            await unit.inbox.mark_done([row.sequence for row in rows], done_at)
         for row in rows:
             self.figures.record_lag(done_at - row.received_at)
         result.processed += len(rows)
@@ -275,7 +283,9 @@ class InboxWorker:
         """The pass's marks in one transaction (one fsync, not one per flow) for the covered events."""
         if marks.covered:
             done_at = self.clock.wall()
-            for received_at in await self.inbox.mark_covered(marks.covered, done_at):
+            async with self.uow.transaction() as unit:
+                received = await unit.inbox.mark_covered(marks.covered, done_at)
+            for received_at in received:
                 self.figures.record_lag(done_at - received_at)
                 result.processed += 1
         await self._mark_done(marks.done, result)
@@ -284,7 +294,8 @@ class InboxWorker:
         attempt = row.attempts + 1
         retry_at = now + compute_backoff(attempt, base=self.policy.base, cap=self.policy.cap, rng=self._rng)
         limit = attempt if final else self.policy.max_attempts
-        dead = await self.inbox.mark_failed([row.sequence], error, retry_at, limit)
+        async with self.uow.transaction() as unit:
+            dead = await unit.inbox.mark_failed([row.sequence], error, retry_at, limit)
         self.figures.failures += 1
         result.failed += 1
         context = {
@@ -306,7 +317,8 @@ class InboxWorker:
     async def _defer_rest(self, by_flow: dict[int | None, list[InboxRow]], until: float) -> None:
         """Push every still-pending event of this pass to `until`, without counting an attempt."""
         sequences = [row.sequence for rows in by_flow.values() for row in rows]
-        await self.inbox.defer(sequences, until)
+        async with self.uow.transaction() as unit:
+            await unit.inbox.defer(sequences, until)
 
 
 def _earliest(current: float | None, candidate: float) -> float:

@@ -17,7 +17,6 @@ from typing import Final
 from service.core import planner
 from service.core.failures import Verdict, classify, describe, retry_after
 from service.sync.catchup import CatchUp
-from service.sync.poller import Poller
 from service.sync.until_done import Sleep, SyncRunner, sync_until_done
 
 log = logging.getLogger("service.loops")
@@ -81,27 +80,3 @@ async def every(interval: float, *actions: Callable[[], Awaitable[object]]) -> N
         await asyncio.sleep(interval)
         for action in actions:
             await action()
-
-
-class WakingRefresher:
-    """The poller as the inbox worker's (and catch-up's) refresher, waking the deliverer after grades."""
-
-    def __init__(self, poller: Poller, wake_deliverer: Callable[[], None] | None) -> None:
-        self._poller = poller
-        self._wake_deliverer = wake_deliverer
-
-    async def refresh_flow(self, flow_id: int) -> None:
-        """Fetch the flow again and re-plan it."""
-        await self._poller.refresh_flow(flow_id)
-
-    async def refresh_assessments(self, flow_id: int) -> None:
-        """Fetch the flow's grades again; new versions go to the outbox, so wake its deliverer."""
-        await self._poller.refresh_assessments(flow_id)
-        if self._wake_deliverer is not None:
-            self._wake_deliverer()
-
-    async def refresh_participants(self, flow_id: int) -> None:
-        """Fetch the flow's participants again (with their grades: wake the deliverer too)."""
-        await self._poller.refresh_participants(flow_id)
-        if self._wake_deliverer is not None:
-            self._wake_deliverer()

@@ -23,7 +23,7 @@ from service.core.backoff import Random, compute_backoff
 from service.core.clock import Clock
 from service.core.failures import Verdict, classify, describe
 from service.core.ports import Sink
-from service.core.store_ports import OutboxItem, OutboxStore
+from service.core.store_ports import OutboxItem, UnitOfWork
 from service.errors import SinkError
 
 log = logging.getLogger("service.outbox")
@@ -61,19 +61,22 @@ class OutboxDeliverer:
     """Delivers due outbox rows; `deliver_due()` until nothing is due, `run()` as a loop for the service."""
 
     def __init__(
-        self, outbox: OutboxStore, sink: Sink, clock: Clock, rng: Random, policy: DeliveryPolicy | None = None
+        self,
+        uow: UnitOfWork,
+        sink: Sink,
+        clock: Clock,
+        rng: Random,
+        policy: DeliveryPolicy | None = None,
+        *,
+        wake: asyncio.Event | None = None,
     ) -> None:
-        self._outbox = outbox
+        self._uow = uow
         self._sink = sink
         self._clock = clock
         self._rng = rng
         self._policy = policy or DeliveryPolicy()
-        self._wake = asyncio.Event()
+        self._wake = wake or asyncio.Event()  # `Signals.outbox`: set when rows were queued
         self._lock = asyncio.Lock()
-
-    def wake(self) -> None:
-        """Ask the loop to look for work now (new rows were committed)."""
-        self._wake.set()
 
     async def deliver_due(self) -> DeliveryResult:
         """Deliver the rows due now, batch after batch, until none is due or the SIS is unwell.
@@ -81,14 +84,15 @@ class OutboxDeliverer:
         One deliverer at a time per database, across processes too (a `sync --once` next to a running
         service): two would read the same pending rows and send each twice.
         """
-        async with self._lock, self._outbox.exclusive("outbox"):
+        async with self._lock, self._uow.exclusive("outbox"):
             return await self._deliver_due()
 
     async def _deliver_due(self) -> DeliveryResult:
         result = DeliveryResult()
         limit = asyncio.Semaphore(self._policy.concurrency)
         while True:
-            items = await self._outbox.due_items(self._clock.wall(), self._policy.batch)
+            async with self._uow.read() as unit:
+                items = await unit.outbox.due(self._clock.wall(), self._policy.batch)
             if not items:
                 break
             failed_before = result.failed
@@ -97,7 +101,8 @@ class OutboxDeliverer:
                     group.create_task(self._deliver(item, limit, result, failed_before))
             if result.failed > failed_before:
                 break  # the sink is struggling: leave the rest for the next pass rather than hammer it
-        result.next_due = await self._outbox.next_due_at()
+        async with self._uow.read() as unit:
+            result.next_due = await unit.outbox.next_due_at()
         if result.retry_at is not None and result.next_due is not None:
             # The rows a failure left untried wait for the failed row's retry: it probes the SIS for them,
             # so a SIS that is down is asked once per backoff, not once per pending row.
@@ -120,7 +125,8 @@ class OutboxDeliverer:
                 else:
                     await self._failed(item, exc, result)
                 return
-            await self._outbox.mark_delivered(item.id, self._clock.wall())
+            async with self._uow.transaction() as unit:
+                await unit.outbox.mark_delivered(item.id, self._clock.wall())
             result.delivered += 1
 
     async def _failed(self, item: OutboxItem, exc: SinkError, result: DeliveryResult) -> None:
@@ -131,7 +137,8 @@ class OutboxDeliverer:
             delay = max(delay, min(exc.retry_after, self._policy.retry_after_max))
         retry_at = self._clock.wall() + delay
         result.retry_at = retry_at if result.retry_at is None else min(result.retry_at, retry_at)
-        await self._outbox.mark_failed(item.id, retry_at, describe(exc))
+        async with self._uow.transaction() as unit:
+            await unit.outbox.mark_failed(item.id, retry_at, describe(exc))
         log.warning(
             "grade delivery failed",
             extra=_fields("outbox.failed", item, exc, retry_in=delay),
@@ -142,7 +149,8 @@ class OutboxDeliverer:
         result.refused += 1
         refusals = item.refusals + 1
         if refusals >= self._policy.max_refusals:
-            await self._outbox.mark_dead(item.id, describe(exc))
+            async with self._uow.transaction() as unit:
+                await unit.outbox.mark_dead(item.id, describe(exc))
             result.dead += 1
             log.error(
                 "grade refused by the SIS for good: dead-lettered (wiseflow-sync outbox dead-letters)",
@@ -150,7 +158,8 @@ class OutboxDeliverer:
             )
             return
         delay = self._backoff(refusals)
-        await self._outbox.mark_refused(item.id, self._clock.wall() + delay, describe(exc))
+        async with self._uow.transaction() as unit:
+            await unit.outbox.mark_refused(item.id, self._clock.wall() + delay, describe(exc))
         log.warning(
             "grade refused by the SIS",
             extra=_fields("outbox.refused", item, exc, retry_in=delay),

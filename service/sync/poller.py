@@ -31,7 +31,7 @@ from service.core.ports import WiseflowApi
 from service.core.records import Flow
 from service.core.request_tally import RequestTally, tallying
 from service.core.run_summary import Progress, RunSummary
-from service.core.store_ports import RunCounters, SyncStore
+from service.core.store_ports import RunCounters, UnitOfWork
 from service.errors import ApiError, ServiceError
 from service.sync.refresh import FlowRefresh
 
@@ -47,12 +47,12 @@ DISCOVERY_BATCH = 100
 
 
 class Poller:
-    """The sync engine's polling side; also the refresher the webhook worker calls."""
+    """The sync engine's polling side; its `refresh` is also what the webhook worker and catch-up call."""
 
     def __init__(
         self,
         api: WiseflowApi,
-        store: SyncStore,
+        uow: UnitOfWork,
         clock: Clock,
         rng: planner.Random,
         policy: PlanPolicy,
@@ -61,14 +61,14 @@ class Poller:
         on_progress: Callable[[Progress], None] | None = None,
     ) -> None:
         self._api = api
-        self._store = store
+        self._uow = uow
         self._clock = clock
         self._rng = rng
         self._policy = policy
         self._concurrency = max(1, concurrency)
         self._on_progress = on_progress or (lambda _: None)
         self._run_lock = asyncio.Lock()
-        self.refresh = FlowRefresh(api, store, clock, rng, policy)
+        self.refresh = FlowRefresh(api, uow, clock, rng, policy)
 
     @property
     def policy(self) -> PlanPolicy:
@@ -85,11 +85,11 @@ class Poller:
 
         `full` is a reconciliation: after discovery every flow not archived is refreshed, due or not.
         """
-        async with self._run_lock, self._store.exclusive("sync"):
+        async with self._run_lock, self._uow.exclusive("sync"):
             started = time.monotonic()
-            async with self._store.transaction() as unit:
-                await unit.abandon_running(self._clock.wall())
-                summary = RunSummary(run_id=await unit.start_run(self._clock.wall()), outcome="running")
+            async with self._uow.transaction() as unit:
+                await unit.runs.abandon_running(self._clock.wall())
+                summary = RunSummary(run_id=await unit.runs.start(self._clock.wall()), outcome="running")
             with unit_span("sync.run", attributes={"sync.run_id": summary.run_id, "sync.full": full}) as span:
                 # Every request this run's tasks send is counted on the wire (the client's request hook).
                 with tallying(RequestTally()) as tally:
@@ -107,40 +107,29 @@ class Poller:
 
     async def _run(self, summary: RunSummary, *, full: bool) -> None:
         if full:  # marked first and committed, so a run interrupted by discovery keeps the marks
-            async with self._store.transaction() as unit:
-                flows = {flow.flow_id: (flow, plan) for flow, plan in await unit.all_flows()}
-                await unit.save_plans(planner.replan(flows, planner.request_reconciliation))
+            async with self._uow.transaction() as unit:
+                flows = {flow.flow_id: (flow, plan) for flow, plan in await unit.flows.all()}
+                await unit.flows.save_plans(planner.replan(flows, planner.request_reconciliation))
         with unit_span("sync.discovery"):
             await self._discover(summary)
         with unit_span("sync.events"):
             await self._read_events(summary)
         await self._refresh_due(summary)
 
-    async def refresh_flow(self, flow_id: int) -> None:
-        """Fetch the flow's state and dates now (`FlowRefresh.refresh_flow`)."""
-        await self.refresh.refresh_flow(flow_id)
-
-    async def refresh_assessments(self, flow_id: int) -> None:
-        """Fetch the flow's grades now (`FlowRefresh.refresh_assessments`)."""
-        await self.refresh.refresh_assessments(flow_id)
-
-    async def refresh_participants(self, flow_id: int) -> None:
-        """Fetch the flow's participants and grades now (`FlowRefresh.refresh_participants`)."""
-        await self.refresh.refresh_participants(flow_id)
-
     async def _discover(self, summary: RunSummary) -> None:
         """List flows (every live state; archived ones once, on a first pass) and update their plans."""
-        async with self._store.transaction() as unit:
-            checkpoint = await unit.get_checkpoint(DISCOVERY_KEY)
-            scanned = bool(await unit.get_checkpoint(ARCHIVED_SCANNED_KEY))
+        async with self._uow.transaction() as unit:
+            checkpoint = await unit.checkpoints.get(DISCOVERY_KEY)
+            scanned = bool(await unit.checkpoints.get(ARCHIVED_SCANNED_KEY))
             if checkpoint is None:  # a fresh pass; an interrupted one keeps its start and its state filter
                 archived = self._policy.mirror_archived_once and not scanned
                 checkpoint = {"pass_started": self._clock.wall(), "archived": archived}
-                await unit.set_checkpoint(DISCOVERY_KEY, checkpoint, self._clock.wall())
+                await unit.checkpoints.set(DISCOVERY_KEY, checkpoint, self._clock.wall())
         pass_started = float(checkpoint["pass_started"])
         # Read before the first page: a flow whose state another fetch, begun after this one, committed
         # meanwhile keeps that state (a long pass only ever loses freshness, never moves a flow backwards).
-        clock = await self._store.state_clock()
+        async with self._uow.read() as unit:
+            clock = await unit.flows.state_clock()
         states = (*LIVE_STATES, "ARCHIVED") if checkpoint["archived"] else LIVE_STATES
         batch: list[Flow] = []
         async for item in self._api.search_flows(states):
@@ -153,37 +142,39 @@ class Poller:
                 batch = []
         await self._save_discovered(batch, pass_started, clock)
         await self._check_vanished(pass_started)
-        async with self._store.transaction() as unit:
-            await unit.delete_checkpoint(DISCOVERY_KEY)
+        async with self._uow.transaction() as unit:
+            await unit.checkpoints.delete(DISCOVERY_KEY)
             if checkpoint["archived"]:
-                await unit.set_checkpoint(ARCHIVED_SCANNED_KEY, True, self._clock.wall())
+                await unit.checkpoints.set(ARCHIVED_SCANNED_KEY, True, self._clock.wall())
 
     async def _save_discovered(self, flows: list[Flow], pass_started: float, clock: int) -> None:
         if not flows:
             return
         now = self._clock.wall()
-        async with self._store.transaction() as unit:
-            known = await unit.load_flows(f.flow_id for f in flows)
+        async with self._uow.transaction() as unit:
+            known = await unit.flows.get_many(f.flow_id for f in flows)
+            plans: dict[int, FlowPlan] = {}
             for flow in flows:
                 previous, plan = known.get(flow.flow_id, (None, None))
-                if not await unit.save_flow(flow, now, clock, seen_at=pass_started):
+                if not await unit.flows.save(flow, now, clock=clock, seen_at=pass_started):
                     continue  # a later fetch of this flow committed first: it planned the flow too
                 new_plan = planner.plan_after_discovery(previous, flow, plan, now, self._policy)
                 if new_plan != plan:
-                    await unit.save_plan(flow.flow_id, new_plan)
+                    plans[flow.flow_id] = new_plan
+            await unit.flows.save_plans(plans)
 
     async def _check_vanished(self, pass_started: float) -> None:
         """A flow no longer listed (archived since, or deleted) gets its state read once."""
-        async with self._store.transaction() as unit:
-            vanished = await unit.vanished_flows(pass_started)
+        async with self._uow.read() as unit:
+            vanished = await unit.flows.vanished(pass_started)
         for flow_id in vanished:
             await self.refresh.refresh_flow(flow_id)
 
     async def _read_events(self, summary: RunSummary) -> None:
         """Mark flows with a PAPER_HANDED_IN since the cursor for an early refresh; advance the cursor."""
         now = self._clock.wall()
-        async with self._store.transaction() as unit:
-            cursor = await unit.get_checkpoint(EVENTS_CURSOR_KEY)
+        async with self._uow.read() as unit:
+            cursor = await unit.checkpoints.get(EVENTS_CURSOR_KEY)
         window = planner.event_window(cursor, now, self._policy.events_overlap)
         flow_ids: set[int] = set()
         if window is not None:
@@ -191,15 +182,15 @@ class Poller:
             async for event in self._api.iter_participation_events(*window, types=["PAPER_HANDED_IN"]):
                 summary.events += 1
                 flow_ids |= planner.flows_to_refresh([event])
-        async with self._store.transaction() as unit:
-            known = await unit.load_flows(flow_ids)
-            await unit.save_plans(planner.replan(known, planner.request_early_refresh))
-            await unit.set_checkpoint(EVENTS_CURSOR_KEY, now if window is None else window[1], now)
+        async with self._uow.transaction() as unit:
+            known = await unit.flows.get_many(flow_ids)
+            await unit.flows.save_plans(planner.replan(known, planner.request_early_refresh))
+            await unit.checkpoints.set(EVENTS_CURSOR_KEY, now if window is None else window[1], now)
 
     async def _refresh_due(self, summary: RunSummary) -> None:
         """Refresh every due flow, `concurrency` at a time; the first run-stopping error ends them all."""
-        async with self._store.transaction() as unit:
-            due = planner.due_in_order(await unit.all_flows(), self._clock.wall())
+        async with self._uow.read() as unit:
+            due = planner.due_in_order(await unit.flows.all(), self._clock.wall())
         queue = iter(due)
         total = len(due)
 
@@ -218,7 +209,7 @@ class Poller:
     async def _refresh_one(self, flow: Flow, plan: FlowPlan, summary: RunSummary) -> None:
         try:
             with unit_span("sync.refresh_flow", attributes={"wiseflow.flow_id": flow.flow_id}):
-                participants, grades, changes = await self.refresh.refresh_planned(flow, plan)
+                refreshed = await self.refresh.refresh_planned(flow, plan)
         except (ApiError, *BAD_DATA) as exc:
             if classify(exc) is not Verdict.BLAME_ITEM:
                 raise  # about WISEflow as a whole: the run ends
@@ -229,9 +220,9 @@ class Poller:
             await self._flow_failed(flow.flow_id, plan, describe(exc), status, trace_id)
             return
         summary.flows_refreshed += 1
-        summary.records += participants + grades
-        summary.changes += changes
-        summary.refreshed_participants.append(participants)
+        summary.records += refreshed.participants + refreshed.grades
+        summary.changes += refreshed.changed
+        summary.refreshed_participants.append(refreshed.participants)
 
     async def _flow_failed(
         self, flow_id: int, plan: FlowPlan, reason: str, status: int | None, trace_id: str | None
@@ -241,17 +232,19 @@ class Poller:
             "flow refresh failed",
             extra={"event": "sync.flow_failed", "flow_id": flow_id, "status": status, "x_trace_id": trace_id},
         )
-        async with self._store.transaction() as unit:
+        async with self._uow.transaction() as unit:
             retry = planner.plan_after_failure(plan, self._clock.wall(), self._rng, self._policy)
-            await unit.save_plan(flow_id, retry)
-            await unit.record_flow_error(flow_id, reason)
+            await unit.flows.save_plans({flow_id: retry})
+            await unit.flows.record_error(flow_id, reason)
 
     async def _finish(self, summary: RunSummary, tally: RequestTally) -> None:
         summary.api_calls, summary.pages = tally.total, tally.pages
         counters = RunCounters(summary.api_calls, summary.pages, summary.records, summary.changes)
-        async with self._store.transaction() as unit:
-            await unit.record_requests(summary.run_id, dict(tally.by_route))
-            await unit.finish_run(summary.run_id, self._clock.wall(), summary.outcome, counters, summary.reason)
+        async with self._uow.transaction() as unit:
+            await unit.runs.record_requests(summary.run_id, tally.by_route)
+            await unit.runs.finish(
+                summary.run_id, self._clock.wall(), summary.outcome, counters, summary.reason
+            )
         log.info(
             "sync run ended",
             extra={

@@ -1,9 +1,12 @@
 """One flow's refresh: fetch its state, participants and grades from WISEflow and commit them in order.
 
-Used by a sync run (a planned refresh, which also schedules the next one) and by the inbox worker and
-catch-up (a targeted refresh). Any number of loops and processes may refresh the same flow at once, so
-each refresh is guarded at commit: it reads the flow's refresh version before it starts fetching and
-commits only if that version is unchanged (checked and bumped in the same transaction), so every commit
+Used by a sync run (a planned refresh, which also schedules the next one) and, directly, by the inbox
+worker and catch-up (a targeted refresh). A grades refresh returns how many outbox rows it queued, so its
+caller can wake the deliverer (`Signals.queued`).
+
+Any number of loops and processes may refresh the same flow at once, so each refresh is guarded at
+commit: it reads the flow's refresh version before it starts fetching and commits only if that version is
+unchanged (checked and bumped in the same transaction), so every commit
 holds data fetched after the one it replaces: the mirror never moves backwards and an older grade is never
 queued again. Losing only says another refresh committed since ours began, not that it began later, so
 the loser fetches again rather than drop what may be the newer answer (and mark done the webhook that
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 from service.core import planner
 from service.core.clock import Clock
@@ -22,12 +26,22 @@ from service.core.failures import Verdict, classify
 from service.core.planner import FlowPlan, PlanPolicy
 from service.core.ports import WiseflowApi
 from service.core.records import Flow, GradeVersion, Participant, changed_grades
-from service.core.store_ports import SyncStore
+from service.core.store_ports import UnitOfWork
 from service.errors import ApiError
 
 log = logging.getLogger("service.sync")
 
 RACE_ATTEMPTS = 3  # fetches of a flow (state, or grades) before a refresh that keeps losing the race gives up
+
+
+@dataclass(frozen=True, slots=True)
+class Refreshed:
+    """What one grades refresh read and wrote."""
+
+    participants: int = 0  # participants fetched
+    grades: int = 0  # assessments fetched
+    changed: int = 0  # grade versions that differ from the mirror's
+    queued: int = 0  # outbox rows they added (graded ones, not queued before)
 
 
 class FlowRefresh:
@@ -36,13 +50,13 @@ class FlowRefresh:
     def __init__(
         self,
         api: WiseflowApi,
-        store: SyncStore,
+        uow: UnitOfWork,
         clock: Clock,
         rng: planner.Random,
         policy: PlanPolicy,
     ) -> None:
         self._api = api
-        self._store = store
+        self._uow = uow
         self._clock = clock
         self._rng = rng
         self._policy = policy
@@ -68,29 +82,29 @@ class FlowRefresh:
 
     async def _refresh_state(self, flow_id: int) -> bool:
         """One fetch and guarded write of the flow's state; False when another commit came first."""
-        clock = await self._store.state_clock()  # before the fetch begins
+        clock = await self._state_clock()  # before the fetch begins
         flow = await self.fetch_flow(flow_id, clock)
         if flow is None:
             return True
         now = self._clock.wall()
-        async with self._store.transaction() as unit:
-            known = await unit.load_flow(flow_id)
-            previous, plan = known if known is not None else (None, None)
-            if not await unit.save_flow(flow, now, clock):
+        async with self._uow.transaction() as unit:
+            previous, plan = await unit.flows.get(flow_id) or (None, None)
+            if not await unit.flows.save(flow, now, clock=clock):
                 return False
-            await unit.save_plan(flow_id, planner.plan_after_discovery(previous, flow, plan, now, self._policy))
+            new_plan = planner.plan_after_discovery(previous, flow, plan, now, self._policy)
+            await unit.flows.save_plans({flow_id: new_plan})
         return True
 
-    async def refresh_assessments(self, flow_id: int) -> None:
-        """Fetch the flow's grades and store new versions (and their outbox rows) now."""
-        await self._refresh_grades(flow_id, with_participants=False)
+    async def refresh_assessments(self, flow_id: int) -> int:
+        """Fetch the flow's grades and store new versions with their outbox rows now; the rows queued."""
+        return await self._refresh_grades(flow_id, with_participants=False)
 
-    async def refresh_participants(self, flow_id: int) -> None:
-        """Fetch the flow's participants (and, with them, its grades) now."""
-        await self._refresh_grades(flow_id, with_participants=True)
+    async def refresh_participants(self, flow_id: int) -> int:
+        """Fetch the flow's participants (and, with them, its grades) now; the outbox rows queued."""
+        return await self._refresh_grades(flow_id, with_participants=True)
 
-    async def refresh_planned(self, flow: Flow, plan: FlowPlan) -> tuple[int, int, int]:
-        """A run's refresh of a due flow: participants and grades, and its next due time; the counts."""
+    async def refresh_planned(self, flow: Flow, plan: FlowPlan) -> Refreshed:
+        """A run's refresh of a due flow: participants and grades, and its next due time."""
         return await self._refresh(flow, plan, with_participants=True)
 
     async def fetch_flow(self, flow_id: int, clock: int) -> Flow | None:
@@ -105,53 +119,58 @@ class FlowRefresh:
 
     async def is_gone(self, flow_id: int) -> bool:
         """After a 404 on a flow's participants or grades: does `GET /flow/{id}` confirm it (and drop it)?"""
-        return await self.fetch_flow(flow_id, await self._store.state_clock()) is None
+        return await self.fetch_flow(flow_id, await self._state_clock()) is None
+
+    async def _state_clock(self) -> int:
+        """The committed state clock, read (without the writer lock) before a fetch of a flow's state."""
+        async with self._uow.read() as unit:
+            return await unit.flows.state_clock()
 
     async def _drop(self, flow_id: int, clock: int) -> None:
         """A flow WISEflow no longer has: the mirror follows (its queued grades are still delivered)."""
-        async with self._store.transaction() as unit:
-            removed = await unit.delete_flow(flow_id, clock)
+        async with self._uow.transaction() as unit:
+            removed = await unit.flows.delete(flow_id, clock)
         if removed:
             log.warning(
                 "flow not found: removed from the mirror", extra={"event": "sync.flow_gone", "flow_id": flow_id}
             )
 
-    async def _refresh_grades(self, flow_id: int, *, with_participants: bool) -> None:
-        async with self._store.transaction() as unit:
-            known = await unit.load_flow(flow_id)
+    async def _refresh_grades(self, flow_id: int, *, with_participants: bool) -> int:
+        async with self._uow.read() as unit:
+            known = await unit.flows.get(flow_id)
         if known is None:
             await self.refresh_flow(flow_id)  # an unknown flow: mirror it first
-            async with self._store.transaction() as unit:
-                known = await unit.load_flow(flow_id)
+            async with self._uow.read() as unit:
+                known = await unit.flows.get(flow_id)
             if known is None:
-                return
+                return 0
         try:
-            await self._refresh(known[0], None, with_participants=with_participants)
+            return (await self._refresh(known[0], None, with_participants=with_participants)).queued
         except ApiError as exc:
             if classify(exc) is Verdict.STOP_AND_WAIT or exc.status != 404 or not await self.is_gone(flow_id):
                 raise
+        return 0
 
-    async def _refresh(
-        self, flow: Flow, plan: FlowPlan | None, *, with_participants: bool
-    ) -> tuple[int, int, int]:
-        """Fetch and store one flow's participants and grades; returns (participants, grades, changed)."""
+    async def _refresh(self, flow: Flow, plan: FlowPlan | None, *, with_participants: bool) -> Refreshed:
+        """Fetch and store one flow's participants and grades."""
         lock = self._flow_locks.setdefault(flow.flow_id, asyncio.Lock())
         async with lock:
             for _ in range(RACE_ATTEMPTS):  # a lost race fetches again, as in `refresh_flow`
-                counts, committed = await self._refresh_once(flow, plan, with_participants=with_participants)
+                refreshed, committed = await self._refresh_once(flow, plan, with_participants=with_participants)
                 if committed:
-                    return counts
+                    return refreshed
             log.warning(
                 "flow refresh lost the race every time: left to the next run",
                 extra={"event": "sync.refresh_superseded", "flow_id": flow.flow_id},
             )
-            return counts
+            return refreshed
 
     async def _refresh_once(
         self, flow: Flow, plan: FlowPlan | None, *, with_participants: bool
-    ) -> tuple[tuple[int, int, int], bool]:
-        """One fetch and guarded write; the counts, and False when another refresh committed first."""
-        version = await self._store.refresh_version(flow.flow_id)  # before the fetch begins
+    ) -> tuple[Refreshed, bool]:
+        """One fetch and guarded write; what it did, and False when another refresh committed first."""
+        async with self._uow.read() as unit:
+            version = await unit.flows.refresh_version(flow.flow_id)  # before the fetch begins
         participants: list[Participant] = []
         if with_participants:
             async for item in self._api.iter_participants(flow.flow_id):
@@ -160,16 +179,17 @@ class FlowRefresh:
             GradeVersion.from_assessment(flow.flow_id, a) for a in await self._api.get_assessments(flow.flow_id)
         ]
         now = self._clock.wall()
-        async with self._store.transaction() as unit:
-            if not await unit.claim_refresh(flow.flow_id, version):
-                return (len(participants), len(versions), 0), False
+        async with self._uow.transaction() as unit:
+            if not await unit.flows.claim_refresh(flow.flow_id, version):
+                return Refreshed(len(participants), len(versions)), False
             if with_participants:
-                await unit.replace_participants(flow.flow_id, participants, now)
-            changed = changed_grades(await unit.stored_grade_keys(flow.flow_id), versions)
-            await unit.write_grades(changed, now)
-            await unit.remove_grades_except(flow.flow_id, (v.participant_id for v in versions))
+                await unit.grades.replace_participants(flow.flow_id, participants, now)
+            changed = changed_grades(await unit.grades.keys(flow.flow_id), versions)
+            await unit.grades.write(changed, now)
+            await unit.grades.remove_except(flow.flow_id, (v.participant_id for v in versions))
             # Always, sink or not: a grade mirrored without an outbox row would never be sent later.
-            await unit.enqueue_outbox(changed, now)
+            queued = await unit.outbox.enqueue(changed, now)
             if plan is not None:  # a planned refresh: schedule the next one
-                await unit.save_plan(flow.flow_id, planner.plan_after_poll(flow, now, self._rng, self._policy))
-        return (len(participants), len(versions), len(changed)), True
+                next_plan = planner.plan_after_poll(flow, now, self._rng, self._policy)
+                await unit.flows.save_plans({flow.flow_id: next_plan})
+        return Refreshed(len(participants), len(versions), len(changed), queued), True

@@ -15,6 +15,7 @@ from typing import Final
 
 from service.core.run_summary import RunSummary
 from service.sync.poller import Poller
+from service.sync.signals import Signals
 
 # When WISEflow is unavailable without saying for how long, look again after this many seconds.
 DEFAULT_PAUSE: Final = 5.0
@@ -79,23 +80,19 @@ async def sync_until_done(
 
 class SyncRunner:
     """One sync run of the service: the poller's run, told to its observers (status board, metrics), then
-    waking the deliverer."""
+    waking the deliverer for the grades it changed."""
 
     def __init__(
-        self,
-        poller: Poller,
-        on_run: Sequence[Callable[[RunSummary], None]],
-        wake_deliverer: Callable[[], None] | None,
+        self, poller: Poller, on_run: Sequence[Callable[[RunSummary], None]], signals: Signals
     ) -> None:
         self._poller = poller
         self._on_run = tuple(on_run)
-        self._wake_deliverer = wake_deliverer
+        self._signals = signals
 
     async def run(self, full: bool = False) -> RunSummary:
         """One run (`full`: every live flow, due or not), then wake the deliverer for what it queued."""
         summary = await self._poller.run_once(full=full)
         for observe in self._on_run:
             observe(summary)
-        if self._wake_deliverer is not None and summary.changes:
-            self._wake_deliverer()
+        self._signals.queued(summary.changes)
         return summary

@@ -158,7 +158,9 @@ async def test_a_webhook_grade_change_reaches_the_sis_once(
 
 async def _has_run(service: Service) -> bool:
     """The first run is over and everything it queued has reached the SIS."""
-    if service.status.runs < 1 or (await service.inbox.counts()).get("pending", 0):
+    async with service.uow.read() as unit:
+        pending = (await unit.inbox.counts()).get("pending", 0)
+    if service.status.runs < 1 or pending:
         return False
     async with service.store.db.execute("SELECT COUNT(*) FROM outbox WHERE status != 'delivered'") as cursor:
         row = await cursor.fetchone()

@@ -12,7 +12,6 @@ import pytest
 
 from bench.call_forecast import run_forecast
 from service.adapters.store.connection import fetch_value
-from service.adapters.store.mirror import stream_grades
 from service.commands.sync import Engine, open_engine, sync_once
 from service.core.clock import SystemClock
 from service.core.records import GradeVersion
@@ -48,10 +47,10 @@ def settings_for(sim: SimHandle, db: Path, **extra: str) -> Settings:
 
 
 async def mirror_of(engine: Engine) -> dict[tuple[int, int], tuple[Any, Any, Any]]:
-    return {
-        (g.flow_id, g.participant_id): (g.grade, g.admin_grade, g.date)
-        async for g in stream_grades(engine.store.db)
-    }
+    async with engine.uow.read() as unit:
+        return {
+            (g.flow_id, g.participant_id): (g.grade, g.admin_grade, g.date) async for g in unit.grades.stream()
+        }
 
 
 def truth_grades(truth: dict[str, Any]) -> dict[tuple[int, int], tuple[Any, Any, Any]]:
@@ -150,7 +149,7 @@ async def test_a_changed_grade_reaches_the_sis_exactly_once(world: SimHandle, en
     await engine.poller.run_once()
     for change in changes:
         if change["event"] == "FINAL_GRADE":  # concluded flows are not polled: the webhook path covers them
-            await engine.poller.refresh_assessments(change["flowId"])
+            await engine.poller.refresh.refresh_assessments(change["flowId"])
     await engine.deliverer.deliver_due()
     await engine.deliverer.deliver_due()  # a second pass finds nothing: nothing is sent twice
     await assert_mirror_equals_truth(engine, world)

@@ -20,7 +20,6 @@ from service.app import SERVICE, Service, build_app, start_loops
 from service.commands.webhooks import ensure
 from service.settings import load_settings
 from service.sync.catchup import CatchUp
-from service.sync.loops import WakingRefresher
 from tests.conftest import SimFactory, SimHandle
 from tests.waiting import wait_until
 
@@ -62,11 +61,13 @@ class Services:
         service = server.app[SERVICE]
         if catchup_horizon is not None:
             # The real horizon is 2 h; the same code with a 1 s horizon shows the catch-up in a test.
-            refresher = WakingRefresher(
-                service.poller, None if service.deliverer is None else service.deliverer.wake
-            )
             service.catchup = CatchUp(
-                service.inbox, refresher, service.clock, horizon=catchup_horizon, interval=0.2
+                service.uow,
+                service.poller.refresh,
+                service.signals,
+                service.clock,
+                horizon=catchup_horizon,
+                interval=0.2,
             )
         start_loops(service)
         await wait_until(lambda: settled(service), what="the first run settled")
@@ -92,7 +93,9 @@ async def nothing_outstanding(sim: SimHandle) -> bool:
 
 async def settled(service: Service) -> bool:
     """A sync run is over, no webhook event is pending, and the outbox is empty."""
-    if service.status.runs < 1 or (await service.inbox.counts()).get("pending", 0):
+    async with service.uow.read() as unit:
+        pending = (await unit.inbox.counts()).get("pending", 0)
+    if service.status.runs < 1 or pending:
         return False
     async with service.store.db.execute("SELECT COUNT(*) FROM outbox WHERE status != 'delivered'") as cursor:
         row = await cursor.fetchone()

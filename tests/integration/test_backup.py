@@ -11,6 +11,7 @@ import pytest
 from service.adapters.store import Store
 from service.adapters.store.inbox import Inbox
 from service.adapters.store.migrations import LATEST_VERSION
+from service.adapters.store.unit import SqliteUnitOfWork
 from service.cli import main
 from service.core.webhook_events import WebhookEvent
 
@@ -86,7 +87,8 @@ async def test_a_backup_restores_into_a_working_store(tmp_path: Path) -> None:
     restored.write_bytes((tmp_path / "b.sqlite3").read_bytes())
     store = await Store.open(restored)
     try:
-        assert [row.sequence for row in await Inbox(store).pending(NOW)] == [1]
+        async with SqliteUnitOfWork(store).read() as unit:
+            assert [row.sequence for row in await unit.inbox.pending(NOW)] == [1]
         await store.ping()
     finally:
         await store.close()

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from service.adapters.store import Store
-from service.adapters.store import outbox as repo
 from service.adapters.store.connection import fetch_value
 from service.adapters.store.migrations import MIGRATIONS
+from service.adapters.store.unit import SqliteUnit, SqliteUnitOfWork
 from service.cli import main
 from service.core.records import GradeVersion
 
@@ -23,18 +23,21 @@ async def _database(path: Path) -> dict[str, int]:
     store = await Store.open(path)
     try:
         async with store.transaction() as db:
-            await repo.enqueue(db, [GradeVersion(1, 1, "F", None, 1), GradeVersion(1, 2, "C", None, 1)], NOW)
+            await SqliteUnit(db).outbox.enqueue(
+                [GradeVersion(1, 1, "F", None, 1), GradeVersion(1, 2, "C", None, 1)], NOW
+            )
         async with store.transaction() as db:
-            await repo.enqueue(db, [GradeVersion(1, 1, "E", None, 2)], NOW)
+            outbox = SqliteUnit(db).outbox
+            await outbox.enqueue([GradeVersion(1, 1, "E", None, 2)], NOW)
             one = "SELECT {}(id) FROM outbox WHERE participant_id = 1"
             ids = {
                 "old": int(await fetch_value(db, one.format("min"))),
                 "new": int(await fetch_value(db, one.format("max"))),
                 "two": int(await fetch_value(db, "SELECT id FROM outbox WHERE participant_id = 2")),
             }
-            await repo.mark_dead(db, ids["old"], "sink refused the delivery (status=422)")
-            await repo.mark_delivered(db, ids["new"], NOW)
-            await repo.mark_dead(db, ids["two"], "sink refused the delivery (status=400)")
+            await outbox.mark_dead(ids["old"], "sink refused the delivery (status=422)")
+            await outbox.mark_delivered(ids["new"], NOW)
+            await outbox.mark_dead(ids["two"], "sink refused the delivery (status=400)")
     finally:
         await store.close()
     return ids
@@ -111,8 +114,8 @@ async def test_grades_mirrored_without_a_sink_are_queued_by_the_migration(tmp_pa
     db.close()
     store = await Store.open(path)
     try:
-        async with store.transaction() as conn:
-            items = await repo.due_items(conn, NOW)
+        async with SqliteUnitOfWork(store).read() as unit:
+            items = await unit.outbox.due(NOW)
     finally:
         await store.close()
     assert [(i.idempotency_key, i.payload) for i in items] == [(graded.idempotency_key, graded.payload())]

@@ -14,9 +14,8 @@ import pytest
 
 from service.adapters.sink import HttpSink
 from service.adapters.store import Store
-from service.adapters.store import outbox as repo
 from service.adapters.store.connection import fetch_value
-from service.adapters.store.outbox import Outbox
+from service.adapters.store.unit import SqliteUnitOfWork
 from service.core.clock import ManualClock
 from service.core.records import GradeVersion
 from service.errors import SinkError
@@ -42,8 +41,8 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 async def queue(store: Store, versions: list[GradeVersion]) -> None:
-    async with store.transaction() as db:
-        await repo.enqueue(db, versions, 0.0)
+    async with SqliteUnitOfWork(store).transaction() as unit:
+        await unit.outbox.enqueue(versions, 0.0)
 
 
 def grades(participants: range, grade: str = "B") -> list[GradeVersion]:
@@ -54,7 +53,9 @@ def deliverer_for(
     simulator: SimHandle, session: aiohttp.ClientSession, store: Store, clock: ManualClock
 ) -> OutboxDeliverer:
     """The deliverer on `store`, sending to the fake SIS."""
-    return OutboxDeliverer(Outbox(store), HttpSink(simulator.sis_url, session), clock, random.Random(1), POLICY)
+    return OutboxDeliverer(
+        SqliteUnitOfWork(store), HttpSink(simulator.sis_url, session), clock, random.Random(1), POLICY
+    )
 
 
 async def received(simulator: SimHandle) -> list[int]:
@@ -87,7 +88,7 @@ async def test_a_redirected_grade_stays_queued(
     await simulator.sis_scenario({"redirect": {"status": 301}})
     await queue(store, grades(range(1, 2)))
     deliverer = OutboxDeliverer(
-        Outbox(store), HttpSink(simulator.sis_url, session), ManualClock(), random.Random(1)
+        SqliteUnitOfWork(store), HttpSink(simulator.sis_url, session), ManualClock(), random.Random(1)
     )
     result = await deliverer.deliver_due()
     assert (result.delivered, result.failed) == (0, 1)
@@ -115,7 +116,7 @@ async def test_the_sis_retry_after_is_honoured(
     await queue(store, grades(range(1, 3)))
     clock = ManualClock()
     deliverer = OutboxDeliverer(
-        Outbox(store), HttpSink(simulator.sis_url, session), clock, random.Random(1), POLICY
+        SqliteUnitOfWork(store), HttpSink(simulator.sis_url, session), clock, random.Random(1), POLICY
     )
     result = await deliverer.deliver_due()
     assert result.failed >= 1
@@ -159,7 +160,7 @@ async def test_one_refused_participant_never_delays_the_others(
     await queue(store, grades(range(1, 11)))
     clock = ManualClock()
     deliverer = OutboxDeliverer(
-        Outbox(store), HttpSink(simulator.sis_url, session), clock, random.Random(1), POLICY
+        SqliteUnitOfWork(store), HttpSink(simulator.sis_url, session), clock, random.Random(1), POLICY
     )
     result = await deliverer.deliver_due()
     assert (result.delivered, result.refused, result.failed, result.dead) == (9, 1, 0, 0)
@@ -177,15 +178,16 @@ async def test_a_refused_grade_is_dead_lettered_then_newer_versions_proceed(
     await queue(store, grades(range(1, 2), "E"))
     clock = ManualClock()
     deliverer = OutboxDeliverer(
-        Outbox(store), HttpSink(simulator.sis_url, session), clock, random.Random(1), POLICY
+        SqliteUnitOfWork(store), HttpSink(simulator.sis_url, session), clock, random.Random(1), POLICY
     )
     dead = 0
     for _ in range(POLICY.max_refusals):
         dead += (await deliverer.deliver_due()).dead
         clock.advance(POLICY.cap)
     assert dead == 1
-    assert (await Outbox(store).counts()).get("dead") == 1
-    letters = await Outbox(store).dead_letters()
+    async with SqliteUnitOfWork(store).read() as unit:
+        assert (await unit.outbox.counts()).get("dead") == 1
+        letters = await unit.outbox.dead_letters()
     assert [(d.participant_id, d.attempts) for d in letters] == [(1, POLICY.max_refusals)]
     assert "422" in (letters[0].last_error or "")
     await simulator.sis_scenario({"reset": True})
@@ -201,7 +203,7 @@ async def test_an_unwell_sis_is_not_a_refusal(
     await queue(store, grades(range(1, 2)))
     clock = ManualClock()
     deliverer = OutboxDeliverer(
-        Outbox(store), HttpSink(simulator.sis_url, session), clock, random.Random(1), POLICY
+        SqliteUnitOfWork(store), HttpSink(simulator.sis_url, session), clock, random.Random(1), POLICY
     )
     for _ in range(POLICY.max_refusals + 2):
         assert (await deliverer.deliver_due()).dead == 0

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from service.adapters.store import Store, StoreError, mirror, runs
+from service.adapters.store import Store, StoreError
 from service.adapters.store.connection import fetch_value, schema_version
-from service.adapters.store.inbox import Inbox
 from service.adapters.store.migrations import JOURNAL_LIMIT, LATEST_VERSION
+from service.adapters.store.unit import SqliteUnit, SqliteUnitOfWork
 from service.core.planner import FlowPlan
 from service.core.records import Flow
 
@@ -49,7 +49,7 @@ async def test_pragmas_are_wal_with_foreign_keys(tmp_path: Path) -> None:
     try:
         assert await fetch_value(store.db, "PRAGMA journal_mode") == "wal"
         assert await fetch_value(store.db, "PRAGMA foreign_keys") == 1
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(StoreError, match="FOREIGN KEY"):  # the driver's IntegrityError, as ours
             async with store.transaction() as db:
                 await db.execute("INSERT INTO inbox_deliveries VALUES ('d1', 999, 0)")
     finally:
@@ -134,6 +134,52 @@ async def test_a_nested_transaction_joins_the_outer_one(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_a_failed_statement_is_a_store_error_and_rolls_back(tmp_path: Path) -> None:
+    """A driver error in a transaction or a read comes out as StoreError (raised from it), so the core can
+    classify it without sqlite3; the transaction's earlier writes are rolled back."""
+    store = await Store.open(tmp_path / "db.sqlite3")
+
+    async def write_then_fail() -> None:
+        async with store.transaction() as db:
+            await db.execute("INSERT INTO checkpoints VALUES ('k', '1', 0)")
+            await db.execute("SELECT * FROM no_such_table")
+
+    async def write_on_the_reader() -> None:
+        async with store.read() as db:  # the read connection refuses writes
+            await db.execute("INSERT INTO checkpoints VALUES ('k', '1', 0)")
+
+    try:
+        with pytest.raises(StoreError, match="no such table") as caught:
+            await write_then_fail()
+        assert isinstance(caught.value.__cause__, sqlite3.Error)
+        assert await fetch_value(store.db, "SELECT count(*) FROM checkpoints") == 0
+        with pytest.raises(StoreError, match="readonly"):
+            await write_on_the_reader()
+    finally:
+        await store.close()
+
+
+async def test_a_writer_locked_out_past_the_busy_timeout_is_a_store_error(tmp_path: Path) -> None:
+    """Another process holding the write lock longer than the busy timeout: StoreError, not sqlite3's own."""
+    path = tmp_path / "db.sqlite3"
+    store = await Store.open(path)
+    await store.db.execute("PRAGMA busy_timeout = 50")
+    other = sqlite3.connect(path, isolation_level=None)
+
+    async def write() -> None:
+        async with store.transaction():
+            pass
+
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreError, match="locked"):
+            await write()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        await store.close()
+
+
 async def test_ping_passes_on_a_writable_database(tmp_path: Path) -> None:
     """Readiness: a migrated, writable database pings."""
     store = await Store.open(tmp_path / "db.sqlite3")
@@ -201,10 +247,10 @@ async def test_exclusive_is_held_across_connections_until_released(tmp_path: Pat
     try:
 
         async def second() -> None:
-            async with two.exclusive("sync", poll=0.01):
+            async with SqliteUnitOfWork(two).exclusive("sync", poll=0.01):
                 order.append("second")
 
-        async with one.exclusive("sync"):
+        async with SqliteUnitOfWork(one).exclusive("sync"):
             waiter = asyncio.create_task(second())
             await asyncio.sleep(0)  # a yield: the waiter's first attempt runs (and must fail) right now
             assert not waiter.done()
@@ -219,7 +265,7 @@ async def test_exclusive_is_held_across_connections_until_released(tmp_path: Pat
 async def test_reads_never_see_an_open_transaction(tmp_path: Path) -> None:
     """A read beside another task's open transaction sees the committed rows only, then the commit."""
     store = await Store.open(tmp_path / "db.sqlite3")
-    inbox = Inbox(store)
+    uow = SqliteUnitOfWork(store)
     inside, release = asyncio.Event(), asyncio.Event()
 
     async def writer() -> None:
@@ -234,10 +280,12 @@ async def test_reads_never_see_an_open_transaction(tmp_path: Path) -> None:
     try:
         task = asyncio.create_task(writer())
         await inside.wait()
-        assert (await inbox.pending(1.0), await inbox.counts()) == ([], {"deliveries": 0})
+        async with uow.read() as unit:
+            assert (await unit.inbox.pending(1.0), await unit.inbox.counts()) == ([], {"deliveries": 0})
         release.set()
         await task
-        assert [row.sequence for row in await inbox.pending(1.0)] == [1]
+        async with uow.read() as unit:
+            assert [row.sequence for row in await unit.inbox.pending(1.0)] == [1]
     finally:
         await store.close()
 
@@ -245,16 +293,16 @@ async def test_reads_never_see_an_open_transaction(tmp_path: Path) -> None:
 async def test_checkpoints_have_one_encoding_and_old_markers_still_read(tmp_path: Path) -> None:
     """Markers are written as JSON like every checkpoint; a marker an older version wrote with repr() reads."""
     store = await Store.open(tmp_path / "db.sqlite3")
-    inbox = Inbox(store)
     try:
-        await inbox.set_marker("heartbeat", 1.5e9)
         async with store.transaction() as db:
+            checkpoints = SqliteUnit(db).checkpoints
+            await checkpoints.set("webhooks:heartbeat", 1.5e9, 1.5e9)
             await db.execute("INSERT INTO checkpoints VALUES ('webhooks:old', 'inf', 0)")
-            assert await runs.get_checkpoint(db, "webhooks:heartbeat") == 1.5e9
+            assert await checkpoints.get("webhooks:heartbeat") == 1.5e9
+            assert await checkpoints.get("webhooks:old") == float("inf")
         assert await fetch_value(
             store.db, "SELECT value FROM checkpoints WHERE key = 'webhooks:heartbeat'"
         ) == ("1500000000.0")
-        assert await inbox.get_marker("old") == float("inf")
     finally:
         await store.close()
 
@@ -267,9 +315,10 @@ async def test_vanished_flows_are_the_unlisted_ones_not_yet_fetched_for_the_last
     rows = {1: (99.0, False), 2: (100.0, False), 3: (150.0, False), 4: (99.0, True), 5: (10.0, False)}
     try:
         async with store.transaction() as db:
+            flows = SqliteUnit(db).flows
             for flow_id, (seen_at, final) in rows.items():
-                await mirror.save_flow(db, Flow(flow_id, "CONCLUDED"), 1.0, seen_at)
-                await mirror.save_plan(db, flow_id, FlowPlan(None, 0.0, final_fetch_done=final))
-            assert await mirror.vanished_flows(db, pass_started) == [1, 5]
+                await flows.save(Flow(flow_id, "CONCLUDED"), 1.0, seen_at=seen_at)
+                await flows.save_plans({flow_id: FlowPlan(None, 0.0, final_fetch_done=final)})
+            assert await flows.vanished(pass_started) == [1, 5]
     finally:
         await store.close()

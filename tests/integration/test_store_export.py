@@ -7,7 +7,8 @@ import io
 import json
 from pathlib import Path
 
-from service.adapters.store import Store, mirror
+from service.adapters.store import Store
+from service.adapters.store.unit import SqliteUnitOfWork
 from service.commands.export import export_grades
 from service.core.records import Flow, GradeVersion
 
@@ -18,9 +19,9 @@ PLAIN = GradeVersion(7, 71, "12", None, None)
 async def mirrored(tmp_path: Path, versions: list[GradeVersion]) -> str:
     path = tmp_path / "export.sqlite3"
     store = await Store.open(path)
-    async with store.transaction() as db:
-        await mirror.save_flow(db, Flow(7, "CONCLUDED"), 1.0)
-        await mirror.write_grades(db, versions, 1.0)
+    async with SqliteUnitOfWork(store).transaction() as unit:
+        await unit.flows.save(Flow(7, "CONCLUDED"), 1.0)
+        await unit.grades.write(versions, 1.0)
     await store.close()
     return str(path)
 

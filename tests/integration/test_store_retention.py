@@ -6,11 +6,11 @@ import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.adapters.store import Store, runs
-from service.adapters.store import outbox as outbox_rows
+from service.adapters.store import Store
 from service.adapters.store.figures import StoredFigures, read_figures
 from service.adapters.store.inbox import Inbox
 from service.adapters.store.journal import JournalWriter
+from service.adapters.store.unit import SqliteUnitOfWork
 from service.core.clock import ManualClock
 from service.core.records import GradeVersion
 from service.core.store_ports import RunCounters
@@ -57,21 +57,22 @@ async def seed(store: Store) -> None:
         await inbox.record(event(sequence, flow_id), b"{}" * 100, "pending", OLD)
     await inbox.record(event(1, 10, "d-1-again"), b"{}", "pending", OLD)  # a duplicate delivery
     await inbox.record(event(4, 10), b"{}", "pending", NOW)
-    await inbox.mark_done([1, 2, 3, 10, 11], OLD)
-    await inbox.mark_done([4], NOW)
-    async with store.transaction() as db:
-        await outbox_rows.enqueue(db, [GradeVersion(10, p, "B", None, 1) for p in range(5)], OLD)
-        for item in await outbox_rows.due_items(db, OLD + 1):
-            await outbox_rows.mark_delivered(db, item.id, OLD)
+    async with SqliteUnitOfWork(store).transaction() as unit:
+        await unit.inbox.mark_done([1, 2, 3, 10, 11], OLD)
+        await unit.inbox.mark_done([4], NOW)
+        await unit.outbox.enqueue([GradeVersion(10, p, "B", None, 1) for p in range(5)], OLD)
+        for item in await unit.outbox.due(OLD + 1):
+            await unit.outbox.mark_delivered(item.id, OLD)
+        runs = unit.runs
         for offset, calls in enumerate((100, 5, 7, 9, 5, 12)):
-            run_id = await runs.start_run(db, OLD + offset)
-            await runs.record_requests(db, run_id, {"GET /flows": calls - 1, "POST /oauth2/token": 1})
-            await runs.finish_run(db, run_id, OLD + offset + 1, "ok", RunCounters(api_calls=calls), None)
-        failed = await runs.start_run(db, OLD + 10)
-        await runs.finish_run(db, failed, OLD + 11, "failed", RunCounters(api_calls=3), "boom")
-        recent = await runs.start_run(db, NOW)
-        await runs.record_requests(db, recent, {"GET /flows": 6})
-        await runs.finish_run(db, recent, NOW + 1, "ok", RunCounters(api_calls=6), None)
+            run_id = await runs.start(OLD + offset)
+            await runs.record_requests(run_id, {"GET /flows": calls - 1, "POST /oauth2/token": 1})
+            await runs.finish(run_id, OLD + offset + 1, "ok", RunCounters(api_calls=calls), None)
+        failed = await runs.start(OLD + 10)
+        await runs.finish(failed, OLD + 11, "failed", RunCounters(api_calls=3), "boom")
+        recent = await runs.start(NOW)
+        await runs.record_requests(recent, {"GET /flows": 6})
+        await runs.finish(recent, NOW + 1, "ok", RunCounters(api_calls=6), None)
     journal = JournalWriter(store)
     for at in (OLD, OLD + 1, NOW):
         journal.record(Journalled(at))
@@ -101,16 +102,15 @@ async def test_pruning_keeps_certify_figures_and_the_guards(tmp_path: Path) -> N
     try:
         await seed(store)
         before = await read_figures(store)
-        inbox = Inbox(store)
-        marks = (await inbox.newest_done(10, ["FINAL_GRADE"]), await inbox.newest_done(20, ["FINAL_GRADE"]))
+        uow = SqliteUnitOfWork(store)
+        async with uow.read() as unit:
+            marks = tuple([await unit.inbox.newest_done(f, ["FINAL_GRADE"]) for f in (10, 20)])
         touched = await prune_all(store, CUTOFF, limit=2, pause=0)
         assert touched > 0
         after = await read_figures(store)
         assert certify_view(after) == certify_view(before)
-        assert (
-            await inbox.newest_done(10, ["FINAL_GRADE"]),
-            await inbox.newest_done(20, ["FINAL_GRADE"]),
-        ) == marks
+        async with uow.read() as unit:
+            assert tuple([await unit.inbox.newest_done(f, ["FINAL_GRADE"]) for f in (10, 20)]) == marks
         # inbox: 1, 2, 3 (flow 10, older than 4) and 10 (flow 20, older than 11) are gone with their deliveries.
         assert await count(store, "inbox") == 2
         assert await count(store, "inbox_deliveries") == 2
@@ -119,8 +119,8 @@ async def test_pruning_keeps_certify_figures_and_the_guards(tmp_path: Path) -> N
         assert await count(store, "request_journal") == 1
         # outbox: the rows (their keys) stay, their payloads go; a re-read of grade "B" is still no repeat.
         assert await count(store, "outbox") == 5
-        async with store.transaction() as db:
-            assert await outbox_rows.enqueue(db, [GradeVersion(10, 0, "B", None, 1)], NOW) == 0
+        async with uow.transaction() as unit:
+            assert await unit.outbox.enqueue([GradeVersion(10, 0, "B", None, 1)], NOW) == 0
         assert await prune_all(store, CUTOFF, pause=0) == 0  # nothing left: a second pass touches nothing
     finally:
         await store.close()
@@ -134,7 +134,9 @@ async def test_retention_loop_prunes_while_webhooks_keep_committing(tmp_path: Pa
     for e in old:
         await inbox.record(e, b"x" * 200, "pending", OLD)
         await inbox.record(event(e.sequence + 1000, e.flow_id or 0), b"x", "pending", OLD)
-    await inbox.mark_done([e.sequence for e in old] + [e.sequence + 1000 for e in old], OLD)
+    uow = SqliteUnitOfWork(store)
+    async with uow.transaction() as unit:
+        await unit.inbox.mark_done([e.sequence for e in old] + [e.sequence + 1000 for e in old], OLD)
     stop = asyncio.Event()
     written: list[int] = []
 
@@ -156,7 +158,8 @@ async def test_retention_loop_prunes_while_webhooks_keep_committing(tmp_path: Pa
         stop.set()
         await writer
         assert len(written) > 0
-        pending = await inbox.pending(NOW, limit=len(written) + 10)
+        async with uow.read() as unit:
+            pending = await unit.inbox.pending(NOW, limit=len(written) + 10)
         assert [row.sequence for row in pending] == written  # every concurrent webhook is there, in order
         assert await count(store, "inbox") == len(old) + len(written)  # the newest per flow stayed
     finally:

@@ -13,8 +13,7 @@ import pytest
 
 from service.adapters.store import Store
 from service.adapters.store.connection import fetch_value
-from service.adapters.store.outbox import Outbox
-from service.adapters.store.unit import SqliteSyncStore
+from service.adapters.store.unit import SqliteUnitOfWork
 from service.core.clock import ManualClock
 from service.core.planner import PlanPolicy
 from service.errors import CircuitOpen
@@ -42,8 +41,8 @@ class Rig:
         self.store = store
         self.sink = FakeSink()
         clock = ManualClock()
-        self.poller = Poller(self.api, SqliteSyncStore(store), clock, random.Random(1), POLICY)
-        self.deliverer = OutboxDeliverer(Outbox(store), self.sink, clock, random.Random(2))
+        self.poller = Poller(self.api, SqliteUnitOfWork(store), clock, random.Random(1), POLICY)
+        self.deliverer = OutboxDeliverer(SqliteUnitOfWork(store), self.sink, clock, random.Random(2))
 
     async def sync(self) -> None:
         """A full run (every live flow, due or not), then deliver everything due."""
@@ -174,8 +173,8 @@ async def test_webhook_refreshes_of_a_deleted_flow_drop_it_instead_of_failing(st
     rig.api.add_flow(2, participants=2)
     await rig.sync()
     del rig.api.flows[1], rig.api.flows[2]
-    await rig.poller.refresh_flow(1)
-    await rig.poller.refresh_assessments(2)
+    await rig.poller.refresh.refresh_flow(1)
+    await rig.poller.refresh.refresh_assessments(2)
     assert await fetch_value(store.db, "SELECT count(*) FROM flows") == 0
     assert await fetch_value(store.db, "SELECT count(*) FROM assessments") == 0
 
@@ -206,16 +205,16 @@ async def test_an_older_fetch_that_commits_last_never_moves_the_mirror_backwards
     other = await Store.open(store.path)  # a second process on the same database
     try:
         clock = ManualClock()
-        mine = Poller(api, SqliteSyncStore(store), clock, random.Random(1), POLICY)
-        theirs = Poller(api, SqliteSyncStore(other), clock, random.Random(2), POLICY)
+        mine = Poller(api, SqliteUnitOfWork(store), clock, random.Random(1), POLICY)
+        theirs = Poller(api, SqliteUnitOfWork(other), clock, random.Random(2), POLICY)
         api.hold = False
-        await mine.refresh_flow(1)  # mirrored, grade B
-        await mine.refresh_assessments(1)
+        await mine.refresh.refresh_flow(1)  # mirrored, grade B
+        await mine.refresh.refresh_assessments(1)
         api.hold = True
-        slow = asyncio.create_task(mine.refresh_assessments(1))  # fetches B again, then waits
+        slow = asyncio.create_task(mine.refresh.refresh_assessments(1))  # fetches B again, then waits
         await api.fetched.wait()
         flow.grades[pid] = {**flow.grades[pid], "grade": "C"}
-        await theirs.refresh_assessments(1)  # fetches C and commits
+        await theirs.refresh.refresh_assessments(1)  # fetches C and commits
         api.release.set()
         await slow
     finally:
@@ -282,14 +281,14 @@ async def test_an_older_fetch_of_a_flows_state_that_commits_last_is_dropped(stor
     other = await Store.open(store.path)
     try:
         clock = ManualClock()
-        mine = Poller(api, SqliteSyncStore(store), clock, random.Random(1), POLICY)
-        theirs = Poller(api, SqliteSyncStore(other), clock, random.Random(2), POLICY)
-        await mine.refresh_flow(1)
+        mine = Poller(api, SqliteUnitOfWork(store), clock, random.Random(1), POLICY)
+        theirs = Poller(api, SqliteUnitOfWork(other), clock, random.Random(2), POLICY)
+        await mine.refresh.refresh_flow(1)
         gate = api.hold()
-        slow = asyncio.create_task(mine.refresh_flow(1))  # fetches PARTICIPATION_STARTED, then waits
+        slow = asyncio.create_task(mine.refresh.refresh_flow(1))  # fetches PARTICIPATION_STARTED, then waits
         await gate.reached.wait()
         flow.state = "CONCLUDED"
-        await theirs.refresh_flow(1)  # fetches CONCLUDED and commits
+        await theirs.refresh.refresh_flow(1)  # fetches CONCLUDED and commits
         gate.opened.set()
         await slow
     finally:
@@ -306,14 +305,14 @@ async def test_a_newer_fetch_of_a_flows_state_that_loses_the_race_fetches_again(
     other = await Store.open(store.path)
     try:
         clock = ManualClock()
-        mine = Poller(api, SqliteSyncStore(store), clock, random.Random(1), POLICY)
-        theirs = Poller(api, SqliteSyncStore(other), clock, random.Random(2), POLICY)
-        await mine.refresh_flow(1)
+        mine = Poller(api, SqliteUnitOfWork(store), clock, random.Random(1), POLICY)
+        theirs = Poller(api, SqliteUnitOfWork(other), clock, random.Random(2), POLICY)
+        await mine.refresh.refresh_flow(1)
         older_gate, newer_gate = api.hold(), api.hold()
-        older = asyncio.create_task(theirs.refresh_flow(1))  # fetches PARTICIPATION_STARTED, then waits
+        older = asyncio.create_task(theirs.refresh.refresh_flow(1))  # fetches PARTICIPATION_STARTED, then waits
         await older_gate.reached.wait()
         flow.state = "CONCLUDED"
-        newer = asyncio.create_task(mine.refresh_flow(1))  # fetches CONCLUDED, then waits
+        newer = asyncio.create_task(mine.refresh.refresh_flow(1))  # fetches CONCLUDED, then waits
         await newer_gate.reached.wait()
         older_gate.opened.set()
         await older  # commits PARTICIPATION_STARTED
@@ -329,13 +328,13 @@ async def test_a_discovery_page_fetched_before_a_flows_refresh_does_not_undo_it(
     pass commits its page: the pass leaves the newer state (and the flow counts as seen)."""
     api = HeldStateApi()
     flow = api.add_flow(1, state="PARTICIPATION_STARTED", participants=1)
-    poller = Poller(api, SqliteSyncStore(store), ManualClock(), random.Random(1), POLICY)
-    await poller.refresh_flow(1)
+    poller = Poller(api, SqliteUnitOfWork(store), ManualClock(), random.Random(1), POLICY)
+    await poller.refresh.refresh_flow(1)
     gate = api.hold()
     run = asyncio.create_task(poller.run_once())  # its discovery page says PARTICIPATION_STARTED
     await gate.reached.wait()
     flow.state = "CONCLUDED"
-    await poller.refresh_flow(1)
+    await poller.refresh.refresh_flow(1)
     gate.opened.set()
     summary = await run
     assert summary.outcome == "ok", summary.reason
@@ -352,14 +351,14 @@ async def test_a_newer_grades_fetch_that_loses_the_race_fetches_again(store: Sto
     other = await Store.open(store.path)
     try:
         clock = ManualClock()
-        mine = Poller(api, SqliteSyncStore(store), clock, random.Random(1), POLICY)
-        theirs = Poller(api, SqliteSyncStore(other), clock, random.Random(2), POLICY)
-        await mine.refresh_flow(1)
+        mine = Poller(api, SqliteUnitOfWork(store), clock, random.Random(1), POLICY)
+        theirs = Poller(api, SqliteUnitOfWork(other), clock, random.Random(2), POLICY)
+        await mine.refresh.refresh_flow(1)
         older_gate, newer_gate = api.hold(), api.hold()
-        older = asyncio.create_task(theirs.refresh_assessments(1))  # fetches B, then waits
+        older = asyncio.create_task(theirs.refresh.refresh_assessments(1))  # fetches B, then waits
         await older_gate.reached.wait()
         flow.grades[pid] = {**flow.grades[pid], "grade": "C"}
-        newer = asyncio.create_task(mine.refresh_assessments(1))  # fetches C, then waits
+        newer = asyncio.create_task(mine.refresh.refresh_assessments(1))  # fetches C, then waits
         await newer_gate.reached.wait()
         older_gate.opened.set()
         await older  # commits B

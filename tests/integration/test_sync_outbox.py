@@ -14,9 +14,8 @@ from aiohttp.test_utils import TestServer
 
 from service.adapters.sink import HttpSink
 from service.adapters.store import Store
-from service.adapters.store import outbox as repo
 from service.adapters.store.connection import fetch_value
-from service.adapters.store.outbox import Outbox
+from service.adapters.store.unit import SqliteUnitOfWork
 from service.core.clock import ManualClock
 from service.core.records import GradeVersion
 from service.errors import SinkError
@@ -34,8 +33,8 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 async def queue(store: Store, versions: list[GradeVersion]) -> None:
-    async with store.transaction() as db:
-        await repo.enqueue(db, versions, 0.0)
+    async with SqliteUnitOfWork(store).transaction() as unit:
+        await unit.outbox.enqueue(versions, 0.0)
 
 
 def versions(n: int) -> list[GradeVersion]:
@@ -46,7 +45,7 @@ async def test_every_row_is_delivered_once_with_its_key(store: Store) -> None:
     """Ten pending versions: ten deliveries with their own keys, then nothing more."""
     sink, clock = FakeSink(), ManualClock()
     await queue(store, versions(10))
-    deliverer = OutboxDeliverer(Outbox(store), sink, clock, random.Random(1), POLICY)
+    deliverer = OutboxDeliverer(SqliteUnitOfWork(store), sink, clock, random.Random(1), POLICY)
     result = await deliverer.deliver_due()
     again = await deliverer.deliver_due()
     assert (result.delivered, again.delivered, result.next_due) == (10, 0, None)
@@ -73,7 +72,7 @@ async def test_a_refused_delivery_is_retried_after_its_backoff(store: Store) -> 
     sink, clock = FakeSink(), ManualClock()
     await queue(store, versions(1))
     sink.fail_next(1, status=503)
-    deliverer = OutboxDeliverer(Outbox(store), sink, clock, random.Random(2), POLICY)
+    deliverer = OutboxDeliverer(SqliteUnitOfWork(store), sink, clock, random.Random(2), POLICY)
     first = await deliverer.deliver_due()
     assert (first.delivered, first.failed) == (0, 1)
     assert first.next_due is not None
@@ -90,7 +89,7 @@ async def test_a_failure_stops_the_batch_instead_of_trying_every_row(store: Stor
     sink, clock = FakeSink(), ManualClock()
     await queue(store, versions(4))
     sink.fail_next(1, status=None)
-    result = await OutboxDeliverer(Outbox(store), sink, clock, random.Random(2), POLICY).deliver_due()
+    result = await OutboxDeliverer(SqliteUnitOfWork(store), sink, clock, random.Random(2), POLICY).deliver_due()
     assert (result.delivered, result.failed) == (0, 1)
     assert (
         await fetch_value(store.db, "SELECT count(*) FROM outbox WHERE status = 'pending' AND attempts = 0")
@@ -108,7 +107,7 @@ async def test_a_4xx_is_kept_and_retried_later_never_at_once(store: Store, statu
     await queue(store, versions(1))
     sink.fail_next(1, status=status)
     deliverer = OutboxDeliverer(
-        Outbox(store), sink, clock, random.Random(5), DeliveryPolicy(base=1.0, cap=10.0)
+        SqliteUnitOfWork(store), sink, clock, random.Random(5), DeliveryPolicy(base=1.0, cap=10.0)
     )
     first = await deliverer.deliver_due()
     again = await deliverer.deliver_due()
@@ -134,8 +133,8 @@ async def test_two_deliverers_on_one_database_never_send_a_row_twice(store: Stor
     other = await Store.open(store.path)
     sink, clock = SlowSink(), ManualClock()
     try:
-        one = OutboxDeliverer(Outbox(store), sink, clock, random.Random(1), POLICY)
-        two = OutboxDeliverer(Outbox(other), sink, clock, random.Random(2), POLICY)
+        one = OutboxDeliverer(SqliteUnitOfWork(store), sink, clock, random.Random(1), POLICY)
+        two = OutboxDeliverer(SqliteUnitOfWork(other), sink, clock, random.Random(2), POLICY)
         results = await asyncio.gather(one.deliver_due(), two.deliver_due())
     finally:
         await other.close()
@@ -150,7 +149,7 @@ async def test_a_participants_versions_are_delivered_in_order(store: Store) -> N
     await queue(store, [old])
     await queue(store, [new])
     sink.fail_next(1)
-    deliverer = OutboxDeliverer(Outbox(store), sink, clock, random.Random(3), POLICY)
+    deliverer = OutboxDeliverer(SqliteUnitOfWork(store), sink, clock, random.Random(3), POLICY)
     await deliverer.deliver_due()
     assert sink.keys == []
     clock.advance(POLICY.cap)

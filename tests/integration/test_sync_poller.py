@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from bench.call_forecast import run_forecast
-from service.adapters.store import Store, mirror, runs
+from service.adapters.store import Store
 from service.adapters.store.connection import fetch_value
-from service.adapters.store.unit import SqliteSyncStore
+from service.adapters.store.unit import SqliteUnitOfWork
 from service.core.clock import ManualClock
 from service.core.planner import PlanPolicy
 from service.errors import ApiError, CircuitOpen
@@ -30,7 +30,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 def make_poller(api: FakeWiseflowApi, store: Store, clock: ManualClock) -> Poller:
-    return Poller(api, SqliteSyncStore(store), clock, random.Random(7), POLICY, concurrency=3)
+    return Poller(api, SqliteUnitOfWork(store), clock, random.Random(7), POLICY, concurrency=3)
 
 
 def world() -> FakeWiseflowApi:
@@ -115,8 +115,8 @@ async def test_an_interrupted_discovery_keeps_its_pass(store: Store) -> None:
     api.fail_when(lambda r: r[0] == "search_flows" and r[1][1] == 20, CircuitOpen("http://x", 5.0, "down"))
     first = await poller.run_once()
     assert first.outcome == "interrupted"
-    async with store.transaction() as db:
-        started = (await runs.get_checkpoint(db, "discovery"))["pass_started"]
+    async with SqliteUnitOfWork(store).read() as unit:
+        started = (await unit.checkpoints.get("discovery"))["pass_started"]
     clock.advance(5)
     second = await poller.run_once()
     assert second.outcome == "ok"
@@ -167,8 +167,8 @@ async def test_a_flow_archived_unseen_gets_its_state_read_and_a_final_fetch(stor
     await poller.run_once()
     assert ("get_flow", 7) in api.requests
     assert ("assessments", 7) in api.requests
-    async with store.transaction() as db:
-        flow, plan = await mirror.load_flow(db, 7) or (None, None)
+    async with SqliteUnitOfWork(store).read() as unit:
+        flow, plan = await unit.flows.get(7) or (None, None)
     assert (flow and flow.state, plan and plan.final_fetch_done) == ("ARCHIVED", True)
 
 
@@ -202,7 +202,7 @@ async def test_refresh_assessments_feeds_the_outbox_at_once(store: Store) -> Non
     poller = make_poller(api, store, clock)
     await poller.run_once()
     api.flows[2].grades[2002] = {"grade": "D", "adminGrade": "7", "date": 1_700_001_000}
-    await poller.refresh_assessments(2)
+    await poller.refresh.refresh_assessments(2)
     assert await count(store, "SELECT count(*) FROM outbox WHERE participant_id = 2002") == 2
 
 
@@ -210,7 +210,7 @@ async def test_refresh_flow_of_an_unknown_flow_mirrors_it(store: Store) -> None:
     """A webhook for a flow discovery has not seen yet creates it, due for a refresh."""
     api, clock = world(), ManualClock()
     poller = make_poller(api, store, clock)
-    await poller.refresh_assessments(3)
+    await poller.refresh.refresh_assessments(3)
     assert await count(store, "SELECT state FROM flows WHERE flow_id = 3") == "PARTICIPATION_STARTED"
     assert await count(store, "SELECT count(*) FROM assessments WHERE flow_id = 3") == 12
 

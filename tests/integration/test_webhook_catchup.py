@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from service.adapters.store import Store, mirror
+from service.adapters.store import Store
 from service.adapters.store.inbox import Inbox
+from service.adapters.store.unit import SqliteUnit, SqliteUnitOfWork
 from service.app import SERVICE, build_app
 from service.core.clock import ManualClock
 from service.core.records import Flow
@@ -17,6 +18,7 @@ from service.core.webhook_events import WebhookEvent
 from service.errors import CircuitOpen
 from service.settings import load_settings
 from service.sync.catchup import HEARTBEAT, CatchUp
+from service.sync.signals import Signals
 from tests.integration.test_webhook_worker import FakeRefresher
 from tests.waiting import wait_until
 
@@ -37,20 +39,26 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
                 Flow(2, "ARCHIVED"),
                 Flow(3, "CONCLUDED", participation_start=0, participation_end=5, marking_end=10),
             ):
-                await mirror.save_flow(db, flow, T0)
+                await SqliteUnit(db).flows.save(flow, T0)
         yield s
     finally:
         await s.close()
 
 
 def _catchup(store: Store, clock: ManualClock, refresher: FakeRefresher) -> CatchUp:
-    return CatchUp(Inbox(store), refresher, clock, horizon=HORIZON)
+    return CatchUp(SqliteUnitOfWork(store), refresher, Signals(), clock, horizon=HORIZON)
+
+
+async def _heartbeat(store: Store, at: float) -> None:
+    """The heartbeat a previous process left."""
+    async with SqliteUnitOfWork(store).transaction() as unit:
+        await unit.checkpoints.set(HEARTBEAT, at, at)
 
 
 async def test_long_downtime_catches_up_active_flows_at_start(store: Store) -> None:
     """A previous heartbeat older than the horizon makes start() refresh every flow active in the gap."""
     clock = ManualClock(start=T0)
-    await Inbox(store).set_marker(HEARTBEAT, T0 - HORIZON - 1)
+    await _heartbeat(store, T0 - HORIZON - 1)
     refresher = FakeRefresher()
     gap = await _catchup(store, clock, refresher).start()
     assert gap is not None
@@ -61,7 +69,7 @@ async def test_long_downtime_catches_up_active_flows_at_start(store: Store) -> N
 async def test_short_downtime_needs_no_catch_up(store: Store) -> None:
     """Down for less than the horizon: WISEflow redelivers, nothing is refreshed."""
     clock = ManualClock(start=T0)
-    await Inbox(store).set_marker(HEARTBEAT, T0 - 60)
+    await _heartbeat(store, T0 - 60)
     refresher = FakeRefresher()
     assert await _catchup(store, clock, refresher).start() is None
     assert refresher.calls == []
@@ -103,7 +111,7 @@ async def test_a_delivery_resets_the_silence(store: Store) -> None:
 async def test_an_interrupted_catch_up_is_retried(store: Store) -> None:
     """When the breaker is open during a catch-up, the next check tries again until it completes."""
     clock = ManualClock(start=T0)
-    await Inbox(store).set_marker(HEARTBEAT, T0 - HORIZON - 1)
+    await _heartbeat(store, T0 - HORIZON - 1)
     refresher = FakeRefresher()
     refresher.fail = 1
     refresher.error = CircuitOpen("http://api", 5.0, "maintenance")
@@ -123,8 +131,9 @@ async def test_a_quiet_night_costs_nothing(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "quiet.sqlite3")
     try:
         async with store.transaction() as db:
-            await mirror.save_flow(db, Flow(1, "CONCLUDED", marking_start=0, marking_end=10), T0)
-            await mirror.save_flow(db, Flow(2, "ACTIVATED", participation_start=int(T0) + 86_400 * 30), T0)
+            flows = SqliteUnit(db).flows
+            await flows.save(Flow(1, "CONCLUDED", marking_start=0, marking_end=10), T0)
+            await flows.save(Flow(2, "ACTIVATED", participation_start=int(T0) + 86_400 * 30), T0)
         clock, refresher = ManualClock(start=T0), FakeRefresher()
         catchup = _catchup(store, clock, refresher)
         await catchup.start()
@@ -151,7 +160,8 @@ async def test_the_running_service_starts_the_catch_up(tmp_path: Path) -> None:
         assert "wiseflow-sync:catchup" in {task.get_name() for task in service.tasks}
 
         async def heartbeat_written() -> bool:
-            return await service.inbox.get_marker(HEARTBEAT) is not None
+            async with service.uow.read() as unit:
+                return await unit.checkpoints.get(HEARTBEAT) is not None
 
         # The loop's first step is start(), which writes the heartbeat.
         await wait_until(heartbeat_written, what="the catch-up's first heartbeat")

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from service.adapters.store import Store
+from service.adapters.store.connection import fetch_text
 from service.adapters.store.inbox import Inbox
+from service.adapters.store.unit import SqliteUnitOfWork
 from service.cli import main
 from service.commands.webhooks import ensure
 from service.core.ports import WEBHOOK_EVENTS
@@ -27,7 +29,8 @@ async def _database_with_dead_letter(path: Path) -> None:
         inbox = Inbox(store)
         await inbox.record(WebhookEvent("d1", 11, "FINAL_GRADE", int(NOW), 5, 1), b"{}", "pending", NOW)
         await inbox.record(WebhookEvent("d2", 12, "FINAL_GRADE", int(NOW), 5, 1), b"{}", "pending", NOW)
-        await inbox.mark_failed([11], "ApiUnavailable: down", NOW, max_attempts=1)
+        async with SqliteUnitOfWork(store).transaction() as unit:
+            await unit.inbox.mark_failed([11], "ApiUnavailable: down", NOW, max_attempts=1)
     finally:
         await store.close()
 
@@ -35,7 +38,7 @@ async def _database_with_dead_letter(path: Path) -> None:
 async def _status(path: Path, sequence: int) -> str | None:
     store = await Store.open(path)
     try:
-        return await Inbox(store).status_of(sequence)
+        return await fetch_text(store.db, "SELECT status FROM inbox WHERE sequence = ?", (sequence,))
     finally:
         await store.close()
 
@@ -66,7 +69,7 @@ async def test_replay_is_safe_to_repeat(tmp_path: Path, capsys: pytest.CaptureFi
     assert out == [
         "re-queued 1 event(s); the service's inbox worker will process them",
         "event 11 is pending: nothing to replay",
-        "no dead events to replay",
+        "no dead letters to replay",
     ]
 
 

@@ -1,4 +1,6 @@
-"""The inbox worker over a real SQLite inbox, a fake refresher and a manual clock (no sleeping)."""
+"""The inbox worker over a real SQLite inbox, a fake refresher and a manual clock (no sleeping).
+
+(tests/unit/test_inbox_worker_unit.py drives the same worker over the in-memory `FakeUnitOfWork`.)"""
 
 from __future__ import annotations
 
@@ -13,11 +15,14 @@ import pytest
 from service.adapters.store import Store
 from service.adapters.store.connection import WriterTurn
 from service.adapters.store.inbox import Inbox, Recorded
+from service.adapters.store.unit import SqliteUnitOfWork
 from service.core.clock import ManualClock
+from service.core.store_ports import DeadLetter
 from service.core.webhook_events import WebhookEvent
 from service.core.webhook_figures import WebhookFigures
 from service.errors import ApiError, ApiUnavailable, AuthError, CircuitOpen
 from service.sync.inbox_worker import InboxWorker, WorkerPolicy
+from service.sync.signals import Signals
 from tests.waiting import wait_until
 
 NOW = 1_700_000_000.0
@@ -40,23 +45,28 @@ class FakeRefresher:
     async def refresh_flow(self, flow_id: int) -> None:
         await self._call("flow", flow_id)
 
-    async def refresh_assessments(self, flow_id: int) -> None:
+    async def refresh_assessments(self, flow_id: int) -> int:
         await self._call("assessments", flow_id)
+        return 0  # the rows it queued: none here (tests/unit has the refresh that queues)
 
-    async def refresh_participants(self, flow_id: int) -> None:
+    async def refresh_participants(self, flow_id: int) -> int:
         await self._call("participants", flow_id)
+        return 0
 
 
 class World:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.inbox = Inbox(store)
+        self.uow = SqliteUnitOfWork(store)
+        self.signals = Signals()
         self.clock = ManualClock(start=NOW)
         self.refresher = FakeRefresher()
         self.figures = WebhookFigures()
         self.worker = InboxWorker(
-            self.inbox,
+            self.uow,
             self.refresher,
+            self.signals,
             self.clock,
             WorkerPolicy(max_attempts=3, base=1.0, cap=10.0),
             self.figures,
@@ -66,6 +76,14 @@ class World:
     async def add(self, sequence: int, event: str = "FINAL_GRADE", flow_id: int = 10) -> None:
         ev = WebhookEvent(f"d{sequence}", sequence, event, int(NOW), flow_id, 1)
         await self.inbox.record(ev, b"{}", "pending", self.clock.wall())
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        async with self.uow.read() as unit:
+            return await unit.inbox.dead_letters()
+
+    async def replay(self, sequence: int | None) -> int:
+        async with self.uow.transaction() as unit:
+            return (await unit.inbox.replay(sequence)).requeued
 
     async def statuses(self) -> dict[int, str]:
         async with self.store.db.execute("SELECT sequence, status FROM inbox") as cur:
@@ -149,10 +167,11 @@ async def test_an_event_received_after_the_refresh_began_waits_for_the_next(worl
     world.clock.advance(1.0)
     refresh = world.refresher.refresh_assessments
 
-    async def refresh_while_an_event_arrives(flow_id: int) -> None:
-        await refresh(flow_id)
+    async def refresh_while_an_event_arrives(flow_id: int) -> int:
+        queued = await refresh(flow_id)
         world.clock.advance(1.0)
         await world.add(3)  # received after the refresh began
+        return queued
 
     world.refresher.refresh_assessments = refresh_while_an_event_arrives  # type: ignore[method-assign]
     await world.worker.run_once()
@@ -202,7 +221,7 @@ async def test_failures_retry_with_backoff_then_dead_letter(world: World) -> Non
         await world.worker.run_once()
     assert await world.statuses() == {1: "dead"}
     assert world.figures.dead_lettered == 1
-    dead = await world.inbox.dead_letters()
+    dead = await world.dead_letters()
     assert (dead[0].attempts, dead[0].last_error) == (3, "ApiError: refused | status=422 | attempt=1")
 
 
@@ -252,10 +271,10 @@ async def test_replay_requeues_dead_letters_and_is_repeatable(world: World) -> N
         await world.worker.run_once()
         world.clock.advance(10.0)
     assert await world.statuses() == {1: "dead", 2: "dead"}
-    assert await world.inbox.replay(1) == 1
-    assert await world.inbox.replay(1) == 0
-    assert await world.inbox.replay(None) == 1
-    assert await world.inbox.replay(None) == 0
+    assert await world.replay(1) == 1
+    assert await world.replay(1) == 0
+    assert await world.replay(None) == 1
+    assert await world.replay(None) == 0
     world.refresher.fail = 0
     await world.worker.run_once()
     assert await world.statuses() == {1: "done", 2: "done"}
@@ -277,20 +296,17 @@ async def test_unknown_events_are_never_processed(world: World) -> None:
     assert (world.refresher.calls, await world.statuses()) == ([], {9: "unknown"})
 
 
-async def test_counts_and_markers(world: World) -> None:
-    """Counts by status include deliveries; markers round-trip through the checkpoints table."""
+async def test_counts_include_deliveries(world: World) -> None:
+    """Counts by status include deliveries."""
     await world.add(1)
     await world.add(2)
     await world.worker.run_once()
-    assert await world.inbox.counts() == {"done": 2, "deliveries": 2}
-    assert await world.inbox.get_marker("heartbeat") is None
-    await world.inbox.set_marker("heartbeat", 123.5)
-    await world.inbox.set_marker("heartbeat", 124.5)
-    assert await world.inbox.get_marker("heartbeat") == 124.5
+    async with world.uow.read() as unit:
+        assert await unit.inbox.counts() == {"done": 2, "deliveries": 2}
 
 
 async def test_run_loop_processes_on_wake_and_stops_on_cancel(world: World) -> None:
-    """The background loop processes an event soon after wake() and ends cleanly when cancelled."""
+    """The background loop processes an event soon after `Signals.stored()` and ends cleanly when cancelled."""
     world.worker.policy = WorkerPolicy(idle_interval=3600.0)  # only a wake-up can explain a prompt pass
     passes: list[object] = []
     one_pass = world.worker.run_once
@@ -304,8 +320,8 @@ async def test_run_loop_processes_on_wake_and_stops_on_cancel(world: World) -> N
     task = asyncio.create_task(world.worker.run())
     await wait_until(lambda: len(passes) == 1, what="the first (empty) pass over")  # the loop now waits
     await world.add(1)
-    world.worker.wake()
-    await wait_until(lambda: len(passes) == 2, what="a pass after wake()")
+    world.signals.stored()
+    await wait_until(lambda: len(passes) == 2, what="a pass after stored()")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -332,7 +348,8 @@ class HeldRefresher(FakeRefresher):
 async def test_flows_are_refreshed_a_few_at_a_time(world: World) -> None:
     """Five flows with concurrency 2: at most two refreshes run at once, and every event is done."""
     refresher = HeldRefresher()
-    worker = InboxWorker(world.inbox, refresher, world.clock, WorkerPolicy(concurrency=2), world.figures)
+    policy = WorkerPolicy(concurrency=2)
+    worker = InboxWorker(world.uow, refresher, world.signals, world.clock, policy, world.figures)
     for flow_id in range(5):
         await world.add(100 + flow_id, flow_id=flow_id)
     passing = asyncio.create_task(worker.run_once())
@@ -415,7 +432,7 @@ async def test_an_hour_of_refused_credentials_dead_letters_nothing(world: World)
         passes += 1
     assert passes >= 3600 / 5
     assert world.figures.dead_lettered == 0
-    assert await world.inbox.dead_letters() == []
+    assert await world.dead_letters() == []
     async with world.store.db.execute("SELECT attempts FROM inbox ORDER BY sequence") as cur:
         assert [r[0] for r in await cur.fetchall()] == [0, 0, 0]
     world.refresher.fail = 0

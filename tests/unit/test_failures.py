@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 
 from service.core.failures import Verdict, classify, describe, needs_operator, retry_after
@@ -27,7 +25,7 @@ from service.errors import (
         (ApiUnavailable("down", status=503), Verdict.STOP_AND_WAIT),
         (AuthError("credentials refused", status=400), Verdict.STOP_AND_WAIT),
         (StoreError("database full"), Verdict.RETRY_ITEM_LATER),
-        (sqlite3.OperationalError("database is locked"), Verdict.RETRY_ITEM_LATER),
+        (OSError("No space left on device"), Verdict.RETRY_ITEM_LATER),
         (ApiError("not found", status=404), Verdict.BLAME_ITEM),
         (SinkError("refused", status=422), Verdict.BLAME_ITEM),
         (SinkError("refused", status=401), Verdict.BLAME_ITEM),

@@ -112,7 +112,16 @@ class Store:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[aiosqlite.Connection]:
-        """A connection for reads outside any write: committed rows only (the writer's under its lock)."""
+        """A connection for reads outside any write: committed rows only; a failure is a `StoreError`."""
+        try:
+            async with self._reading() as db:
+                yield db
+        except sqlite3.Error as exc:
+            raise store_error(exc) from exc
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The read connection (the writer's, under its lock, for an in-memory database)."""
         task = asyncio.current_task()
         if self._reader is not None:
             if task is not None and task is self._read_owner:
@@ -133,7 +142,10 @@ class Store:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """`BEGIN IMMEDIATE` ... `COMMIT`, or `ROLLBACK` on any exception (including cancellation)."""
+        """`BEGIN IMMEDIATE` ... `COMMIT`, or `ROLLBACK` on any exception (including cancellation).
+
+        A failed statement or commit comes out as `StoreError` (raised from the driver's error).
+        """
         task = asyncio.current_task()
         if task is not None and task is self._owner:
             yield self.db  # already inside one: the outer transaction commits or rolls back
@@ -144,12 +156,15 @@ class Store:
                 try:
                     await self.db.execute("BEGIN IMMEDIATE")
                     yield self.db
-                except BaseException:
+                    await asyncio.shield(self.db.execute("COMMIT"))
+                except BaseException as exc:
                     # Shielded: a cancelled task must still end its transaction. The connection's thread runs
-                    # statements in order, so this ROLLBACK follows even a BEGIN that was cancelled mid-await.
+                    # statements in order, so this ROLLBACK follows even a BEGIN that was cancelled mid-await;
+                    # after a failed COMMIT (disk full) it ends what is left open.
                     await asyncio.shield(self._rollback())
+                    if isinstance(exc, sqlite3.Error):
+                        raise store_error(exc) from exc
                     raise
-                await asyncio.shield(self.db.execute("COMMIT"))
             finally:
                 self._owner = None
 
@@ -158,36 +173,14 @@ class Store:
         with contextlib.suppress(sqlite3.OperationalError):
             await self.db.execute("ROLLBACK")
 
-    @asynccontextmanager
-    async def exclusive(self, name: str, poll: float = 0.2) -> AsyncIterator[None]:
-        """Hold a lock shared by every process using this database (e.g. "sync": runs never overlap).
-
-        An flock on `<database>.<name>.lock`: the kernel releases it when its holder dies, even by kill -9,
-        so a crashed run never blocks the next one. Waits (polling) while another process holds it.
-        """
-        if self.path == ":memory:":
-            yield
-            return
-        fd = os.open(f"{self.path}.{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    await asyncio.sleep(poll)
-            yield
-        finally:
-            os.close(fd)  # closing the descriptor releases the lock
-
     @staticmethod
     @contextmanager
     def hold(path: str, name: str, holder: str) -> Iterator[None]:
         """Hold `<path>.<name>.lock` for the block, or raise `StoreError` saying who holds it now.
 
-        Unlike `exclusive` it does not wait: a second `run` on one database refuses to start. `holder` (who
-        and since when) is written into the file for that refusal to quote; the kernel releases the lock
-        when its holder dies, even by kill -9.
+        Unlike `SqliteUnitOfWork.exclusive` it does not wait: a second `run` on one database refuses to
+        start. `holder` (who and since when) is written into the file for that refusal to quote; the kernel
+        releases the lock when its holder dies, even by kill -9.
         """
         if path == ":memory:":
             yield
@@ -244,6 +237,12 @@ class Store:
             if self._reader is not None:
                 await self._reader.close()
             await self.db.close()
+
+
+def store_error(exc: sqlite3.Error) -> StoreError:
+    """The driver's error as ours (classified in the core without it): its message names the failure
+    (locked, full, read-only), never a value."""
+    return StoreError(f"{type(exc).__name__}: {exc}")
 
 
 async def schema_version(db: aiosqlite.Connection) -> int:

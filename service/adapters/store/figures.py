@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 
 import aiosqlite
 
-from service.adapters.store import retention, runs
+from service.adapters.store import retention
 from service.adapters.store.connection import Store, fetch_int
+from service.adapters.store.runs import SqliteRuns
 from service.core.pause_figures import Exchange, pause_figures
 
 
@@ -63,7 +64,7 @@ async def _figures(db: aiosqlite.Connection) -> StoredFigures:
     f.dead_letters = await _count(db, "SELECT COUNT(*) FROM inbox WHERE status = 'dead'")
     f.grades_delivered = await _count(db, "SELECT COUNT(*) FROM outbox WHERE status = 'delivered'")
     f.grades_pending = await _count(db, "SELECT COUNT(*) FROM outbox WHERE status != 'delivered'")
-    f.last_success_at = await runs.last_success_at(db)
+    f.last_success_at = await SqliteRuns(db).last_success_at()
     async with db.execute(
         "SELECT method, path, COALESCE(status, 0), COUNT(*) FROM request_journal GROUP BY 1, 2, 3"
     ) as cursor:
@@ -90,12 +91,6 @@ def _add_pruned(f: StoredFigures, totals: dict[str, int], calls: list[int], rout
     f.ok_run_calls = f.ok_run_calls[:1] + calls + f.ok_run_calls[1:]
     for route, requests in routes.items():
         f.requests_by_route[route] = f.requests_by_route.get(route, 0) + requests
-
-
-async def last_success_at(store: Store) -> float | None:
-    """When the last successful sync run ended (None before the first): the staleness alert's figure."""
-    async with store.read() as db:
-        return await runs.last_success_at(db)
 
 
 async def _count(db: aiosqlite.Connection, sql: str) -> int:

@@ -14,9 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import aiosqlite
-
-from service.adapters.store.connection import Store
+from service.adapters.store.connection import Store, StoreError
 
 log = logging.getLogger("service.store")
 
@@ -99,7 +97,7 @@ class JournalWriter:
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
-        except aiosqlite.Error:
+        except StoreError:  # the store raises it from any driver error
             # Diagnostics must never break a sync: drop this batch and say so.
             log.warning("request journal batch dropped", extra={"event": "journal.dropped", "rows": len(rows)})
             return 0

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from service.adapters.store import runs
 from service.adapters.store.connection import Store
+from service.adapters.store.runs import SqliteCheckpoints
 from service.core.clock import Clock
 from service.core.ports import PauseState, SavedPause
 
@@ -32,10 +32,11 @@ class SqlitePauseStore:
         """Keep the pause until `until_wall` unless a longer one is saved already (one transaction)."""
         now = self._clock.wall()
         async with self._store.transaction() as db:
-            saved = _decode(await runs.get_checkpoint(db, PAUSE_KEY))
+            checkpoints = SqliteCheckpoints(db)
+            saved = _decode(await checkpoints.get(PAUSE_KEY))
             if saved.pause is None or saved.pause.until < until_wall:
                 value = {"until": until_wall, "reason": reason, "saved_at": now, "generation": saved.generation}
-                await runs.set_checkpoint(db, PAUSE_KEY, value, now)
+                await checkpoints.set(PAUSE_KEY, value, now)
             return saved.generation
 
     async def load(self) -> SavedPause | None:
@@ -45,15 +46,15 @@ class SqlitePauseStore:
     async def current(self) -> PauseState:
         """The saved pause and its generation."""
         async with self._store.read() as db:
-            return _decode(await runs.get_checkpoint(db, PAUSE_KEY))
+            return _decode(await SqliteCheckpoints(db).get(PAUSE_KEY))
 
     async def clear(self) -> SavedPause | None:
         """Forget the saved pause, counting a new generation; return what was saved."""
         now = self._clock.wall()
         async with self._store.transaction() as db:
-            saved = _decode(await runs.get_checkpoint(db, PAUSE_KEY))
-            value = {"cleared_at": now, "generation": saved.generation + 1}
-            await runs.set_checkpoint(db, PAUSE_KEY, value, now)
+            checkpoints = SqliteCheckpoints(db)
+            saved = _decode(await checkpoints.get(PAUSE_KEY))
+            await checkpoints.set(PAUSE_KEY, {"cleared_at": now, "generation": saved.generation + 1}, now)
             return saved.pause
 
 

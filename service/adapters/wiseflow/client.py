@@ -82,6 +82,7 @@ class WiseflowClient:
         auth_retry_base: float = 30.0,
         tracer: trace.Tracer | None = None,
         pause_store: PauseStore | None = None,
+        on_pause_lifted: Callable[[], None] | None = None,
     ) -> None:
         settings.require_api_credentials()
         self.settings = settings
@@ -96,7 +97,7 @@ class WiseflowClient:
         policy = replace(breaker_policy or BreakerPolicy(), pause_max=settings.pause_max)
         self.breaker = breaker or Breaker(settings.api_url, policy, self._clock, on_transition)
         # Where a pause WISEflow asks for is saved before the next request leaves (None: memory only).
-        self.pauses = DurablePause(pause_store, self._clock, self.limiter, self.breaker)
+        self.pauses = DurablePause(pause_store, self._clock, self.limiter, self.breaker, on_pause_lifted)
         self.transport = Transport(
             settings,
             self._clock,

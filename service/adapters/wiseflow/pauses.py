@@ -56,7 +56,12 @@ class DurablePause:
     """The process's side of the saved pause (`store` None: memory only, nothing to read or lift)."""
 
     def __init__(
-        self, store: PauseStore | None, clock: Clock, limiter: AsyncRateLimiter, breaker: Breaker
+        self,
+        store: PauseStore | None,
+        clock: Clock,
+        limiter: AsyncRateLimiter,
+        breaker: Breaker,
+        on_lift: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self._clock = clock
@@ -68,7 +73,7 @@ class DurablePause:
         self._holds: list[_Hold] = []
         self._looked = -math.inf  # loop time of the last read
         self._lifted = asyncio.Event()  # set (and replaced) when a clear lifts a pause: sleepers wake
-        self.on_lift: list[Callable[[], None]] = []  # told after a lift (the inbox worker's wake-up)
+        self._on_lift = on_lift  # told after a lift (`Signals.pause_lifted`: the inbox worker looks again)
 
     async def record(self, seconds: float, reason: str) -> None:
         """Save a pause of `seconds` from now; returns once committed (a cancelled caller does not stop it)."""
@@ -169,8 +174,8 @@ class DurablePause:
         )
         self._lifted.set()
         self._lifted = asyncio.Event()
-        for wake in self.on_lift:
-            wake()
+        if self._on_lift is not None:
+            self._on_lift()
 
     def _adopt(self, state: PauseState, now: float) -> bool:
         """Hold a saved pause that ends later than any we hold; True when the limiter now waits longer."""

@@ -1,0 +1,161 @@
+"""Repository of the inbox as the worker's queue (`unit.inbox`): pending events, done / covered / failed /
+deferred, dead letters and their replay, and the figures catch-up and /status read.
+
+The receiver commits events apart, through `inbox.Inbox`'s group commit; this side only reads and updates
+them, on the connection of one unit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+import aiosqlite
+
+from service.adapters.store.connection import fetch_float, fetch_int, fetch_text
+from service.core.store_ports import Cover, DeadLetter, InboxRow, Replay
+
+_COLUMNS: Final = (
+    "sequence, event, flow_id, participant_id, event_timestamp, received_at, status, attempts, "
+    "next_attempt_at, last_error, processed_at, receipt"
+)
+# Pending and due, and before the first not-yet-due event of its flow (the blocked head), if any. The
+# blocked heads are few (the events waiting for a retry), so they are found once, through inbox_pending.
+_WORKABLE: Final = (
+    "WITH blocked AS (SELECT flow_id, MIN(sequence) AS head FROM inbox"  # noqa: S608 - constant columns
+    " WHERE status = 'pending' AND next_attempt_at > ? GROUP BY flow_id)"
+    f" SELECT {', '.join('i.' + c.strip() for c in _COLUMNS.split(','))} FROM inbox i"
+    " LEFT JOIN blocked b ON b.flow_id = i.flow_id"
+    " WHERE i.status = 'pending' AND i.next_attempt_at <= ? AND (b.head IS NULL OR i.sequence < b.head)"
+    " ORDER BY i.sequence LIMIT ?"
+)
+_COVER: Final = (
+    "UPDATE inbox SET status = 'done', processed_at = ?, last_error = NULL "
+    "WHERE status = 'pending' AND flow_id = ? AND received_at <= ?"
+)
+
+
+def _marks(values: Sequence[object]) -> str:
+    """`?, ?, ...` for `values` (placeholders only: never a value in the SQL text)."""
+    return ", ".join("?" for _ in values)
+
+
+class SqliteInbox:
+    """`unit.inbox` on one connection (see the module docstring)."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def pending(self, now: float, limit: int = 500) -> list[InboxRow]:
+        """The events to work on at `now`, in sequence order: pending, due, and not behind a waiting one.
+
+        An event waits behind the first event of its flow that is still waiting for its retry (order per
+        flow), so a batch never fills up with events that cannot be worked on while other flows' wait.
+        """
+        async with self._db.execute(_WORKABLE, (now, now, limit)) as cursor:
+            return [InboxRow(*tuple(r)) for r in await cursor.fetchall()]
+
+    async def next_retry_at(self, after: float) -> float | None:
+        """When the earliest pending event waiting for a retry after `after` is due, or None when none waits."""
+        sql = "SELECT MIN(next_attempt_at) FROM inbox WHERE status = 'pending' AND next_attempt_at > ?"
+        return await fetch_float(self._db, sql, (after,))
+
+    async def newest_done(self, flow_id: int, events: Sequence[str]) -> int | None:
+        """The highest sequence already applied for `flow_id` among `events` (one refresh kind)."""
+        if not events:
+            return None
+        sql = (
+            "SELECT MAX(sequence) FROM inbox WHERE flow_id = ? AND status = 'done'"  # noqa: S608 - placeholders only
+            f" AND event IN ({_marks(events)})"
+        )
+        return await fetch_int(self._db, sql, (flow_id, *events))
+
+    async def mark_done(self, sequences: Sequence[int], now: float) -> None:
+        """Mark pending events done (processed at `now`)."""
+        await self._db.executemany(
+            "UPDATE inbox SET status = 'done', processed_at = ?, last_error = NULL "
+            "WHERE sequence = ? AND status = 'pending'",
+            [(now, s) for s in sequences],
+        )
+
+    async def mark_covered(self, covers: Sequence[Cover], now: float) -> list[float]:
+        """For each (flow, events, received_by): mark done the pending `events` of that flow received by
+        `received_by`; return the receipt times of the events marked.
+
+        A refresh that began at `received_by` fetched a state that already holds what those events announce
+        (each was sent after its change), so however many piled up, one refresh per flow answers them all.
+        """
+        received: list[float] = []
+        for flow_id, events, received_by in covers:
+            sql = f"{_COVER} AND event IN ({_marks(events)}) RETURNING received_at"  # noqa: S608 - placeholders only
+            async with self._db.execute(sql, (now, flow_id, received_by, *events)) as cursor:
+                received += [float(row[0]) for row in await cursor.fetchall()]
+        return received
+
+    async def mark_failed(
+        self, sequences: Sequence[int], error: str, next_attempt_at: float, max_attempts: int
+    ) -> list[int]:
+        """Count one failed attempt; events reaching `max_attempts` become 'dead'. Returns the dead ones."""
+        if not sequences:
+            return []
+        await self._db.executemany(
+            "UPDATE inbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, "
+            "status = CASE WHEN attempts + 1 >= ? THEN 'dead' ELSE 'pending' END "
+            "WHERE sequence = ? AND status = 'pending'",
+            [(error, next_attempt_at, max_attempts, s) for s in sequences],
+        )
+        sql = (
+            "SELECT sequence FROM inbox WHERE status = 'dead'"  # noqa: S608 - placeholders only
+            f" AND sequence IN ({_marks(sequences)})"
+        )
+        async with self._db.execute(sql, tuple(sequences)) as cursor:
+            return [int(r[0]) for r in await cursor.fetchall()]
+
+    async def defer(self, sequences: Sequence[int], until: float) -> None:
+        """Postpone pending events without counting an attempt (the API said wait: not their fault)."""
+        await self._db.executemany(
+            "UPDATE inbox SET next_attempt_at = MAX(next_attempt_at, ?)"
+            " WHERE sequence = ? AND status = 'pending'",
+            [(until, s) for s in sequences],
+        )
+
+    async def counts(self) -> dict[str, int]:
+        """Events by status, plus 'deliveries' (every delivery id recorded)."""
+        async with self._db.execute("SELECT status, COUNT(*) FROM inbox GROUP BY status") as cursor:
+            counts = {str(r[0]): int(r[1]) for r in await cursor.fetchall()}
+        counts["deliveries"] = await fetch_int(self._db, "SELECT COUNT(*) FROM inbox_deliveries") or 0
+        return counts
+
+    async def last_delivery_at(self) -> float | None:
+        """When the last delivery (new or duplicate) arrived: WISEflow was talking to us then."""
+        sql = "SELECT received_at FROM inbox_deliveries ORDER BY rowid DESC LIMIT 1"
+        return await fetch_float(self._db, sql)
+
+    async def dead_letters(self, limit: int = 1000) -> list[DeadLetter]:
+        """Dead events, oldest first (never their body)."""
+        sql = (
+            "SELECT sequence, event, flow_id, participant_id, attempts, last_error, received_at FROM inbox"
+            " WHERE status = 'dead' ORDER BY sequence LIMIT ?"
+        )
+        async with self._db.execute(sql, (limit,)) as cursor:
+            return [
+                DeadLetter(int(r[0]), str(r[1]), r[2], r[3], int(r[4]), r[5], float(r[6]))
+                for r in await cursor.fetchall()
+            ]
+
+    async def replay(self, item_id: int | None) -> Replay:
+        """Re-queue the dead event `item_id` (None: every dead event) with a fresh attempt count.
+
+        Nothing supersedes an event: its refresh fetches the flow's current state, so an older one replayed
+        after a newer cannot roll anything back. Safe to repeat.
+        """
+        status: str | None = "dead"
+        if item_id is not None:
+            status = await fetch_text(self._db, "SELECT status FROM inbox WHERE sequence = ?", (item_id,))
+        # `? IS NULL` selects every dead event when no sequence is given: one constant statement.
+        async with self._db.execute(
+            "UPDATE inbox SET status = 'pending', attempts = 0, next_attempt_at = 0, last_error = NULL "
+            "WHERE status = 'dead' AND (? IS NULL OR sequence = ?)",
+            (item_id, item_id),
+        ) as cursor:
+            return Replay(cursor.rowcount, 0, status)
