@@ -1,0 +1,217 @@
+"""One contract, two implementations: the rules of the store's ports, on SQLite and on `FakeUnitOfWork`.
+
+The loops' unit tests run on the fake; these tests are what make its answers the real store's answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from service.adapters.store import Store
+from service.adapters.store.inbox import Inbox
+from service.adapters.store.unit import SqliteUnitOfWork
+from service.core.planner import FlowPlan
+from service.core.records import Flow, GradeVersion
+from service.core.store_ports import Replay, RunCounters, UnitOfWork
+from service.core.webhook_events import WebhookEvent
+from service.errors import StoreError
+from tests.fake_unit import FakeUnitOfWork
+
+NOW = 1_700_000_000.0
+
+
+@dataclass
+class Subject:
+    """A unit of work, and the receiver's way to commit an event into it."""
+
+    uow: UnitOfWork
+    store: Store | None = None
+
+    async def receive(self, sequence: int, flow_id: int, event: str = "FINAL_GRADE") -> None:
+        """Commit a webhook event as the receiver does."""
+        received = WebhookEvent(f"d{sequence}", sequence, event, int(NOW), flow_id, 7)
+        if self.store is not None:
+            await Inbox(self.store).record(received, b"{}", "pending", NOW)
+        else:
+            assert isinstance(self.uow, FakeUnitOfWork)
+            self.uow.receive(received, NOW)
+
+
+@pytest.fixture(params=["sqlite", "fake"])
+async def subject(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Subject]:
+    if request.param == "fake":
+        yield Subject(FakeUnitOfWork())
+        return
+    store = await Store.open(tmp_path / "contract.sqlite3")
+    try:
+        yield Subject(SqliteUnitOfWork(store), store)
+    finally:
+        await store.close()
+
+
+async def test_a_transaction_that_raises_leaves_nothing(subject: Subject) -> None:
+    """Every write of a transaction whose block raised is gone; a committed one stays."""
+    uow = subject.uow
+
+    async def fail_after_writing() -> None:
+        async with uow.transaction() as unit:
+            await unit.checkpoints.set("k", {"a": 1}, NOW)
+            raise RuntimeError("the block failed")
+
+    with pytest.raises(RuntimeError):
+        await fail_after_writing()
+    async with uow.transaction() as unit:
+        assert await unit.checkpoints.get("k") is None
+        await unit.checkpoints.set("k", [1, 2], NOW)
+    async with uow.read() as unit:
+        assert await unit.checkpoints.get("k") == [1, 2]
+
+
+async def test_reads_see_only_what_committed_and_refuse_writes(subject: Subject) -> None:
+    """A read beside an open transaction sees the committed value; a write in a read is a StoreError."""
+    uow = subject.uow
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def writer() -> None:
+        async with uow.transaction() as unit:
+            await unit.checkpoints.set("k", 2, NOW)
+            inside.set()
+            await release.wait()
+
+    async def write_in_a_read() -> None:
+        async with uow.read() as unit:
+            await unit.checkpoints.set("k", 3, NOW)
+
+    task = asyncio.create_task(writer())
+    await inside.wait()
+    async with uow.read() as unit:
+        assert await unit.checkpoints.get("k") is None
+    release.set()
+    await task
+    async with uow.read() as unit:
+        assert await unit.checkpoints.get("k") == 2
+    with pytest.raises(StoreError):
+        await write_in_a_read()
+
+
+async def test_a_flow_write_older_than_the_last_commit_is_refused(subject: Subject) -> None:
+    """The state clock: a write fetched before a later committed write does not land; the refresh
+    version is claimed once; a 404 older than the flow's last write does not remove it."""
+    async with subject.uow.transaction() as unit:
+        flows = unit.flows
+        before = await flows.state_clock()
+        assert await flows.save(Flow(1, "ACTIVATED"), NOW, clock=before)
+        await flows.save_plans({1: FlowPlan(None, NOW)})
+        assert not await flows.save(Flow(1, "CONCLUDED"), NOW, clock=before)  # fetched before the first
+        assert await flows.save(Flow(1, "CONCLUDED"), NOW, clock=await flows.state_clock())
+        assert not await flows.delete(1, before)
+        version = await flows.refresh_version(1)
+        assert (await flows.claim_refresh(1, version), await flows.claim_refresh(1, version)) == (True, False)
+        stored = await flows.get(1)
+        assert stored is not None
+        assert stored[0].state == "CONCLUDED"
+        assert [f.flow_id for f in await flows.live()] == [1]
+
+
+async def test_vanished_flows_and_their_plans(subject: Subject) -> None:
+    """Unlisted since the pass began and not fetched for the last time; a flow without a plan is not listed."""
+    async with subject.uow.transaction() as unit:
+        for flow_id, seen_at, final in ((1, 99.0, False), (2, 100.0, False), (3, 99.0, True), (4, 10.0, False)):
+            await unit.flows.save(Flow(flow_id, "CONCLUDED"), 1.0, seen_at=seen_at)
+            await unit.flows.save_plans({flow_id: FlowPlan(None, 0.0, final_fetch_done=final)})
+        await unit.flows.save(Flow(5, "CONCLUDED"), 1.0, seen_at=1.0)  # no plan yet
+        assert await unit.flows.vanished(100.0) == [1, 4]
+        assert [f.flow_id for f, _ in await unit.flows.all()] == [1, 2, 3, 4]
+
+
+async def test_grades_are_replaced_removed_and_streamed_in_order(subject: Subject) -> None:
+    """The mirror's grades: keys by participant, removal of the unlisted, a stream by flow and participant."""
+    async with subject.uow.transaction() as unit:
+        await unit.flows.save(Flow(2, "CONCLUDED"), NOW)
+        await unit.flows.save(Flow(1, "CONCLUDED"), NOW)
+        versions = [
+            GradeVersion(2, 5, "B", None, 1),
+            GradeVersion(1, 9, "C", None, 1),
+            GradeVersion(1, 3, "A", None, 1),
+        ]
+        await unit.grades.write(versions, NOW)
+        await unit.grades.remove_except(1, [3])
+        assert await unit.grades.keys(1) == {3: versions[2].idempotency_key}
+    async with subject.uow.read() as unit:
+        assert [(g.flow_id, g.participant_id) async for g in unit.grades.stream()] == [(1, 3), (2, 5)]
+
+
+async def test_the_outbox_queues_each_version_once_and_a_return_again(subject: Subject) -> None:
+    """B, B again (nothing), C, then B again under a key of its own; one due row per participant, in order."""
+    b, c = GradeVersion(1, 1, "B", None, 1), GradeVersion(1, 1, "C", None, 2)
+    async with subject.uow.transaction() as unit:
+        added = [await unit.outbox.enqueue([v], NOW) for v in (b, b, c, b)]
+        added.append(await unit.outbox.enqueue([GradeVersion(1, 2, None, None, None)], NOW))  # ungraded
+    assert added == [1, 0, 1, 1, 0]
+    keys = []
+    for _ in range(3):
+        async with subject.uow.transaction() as unit:
+            (item,) = await unit.outbox.due(NOW)
+            keys.append(item.idempotency_key)
+            await unit.outbox.mark_delivered(item.id, NOW)
+    assert keys == [b.idempotency_key, c.idempotency_key, f"{b.idempotency_key}-3"]
+    async with subject.uow.read() as unit:
+        assert (await unit.outbox.due(NOW), await unit.outbox.next_due_at()) == ([], None)
+        assert await unit.outbox.counts() == {"delivered": 3}
+
+
+async def test_a_dead_grade_is_replayed_unless_a_newer_one_went(subject: Subject) -> None:
+    """Participant 1's dead grade stays dead behind its delivered newer one; participant 2's goes again."""
+    async with subject.uow.transaction() as unit:
+        outbox = unit.outbox
+        await outbox.enqueue([GradeVersion(1, 1, "F", None, 1), GradeVersion(1, 2, "C", None, 1)], NOW)
+        await outbox.enqueue([GradeVersion(1, 1, "E", None, 2)], NOW)
+        first, second = await outbox.due(NOW)
+        await outbox.mark_refused(first.id, NOW + 5, "refused")
+        await outbox.mark_dead(first.id, "refused for good")
+        await outbox.mark_dead(second.id, "refused for good")
+        (newer,) = await outbox.due(NOW)
+        await outbox.mark_delivered(newer.id, NOW)
+        letters = await outbox.dead_letters()
+        assert [(d.id, d.participant_id, d.attempts) for d in letters] == [(first.id, 1, 2), (second.id, 2, 1)]
+        assert await outbox.replay(None) == Replay(requeued=1, superseded=1, status="dead")
+        assert (await outbox.replay(999)).status is None
+        assert [i.id for i in await outbox.due(NOW)] == [second.id]
+
+
+async def test_an_event_waiting_for_its_retry_holds_back_its_flow_only(subject: Subject) -> None:
+    """Flow 10's failed head blocks its later event until due; flow 20 goes; dead after max attempts."""
+    for sequence, flow_id in ((1, 10), (2, 10), (3, 20)):
+        await subject.receive(sequence, flow_id)
+    async with subject.uow.transaction() as unit:
+        assert await unit.inbox.mark_failed([1], "boom", NOW + 60, max_attempts=2) == []
+        assert [r.sequence for r in await unit.inbox.pending(NOW)] == [3]
+        assert await unit.inbox.next_retry_at(NOW) == NOW + 60
+        assert [r.sequence for r in await unit.inbox.pending(NOW + 60)] == [1, 2, 3]
+        await unit.inbox.defer([3], NOW + 5)
+        assert await unit.inbox.mark_failed([1], "boom", NOW + 120, max_attempts=2) == [1]
+        assert await unit.inbox.mark_covered([(10, ["FINAL_GRADE"], NOW)], NOW) == [NOW]
+        assert await unit.inbox.newest_done(10, ["FINAL_GRADE"]) == 2
+        assert await unit.inbox.counts() == {"dead": 1, "done": 1, "pending": 1, "deliveries": 3}
+        (letter,) = await unit.inbox.dead_letters()
+        assert (letter.id, letter.item, letter.flow_id, letter.attempts) == (1, "FINAL_GRADE", 10, 2)
+        replay = await unit.inbox.replay(1)
+        assert (replay.requeued, replay.superseded, replay.status) == (1, 0, "dead")
+        assert (await unit.inbox.replay(1)).status == "pending"
+        assert await unit.inbox.last_delivery_at() == NOW
+
+
+async def test_runs_are_started_finished_and_abandoned(subject: Subject) -> None:
+    """A run left running by a dead process is interrupted; the last success is the latest ok run's end."""
+    async with subject.uow.transaction() as unit:
+        first = await unit.runs.start(NOW)
+        await unit.runs.record_requests(first, {"GET /flow/{id}": 3})
+        await unit.runs.finish(first, NOW + 10, "ok", RunCounters(api_calls=3), None)
+        await unit.runs.start(NOW + 20)
+        assert await unit.runs.abandon_running(NOW + 30) == 1
+        assert await unit.runs.last_success_at() == NOW + 10
