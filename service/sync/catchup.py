@@ -109,7 +109,7 @@ class CatchUp:
             try:
                 await self.refresher.refresh_flow(flow_id)
                 # With its grades (one fetch of each); what it queued goes to the SIS at once.
-                self.signals.queued(await self.refresher.refresh_participants(flow_id))
+                self.signals.queued(await self.refresher.refresh_grades(flow_id, with_participants=True))
             except (ServiceError, *BAD_DATA) as exc:
                 context = {"flow_id": flow_id, "error": describe(exc)}
                 if (

@@ -55,12 +55,9 @@ class FlowRefresher(Protocol):
         """Fetch the flow (state, dates) again, store it, and re-plan its polling."""
         ...
 
-    async def refresh_assessments(self, flow_id: int) -> int:
-        """Fetch the flow's assessments again and store new grade versions; the outbox rows queued."""
-        ...
-
-    async def refresh_participants(self, flow_id: int) -> int:
-        """Fetch the flow's participants (submissions, assignments) and grades again; the rows queued."""
+    async def refresh_grades(self, flow_id: int, *, with_participants: bool) -> int:
+        """Fetch the flow's grades (and participants: submissions, assignments) again, store new grade
+        versions with their outbox rows; the rows queued."""
         ...
 
 
@@ -262,12 +259,11 @@ class InboxWorker:
         """The refresh `kind` asks for; grades it queued wake the deliverer (the webhook's path to the SIS)."""
         if kind is Refresh.FLOW:
             await self.refresher.refresh_flow(flow_id)
-            return
-        if kind is Refresh.ASSESSMENTS:
-            queued = await self.refresher.refresh_assessments(flow_id)
         else:
-            queued = await self.refresher.refresh_participants(flow_id)
-        self.signals.queued(queued)
+            with_participants = kind is Refresh.PARTICIPANTS
+            self.signals.queued(
+                await self.refresher.refresh_grades(flow_id, with_participants=with_participants)
+            )
 
     async def _mark_done(self, rows: list[InboxRow], result: PassResult) -> None:
         if not rows:

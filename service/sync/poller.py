@@ -209,7 +209,7 @@ class Poller:
     async def _refresh_one(self, flow: Flow, plan: FlowPlan, summary: RunSummary) -> None:
         try:
             with unit_span("sync.refresh_flow", attributes={"wiseflow.flow_id": flow.flow_id}):
-                refreshed = await self.refresh.refresh_planned(flow, plan)
+                refreshed = await self.refresh.fetch_and_store(flow, plan, with_participants=True)
         except (ApiError, *BAD_DATA) as exc:
             if classify(exc) is not Verdict.BLAME_ITEM:
                 raise  # about WISEflow as a whole: the run ends

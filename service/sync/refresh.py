@@ -45,7 +45,7 @@ class Refreshed:
 
 
 class FlowRefresh:
-    """Refreshes single flows, for a run (`refresh_planned`) and for webhooks and catch-up (the others)."""
+    """Refreshes single flows, for a run (`fetch_and_store`) and for webhooks and catch-up (the others)."""
 
     def __init__(
         self,
@@ -95,18 +95,6 @@ class FlowRefresh:
             await unit.flows.save_plans({flow_id: new_plan})
         return True
 
-    async def refresh_assessments(self, flow_id: int) -> int:
-        """Fetch the flow's grades and store new versions with their outbox rows now; the rows queued."""
-        return await self._refresh_grades(flow_id, with_participants=False)
-
-    async def refresh_participants(self, flow_id: int) -> int:
-        """Fetch the flow's participants (and, with them, its grades) now; the outbox rows queued."""
-        return await self._refresh_grades(flow_id, with_participants=True)
-
-    async def refresh_planned(self, flow: Flow, plan: FlowPlan) -> Refreshed:
-        """A run's refresh of a due flow: participants and grades, and its next due time."""
-        return await self._refresh(flow, plan, with_participants=True)
-
     async def fetch_flow(self, flow_id: int, clock: int) -> Flow | None:
         """`GET /flow/{id}`, begun after `clock` was read; on a 404 the flow leaves the mirror (None)."""
         try:
@@ -135,7 +123,9 @@ class FlowRefresh:
                 "flow not found: removed from the mirror", extra={"event": "sync.flow_gone", "flow_id": flow_id}
             )
 
-    async def _refresh_grades(self, flow_id: int, *, with_participants: bool) -> int:
+    async def refresh_grades(self, flow_id: int, *, with_participants: bool) -> int:
+        """Fetch the flow's grades (`with_participants`: its participants first) and store new versions with
+        their outbox rows now; returns the rows queued. An unknown flow is mirrored first."""
         async with self._uow.read() as unit:
             known = await unit.flows.get(flow_id)
         if known is None:
@@ -145,14 +135,15 @@ class FlowRefresh:
             if known is None:
                 return 0
         try:
-            return (await self._refresh(known[0], None, with_participants=with_participants)).queued
+            return (await self.fetch_and_store(known[0], None, with_participants=with_participants)).queued
         except ApiError as exc:
             if classify(exc) is Verdict.STOP_AND_WAIT or exc.status != 404 or not await self.is_gone(flow_id):
                 raise
         return 0
 
-    async def _refresh(self, flow: Flow, plan: FlowPlan | None, *, with_participants: bool) -> Refreshed:
-        """Fetch and store one flow's participants and grades."""
+    async def fetch_and_store(self, flow: Flow, plan: FlowPlan | None, *, with_participants: bool) -> Refreshed:
+        """Fetch and store one flow's grades (and participants); with a `plan` (a run's refresh of a due
+        flow), its next due time too."""
         lock = self._flow_locks.setdefault(flow.flow_id, asyncio.Lock())
         async with lock:
             for _ in range(RACE_ATTEMPTS):  # a lost race fetches again, as in `refresh_flow`

@@ -168,13 +168,13 @@ async def test_a_full_run_interrupted_in_discovery_still_refreshes_every_flow_wh
 
 
 async def test_webhook_refreshes_of_a_deleted_flow_drop_it_instead_of_failing(store: Store) -> None:
-    """The webhook path (refresh_flow, refresh_assessments) on a flow that now 404s: dropped, no error."""
+    """The webhook path (refresh_flow, refresh_grades) on a flow that now 404s: dropped, no error."""
     rig = Rig(store)
     rig.api.add_flow(2, participants=2)
     await rig.sync()
     del rig.api.flows[1], rig.api.flows[2]
     await rig.poller.refresh.refresh_flow(1)
-    await rig.poller.refresh.refresh_assessments(2)
+    await rig.poller.refresh.refresh_grades(2, with_participants=False)
     assert await fetch_value(store.db, "SELECT count(*) FROM flows") == 0
     assert await fetch_value(store.db, "SELECT count(*) FROM assessments") == 0
 
@@ -209,12 +209,14 @@ async def test_an_older_fetch_that_commits_last_never_moves_the_mirror_backwards
         theirs = Poller(api, SqliteUnitOfWork(other), clock, random.Random(2), POLICY)
         api.hold = False
         await mine.refresh.refresh_flow(1)  # mirrored, grade B
-        await mine.refresh.refresh_assessments(1)
+        await mine.refresh.refresh_grades(1, with_participants=False)
         api.hold = True
-        slow = asyncio.create_task(mine.refresh.refresh_assessments(1))  # fetches B again, then waits
+        slow = asyncio.create_task(
+            mine.refresh.refresh_grades(1, with_participants=False)
+        )  # fetches B again, then waits
         await api.fetched.wait()
         flow.grades[pid] = {**flow.grades[pid], "grade": "C"}
-        await theirs.refresh.refresh_assessments(1)  # fetches C and commits
+        await theirs.refresh.refresh_grades(1, with_participants=False)  # fetches C and commits
         api.release.set()
         await slow
     finally:
@@ -355,10 +357,14 @@ async def test_a_newer_grades_fetch_that_loses_the_race_fetches_again(store: Sto
         theirs = Poller(api, SqliteUnitOfWork(other), clock, random.Random(2), POLICY)
         await mine.refresh.refresh_flow(1)
         older_gate, newer_gate = api.hold(), api.hold()
-        older = asyncio.create_task(theirs.refresh.refresh_assessments(1))  # fetches B, then waits
+        older = asyncio.create_task(
+            theirs.refresh.refresh_grades(1, with_participants=False)
+        )  # fetches B, then waits
         await older_gate.reached.wait()
         flow.grades[pid] = {**flow.grades[pid], "grade": "C"}
-        newer = asyncio.create_task(mine.refresh.refresh_assessments(1))  # fetches C, then waits
+        newer = asyncio.create_task(
+            mine.refresh.refresh_grades(1, with_participants=False)
+        )  # fetches C, then waits
         await newer_gate.reached.wait()
         older_gate.opened.set()
         await older  # commits B

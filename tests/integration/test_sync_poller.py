@@ -196,13 +196,13 @@ async def test_a_flow_that_fails_alone_is_skipped_not_the_run(store: Store) -> N
     assert "ApiError" in str(await count(store, "SELECT last_error FROM flow_plan WHERE flow_id = 4"))
 
 
-async def test_refresh_assessments_feeds_the_outbox_at_once(store: Store) -> None:
-    """The webhook path: refresh_assessments writes a changed grade and its outbox row immediately."""
+async def test_a_grades_refresh_feeds_the_outbox_at_once(store: Store) -> None:
+    """The webhook path: refresh_grades writes a changed grade and its outbox row immediately."""
     api, clock = world(), ManualClock()
     poller = make_poller(api, store, clock)
     await poller.run_once()
     api.flows[2].grades[2002] = {"grade": "D", "adminGrade": "7", "date": 1_700_001_000}
-    await poller.refresh.refresh_assessments(2)
+    await poller.refresh.refresh_grades(2, with_participants=False)
     assert await count(store, "SELECT count(*) FROM outbox WHERE participant_id = 2002") == 2
 
 
@@ -210,7 +210,7 @@ async def test_refresh_flow_of_an_unknown_flow_mirrors_it(store: Store) -> None:
     """A webhook for a flow discovery has not seen yet creates it, due for a refresh."""
     api, clock = world(), ManualClock()
     poller = make_poller(api, store, clock)
-    await poller.refresh.refresh_assessments(3)
+    await poller.refresh.refresh_grades(3, with_participants=False)
     assert await count(store, "SELECT state FROM flows WHERE flow_id = 3") == "PARTICIPATION_STARTED"
     assert await count(store, "SELECT count(*) FROM assessments WHERE flow_id = 3") == 12
 

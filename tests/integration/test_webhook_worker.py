@@ -45,13 +45,9 @@ class FakeRefresher:
     async def refresh_flow(self, flow_id: int) -> None:
         await self._call("flow", flow_id)
 
-    async def refresh_assessments(self, flow_id: int) -> int:
-        await self._call("assessments", flow_id)
+    async def refresh_grades(self, flow_id: int, *, with_participants: bool) -> int:
+        await self._call("participants" if with_participants else "assessments", flow_id)
         return 0  # the rows it queued: none here (tests/unit has the refresh that queues)
-
-    async def refresh_participants(self, flow_id: int) -> int:
-        await self._call("participants", flow_id)
-        return 0
 
 
 class World:
@@ -165,15 +161,15 @@ async def test_an_event_received_after_the_refresh_began_waits_for_the_next(worl
     await world.add(1)
     await world.add(2, "FLOW_STATE_UPDATED")  # another kind: not answered by the assessments refresh
     world.clock.advance(1.0)
-    refresh = world.refresher.refresh_assessments
+    refresh = world.refresher.refresh_grades
 
-    async def refresh_while_an_event_arrives(flow_id: int) -> int:
-        queued = await refresh(flow_id)
+    async def refresh_while_an_event_arrives(flow_id: int, *, with_participants: bool) -> int:
+        queued = await refresh(flow_id, with_participants=with_participants)
         world.clock.advance(1.0)
         await world.add(3)  # received after the refresh began
         return queued
 
-    world.refresher.refresh_assessments = refresh_while_an_event_arrives  # type: ignore[method-assign]
+    world.refresher.refresh_grades = refresh_while_an_event_arrives  # type: ignore[method-assign]
     await world.worker.run_once()
     assert await world.statuses() == {1: "done", 2: "pending", 3: "pending"}
 

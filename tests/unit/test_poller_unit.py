@@ -43,10 +43,10 @@ async def test_a_grades_refresh_returns_the_rows_it_queued() -> None:
     api, uow, _, poller = rig()
     await poller.run_once()
     api.flows[2].grades[2001] = {"grade": "A", "adminGrade": None, "date": 1_700_000_900}
-    assert await poller.refresh.refresh_assessments(2) == 1
-    assert await poller.refresh.refresh_assessments(2) == 0
+    assert await poller.refresh.refresh_grades(2, with_participants=False) == 1
+    assert await poller.refresh.refresh_grades(2, with_participants=False) == 0
     api.flows[2].grades[2002] = {"grade": None, "adminGrade": None, "date": None}
-    assert await poller.refresh.refresh_participants(2) == 0
+    assert await poller.refresh.refresh_grades(2, with_participants=True) == 0
     assert len(uow.tables.outbox) == 13
 
 
@@ -54,7 +54,7 @@ async def test_a_refresh_of_an_unknown_flow_mirrors_it_first() -> None:
     """A webhook for a flow the mirror has not seen: its state, then its grades, queued."""
     api, uow, _, poller = rig(flows=0)
     api.add_flow(7, participants=2)
-    assert await poller.refresh.refresh_assessments(7) == 2
+    assert await poller.refresh.refresh_grades(7, with_participants=False) == 2
     assert (7 in uow.tables.flows, api.count("get_flow"), api.count("assessments")) == (True, 1, 1)
 
 
@@ -63,7 +63,7 @@ async def test_a_flow_wiseflow_no_longer_has_leaves_the_mirror() -> None:
     api, uow, _, poller = rig()
     await poller.run_once()
     del api.flows[1]
-    assert await poller.refresh.refresh_assessments(1) == 0
+    assert await poller.refresh.refresh_grades(1, with_participants=False) == 0
     assert 1 not in uow.tables.flows
     assert not any(flow_id == 1 for flow_id, _ in uow.tables.grades)
     assert len(uow.tables.outbox) == 12
