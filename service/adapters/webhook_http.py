@@ -17,7 +17,7 @@ Order of work for one request, each step answering on its own failure:
    so WISEflow redelivers.
 
 Wiring (the composition root does this):
-    receiver = WebhookReceiver(verifier_from_settings(settings), Inbox(store), clock, figures, worker.wake)
+    receiver = WebhookReceiver(verifier_from_settings(settings), Inbox(store), clock, figures, signals.stored)
     add_webhook_routes(app, receiver)
 """
 
