@@ -21,7 +21,7 @@ from service.commands import add_allow_in_image, number_arg, refused_in_image
 from service.settings import LOG_LEVELS
 from service.simulator import SimConfig, build_simulator_app, make_sim_config
 from service.simulator.app import SERVER_OPTIONS
-from service.simulator.config import PROFILES, WEBHOOK_SCHEMES
+from service.simulator.config import PROFILES, SHAPES, WEBHOOK_SCHEMES
 
 EXIT_USAGE = 2
 
@@ -43,6 +43,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--webhook-url", help="where to deliver webhooks (none by default)")
     p.add_argument("--webhook-scheme", choices=WEBHOOK_SCHEMES, help="signature scheme (default wiseflow)")
     p.add_argument(
+        "--shapes",
+        choices=SHAPES,
+        help='success envelopes as the OpenAPI examples show them ("error": null; the default), '
+        "or in the schema's own form (absent parts left out)",
+    )
+    p.add_argument(
         "--redelivery-interval",
         type=number_arg(float, "number of seconds", 0, above=True),
         help="seconds between redeliveries of a failed webhook (default 900, WISEflow's 15 minutes)",
@@ -58,7 +64,7 @@ def register(subparsers: Any) -> None:
 def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> SimConfig:
     """The simulator config of the command line (flags win over the environment)."""
     overrides: dict[str, Any] = {"seed": args.seed}
-    for name in ("webhook_url", "webhook_scheme", "redelivery_interval", "flows", "participants"):
+    for name in ("webhook_url", "webhook_scheme", "redelivery_interval", "flows", "participants", "shapes"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value

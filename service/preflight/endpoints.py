@@ -3,6 +3,10 @@
 Read-only toward the institution's data: GETs, and the two POST searches the service also sends
 (`/flows/search`, `/participation-events`), each for one small first page. The flow-scoped endpoints use
 the flow furthest along on the search's first page; when it returns none they are skipped, saying so.
+
+What is judged is the shape of a 2xx answer, against the snapshot as its examples show it. What the snapshot
+does not describe -- WISEflow pacing a client (429) or down for maintenance (503) -- is reported as seen,
+with its Retry-After and X-Trace-Id, and the endpoint's check is skipped rather than failed.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from typing import Any, Final
 
 from service.adapters.wiseflow import WiseflowClient
 from service.adapters.wiseflow.records import Reply
-from service.errors import ServiceError
+from service.errors import ApiError, CircuitOpen, ServiceError
 
 from . import schemas
 from .report import Check, failed, passed, skipped
@@ -22,6 +26,8 @@ PAGE: Final = 10
 # The participation-events window asked for: the last day.
 EVENTS_WINDOW_S: Final = 86_400
 # The flow asked about is the one furthest along on the first page: the likeliest to have grades to validate.
+# Answers the OpenAPI snapshot describes for no endpoint: nothing to judge them against.
+NOT_IN_SNAPSHOT: Final = (429, 503)
 _FURTHEST_FIRST: Final = (
     "CONCLUDED", "ARCHIVED", "PARTICIPATION_ENDED", "PARTICIPATION_STARTED", "ACTIVATED", "NOT_ACTIVATED"
 )  # fmt: skip
@@ -35,6 +41,23 @@ def endpoint_check(method: str, template: str, schema: str, reply: Reply) -> Che
     if found:
         return failed(name, f"{reply.status}{trace}, not as documented ({schema}): {'; '.join(found)}")
     return passed(name, f"{reply.status}{trace}, matches {schema}{_count(reply.body)}")
+
+
+def refusal_check(method: str, template: str, exc: ServiceError) -> Check:
+    """No 2xx answer: skipped and reported when the snapshot does not describe it (429, 503), else failed."""
+    name = f"endpoint {method} {template}"
+    if isinstance(exc, CircuitOpen):
+        return skipped(name, f"not asked: the circuit breaker is open ({exc.reason}); reported, not judged")
+    if isinstance(exc, ApiError) and exc.status in NOT_IN_SNAPSHOT:
+        wait = getattr(exc, "retry_after", None)
+        after = f", Retry-After {wait:g} s" if isinstance(wait, int | float) and wait > 0 else ""
+        trace = f", X-Trace-Id {exc.trace_id}" if exc.trace_id else ""
+        return skipped(
+            name,
+            f"not validated: WISEflow answered {exc.status}{after}{trace}; the OpenAPI snapshot does not "
+            "describe it, so it is reported, not judged (run preflight again later)",
+        )
+    return failed(name, str(exc))
 
 
 def token_check(answer: dict[str, Any] | None) -> Check:
@@ -94,7 +117,7 @@ async def _ask(
     try:
         reply = await client.request(method, path, params=params, json=json)
     except ServiceError as exc:
-        checks.append(failed(f"endpoint {method} {template}", str(exc)))
+        checks.append(refusal_check(method, template, exc))
         return None
     checks.append(endpoint_check(method, template, schema, reply))
     return reply

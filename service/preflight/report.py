@@ -2,7 +2,8 @@
 
 JSON is the contract pipelines read: ``{"passed": bool, "checks": [{"name", "status", "detail"}]}`` with
 `status` one of ``passed``, ``failed``, ``skipped``; `passed` is true when no check that ran failed.
-Markdown is the same content for a person to attach to the certification answers. Details are built by
+Markdown is the same content for a person to attach to the certification answers, with a note on what
+was judged against the OpenAPI snapshot and what was only reported. Details are built by
 the checks from names, numbers and reason labels only: no credential, token or signature value ever
 enters a `Check`.
 """
@@ -93,8 +94,10 @@ def render_md(report: Report) -> str:
     lines += [f"| {_cell(c.name)} | {c.status} | {_cell(c.detail)} |" for c in report.checks]
     lines += [
         "",
-        "Skipped checks were not run and say why; every assumption and the setting that changes it is in "
-        "the project's `docs/wiseflow.md`.",
+        'Shapes are judged against the OpenAPI snapshot as its own examples show them (`"error": null` '
+        "accepted); what the snapshot does not describe (rate-limit headers, 429, 503) is reported, not "
+        "judged. Skipped checks were not run and say why; every assumption and the setting that changes it "
+        "is in the project's `docs/wiseflow.md`.",
     ]
     return "\n".join(lines) + "\n"
 

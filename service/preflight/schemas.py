@@ -1,5 +1,8 @@
 """Response shapes of the bundled OpenAPI snapshot (`service/spec/openapi-1.34.0.json`), checked at runtime.
 
+The shapes are the snapshot's as its own examples show them (`service.spec.shapes`): `"error": null` on a
+success, `"data": null` where there is none, accepted besides the schema's own form (those parts left out).
+
 Why openapi-schema-validator (a runtime dependency, not hand-written): it is jsonschema (the reference
 JSON Schema implementation, well kept) with the OpenAPI 3.0 dialect the snapshot is written in
 (`nullable`, `format`, `readOnly`), maintained by the python-openapi project beside openapi-core, which the
@@ -13,24 +16,24 @@ found: an answer may hold names or e-mail addresses, which must not reach a repo
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-import orjson
+from service.spec import SNAPSHOT_VERSION
 
 if TYPE_CHECKING:
     from openapi_schema_validator import OAS30Validator
 
-SPEC_PATH: Final = Path(__file__).resolve().parents[1] / "spec" / "openapi-1.34.0.json"
-SPEC_VERSION: Final = "1.34.0"
 MAX_PROBLEMS: Final = 3
 
 
 @functools.cache
 def _components() -> dict[str, Any]:
-    """The snapshot's `components`, parsed once."""
-    spec = orjson.loads(SPEC_PATH.read_bytes())
-    components: dict[str, Any] = spec["components"]
+    """The snapshot's `components` as its examples show them, derived once."""
+    # Imported here: jsonschema-path takes a while to import, and only a preflight run needs it.
+    from service.spec.document import snapshot
+    from service.spec.shapes import as_examples_show
+
+    components: dict[str, Any] = as_examples_show(snapshot())["components"]
     return components
 
 
@@ -42,16 +45,18 @@ def _validator(schema: str) -> OAS30Validator:
 
     components = _components()
     if schema not in components["schemas"]:
-        raise KeyError(f"no schema {schema!r} in openapi-{SPEC_VERSION}.json")
+        raise KeyError(f"no schema {schema!r} in openapi-{SNAPSHOT_VERSION}.json")
     return OAS30Validator({"components": components, "$ref": f"#/components/schemas/{schema}"})
 
 
 def problems(schema: str, instance: Any) -> list[str]:
     """Where `instance` departs from the component schema `schema`: at most a few, without values."""
     found = sorted(_validator(schema).iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
-    described = [_describe(error) for error in found[:MAX_PROBLEMS]]
-    if len(found) > MAX_PROBLEMS:
-        described.append(f"and {len(found) - MAX_PROBLEMS} more")
+    # One place can break two rules that read alike (`type`, and null where not nullable): said once.
+    unique = list(dict.fromkeys(_describe(error) for error in found))
+    described = unique[:MAX_PROBLEMS]
+    if len(unique) > MAX_PROBLEMS:
+        described.append(f"and {len(unique) - MAX_PROBLEMS} more")
     return described
 
 

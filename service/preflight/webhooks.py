@@ -22,7 +22,7 @@ from service.errors import ServiceError
 from service.settings import Settings
 
 from .delivery import Delivery, check_body, check_signature, check_timestamp_skew, shown_headers
-from .endpoints import endpoint_check
+from .endpoints import endpoint_check, refusal_check
 from .report import Check, failed, passed, skipped
 
 # 1 MiB, as the service's own endpoint: a test event is a few hundred bytes.
@@ -134,7 +134,7 @@ async def _subscribe_and_test(
         created = await client.request("POST", "/webhooks", json=body)
     except ServiceError as exc:
         why = "no temporary subscription (POST /webhooks was refused)"
-        checks.append(failed("endpoint POST /webhooks", f"{exc}"))
+        checks.append(refusal_check("POST", "/webhooks", exc))
         return checks + [skipped(f"endpoint {m} {p}", why) for m, p in WRITE_ENDPOINTS[1:]], False
     checks.append(endpoint_check("POST", "/webhooks", "webhook-api-response", created))
     webhook_id = _id_of(created.body)
@@ -162,7 +162,7 @@ async def _call(
     try:
         reply = await client.request(method, f"/webhooks/{webhook_id}{suffix}", json=json)
     except ServiceError as exc:
-        return failed(f"endpoint {method} {template}", str(exc)), False
+        return refusal_check(method, template, exc), False
     return endpoint_check(method, template, schema, reply), True
 
 

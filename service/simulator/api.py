@@ -71,7 +71,7 @@ async def flows_search(request: web.Request) -> web.Response:
     offset, limit = query_page(request, SEARCH_MAX)
     records = search_flows(sim.world, await read_object(request))
     pagination = {"limit": limit, "offset": offset, "total": len(records)}
-    return ok(records[offset : offset + limit], pagination=pagination)
+    return ok(records[offset : offset + limit], shapes=sim.scenario.shapes, pagination=pagination)
 
 
 async def get_flow(request: web.Request) -> web.Response:
@@ -93,7 +93,7 @@ async def get_participants(request: web.Request) -> web.Response:
     offset, limit = query_page(request, PARTICIPANTS_MAX)
     data = sim.world.participants(flow_id, offset, limit)
     pagination = {"limit": limit, "offset": offset, "total": sim.world.participants_per_flow}
-    return ok(data, pagination=pagination)
+    return ok(data, shapes=sim.scenario.shapes, pagination=pagination)
 
 
 async def participation_events(request: web.Request) -> web.Response:
@@ -109,9 +109,8 @@ async def participation_events(request: web.Request) -> web.Response:
     page(offset, limit, EVENTS_MAX)
     test = event_filter(body)
     matching = [e for e in sim.world.events if test(e)]
-    return ok(
-        matching[offset : offset + limit], pagination={"limit": limit, "offset": offset, "total": len(matching)}
-    )
+    pagination = {"limit": limit, "offset": offset, "total": len(matching)}
+    return ok(matching[offset : offset + limit], shapes=sim.scenario.shapes, pagination=pagination)
 
 
 LICENSE_INFO: Final[Json] = {

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from service.core.ports import WEBHOOK_EVENTS
 from service.simulator.config import is_http_url
-from service.simulator.http import ApiProblem, json_response, ok, path_int, read_object
+from service.simulator.http import ApiProblem, done, ok, path_int, read_object
 from service.simulator.state import MAX_SUBSCRIPTIONS, SIM, SimState, Subscription
 from service.simulator.webhooks import Event
 from service.simulator.world import Json
@@ -52,7 +52,7 @@ def _subscription(request: web.Request, sim: SimState) -> Subscription:
 async def list_webhooks(request: web.Request) -> web.Response:
     """`GET /webhooks`."""
     sim = request.app[SIM]
-    return ok([s.to_json() for s in sim.subscriptions.values()])
+    return ok([s.to_json() for s in sim.subscriptions.values()], shapes=sim.scenario.shapes)
 
 
 async def create_webhook(request: web.Request) -> web.Response:
@@ -74,13 +74,13 @@ async def create_webhook(request: web.Request) -> web.Response:
     )
     sim.next_subscription_id += 1
     sim.subscriptions[sub.id] = sub
-    return ok(sub.to_json(), status=201)
+    return ok(sub.to_json(), shapes=sim.scenario.shapes, status=201)
 
 
 async def get_webhook(request: web.Request) -> web.Response:
     """`GET /webhooks/{webhookId}`."""
     sim = request.app[SIM]
-    return ok(_subscription(request, sim).to_json())
+    return ok(_subscription(request, sim).to_json(), shapes=sim.scenario.shapes)
 
 
 async def update_webhook(request: web.Request) -> web.Response:
@@ -93,7 +93,7 @@ async def update_webhook(request: web.Request) -> web.Response:
     sub.active = body.get("active", sub.active)
     sub.events = list(dict.fromkeys(body.get("events", sub.events)))
     sub.updated_at = sim.clock.wall()
-    return ok(sub.to_json())
+    return ok(sub.to_json(), shapes=sim.scenario.shapes)
 
 
 async def delete_webhook(request: web.Request) -> web.Response:
@@ -101,7 +101,7 @@ async def delete_webhook(request: web.Request) -> web.Response:
     sim = request.app[SIM]
     sub = _subscription(request, sim)
     del sim.subscriptions[sub.id]
-    return json_response({"success": True})
+    return done(shapes=sim.scenario.shapes)
 
 
 async def test_webhook(request: web.Request) -> web.Response:
@@ -111,7 +111,7 @@ async def test_webhook(request: web.Request) -> web.Response:
     first_flow = next(iter(sim.world.flows))
     event = Event(sim.world.next_sequence(), sub.events[0], first_flow, None)
     sim.dispatcher.send_once(sim.subscription_target(sub), event)
-    return json_response({"success": True})
+    return done(shapes=sim.scenario.shapes)
 
 
 def add_routes(app: web.Application) -> None:

@@ -18,6 +18,9 @@ from service.core.signatures import standard_key
 
 PROFILES: Final = ("calm", "chaos")
 WEBHOOK_SCHEMES: Final = ("wiseflow", "standard")
+# How a success envelope looks: as the OpenAPI snapshot's examples show it (`"error": null`, `"data": null`
+# where there is none: what WISEflow most likely sends), or in the schema's own form (those parts left out).
+SHAPES: Final = ("examples", "schema")
 DEFAULT_CLIENT_ID: Final = "demo-client"
 DEFAULT_CLIENT_SECRET: Final = "demo-secret"  # noqa: S105 - the documented demo credential
 DEFAULT_API_KEY: Final = "demo-api-key"
@@ -62,6 +65,7 @@ class SimConfig:
     reorder: bool = False
     error_rate: float = 0.0
     advance_interval: float = 5.0
+    shapes: str = "examples"
 
     def __post_init__(self) -> None:
         problems = _problems(self)
@@ -79,6 +83,8 @@ def _problems(cfg: SimConfig) -> list[str]:
     out: list[str] = []
     if cfg.profile not in PROFILES:
         out.append(f"profile must be one of {', '.join(PROFILES)}")
+    if cfg.shapes not in SHAPES:
+        out.append(f"shapes must be one of {', '.join(SHAPES)}")
     if cfg.webhook_scheme not in WEBHOOK_SCHEMES:
         out.append(f"webhook_scheme must be one of {', '.join(WEBHOOK_SCHEMES)}")
     for name in ("flows", "participants", "rate_per_second", "rate_per_minute", "max_attempts"):

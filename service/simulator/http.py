@@ -2,8 +2,9 @@
 
 Handlers raise `ApiProblem`; the middleware turns it into the error envelope
 ``{"success": false, "error": {"code", "message", "errors": [{"reason", "message"}]}}``. Success envelopes
-are ``{"success": true, "data": ..., "pagination"?: {...}}``. Absent parts are left out rather than null
-because the spec's schemas declare them as non-nullable objects.
+are shaped as the spec's examples show them, ``{"success": true, "data": ..., "error": null}`` (and
+``"data": null`` where there is no data), or -- with the `schema` shapes -- in the schemas' own form,
+which declares both non-nullable objects and so leaves absent parts out.
 """
 
 from __future__ import annotations
@@ -37,12 +38,20 @@ def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | Non
     )
 
 
-def ok(data: Any, *, status: int = 200, pagination: Json | None = None) -> web.Response:
-    """WISEflow's success envelope."""
+def ok(data: Any, *, shapes: str, status: int = 200, pagination: Json | None = None) -> web.Response:
+    """WISEflow's success envelope, in `shapes` (`examples` or `schema`, see `SHAPES`)."""
     body: Json = {"success": True, "data": data}
+    if shapes == "examples":
+        body["error"] = None
     if pagination is not None:
         body["pagination"] = pagination
     return json_response(body, status)
+
+
+def done(*, shapes: str) -> web.Response:
+    """A success without data (`success-api-response-no-data`): as its example shows it, or as its schema."""
+    body: Json = {"success": True, "data": None, "error": None} if shapes == "examples" else {"success": True}
+    return json_response(body)
 
 
 def error_body(status: int, message: str, reason: str) -> Json:

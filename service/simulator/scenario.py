@@ -11,7 +11,9 @@ that `preflight` (and a receiver) can be shown each mismatch: `webhook_signature
 under another header), `webhook_signing_secret` (signed with another secret than the subscription's),
 `webhook_omit` (body fields left out, e.g. ``["sequence"]`` or ``["data.flowId"]``) and
 `webhook_timestamp_offset` (seconds added to the timestamp WISEflow sends: negative is stale). And
-`rate_per_second` / `rate_per_minute` change the simulator's limits (its headers and its 429s).
+`rate_per_second` / `rate_per_minute` change the simulator's limits (its headers and its 429s). And
+`shapes` switches the success envelopes between the snapshot's examples (`"examples"`: `"error": null`,
+`"data": null` where there is none) and the schema's own form (`"schema"`: those parts left out).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Final
 
-from service.simulator.config import SimConfig
+from service.simulator.config import SHAPES, SimConfig
 
 MAINTENANCE_MODES: Final = ("503", "refuse")
 _RATES: Final = ("error_rate", "sis_error_rate", "duplicate_rate", "drop_rate")
@@ -34,7 +36,8 @@ _WEBHOOK_KEYS: Final = (
     "webhook_timestamp_offset",
 )
 KNOWN_KEYS: Final = (
-    "maintenance", "storm_429", "latency_ms", "reset", *_SWITCHES, *_SECONDS, *_RATES, *_LIMITS, *_WEBHOOK_KEYS
+    "maintenance", "storm_429", "latency_ms", "reset", "shapes", *_SWITCHES, *_SECONDS, *_RATES, *_LIMITS,
+    *_WEBHOOK_KEYS,
 )  # fmt: skip
 # The body fields a scenario may leave out of a webhook (dotted: inside `data`).
 OMITTABLE_FIELDS: Final = ("id", "sequence", "event", "timestamp", "data", "data.flowId", "data.participantId")
@@ -59,6 +62,7 @@ class Scenario:
     redelivery_interval: float
     rate_per_second: int
     rate_per_minute: int
+    shapes: str = "examples"
     sis_error_rate: float = 0.0
     latency_ms: float = 0.0
     # The chaos profile's background clock leaves the world alone while frozen (a test's final check).
@@ -85,6 +89,7 @@ class Scenario:
             config.redelivery_interval,
             config.rate_per_second,
             config.rate_per_minute,
+            config.shapes,
         )
 
     def in_maintenance(self, now: float) -> bool:
@@ -119,7 +124,10 @@ class Scenario:
                 "seconds_left": _seconds_left(self.storm_until, now),
                 "retry_after": self.storm_retry_after,
             },
-            **{name: getattr(self, name) for name in (*_RATES, "latency_ms", *_SECONDS, *_SWITCHES, *_LIMITS)},
+            **{
+                name: getattr(self, name)
+                for name in (*_RATES, "latency_ms", *_SECONDS, *_SWITCHES, *_LIMITS, "shapes")
+            },
             "webhook_signature_header": self.webhook_signature_header,
             # Never the secret itself: only whether one is in force.
             "webhook_signing_secret": None if self.webhook_signing_secret is None else "***",
@@ -155,19 +163,30 @@ def parse_scenario(body: Any, now: float) -> dict[str, Any]:
     for name in _SECONDS:
         if name in body:
             updates[name] = _number(body[name], name, 0.001, MAX_WINDOW_S)
-    for name in _SWITCHES:
-        if name in body:
-            if not isinstance(body[name], bool):
-                raise ScenarioError(f"{name} must be true or false")
-            updates[name] = body[name]
     for name in _LIMITS:
         if name in body:
             updates[name] = int(_number(body[name], name, 1, MAX_LIMIT, integer=True))
+    updates.update(_choices(body))
     updates.update(_webhook_updates(body))
     if "maintenance" in body:
         updates.update(_window(body["maintenance"], "maintenance", now, allow_mode=True))
     if "storm_429" in body:
         updates.update(_window(body["storm_429"], "storm_429", now, allow_mode=False))
+    return updates
+
+
+def _choices(body: dict[str, Any]) -> dict[str, Any]:
+    """The switches (true or false) and the envelope shapes a scenario body asks for."""
+    updates: dict[str, Any] = {}
+    for name in _SWITCHES:
+        if name in body:
+            if not isinstance(body[name], bool):
+                raise ScenarioError(f"{name} must be true or false")
+            updates[name] = body[name]
+    if "shapes" in body:
+        if body["shapes"] not in SHAPES:
+            raise ScenarioError(f"shapes must be one of {', '.join(SHAPES)}")
+        updates["shapes"] = body["shapes"]
     return updates
 
 

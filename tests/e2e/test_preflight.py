@@ -105,6 +105,23 @@ async def test_a_clean_run_passes_every_check_and_touches_nothing(sim: SimHandle
     }
 
 
+@pytest.mark.parametrize("shapes", ["examples", "schema"])
+async def test_success_envelopes_pass_as_the_examples_show_them_and_in_the_schema_s_form(
+    sim: SimHandle, tmp_path: Path, shapes: str
+) -> None:
+    """`"error": null` / `"data": null` on success (the OpenAPI examples, the simulator's default) and the
+    schema's own form (those parts left out) both give a clean preflight, every endpoint validated."""
+    if shapes != "examples":
+        await sim.scenario({"shapes": shapes})
+    async with sim.session.get(sim.api_url + "/webhooks", headers=sim.auth_headers()) as resp:
+        assert ("error" in await resp.json()) is (shapes == "examples")
+    found = await preflight(sim, tmp_path)
+    endpoints = {n: c for n, c in found.items() if n.startswith("endpoint ")}
+    assert len(endpoints) == 12
+    assert {n: c.status for n, c in endpoints.items() if c.status != "passed"} == {}
+    assert found["report"].passed
+
+
 async def test_without_a_public_url_the_webhook_checks_say_why_they_were_skipped(
     sim: SimHandle, tmp_path: Path
 ) -> None:

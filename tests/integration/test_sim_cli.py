@@ -25,6 +25,7 @@ from tests.waiting import PROCESS_DEADLINE
         ["simulate", "--redelivery-interval", "0"],
         ["simulate", "--redelivery-interval", "soon"],
         ["simulate", "--redelivery-interval", "nan"],
+        ["simulate", "--shapes", "openapi"],
     ],
 )
 def test_bad_flags_exit_2_with_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -58,6 +59,14 @@ def test_redelivery_interval_flag_reaches_the_config() -> None:
     fast = config_from_args(parser.parse_args(["simulate", "--redelivery-interval", "0.5"]), {})
     default = config_from_args(parser.parse_args(["simulate"]), {})
     assert (fast.redelivery_interval, default.redelivery_interval) == (0.5, 900.0)
+
+
+def test_shapes_flag_reaches_the_config() -> None:
+    """--shapes schema gives the schema's own envelopes; the default is the OpenAPI examples' shape."""
+    parser = build_parser()
+    schema = config_from_args(parser.parse_args(["simulate", "--shapes", "schema"]), {})
+    default = config_from_args(parser.parse_args(["simulate"]), {})
+    assert (schema.shapes, default.shapes) == ("schema", "examples")
 
 
 @pytest.mark.slow

@@ -194,6 +194,7 @@ async def test_scenario_rate_limits_shape_headers_and_429s_until_reset(make_simu
         {"webhook_signing_secret": ""},
         {"webhook_omit": ["grade"]},
         {"webhook_timestamp_offset": "early"},
+        {"shapes": "openapi"},
         {},
         "maintenance",
         [],

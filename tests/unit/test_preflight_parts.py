@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import orjson
+import pytest
 
 from service.core.signatures import sign_standard, sign_wiseflow
+from service.errors import ApiError, ApiUnavailable, CircuitOpen, RateLimited, ServiceError
 from service.preflight import ratelimits, schemas
 from service.preflight.delivery import (
     Delivery,
@@ -16,6 +18,7 @@ from service.preflight.delivery import (
     shown_headers,
     signature_like,
 )
+from service.preflight.endpoints import refusal_check
 from service.preflight.report import Report, failed, passed, render, skipped
 from service.settings import Settings, load_settings
 
@@ -53,12 +56,52 @@ def test_stated_limits_read_wiseflow_s_names_and_ietf_policies() -> None:
     assert ratelimits.stated_limits({"RateLimit-Limit": "200"}) == {}
 
 
-def test_budgets_without_stated_limits_are_skipped_and_headers_without_pairs_fail() -> None:
-    """No limit in the headers: nothing to compare (skipped); no Remaining/Reset pair: the limiter is blind."""
+def test_budgets_without_stated_limits_are_skipped_and_headers_are_reported_not_judged() -> None:
+    """No limit in the headers: nothing to compare (skipped); no Remaining/Reset pair: reported, not failed,
+    since the OpenAPI snapshot describes no rate-limit header to judge them against."""
     assert ratelimits.check_budgets({"RateLimit-Limit": "200"}, settings()).status == "skipped"
     check = ratelimits.check_headers({"X-Rate-Limit-Limit": "5"}, NOW)
-    assert check.status == "failed"
+    assert check.status == "passed"
+    assert "reported, not judged" in check.detail
     assert "X-Rate-Limit-Limit: 5" in check.detail
+    assert "no Remaining/Reset pair the limiter can read" in check.detail
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "said"),
+    [
+        (RateLimited("WISEflow answered 429", retry_after=12, method="GET", path="/webhooks", status=429,
+                     trace_id="t-1"), "skipped", "answered 429, Retry-After 12 s, X-Trace-Id t-1"),
+        (ApiUnavailable("WISEflow answered 503", retry_after=None, method="GET", path="/webhooks", status=503),
+         "skipped", "answered 503; the OpenAPI snapshot does not describe it"),
+        (CircuitOpen("https://wf.example", 30.0, "503 with Retry-After"), "skipped", "circuit breaker is open"),
+        (ApiError("WISEflow answered 404", method="GET", path="/webhooks", status=404), "failed", "status=404"),
+    ],
+)  # fmt: skip
+def test_answers_the_snapshot_does_not_describe_are_reported_not_judged(
+    exc: ServiceError, status: str, said: str
+) -> None:
+    """429, 503 and an open breaker skip an endpoint's check with what was seen; a 404 still fails it."""
+    check = refusal_check("GET", "/webhooks", exc)
+    assert (check.name, check.status) == ("endpoint GET /webhooks", status)
+    assert said in check.detail
+
+
+def test_success_as_the_examples_show_it_and_in_the_schema_s_form_both_pass() -> None:
+    """`"error": null` and `"data": null` (the examples) pass, as does leaving them out; a wrong type fails."""
+    assert schemas.problems("flows-search-api-response", {"success": True, "data": [], "error": None}) == []
+    assert schemas.problems("flows-search-api-response", {"success": True, "data": []}) == []
+    assert (
+        schemas.problems("success-api-response-no-data", {"success": True, "data": None, "error": None}) == []
+    )
+    assert schemas.problems("success-api-response-no-data", {"success": True}) == []
+    # Only where an example shows null: a list endpoint's `data` stays an array.
+    assert schemas.problems("flows-search-api-response", {"success": True, "data": None}) == [
+        "data: expected type array"
+    ]
+    assert schemas.problems("webhook-api-response", {"success": True, "error": {"code": "x"}}) == [
+        "error/code: expected type integer"
+    ]
 
 
 def test_schema_problems_name_the_place_never_the_value() -> None:
