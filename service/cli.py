@@ -19,7 +19,7 @@ from service.errors import ConfigError, StoreError
 # The commands of the README's commands table, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "run", "sync", "simulate", "demo", "export", "diagnose", "certify", "inbox", "outbox", "webhooks",
-    "preflight", "pause", "backup",
+    "preflight", "pause", "backup", "spec",
 )  # fmt: skip
 
 EXIT_USAGE = 2
