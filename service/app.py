@@ -10,7 +10,8 @@
       loops:   sync runs, pause look, inbox worker, outbox deliverer, catch-up, journal flush (sync/loops),
                retention
 
-`run`, `sync --once` and `demo` all get their objects from `open_service`. Nothing here runs at import time.
+`run`, `sync --once` and `demo` all get their objects from `open_service`; their WISEflow client, like every
+other command's, from `service.clients`. Nothing here runs at import time.
 """
 
 from __future__ import annotations
@@ -40,13 +41,11 @@ from service.adapters.store.journal import JournalWriter
 from service.adapters.store.pause import SqlitePauseStore
 from service.adapters.store.unit import SqliteUnitOfWork
 from service.adapters.webhook_http import WEBHOOK_PATH, WebhookReceiver, verifier_from_settings
-from service.adapters.wiseflow.client import WiseflowClient, log_transition
+from service.adapters.wiseflow.client import WiseflowClient
 from service.adapters.wiseflow.pauses import CHECK_INTERVAL
-from service.adapters.wiseflow.records import OnRequest, RequestRecord, route_of
+from service.clients import wiseflow_client
 from service.core import planner
-from service.core.breaker import Breaker, BreakerPolicy, Transition
 from service.core.clock import Clock, SystemClock
-from service.core.request_tally import note_request
 from service.core.signatures import WebhookVerifier
 from service.core.status import ClientFigures, StatusBoard
 from service.core.webhook_figures import WebhookFigures
@@ -133,22 +132,15 @@ def _wire(
     metrics = ServiceMetrics()
     uow = SqliteUnitOfWork(store)
     signals = Signals()  # stored -> inbox worker; queued -> deliverer; pause lifted -> inbox worker
-
-    def on_transition(transition: Transition) -> None:
-        log_transition(transition)
-        metrics.observe_transition(transition)
-
-    client = WiseflowClient(
+    client = wiseflow_client(
         settings,
-        session,
         clock,
-        rng,
-        on_request=_observer(journal, metrics),
-        tracer=trace.get_tracer("service.adapters.wiseflow", __version__, tracer_provider=tracer_provider),
-        # A 503's Retry-After is honoured up to the same SYNC_PAUSE_MAX as a 429's.
-        breaker=Breaker(settings.api_url, BreakerPolicy(pause_max=settings.pause_max), clock, on_transition),
-        # Saved when the 429 or 503 arrives, before the next request leaves (restored by open_service).
-        pause_store=SqlitePauseStore(store, clock),
+        pause_store=SqlitePauseStore(store, clock),  # restored by open_service
+        journal=journal,
+        metrics=metrics,
+        session=session,
+        rng=rng,
+        tracer_provider=tracer_provider,
         on_pause_lifted=signals.pause_lifted,  # events deferred behind a cleared pause go at once
     )
     deliverer = None
@@ -211,18 +203,6 @@ def _client_figures(client: WiseflowClient) -> ClientFigures:
         client.auth_recoveries,
         client.paused_seconds,
     )
-
-
-def _observer(journal: JournalWriter, metrics: ServiceMetrics) -> OnRequest:
-    """The client's request hook: every request that left goes to the journal, the metrics and its run's
-    tally."""
-
-    def observe(record: RequestRecord) -> None:
-        journal.record(record)
-        metrics.observe_request(record)
-        note_request(f"{record.method} {route_of(record.path.split('?', 1)[0])}")
-
-    return observe
 
 
 async def close_service(service: Service) -> None:

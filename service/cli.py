@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
 from service import __version__
-from service.errors import ConfigError, StoreError
+from service.commands import EXIT_PAUSED
+from service.errors import ConfigError, StoreError, WiseflowPaused
 
 # The commands of the README's commands table, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -66,6 +67,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except (ConfigError, StoreError) as exc:
         print(f"wiseflow-sync: configuration error: {describe_exit(exc)}", file=sys.stderr)
         return EXIT_USAGE
+    except WiseflowPaused as exc:  # a command met a saved pause longer than SYNC_MAX_WAIT, as `sync --once` can
+        print(f"wiseflow-sync {exc.command}: {exc}", file=sys.stderr)
+        return EXIT_PAUSED
     except KeyboardInterrupt:
         return 130
     return code

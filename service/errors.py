@@ -7,6 +7,7 @@
      |    +-- ApiUnavailable    5xx, timeouts, refused connections, maintenance windows
      |    +-- AuthError         the credentials were refused (400 invalid_client, repeated 401)
      +-- CircuitOpen            the breaker is open: no request left the process
+     +-- WiseflowPaused         a saved pause outlasts what a command may wait: nothing was sent (exit 75)
      +-- InvalidSignature       a webhook failed verification (reason is safe to log)
      +-- SinkError              the SIS sink did not accept a delivery
      +-- StoreError             the database cannot be used (not SQLite, newer schema, read-only, full),
@@ -94,6 +95,16 @@ class CircuitOpen(ServiceError):
         self.retry_after = retry_after
         self.reason = reason
         super().__init__(f"circuit open for {base_url}: {reason} (next probe in {retry_after:.1f}s)")
+
+
+class WiseflowPaused(ServiceError):
+    """WISEflow's saved pause outlasts what a command may wait; nothing was sent. ``remaining`` in seconds."""
+
+    def __init__(self, command: str, message: str, *, reason: str, remaining: float) -> None:
+        self.command = command  # "webhooks ensure": the CLI's one line names it
+        self.reason = reason
+        self.remaining = remaining
+        super().__init__(message)
 
 
 class InvalidSignature(ServiceError):

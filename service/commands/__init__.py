@@ -18,6 +18,8 @@ from service.settings import Settings, load_settings
 N = TypeVar("N", int, float)
 R = TypeVar("R")
 P = TypeVar("P")
+# EX_TEMPFAIL (sysexits.h): WISEflow asked to wait longer than the command may; try again later.
+EXIT_PAUSED: Final = 75
 # Set by the Dockerfile's runtime stage: this process runs from the production image.
 IMAGE_VARIABLE: Final = "WISEFLOW_SYNC_IMAGE"
 ALLOW_IN_IMAGE: Final = "--allow-in-image"

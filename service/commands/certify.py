@@ -3,6 +3,11 @@
 The events answer comes from WISEflow's own subscription (`GET /webhooks`, the one for
 `SYNC_PUBLIC_WEBHOOK_URL` or titled `WISEFLOW_CLIENT_NAME`) when credentials are configured and WISEflow
 answers within `EVENTS_TIMEOUT`; otherwise from `SYNC_WEBHOOK_EVENTS`. `webhooks.events_source` says which.
+
+That request is optional, so certify never waits for WISEflow: while a saved pause is in force (a
+Retry-After or a maintenance window, `pause show`) it sends nothing and answers from `SYNC_WEBHOOK_EVENTS`,
+as when WISEflow does not answer. Its client is every command's (`service.clients`): with an existing
+SYNC_DATABASE the request is journalled there (`diagnose` finds it); no database is ever created.
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ from service.adapters.logs import configure_logging
 from service.adapters.store import Store
 from service.adapters.store.figures import StoredFigures, read_figures
 from service.adapters.telemetry import command_tracing
-from service.adapters.wiseflow import WiseflowClient
 from service.certify import EVENTS_FROM_WISEFLOW, build, render_markdown
+from service.clients import command_client
 from service.core.subscriptions import plan_subscription
 from service.errors import ServiceError
 from service.settings import Settings, load_settings
@@ -33,7 +38,15 @@ log = logging.getLogger("service.certify")
 
 def register(subparsers: Any) -> None:
     """Add the `certify` command."""
-    p = subparsers.add_parser("certify", help="print the certification review's answers (config + figures)")
+    p = subparsers.add_parser(
+        "certify",
+        help="print the certification review's answers (config + figures)",
+        description="Print the certification review's answers from the configuration and the database's"
+        " figures. The webhook events are read from WISEflow's subscription (GET /webhooks). Certify never"
+        " waits for WISEflow: while a saved pause is in force (`pause show`) it sends nothing, and then, as"
+        f" when WISEflow does not answer within {EVENTS_TIMEOUT:g} s, the events come from"
+        " SYNC_WEBHOOK_EVENTS (webhooks.events_source says which).",
+    )
     p.add_argument("--format", choices=("md", "json"), default="md", help="md (default) or json")
     p.set_defaults(handler=run)
 
@@ -72,7 +85,8 @@ async def subscribed_events(settings: Settings) -> list[str] | None:
     if not (settings.uses_oauth or settings.api_key is not None):
         return None
     try:
-        async with asyncio.timeout(EVENTS_TIMEOUT), WiseflowClient(settings) as client:
+        # wait=False: a saved pause in force is WiseflowPaused at once, answered like no answer.
+        async with asyncio.timeout(EVENTS_TIMEOUT), command_client(settings, "certify", wait=False) as client:
             existing = await client.list_webhooks()
     except (ServiceError, TimeoutError) as exc:
         log.warning(

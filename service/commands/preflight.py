@@ -1,8 +1,10 @@
 """`wiseflow-sync preflight [--format md|json] [--public-url URL]`: check WISEflow (staging) before the review.
 
-Read-only toward the institution's data and the service's database (which it never opens). With
+Read-only toward the institution's data and the service's database: it reads an existing one's saved
+pause (waited out up to SYNC_MAX_WAIT before any request) and never writes or creates one. With
 `--public-url` it listens on `SYNC_HTTP_HOST:SYNC_HTTP_PORT` for WISEflow's test delivery on a temporary
-subscription it deletes afterwards. Exit 0 when no check that ran failed, 1 otherwise, 2 for a bad setting.
+subscription it deletes afterwards. Exit 0 when no check that ran failed, 1 otherwise, 2 for a bad setting,
+75 when a saved pause outlasts SYNC_MAX_WAIT (nothing sent).
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ FORMATS: Final = ("md", "json")
 def register(subparsers: Any) -> None:
     """Add the `preflight` command."""
     p = subparsers.add_parser(
-        "preflight", help="check the configured WISEflow and the assumptions of the defaults (read-only)"
+        "preflight",
+        help="check the configured WISEflow and the assumptions of the defaults (read-only)",
+        description="Check the configured WISEflow and the assumptions of the defaults. Read-only: an existing"
+        " SYNC_DATABASE is only read, for its saved pause (a Retry-After or a maintenance window), which is"
+        " waited out first, up to SYNC_MAX_WAIT; a longer one ends the command with exit 75, nothing sent.",
     )
     p.add_argument("--format", choices=FORMATS, default="md", help="md (a report to attach) or json")
     p.add_argument(

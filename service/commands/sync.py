@@ -22,6 +22,7 @@ from service.adapters.logs import configure_logging
 from service.adapters.telemetry import command_tracing
 from service.adapters.wiseflow.pauses import CHECK_INTERVAL
 from service.app import Service, close_service, open_service
+from service.commands import EXIT_PAUSED
 from service.core.clock import Clock, SystemClock
 from service.errors import StoreError
 from service.settings import Settings, load_settings
@@ -31,8 +32,6 @@ from service.sync.poller import Poller, Progress, RunSummary
 from service.sync.until_done import Sleep, sync_until_done
 
 EXIT_FAILED = 1
-# EX_TEMPFAIL (sysexits.h): try again later; a scheduler may simply re-run the command.
-EXIT_PAUSED = 75
 
 
 def register(subparsers: Any) -> None:

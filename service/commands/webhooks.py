@@ -4,6 +4,10 @@ The URL is `--url` or `SYNC_PUBLIC_WEBHOOK_URL` (the public https address of `PO
 the events are `--events` or `SYNC_WEBHOOK_EVENTS` (comma-separated), by default every event WISEflow
 sends. A new subscription is given the first secret of `WISEFLOW_WEBHOOK_SECRET`. Prints one line:
 created, updated or unchanged (`--dry-run` says what it would do and sends nothing but `GET /webhooks`).
+
+Its client is every command's (`service.clients`): with an existing SYNC_DATABASE its requests are
+journalled there (`diagnose` finds them) and a saved pause is waited out first, up to SYNC_MAX_WAIT, or it
+exits 75 naming the pause, having sent nothing. It never creates a database.
 """
 
 from __future__ import annotations
@@ -16,10 +20,10 @@ from typing import Any, Final, TextIO
 
 from service.adapters.logs import configure_logging
 from service.adapters.telemetry import command_tracing
-from service.adapters.wiseflow import WiseflowClient
+from service.clients import command_client
 from service.core.redact import redact_url
 from service.core.subscriptions import SubscriptionPlan, plan_subscription
-from service.errors import ConfigError, ServiceError
+from service.errors import ConfigError, ServiceError, WiseflowPaused
 from service.settings import Settings, load_settings, parse_webhook_events, parse_webhook_url
 
 URL_VARIABLE: Final = "SYNC_PUBLIC_WEBHOOK_URL"
@@ -31,7 +35,14 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("webhooks", help="manage WISEflow's webhook subscription")
     sub = p.add_subparsers(dest="webhooks_command", metavar="ACTION")
     sub.required = True
-    ensure = sub.add_parser("ensure", help="create or update the subscription to match the configuration")
+    ensure = sub.add_parser(
+        "ensure",
+        help="create or update the subscription to match the configuration",
+        description="Create or update WISEflow's webhook subscription to match the configuration. A saved"
+        " pause (a Retry-After or a maintenance window, `pause show`) is waited out first, up to"
+        " SYNC_MAX_WAIT; a longer one ends the command with exit 75, nothing sent. With an existing"
+        " SYNC_DATABASE the requests are journalled there (`diagnose X_TRACE_ID` finds them).",
+    )
     ensure.add_argument("--url", help=f"public webhook URL (default: ${URL_VARIABLE})")
     ensure.add_argument("--events", help=f"comma-separated events (default: ${EVENTS_VARIABLE} or all)")
     ensure.add_argument("--dry-run", action="store_true", help="only say what would change")
@@ -56,7 +67,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 async def ensure(settings: Settings, url: str, events: Sequence[str], *, dry_run: bool, out: TextIO) -> int:
     """Reconcile with WISEflow through the client; returns the exit code."""
     try:
-        async with WiseflowClient(settings) as client:
+        async with command_client(settings, "webhooks ensure") as client:
             plan = plan_subscription(
                 await client.list_webhooks(),
                 url=url,
@@ -70,6 +81,8 @@ async def ensure(settings: Settings, url: str, events: Sequence[str], *, dry_run
                 webhook_id = created["id"] if isinstance(created.get("id"), int) else None
             elif not dry_run and plan.action == "update" and webhook_id is not None:
                 await client.update_webhook(webhook_id, plan.body)
+    except WiseflowPaused:
+        raise  # the CLI's exit 75, like `sync --once` on a pause
     except ServiceError as exc:
         print(f"wiseflow-sync webhooks ensure: {exc}", file=sys.stderr)
         return 1

@@ -4,6 +4,8 @@
 budgets (`ratelimits`); 3. every read endpoint's shape (`endpoints`); 4. webhooks observed for real with a
 public URL (`webhooks`); then what no preflight can provoke (redelivery, maintenance), as skipped checks.
 Nothing is written to the service's database; the only write to WISEflow is the temporary subscription.
+Its client is every command's (`service.clients`), read-only: an existing SYNC_DATABASE's saved pause is
+waited out first (up to SYNC_MAX_WAIT, else `WiseflowPaused`, exit 75, before any request), never written.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Final
 
-from service.adapters.wiseflow import WiseflowClient
+from service.clients import command_client
 from service.core.clock import Clock, SystemClock
 from service.core.redact import redact_url
 from service.settings import Settings
@@ -37,7 +39,7 @@ async def run_preflight(
 ) -> Report:
     """Every check against `settings.api_url`; `public_url` enables the webhook checks."""
     clock = clock or SystemClock()
-    async with WiseflowClient(settings, clock=clock) as client:
+    async with command_client(settings, "preflight", read_only=True, clock=clock) as client:
         access = await check_access(client, settings)
         checks = list(access.checks)
         if access.reply is None:

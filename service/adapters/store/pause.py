@@ -11,12 +11,17 @@ been read back" or "never saved", and lifts its pause only in the first case.
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any, Final
 
-from service.adapters.store.connection import Store
+import aiosqlite
+
+from service.adapters.store.connection import Store, _open_reader
 from service.adapters.store.runs import SqliteCheckpoints
 from service.core.clock import Clock
 from service.core.ports import PauseState, SavedPause
+from service.errors import StoreError
 
 PAUSE_KEY: Final = "wiseflow:not_before"
 
@@ -56,6 +61,46 @@ class SqlitePauseStore:
             saved = _decode(await checkpoints.get(PAUSE_KEY))
             await checkpoints.set(PAUSE_KEY, {"cleared_at": now, "generation": saved.generation + 1}, now)
             return saved.pause
+
+
+class ReadOnlyPauseStore:
+    """The saved pause of an existing database, on a read-only connection (`preflight`): never written.
+
+    No migration, no pragma that writes, no file created: `open` refuses a path with no database there.
+    """
+
+    def __init__(self, reader: aiosqlite.Connection) -> None:
+        self._reader = reader
+
+    @classmethod
+    async def open(cls, path: str | Path) -> ReadOnlyPauseStore:
+        """A read-only connection to the database at `path` (`StoreError` when there is none)."""
+        if not Path(path).is_file():  # noqa: ASYNC240 - one stat; a failed connect would leave its thread
+            raise StoreError(f"database {path} cannot be read: no database file there")
+        try:
+            return cls(await _open_reader(path))
+        except sqlite3.Error as exc:
+            raise StoreError(f"database {path} cannot be read: {exc}") from exc
+
+    async def save(self, until_wall: float, reason: str) -> int:
+        """Refused: this store is read-only (its client keeps pauses in memory, see `DurablePause`)."""
+        raise StoreError("the saved pause is open read-only")
+
+    async def load(self) -> SavedPause | None:
+        """The saved pause, or None."""
+        return (await self.current()).pause
+
+    async def current(self) -> PauseState:
+        """The saved pause and its generation."""
+        return _decode(await SqliteCheckpoints(self._reader).get(PAUSE_KEY))
+
+    async def clear(self) -> SavedPause | None:
+        """Refused: this store is read-only."""
+        raise StoreError("the saved pause is open read-only")
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self._reader.close()
 
 
 def _decode(value: Any) -> PauseState:

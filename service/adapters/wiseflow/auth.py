@@ -19,8 +19,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
-import aiohttp
-
 from service.core.backoff import backoff_ceiling
 from service.core.clock import Clock
 from service.core.redact import MASK
@@ -28,8 +26,8 @@ from service.core.retry_after import parse_delta_seconds
 from service.errors import ApiUnavailable, AuthError
 from service.settings import Settings
 
-from .records import Reply, error_code, error_for
-from .transport import Transport
+from .door import Door
+from .records import Reply, Request, error_code, error_for
 
 log = logging.getLogger(__name__)
 TOKEN_PATH: Final = "/oauth2/token"  # noqa: S105 - a URL path, not a password
@@ -42,7 +40,7 @@ class Credentials(Protocol):
 
     can_refresh: bool
 
-    async def headers(self, session: aiohttp.ClientSession, attempt: int) -> dict[str, str]: ...
+    async def headers(self, attempt: int) -> dict[str, str]: ...
 
     def current(self) -> dict[str, str] | None: ...
 
@@ -59,7 +57,7 @@ class ApiKeyAuth:
     def __init__(self, api_key: str) -> None:
         self._headers = {"x-api-key": api_key}
 
-    async def headers(self, session: aiohttp.ClientSession, attempt: int) -> dict[str, str]:
+    async def headers(self, attempt: int) -> dict[str, str]:
         """The x-api-key header."""
         return dict(self._headers)
 
@@ -75,14 +73,15 @@ class ApiKeyAuth:
 
 
 class OAuthTokens:
-    """Client-credentials tokens, fetched through the shared transport, single flight."""
+    """Client-credentials tokens, fetched through the client's one door (admitted like any request), single
+    flight."""
 
     can_refresh = True
 
     def __init__(
         self,
         settings: Settings,
-        transport: Transport,
+        door: Door,
         clock: Clock,
         *,
         retry_base: float = 30.0,
@@ -95,7 +94,7 @@ class OAuthTokens:
             "client_id": settings.client_id,
             "client_secret": settings.client_secret.reveal(),
         }
-        self._transport = transport
+        self._door = door
         self._clock = clock
         # The longest a request can take to reach the server once its token is attached.
         self._in_flight = settings.connect_timeout
@@ -111,14 +110,14 @@ class OAuthTokens:
         # `preflight` can report and validate it without ever holding the token itself.
         self.last_answer: dict[str, Any] | None = None
 
-    async def headers(self, session: aiohttp.ClientSession, attempt: int) -> dict[str, str]:
+    async def headers(self, attempt: int) -> dict[str, str]:
         """A bearer header with a token valid for a while yet; fetches one when needed (single flight)."""
         if (fresh := self.current()) is not None:
             return fresh
         if self._failure is not None and self._clock.monotonic() < self._failed_until:
             raise AuthError(self._failure.message, method="POST", path=TOKEN_PATH, status=self._failure.status)
         if self._inflight is None:
-            self._inflight = asyncio.create_task(self._fetch(session, attempt))
+            self._inflight = asyncio.create_task(self._fetch(attempt))
             self._inflight.add_done_callback(self._fetched)
         # shield: one caller giving up (cancelled, deadline) must not cancel the others' token request.
         token = await asyncio.shield(self._inflight)
@@ -145,11 +144,9 @@ class OAuthTokens:
         if not task.cancelled():
             task.exception()  # retrieved here, so a failure nobody awaited anymore is not reported twice
 
-    async def _fetch(self, session: aiohttp.ClientSession, attempt: int) -> str:
+    async def _fetch(self, attempt: int) -> str:
         self.fetches += 1
-        reply = await self._transport.send(
-            session, "POST", TOKEN_PATH, attempt=attempt, credentials=None, urgent=True, data=self._form
-        )
+        reply, _ = await self._door.send(Request("POST", TOKEN_PATH, attempt, data=self._form, urgent=True))
         token = _access_token(reply.body) if reply.ok else None
         if token is not None:
             self._accept(token, reply.body, reply.sent)
@@ -160,7 +157,7 @@ class OAuthTokens:
             # A 200 without a usable token (an HTML page, truncated JSON, no access_token) is the server's
             # fault, not the credentials': ApiUnavailable stops a run (one error, not one per flow).
             raise ApiUnavailable("WISEflow's token answer carried no access_token", **reply.context())
-        raise error_for(reply, self._transport.retry_after(reply))
+        raise error_for(reply, reply.retry_after)
 
     def _accept(self, token: str, body: Any, sent: float) -> None:
         lifetime = _expires_in(body)

@@ -1,16 +1,16 @@
 """`WiseflowClient`: the one object through which the whole process reaches WISEflow (`WiseflowApi`).
 
-Composition: `Transport` (breaker + limiter + headers + logs/spans/journal) <- `Caller` (auth, 401 replay,
-retries) <- this class (endpoints, envelopes, pagination). Create one per process and share it; the
-breaker and the rate gate inside it are what make "a 429 pauses everyone" and "while OPEN nothing is
-sent" true for every loop and handler.
+Composition: `Admission` (limiter + saved pause + breaker) and `Transport` (headers, timeouts, logs, spans,
+journal), joined by the `Door` every request passes <- `Caller` (auth, 401 replay, retries) <- this class
+(endpoints, envelopes, pagination). Create one per process and share it (the composition root's factory,
+`service.clients`, does): the gate inside it is what makes "a 429 pauses everyone" and "while OPEN
+nothing is sent" true for every loop and handler.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import replace
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -19,17 +19,17 @@ from opentelemetry import trace
 
 from service.adapters.spans import add_event
 from service.core.backoff import Random, RetryPolicy
-from service.core.breaker import Breaker, BreakerPolicy, Transition
+from service.core.breaker import BreakerPolicy, Transition
 from service.core.clock import Clock, SystemClock
 from service.core.ports import Json, PauseStore
 from service.core.ratebudget import RateBudget
 from service.errors import ApiError
 from service.settings import Settings
 
+from .admission import Admission
 from .auth import ApiKeyAuth, Credentials, OAuthTokens
-from .limiter import AsyncRateLimiter
+from .door import Door
 from .pagination import paginate, unwrap
-from .pauses import DurablePause
 from .records import OnRequest, Reply
 from .retry import Caller
 from .transport import Transport, log
@@ -76,12 +76,12 @@ class WiseflowClient:
         *,
         on_request: OnRequest | None = None,
         budget: RateBudget | None = None,
-        breaker: Breaker | None = None,
         breaker_policy: BreakerPolicy | None = None,
         on_transition: Callable[[Transition], None] = log_transition,
         auth_retry_base: float = 30.0,
         tracer: trace.Tracer | None = None,
         pause_store: PauseStore | None = None,
+        saves_pauses: bool = True,
         on_pause_lifted: Callable[[], None] | None = None,
     ) -> None:
         settings.require_api_credentials()
@@ -91,31 +91,35 @@ class WiseflowClient:
         self._session = session
         self._owns_session = session is None
         self.policy = RetryPolicy.from_settings(settings)
-        budget = budget or RateBudget(per_second=settings.rate_per_second, per_minute=settings.rate_per_minute)
-        self.limiter = AsyncRateLimiter(budget, max_hold=settings.retry_after_max)
-        # The breaker honours a 503's Retry-After up to the same SYNC_PAUSE_MAX as a 429's.
-        policy = replace(breaker_policy or BreakerPolicy(), pause_max=settings.pause_max)
-        self.breaker = breaker or Breaker(settings.api_url, policy, self._clock, on_transition)
-        # Where a pause WISEflow asks for is saved before the next request leaves (None: memory only).
-        self.pauses = DurablePause(pause_store, self._clock, self.limiter, self.breaker, on_pause_lifted)
-        self.transport = Transport(
+        self.admission = Admission(
             settings,
             self._clock,
-            self.limiter,
-            self.breaker,
             self.policy,
             self._rng,
-            on_request,
-            tracer,
-            pauses=self.pauses,
+            budget=budget
+            or RateBudget(per_second=settings.rate_per_second, per_minute=settings.rate_per_minute),
+            breaker_policy=breaker_policy or BreakerPolicy(),
+            on_transition=on_transition,
+            # Where a pause WISEflow asks for is saved before the next request leaves (None: memory only).
+            pause_store=pause_store,
+            saves_pauses=saves_pauses,
+            on_pause_lifted=on_pause_lifted,  # told when an operator's clear lifts a pause held
         )
+        # The gate's parts, named for the loops and figures that read them (the gate is what uses them).
+        self.limiter, self.breaker, self.pauses = (
+            self.admission.limiter,
+            self.admission.breaker,
+            self.admission.pauses,
+        )
+        self.transport = Transport(settings, self._clock, self._get_session, on_request, tracer)
+        door = Door(self.admission, self.transport)
         self.credentials: Credentials
         if settings.uses_oauth:
-            self.credentials = OAuthTokens(settings, self.transport, self._clock, retry_base=auth_retry_base)
+            self.credentials = OAuthTokens(settings, door, self._clock, retry_base=auth_retry_base)
         else:
             assert settings.api_key is not None  # noqa: S101 - require_api_credentials() checked it
             self.credentials = ApiKeyAuth(settings.api_key.reveal())
-        self._caller = Caller(self.transport, self.credentials, self.policy, self._clock, self._rng)
+        self._caller = Caller(door, self.credentials, self.policy, self._clock, self._rng)
 
     @property
     def calls(self) -> int:
@@ -135,7 +139,7 @@ class WiseflowClient:
     @property
     def paused_seconds(self) -> float:
         """Seconds the shared pause was lengthened by 429s, in all."""
-        return self.transport.paused_seconds
+        return self.admission.paused_seconds
 
     async def __aenter__(self) -> Self:
         self._get_session()
@@ -168,7 +172,7 @@ class WiseflowClient:
         self, method: str, path: str, *, params: Mapping[str, str | int] | None = None, json: Any = None
     ) -> Reply:
         """Any endpoint, with every policy applied: a 2xx `Reply` or an `ApiError`/`CircuitOpen`."""
-        return await self._caller.call(self._get_session(), method, path, params=params, json=json)
+        return await self._caller.call(method, path, params=params, json=json)
 
     async def _data(self, method: str, path: str, json: Any = None) -> Any:
         reply = await self.request(method, path, json=json)

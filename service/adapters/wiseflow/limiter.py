@@ -41,8 +41,8 @@ class LoopClock:
 class AsyncRateLimiter:
     """One per process, shared by every caller: enforces the budget and the shared pause."""
 
-    def __init__(self, budget: RateBudget, max_hold: float) -> None:
-        self.gate = RateGate(budget, LoopClock())
+    def __init__(self, budget: RateBudget, max_hold: float, clock: LoopClock | None = None) -> None:
+        self.gate = RateGate(budget, clock or LoopClock())
         self._bucket = AsyncLimiter(budget.burst, budget.burst * budget.interval)
         # A wait longer than this is handed back to the caller as RateLimited: the scheduler defers the
         # work instead of a task sitting on a long pause (SYNC_RETRY_AFTER_MAX). Waits within a second are

@@ -4,7 +4,9 @@ A 429 pauses the shared limiter, a 503 with Retry-After opens the breaker: both 
 memory at once. `DurablePause.record` then writes the pause to the `PauseStore` while the request that
 drew it is still answering, and `settled` holds every later request until that write has committed, so
 a process killed just after the answer leaves the pause to the next process (`restore`).
-A failed write is logged and does not stop the process: the pause still holds in memory.
+A failed write is logged and does not stop the process: the pause still holds in memory. A read-only
+process (`preflight`, `writes=False`) reads the saved pause like any other but never writes one: what
+WISEflow tells it holds in its memory only, as if the save had failed.
 
 The saved pause is the truth for every process on the database. `check` reads it before each request
 leaves (one read on the store's read-only connection, cheap at WISEflow's rates, no writer lock):
@@ -31,7 +33,7 @@ from typing import Final
 
 from service.core.breaker import Breaker
 from service.core.clock import Clock
-from service.core.ports import PauseState, PauseStore
+from service.core.ports import PauseState, PauseStore, SavedPause
 
 from .limiter import AsyncRateLimiter
 
@@ -62,8 +64,11 @@ class DurablePause:
         limiter: AsyncRateLimiter,
         breaker: Breaker,
         on_lift: Callable[[], None] | None = None,
+        *,
+        writes: bool = True,
     ) -> None:
         self.store = store
+        self._writes = writes
         self._clock = clock
         self._limiter = limiter
         self._breaker = breaker
@@ -74,13 +79,16 @@ class DurablePause:
         self._looked = -math.inf  # loop time of the last read
         self._lifted = asyncio.Event()  # set (and replaced) when a clear lifts a pause: sleepers wake
         self._on_lift = on_lift  # told after a lift (`Signals.pause_lifted`: the inbox worker looks again)
+        self.restored: SavedPause | None = None  # the saved pause `restore` found in force (its reason)
 
     async def record(self, seconds: float, reason: str) -> None:
         """Save a pause of `seconds` from now; returns once committed (a cancelled caller does not stop it)."""
         if self.store is None or seconds <= 0:
             return
-        hold = _Hold(self._clock.wall() + seconds, None)
+        hold = _Hold(self._clock.wall() + seconds, None if self._writes else UNSAVED)
         self._holds.append(hold)
+        if not self._writes:
+            return
         task = asyncio.ensure_future(self._save(self.store, hold, reason))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
@@ -106,6 +114,7 @@ class DurablePause:
             return 0.0
         self._holds.append(_Hold(state.pause.until, state.generation))
         self._limiter.pause(remaining)
+        self.restored = state.pause
         log.warning(
             "WISEflow asked a previous process to wait: pausing",
             extra={

@@ -1,10 +1,11 @@
-"""What one exchange with WISEflow produced, and how an answer becomes an error of `service.errors`."""
+"""One exchange with WISEflow as values: the `Request` sent, the `Reply` read, the `RequestRecord` journalled,
+and how an answer becomes an error of `service.errors`."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from service.errors import ApiError, ApiUnavailable, AuthError, RateLimited
@@ -31,6 +32,26 @@ OnRequest = Callable[[RequestRecord], None]
 
 
 @dataclass(frozen=True, slots=True)
+class Request:
+    """One request to WISEflow as a value (httpx's `Request`): what to send, and how it queues.
+
+    `attempt` counts the call's tries (1 for the first; a 401's replay keeps it). `urgent` (the token
+    request) skips the queue behind other callers and behind the first request after a pause, never the
+    rate budget or the pause itself. Never carries credentials: they are attached once it is admitted.
+    """
+
+    method: str
+    path: str  # relative to the API base URL, e.g. "/flow/12"
+    attempt: int = 1
+    # Bodies are left out of the repr: the token request's form holds the client secret, a webhook's the
+    # signing secret, and a repr is what ends up in a log line or a traceback.
+    params: Mapping[str, str | int] | None = field(default=None, repr=False)
+    json: Any = field(default=None, repr=False)
+    data: Mapping[str, str] | None = field(default=None, repr=False)  # a form body (the token request's)
+    urgent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     """An HTTP answer: status, headers, the decoded JSON body (None when not JSON) and X-Trace-Id."""
 
@@ -42,6 +63,7 @@ class Reply:
     trace_id: str | None
     attempt: int
     sent: float = 0.0  # the client's monotonic clock when the request left (a token's life starts after it)
+    retry_after: float | None = None  # the answer's Retry-After in seconds, read when it came (None: none)
 
     @property
     def ok(self) -> bool:

@@ -16,25 +16,23 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
-
 from service.adapters.spans import add_event
 from service.core.backoff import Random, RetryPolicy, is_retryable_status, is_safe_request
 from service.core.clock import Clock
 from service.errors import ApiError, ApiUnavailable, AuthError, RateLimited
 
 from .auth import Credentials
-from .records import Reply, error_for
-from .transport import Transport
+from .door import Door
+from .records import Reply, Request, error_for
 
 
 class Caller:
     """Makes calls with the retry policy; shared by every caller through the one client."""
 
     def __init__(
-        self, transport: Transport, credentials: Credentials, policy: RetryPolicy, clock: Clock, rng: Random
+        self, door: Door, credentials: Credentials, policy: RetryPolicy, clock: Clock, rng: Random
     ) -> None:
-        self._transport = transport
+        self._door = door
         self._credentials = credentials
         self._policy = policy
         self._clock = clock
@@ -42,13 +40,7 @@ class Caller:
         self.recoveries = 0  # 401 answers cured by a new token and one replay (a metric)
 
     async def call(
-        self,
-        session: aiohttp.ClientSession,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str | int] | None = None,
-        json: Any = None,
+        self, method: str, path: str, *, params: Mapping[str, str | int] | None = None, json: Any = None
     ) -> Reply:
         """A 2xx `Reply`, or the `ApiError`/`CircuitOpen` that ended the call (within the call deadline)."""
         safe = is_safe_request(method, path)
@@ -57,7 +49,7 @@ class Caller:
         try:
             async with asyncio.timeout(self._policy.deadline):
                 while True:
-                    outcome = await self._attempt(session, method, path, attempt, params, json)
+                    outcome = await self._attempt(Request(method, path, attempt, params=params, json=json))
                     if isinstance(outcome, Reply):
                         return outcome
                     wait = self._wait_before_retry(outcome, safe, attempt, deadline)
@@ -74,27 +66,20 @@ class Caller:
                 attempt=attempt,
             ) from None
 
-    async def _attempt(
-        self,
-        session: aiohttp.ClientSession,
-        method: str,
-        path: str,
-        attempt: int,
-        params: Mapping[str, str | int] | None,
-        json: Any,
-    ) -> Reply | ApiError:
+    async def _attempt(self, request: Request) -> Reply | ApiError:
         """One attempt (plus the one replay after a 401): the 2xx reply, or the retryable error to judge."""
         try:
-            reply, used = await self._send(session, method, path, attempt, params, json)
+            reply, used = await self._door.send(request, self._credentials)
             if reply.status == 401 and self._credentials.can_refresh:
                 self._credentials.invalidate(used)
-                reply, _ = await self._send(session, method, path, attempt, params, json)
+                reply, _ = await self._door.send(request, self._credentials)
                 self.recoveries += reply.ok
         except (RateLimited, ApiUnavailable) as exc:  # no answer, a limiter pause, a failed token request
             return exc
         if reply.ok:
             return reply
-        error = error_for(reply, self._retry_after(reply))
+        # For a 429: the shared pause the gate set (Retry-After, reset or backoff), not only the header.
+        error = error_for(reply, self._door.admission.wait_after(reply))
         if isinstance(error, RateLimited | ApiUnavailable):
             return error
         raise error  # 4xx other than 408/429 (and a 401 twice): asking again would get the same answer
@@ -117,33 +102,3 @@ class Caller:
         if self._clock.monotonic() + needed > deadline:
             raise error
         return wait
-
-    async def _send(
-        self,
-        session: aiohttp.ClientSession,
-        method: str,
-        path: str,
-        attempt: int,
-        params: Mapping[str, str | int] | None,
-        json: Any,
-    ) -> tuple[Reply, Mapping[str, str]]:
-        """Send once; the credentials attached after the rate wait are returned for a 401's `invalidate`."""
-        used: dict[str, str] = {}
-        reply = await self._transport.send(
-            session,
-            method,
-            path,
-            attempt=attempt,
-            credentials=self._credentials,
-            sent_with=used,
-            params=params,
-            json=json,
-        )
-        return reply, used
-
-    def _retry_after(self, reply: Reply) -> float | None:
-        """Retry-After; for a 429 the shared pause the transport set (Retry-After, reset or backoff)."""
-        retry_after = self._transport.retry_after(reply)
-        if reply.status == 429:
-            return max(retry_after or 0.0, self._transport.pause_remaining())
-        return retry_after
