@@ -91,13 +91,13 @@ class WiseflowClient:
         self._session = session
         self._owns_session = session is None
         self.policy = RetryPolicy.from_settings(settings)
+        budget = budget or RateBudget(per_second=settings.rate_per_second, per_minute=settings.rate_per_minute)
         self.admission = Admission(
             settings,
             self._clock,
             self.policy,
             self._rng,
-            budget=budget
-            or RateBudget(per_second=settings.rate_per_second, per_minute=settings.rate_per_minute),
+            budget=budget,
             breaker_policy=breaker_policy or BreakerPolicy(),
             on_transition=on_transition,
             # Where a pause WISEflow asks for is saved before the next request leaves (None: memory only).
@@ -106,11 +106,9 @@ class WiseflowClient:
             on_pause_lifted=on_pause_lifted,  # told when an operator's clear lifts a pause held
         )
         # The gate's parts, named for the loops and figures that read them (the gate is what uses them).
-        self.limiter, self.breaker, self.pauses = (
-            self.admission.limiter,
-            self.admission.breaker,
-            self.admission.pauses,
-        )
+        self.limiter = self.admission.limiter
+        self.breaker = self.admission.breaker
+        self.pauses = self.admission.pauses
         self.transport = Transport(settings, self._clock, self._get_session, on_request, tracer)
         door = Door(self.admission, self.transport)
         self.credentials: Credentials
