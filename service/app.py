@@ -100,8 +100,10 @@ async def open_service(
     clock: Clock | None = None,
     tracer_provider: trace.TracerProvider | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    command: str = "run",
 ) -> Service:
-    """Open the store and the clients and wire every component (no loop is started)."""
+    """Open the store and the clients and wire every component (no loop is started); the sync runs are
+    recorded as started by `command` (run, sync, demo)."""
     # Everything a setting can break is checked before anything is opened: a bad value is one line, not a
     # half-open process holding a database.
     settings.require_api_credentials()
@@ -109,7 +111,7 @@ async def open_service(
     clock = clock or SystemClock()
     store = await Store.open(settings.database)
     try:
-        service = _wire(settings, clock, store, verifier, tracer_provider, on_progress)
+        service = _wire(settings, clock, store, verifier, tracer_provider, on_progress, command)
         await service.client.restore_pause()  # what is left of a pause a previous process was given
     except BaseException:
         await store.close()
@@ -124,6 +126,7 @@ def _wire(
     verifier: WebhookVerifier,
     tracer_provider: trace.TracerProvider | None,
     on_progress: Callable[[Progress], None] | None,
+    command: str,
 ) -> Service:
     """Build every component around an open store (no I/O: the HTTP session connects lazily)."""
     rng = random.Random()  # noqa: S311 - jitter, not cryptography
@@ -162,6 +165,7 @@ def _wire(
         planner.PlanPolicy.from_settings(settings),
         concurrency=settings.concurrency,
         on_progress=on_progress,
+        command=command,
     )
     status = StatusBoard(lambda: _client_figures(client))
     figures = WebhookFigures()
@@ -249,8 +253,10 @@ def build_app(
     *,
     start: bool = True,
     tracer_provider: trace.TracerProvider | None = None,
+    command: str = "run",
 ) -> web.Application:
     """The service's aiohttp application; `start=False` wires everything but runs no background loop.
+    `command` is what its sync runs are recorded as started by (`run`, or `demo`).
 
     Spans go to `tracer_provider`, or to the global provider that `setup_tracing` installs.
     """
@@ -260,7 +266,7 @@ def build_app(
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         with Store.hold(settings.database, "run", _holder()):  # one `run` per database, for its lifetime
-            service = await open_service(settings, clock, tracer_provider)
+            service = await open_service(settings, clock, tracer_provider, command=command)
             app[SERVICE] = service
             readiness = Readiness(
                 database=settings.database,

@@ -107,7 +107,7 @@ async def _run(duration: float, tmp: Path, out: TextIO) -> DemoReport:
             "SYNC_RETRY_AFTER_MAX": "10",
         }
     )
-    app = build_app(settings)
+    app = build_app(settings, command="demo")
     runner, service_port = await _start(app)
     service = app[SERVICE]
     started = time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +12,7 @@ import orjson
 from service.core.blindness import MirroredFlow
 from service.core.planner import FlowPlan
 from service.core.records import Flow, GradeVersion, Participant
+from service.core.run_record import Changes, MirrorCounts, RunRecord, one_line
 from service.core.store_ports import InboxRow, RunCounters, StoredFlow
 from service.errors import StoreError
 
@@ -110,20 +112,21 @@ class FakeFlows(Repository):
 
     async def save(
         self, flow: Flow, now: float, *, clock: int | None = None, seen_at: float | None = None
-    ) -> bool:
+    ) -> Changes | None:
         t = self._write()
         t.state_clock += 1
         row = t.flows.get(flow.flow_id)
         if row is None or clock is None or row.state_version <= clock:
             seen = now if seen_at is None else seen_at
+            before = {} if row is None else {flow.flow_id: row.flow}
             if row is None:
                 t.flows[flow.flow_id] = FlowRow(flow, seen, t.state_clock)
             else:
                 row.flow, row.seen_at, row.state_version = flow, max(row.seen_at, seen), t.state_clock
-            return True
+            return Changes.between(before, {flow.flow_id: flow})
         if seen_at is not None:
             row.seen_at = max(row.seen_at, seen_at)
-        return False
+        return None
 
     async def save_plans(self, plans: Mapping[int, FlowPlan]) -> None:
         t = self._write()
@@ -137,16 +140,18 @@ class FakeFlows(Repository):
         if row is not None and row.plan is not None:
             row.last_error = error[:500]
 
-    async def delete(self, flow_id: int, clock: int) -> bool:
+    async def delete(self, flow_id: int, clock: int) -> MirrorCounts | None:
         t = self._write()
         row = t.flows.get(flow_id)
         if row is None or row.state_version > clock:
-            return False
+            return None
         del t.flows[flow_id]  # with its participants and grades; its outbox rows stay
-        for table in (t.participants, t.grades):
+        removed = MirrorCounts(flows=Changes(removed=1))
+        for table, changes in ((t.participants, removed.participants), (t.grades, removed.grades)):
             for key in [k for k in table if k[0] == flow_id]:
                 del table[key]
-        return True
+                changes.removed += 1
+        return removed
 
     async def state_clock(self) -> int:
         return self.t.state_clock
@@ -166,22 +171,31 @@ class FakeFlows(Repository):
 class FakeGrades(Repository):
     """`unit.grades` in memory."""
 
-    async def replace_participants(self, flow_id: int, participants: Sequence[Participant], now: float) -> None:
+    async def replace_participants(
+        self, flow_id: int, participants: Sequence[Participant], now: float
+    ) -> Changes:
         t = self._write()
-        for key in [k for k in t.participants if k[0] == flow_id]:
-            del t.participants[key]
+        stored = {pid: p for (f, pid), p in t.participants.items() if f == flow_id}
+        for pid in stored:
+            del t.participants[(flow_id, pid)]
         t.participants.update({(flow_id, p.participant_id): p for p in participants})
+        return Changes.between(stored, {p.participant_id: p for p in participants})
 
     async def keys(self, flow_id: int) -> dict[int, str]:
         return {pid: v.idempotency_key for (f, pid), (v, _) in self.t.grades.items() if f == flow_id}
 
-    async def write(self, versions: Sequence[GradeVersion], now: float) -> None:
-        self._write().grades.update({(v.flow_id, v.participant_id): (v, now) for v in versions})
+    async def write(self, versions: Sequence[GradeVersion], now: float) -> Changes:
+        grades = self._write().grades
+        stored = sum(1 for v in versions if (v.flow_id, v.participant_id) in grades)
+        grades.update({(v.flow_id, v.participant_id): (v, now) for v in versions})
+        return Changes(added=len(versions) - stored, changed=stored)
 
-    async def remove_except(self, flow_id: int, participant_ids: Iterable[int]) -> None:
+    async def remove_except(self, flow_id: int, participant_ids: Iterable[int]) -> Changes:
         t, keep = self._write(), set(participant_ids)
-        for key in [k for k in t.grades if k[0] == flow_id and k[1] not in keep]:
+        gone = [k for k in t.grades if k[0] == flow_id and k[1] not in keep]
+        for key in gone:
             del t.grades[key]
+        return Changes(removed=len(gone))
 
     async def stream(self) -> AsyncGenerator[GradeVersion, None]:
         for key in sorted(self.t.grades):
@@ -211,9 +225,9 @@ class FakeRuns(Repository):
             run.update(outcome="interrupted", ended_at=now, reason="process ended mid-run")
         return len(running)
 
-    async def start(self, now: float) -> int:
+    async def start(self, now: float, command: str) -> int:
         run_id = max(self._write().runs, default=0) + 1
-        self.t.runs[run_id] = {"started_at": now, "outcome": "running", "ended_at": None}
+        self.t.runs[run_id] = {"started_at": now, "outcome": "running", "ended_at": None, "command": command}
         return run_id
 
     async def finish(
@@ -226,3 +240,22 @@ class FakeRuns(Repository):
 
     async def last_success_at(self) -> float | None:
         return max((r["ended_at"] for r in self.t.runs.values() if r["outcome"] == "ok"), default=None)
+
+    async def latest(self, limit: int) -> list[RunRecord]:
+        newest = sorted(self.t.runs.items(), reverse=True)[:limit]
+        return [_record(run_id, run) for run_id, run in newest]
+
+
+def _record(run_id: int, run: dict[str, Any]) -> RunRecord:
+    """A run as `FakeRuns` keeps it, as recorded (counters only once it finished)."""
+    counters = run.get("counters") or RunCounters()
+    return RunRecord(
+        run_id,
+        run["command"],
+        run["started_at"],
+        run["ended_at"],
+        run["outcome"],
+        counters.api_calls,
+        copy.deepcopy(counters.mirror),
+        one_line(run.get("reason")),
+    )

@@ -1,15 +1,19 @@
 """Structured JSON logs (orjson), one object a line on stderr, never carrying secrets.
 
 Use the standard `logging` API everywhere; pass context as `extra={"event": ..., "x_trace_id": ...}`.
-The formatter adds the OpenTelemetry trace and span ids of the current span, and redacts every field
-whose name is sensitive.
+The formatter adds the OpenTelemetry trace and span ids of the current span and the fields of the current
+`log_fields` block (a sync run's `run_id`), and redacts every field whose name is sensitive.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, Final
 
 import orjson
@@ -19,6 +23,20 @@ from service.core.redact import MASK, is_sensitive, redact_mapping, redact_text
 
 # Attributes every LogRecord has; anything else came from `extra=` and is ours to emit.
 _STANDARD: Final = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+# Fields every line carries while a `log_fields` block is open in the task that logs (or in the task that
+# started it: a task copies the context it was created in).
+_fields: ContextVar[Mapping[str, Any]] = ContextVar("wiseflow_sync_log_fields", default=MappingProxyType({}))
+
+
+@contextmanager
+def log_fields(**fields: Any) -> Iterator[None]:
+    """Add `fields` to every line this task, and the tasks it starts, logs until the block ends."""
+    token = _fields.set(MappingProxyType({**_fields.get(), **fields}))
+    try:
+        yield
+    finally:
+        _fields.reset(token)
 
 
 class JsonFormatter(logging.Formatter):
@@ -30,6 +48,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": redact_text(record.getMessage()),
+            **_fields.get(),  # fields a line's own `extra=` names again take the line's value
         }
         for key, value in vars(record).items():
             if key in _STANDARD or key.startswith("_"):

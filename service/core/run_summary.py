@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from service.core.run_record import MirrorCounts
+
 
 @dataclass(slots=True)
 class RunSummary:
-    """What one run did; `outcome` is ok, interrupted (resumable) or failed."""
+    """What one run did; `outcome` is ok, paused (WISEflow asked for a pause: resumable), failed, or
+    interrupted (cancelled mid-run: the process is stopping)."""
 
     run_id: int
     outcome: str
@@ -22,6 +25,7 @@ class RunSummary:
     events: int | None = None
     duration: float = 0.0
     refreshed_participants: list[int] = field(default_factory=list)  # each refreshed flow's, in order
+    counts: MirrorCounts = field(default_factory=MirrorCounts)  # what its committed writes did to the mirror
 
 
 @dataclass(frozen=True, slots=True)

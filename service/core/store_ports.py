@@ -13,7 +13,7 @@
                       refused or dead (one door in and out)
     unit.inbox        the webhook events the receiver committed, as the worker's queue
     unit.checkpoints  JSON values by key: the discovery pass, the events cursor, catch-up's markers
-    unit.runs         sync runs and the requests each sent
+    unit.runs         sync runs: what each did (requests, the mirror's counts), newest first for `runs`
 
 `service/adapters/store/unit.py` implements them on SQLite; `tests/fake_unit.py` (`FakeUnitOfWork`) in
 memory, for the loops' unit tests. No SQL string and no connection crosses these ports; a database
@@ -25,12 +25,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from service.core.blindness import MirroredFlow
 from service.core.planner import FlowPlan
 from service.core.records import Flow, GradeVersion, Participant
+from service.core.run_record import Changes, MirrorCounts, RunRecord
 
 # What a flow repository returns for a stored flow: the flow and its polling plan.
 StoredFlow = tuple[Flow, FlowPlan]
@@ -75,6 +76,7 @@ class RunCounters:
     pages: int = 0
     records: int = 0
     changes: int = 0
+    mirror: MirrorCounts = field(default_factory=MirrorCounts)  # rows added, changed, removed per entity
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +110,10 @@ class DeadLetters(Protocol):
 
 
 class FlowRepository(Protocol):
-    """Flows and their plans. `clock` and the refresh version keep the mirror from moving backwards."""
+    """Flows and their plans. `clock` and the refresh version keep the mirror from moving backwards.
+
+    A write reports what it did to the mirror; None when its guard refused it (a later fetch committed).
+    """
 
     async def get(self, flow_id: int) -> StoredFlow | None: ...
     async def get_many(self, flow_ids: Iterable[int]) -> dict[int, StoredFlow]: ...
@@ -117,24 +122,24 @@ class FlowRepository(Protocol):
     async def vanished(self, pass_started: float) -> list[int]: ...
     async def save(
         self, flow: Flow, now: float, *, clock: int | None = None, seen_at: float | None = None
-    ) -> bool: ...
+    ) -> Changes | None: ...
     async def save_plans(self, plans: Mapping[int, FlowPlan]) -> None: ...
     async def record_error(self, flow_id: int, error: str) -> None: ...
-    async def delete(self, flow_id: int, clock: int) -> bool: ...
+    async def delete(self, flow_id: int, clock: int) -> MirrorCounts | None: ...
     async def state_clock(self) -> int: ...
     async def refresh_version(self, flow_id: int) -> int: ...
     async def claim_refresh(self, flow_id: int, version: int) -> bool: ...
 
 
 class GradeRepository(Protocol):
-    """The mirror's participants and current grade versions."""
+    """The mirror's participants and current grade versions; each write reports the rows it changed."""
 
     async def replace_participants(
         self, flow_id: int, participants: Sequence[Participant], now: float
-    ) -> None: ...
+    ) -> Changes: ...
     async def keys(self, flow_id: int) -> dict[int, str]: ...
-    async def write(self, versions: Sequence[GradeVersion], now: float) -> None: ...
-    async def remove_except(self, flow_id: int, participant_ids: Iterable[int]) -> None: ...
+    async def write(self, versions: Sequence[GradeVersion], now: float) -> Changes: ...
+    async def remove_except(self, flow_id: int, participant_ids: Iterable[int]) -> Changes: ...
     def stream(self) -> AsyncGenerator[GradeVersion, None]: ...
 
 
@@ -176,15 +181,17 @@ class CheckpointRepository(Protocol):
 
 
 class RunRepository(Protocol):
-    """Sync runs: started, finished with their counters, and the requests each sent by route."""
+    """Sync runs: started by a command, finished with their counters, the requests each sent by route, and
+    the latest as recorded (`runs`, `/status`)."""
 
     async def abandon_running(self, now: float) -> int: ...
-    async def start(self, now: float) -> int: ...
+    async def start(self, now: float, command: str) -> int: ...
     async def finish(
         self, run_id: int, now: float, outcome: str, counters: RunCounters, reason: str | None
     ) -> None: ...
     async def record_requests(self, run_id: int, by_route: Mapping[str, int]) -> None: ...
     async def last_success_at(self) -> float | None: ...
+    async def latest(self, limit: int) -> list[RunRecord]: ...
 
 
 class Unit(Protocol):

@@ -13,6 +13,12 @@ plan, so the plan is the checkpoint: a run ended by the breaker, a Retry-After o
 flows it did not reach still due, and the next run picks them up first. Discovery keeps its pass start in
 a checkpoint so a resumed pass still knows which flows it has seen; the events cursor moves only once a
 window is fully read.
+
+Each run is recorded (`unit.runs`, what `wiseflow-sync runs` lists) with the command that started it and
+its outcome: ok; failed (refused credentials, a malformed listing); paused (WISEflow asked for a pause: a
+Retry-After, maintenance, the open breaker); interrupted (cancelled mid-run here, or its process died,
+which the next run records); with its requests counted on the wire and what it added, changed and removed
+in the mirror.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from service.adapters.logs import log_fields
 from service.adapters.spans import mark_error, unit_span
 from service.core import planner
 from service.core.clock import Clock
@@ -30,6 +37,7 @@ from service.core.planner import LIVE_STATES, FlowPlan, PlanPolicy
 from service.core.ports import WiseflowApi
 from service.core.records import Flow
 from service.core.request_tally import RequestTally, tallying
+from service.core.run_record import Changes, MirrorCounts, counting, note
 from service.core.run_summary import Progress, RunSummary
 from service.core.store_ports import RunCounters, UnitOfWork
 from service.errors import ApiError, ServiceError
@@ -59,8 +67,10 @@ class Poller:
         *,
         concurrency: int = 4,
         on_progress: Callable[[Progress], None] | None = None,
+        command: str = "run",
     ) -> None:
         self._api = api
+        self._command = command  # what its runs are recorded as started by: run, sync or demo
         self._uow = uow
         self._clock = clock
         self._rng = rng
@@ -81,25 +91,31 @@ class Poller:
         return self._clock
 
     async def run_once(self, *, full: bool = False) -> RunSummary:
-        """One sync run; never raises for WISEflow trouble, which ends the run as interrupted.
+        """One sync run; never raises for WISEflow trouble, which ends the run as paused (or failed).
 
-        `full` is a reconciliation: after discovery every flow not archived is refreshed, due or not.
+        `full` is a reconciliation: after discovery every flow not archived is refreshed, due or not. Every
+        line logged while the run goes on, by its task or the tasks it starts, carries its `run_id`.
         """
         async with self._run_lock, self._uow.exclusive("sync"):
             started = time.monotonic()
             async with self._uow.transaction() as unit:
                 await unit.runs.abandon_running(self._clock.wall())
-                summary = RunSummary(run_id=await unit.runs.start(self._clock.wall()), outcome="running")
-            with unit_span("sync.run", attributes={"sync.run_id": summary.run_id, "sync.full": full}) as span:
-                # Every request this run's tasks send is counted on the wire (the client's request hook).
-                with tallying(RequestTally()) as tally:
+                summary = RunSummary(await unit.runs.start(self._clock.wall(), self._command), "running")
+            attributes = {"sync.run_id": summary.run_id, "sync.full": full}
+            with log_fields(run_id=summary.run_id), unit_span("sync.run", attributes=attributes) as span:
+                # Every request this run's tasks send is counted on the wire (the client's request hook), and
+                # every write of the mirror they commit into the run's counts (the refresh's `note`).
+                with tallying(RequestTally()) as tally, counting(summary.counts):
                     try:
                         await self._run(summary, full=full)
                         summary.outcome = "ok"
+                    except asyncio.CancelledError:  # the process is stopping: closed now, not left running
+                        summary.outcome, summary.reason = "interrupted", "cancelled mid-run"
+                        await self._finish(summary, tally, started)
+                        raise
                     except Exception as exc:
                         _judge(summary, exc)
-                summary.duration = time.monotonic() - started
-                await self._finish(summary, tally)
+                await self._finish(summary, tally, started)
                 span.set_attribute("sync.outcome", summary.outcome)
                 if summary.outcome != "ok":
                     mark_error(summary.reason or summary.outcome)
@@ -151,17 +167,21 @@ class Poller:
         if not flows:
             return
         now = self._clock.wall()
+        saved = Changes()
         async with self._uow.transaction() as unit:
             known = await unit.flows.get_many(f.flow_id for f in flows)
             plans: dict[int, FlowPlan] = {}
             for flow in flows:
                 previous, plan = known.get(flow.flow_id, (None, None))
-                if not await unit.flows.save(flow, now, clock=clock, seen_at=pass_started):
+                changes = await unit.flows.save(flow, now, clock=clock, seen_at=pass_started)
+                if changes is None:
                     continue  # a later fetch of this flow committed first: it planned the flow too
+                saved += changes
                 new_plan = planner.plan_after_discovery(previous, flow, plan, now, self._policy)
                 if new_plan != plan:
                     plans[flow.flow_id] = new_plan
             await unit.flows.save_plans(plans)
+        note(MirrorCounts(flows=saved))
 
     async def _check_vanished(self, pass_started: float) -> None:
         """A flow no longer listed (archived since, or deleted) gets its state read once."""
@@ -237,9 +257,11 @@ class Poller:
             await unit.flows.save_plans({flow_id: retry})
             await unit.flows.record_error(flow_id, reason)
 
-    async def _finish(self, summary: RunSummary, tally: RequestTally) -> None:
+    async def _finish(self, summary: RunSummary, tally: RequestTally, started: float) -> None:
+        summary.duration = time.monotonic() - started
         summary.api_calls, summary.pages = tally.total, tally.pages
-        counters = RunCounters(summary.api_calls, summary.pages, summary.records, summary.changes)
+        s = summary
+        counters = RunCounters(s.api_calls, s.pages, s.records, s.changes, s.counts)
         async with self._uow.transaction() as unit:
             await unit.runs.record_requests(summary.run_id, tally.by_route)
             await unit.runs.finish(
@@ -270,8 +292,8 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
 def _judge(summary: RunSummary, exc: Exception) -> None:
     """The run's outcome for what ended it (`core.failures`); what no verdict covers propagates."""
     verdict = classify(exc)
-    if verdict is Verdict.STOP_AND_WAIT and not needs_operator(exc):
-        summary.outcome, summary.reason = "interrupted", describe(exc)
+    if verdict is Verdict.STOP_AND_WAIT and not needs_operator(exc):  # a Retry-After, maintenance, the breaker
+        summary.outcome, summary.reason = "paused", describe(exc)
         summary.retry_after = retry_after(exc)
     elif verdict is not Verdict.RETRY_ITEM_LATER and isinstance(exc, (ServiceError, *BAD_DATA)):
         summary.outcome, summary.reason = "failed", describe(exc)  # refused credentials, a malformed listing

@@ -11,7 +11,8 @@ holds data fetched after the one it replaces: the mirror never moves backwards a
 queued again. Losing only says another refresh committed since ours began, not that it began later, so
 the loser fetches again rather than drop what may be the newer answer (and mark done the webhook that
 asked for it). A flow's state (`GET /flow/{id}`, and discovery) is guarded the same way by the state
-clock: read before the fetch, checked and advanced at commit.
+clock: read before the fetch, checked and advanced at commit. What each commit added, changed and removed
+counts for the sync run whose task made it (`run_record.note`), not for a webhook's refresh.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from service.core.failures import Verdict, classify
 from service.core.planner import FlowPlan, PlanPolicy
 from service.core.ports import WiseflowApi
 from service.core.records import Flow, GradeVersion, Participant, changed_grades
+from service.core.run_record import MirrorCounts, note
 from service.core.store_ports import UnitOfWork
 from service.errors import ApiError
 
@@ -89,10 +91,12 @@ class FlowRefresh:
         now = self._clock.wall()
         async with self._uow.transaction() as unit:
             previous, plan = await unit.flows.get(flow_id) or (None, None)
-            if not await unit.flows.save(flow, now, clock=clock):
+            saved = await unit.flows.save(flow, now, clock=clock)
+            if saved is None:
                 return False
             new_plan = planner.plan_after_discovery(previous, flow, plan, now, self._policy)
             await unit.flows.save_plans({flow_id: new_plan})
+        note(MirrorCounts(flows=saved))
         return True
 
     async def fetch_flow(self, flow_id: int, clock: int) -> Flow | None:
@@ -118,7 +122,8 @@ class FlowRefresh:
         """A flow WISEflow no longer has: the mirror follows (its queued grades are still delivered)."""
         async with self._uow.transaction() as unit:
             removed = await unit.flows.delete(flow_id, clock)
-        if removed:
+        if removed is not None:
+            note(removed)
             log.warning(
                 "flow not found: removed from the mirror", extra={"event": "sync.flow_gone", "flow_id": flow_id}
             )
@@ -173,14 +178,16 @@ class FlowRefresh:
         async with self._uow.transaction() as unit:
             if not await unit.flows.claim_refresh(flow.flow_id, version):
                 return Refreshed(len(participants), len(versions)), False
+            counts = MirrorCounts()
             if with_participants:
-                await unit.grades.replace_participants(flow.flow_id, participants, now)
+                counts.participants = await unit.grades.replace_participants(flow.flow_id, participants, now)
             changed = changed_grades(await unit.grades.keys(flow.flow_id), versions)
-            await unit.grades.write(changed, now)
-            await unit.grades.remove_except(flow.flow_id, (v.participant_id for v in versions))
+            counts.grades = await unit.grades.write(changed, now)
+            counts.grades += await unit.grades.remove_except(flow.flow_id, (v.participant_id for v in versions))
             # Always, sink or not: a grade mirrored without an outbox row would never be sent later.
-            queued = await unit.outbox.enqueue(changed, now)
+            counts.queued = await unit.outbox.enqueue(changed, now)
             if plan is not None:  # a planned refresh: schedule the next one
                 next_plan = planner.plan_after_poll(flow, now, self._rng, self._policy)
                 await unit.flows.save_plans({flow.flow_id: next_plan})
-        return Refreshed(len(participants), len(versions), len(changed), queued), True
+        note(counts)  # committed: it counts for the run of this task, if any
+        return Refreshed(len(participants), len(versions), len(changed), counts.queued), True

@@ -1,6 +1,6 @@
 """Sync until done or paused: the one routine behind `run`'s poll loop, `sync --once` and `demo`.
 
-A run that WISEflow interrupts (a Retry-After, an open breaker, maintenance) is resumed from its
+A run that WISEflow pauses (a Retry-After, an open breaker, maintenance) is resumed from its
 checkpoint after the pause it asked for, while the pauses add up to no more than `max_wait`; a pause that
 would go over ends the routine as "paused" (the caller decides: `sync --once` exits 75, the poll loop
 sleeps). A failed run (refused credentials, a malformed listing) ends it at once: waiting cannot cure it.
@@ -40,7 +40,7 @@ class SyncOutcome:
 
 
 def pause_for(summary: RunSummary) -> float:
-    """How long to wait before resuming an interrupted run."""
+    """How long to wait before resuming a paused run."""
     return max(MIN_PAUSE, summary.retry_after if summary.retry_after is not None else DEFAULT_PAUSE)
 
 

@@ -248,7 +248,7 @@ async def test_a_restart_inside_a_retry_after_does_not_call_wiseflow_early(
         summary = await first.runner.run()
     finally:
         await close_service(first)
-    assert summary.outcome == "interrupted"
+    assert summary.outcome == "paused"
     sent = len(await sim.journal())
     second = await open_service(settings)
     try:
@@ -256,7 +256,7 @@ async def test_a_restart_inside_a_retry_after_does_not_call_wiseflow_early(
         again = await second.runner.run()
     finally:
         await close_service(second)
-    assert again.outcome == "interrupted"
+    assert again.outcome == "paused"
     assert len(await sim.journal()) == sent
 
 

@@ -182,7 +182,7 @@ async def test_a_full_run_reconciles_a_concluded_flow_whose_webhook_was_lost(
 async def test_a_maintenance_window_mid_run_ends_it_cleanly_and_the_next_run_finishes(
     world: SimHandle, tmp_path: Path
 ) -> None:
-    """Maintenance after a few flows: the run is interrupted, and the next run completes the mirror."""
+    """Maintenance after a few flows: the run is paused, and the next run completes the mirror."""
     settings = settings_for(world, tmp_path / "m.sqlite3", SYNC_RETRY_AFTER_MAX="0.5", SYNC_CONCURRENCY="2")
     started: list[bool] = []
 
@@ -196,7 +196,7 @@ async def test_a_maintenance_window_mid_run_ends_it_cleanly_and_the_next_run_fin
 
     async with open_engine(settings, ShiftedClock(), on_progress) as engine:
         first = await engine.poller.run_once()
-        assert first.outcome == "interrupted", first
+        assert first.outcome == "paused", first
         assert 5 <= first.flows_refreshed < 30
         await world.scenario({"reset": True})
         # The breaker reads the loop's clock, as the limiter does: its 1 s open time passes for real.
@@ -206,7 +206,7 @@ async def test_a_maintenance_window_mid_run_ends_it_cleanly_and_the_next_run_fin
         assert second.flows_refreshed == 30 - first.flows_refreshed
         await assert_mirror_equals_truth(engine, world)
         runs = await fetch_value(engine.store.db, "SELECT group_concat(outcome) FROM sync_runs ORDER BY run_id")
-        assert runs == "interrupted,ok"
+        assert runs == "paused,ok"
 
 
 async def test_sync_once_prints_one_summary_line_and_exits_zero(world: SimHandle, tmp_path: Path) -> None:

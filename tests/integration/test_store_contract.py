@@ -16,7 +16,8 @@ from service.adapters.store import Store
 from service.adapters.store.inbox import Inbox
 from service.adapters.store.unit import SqliteUnitOfWork
 from service.core.planner import FlowPlan
-from service.core.records import Flow, GradeVersion
+from service.core.records import Flow, GradeVersion, Participant
+from service.core.run_record import Changes, MirrorCounts
 from service.core.store_ports import Replay, RunCounters, UnitOfWork
 from service.core.webhook_events import WebhookEvent
 from service.errors import StoreError
@@ -209,9 +210,83 @@ async def test_an_event_waiting_for_its_retry_holds_back_its_flow_only(subject: 
 async def test_runs_are_started_finished_and_abandoned(subject: Subject) -> None:
     """A run left running by a dead process is interrupted; the last success is the latest ok run's end."""
     async with subject.uow.transaction() as unit:
-        first = await unit.runs.start(NOW)
+        first = await unit.runs.start(NOW, "sync")
         await unit.runs.record_requests(first, {"GET /flow/{id}": 3})
         await unit.runs.finish(first, NOW + 10, "ok", RunCounters(api_calls=3), None)
-        await unit.runs.start(NOW + 20)
+        await unit.runs.start(NOW + 20, "sync")
         assert await unit.runs.abandon_running(NOW + 30) == 1
         assert await unit.runs.last_success_at() == NOW + 10
+
+
+async def test_mirror_writes_report_what_they_added_changed_and_removed(subject: Subject) -> None:
+    """Each write of flows, participants and grades says what it did; a refused one says None."""
+    async with subject.uow.transaction() as unit:
+        flows, grades = unit.flows, unit.grades
+        assert await flows.save(Flow(1, "ACTIVATED"), NOW) == Changes(added=1)
+        assert await flows.save(Flow(1, "ACTIVATED"), NOW + 1) == Changes()  # seen again, nothing new
+        assert await flows.save(Flow(1, "CONCLUDED"), NOW + 2) == Changes(changed=1)
+        assert await flows.save(Flow(1, "ARCHIVED"), NOW, clock=-1) is None  # fetched before the last write
+        people = [Participant(1, 10, user_id=1), Participant(1, 11, user_id=2), Participant(1, 12)]
+        assert await grades.replace_participants(1, people, NOW) == Changes(added=3)
+        people = [Participant(1, 10, user_id=1), Participant(1, 11, user_id=3), Participant(1, 13)]
+        assert await grades.replace_participants(1, people, NOW) == Changes(1, 1, 1)
+        first = [GradeVersion(1, 10, "A", None, 1), GradeVersion(1, 11, None, None, None)]
+        assert await grades.write(first, NOW) == Changes(added=2)
+        assert await grades.write(
+            [GradeVersion(1, 11, "B", None, 2), GradeVersion(1, 13, "C", None, 2)], NOW
+        ) == (Changes(added=1, changed=1))
+        assert await grades.remove_except(1, [10, 13]) == Changes(removed=1)
+        assert await grades.remove_except(1, [10, 13]) == Changes()
+        assert not await flows.delete(1, -1)
+        removed = MirrorCounts(Changes(removed=1), Changes(removed=3), Changes(removed=2))
+        assert await flows.delete(1, await flows.state_clock()) == removed
+
+
+async def test_runs_are_listed_newest_first_as_recorded(subject: Subject) -> None:
+    """`latest`: newest first, with command, times, outcome, requests, mirror counts and a one-line error."""
+    counts = MirrorCounts(Changes(2, 1, 0), Changes(50, 0, 1), Changes(40, 3, 2), queued=43)
+    async with subject.uow.transaction() as unit:
+        first = await unit.runs.start(NOW, "sync")
+        await unit.runs.finish(first, NOW + 10, "ok", RunCounters(api_calls=7, mirror=counts), None)
+        second = await unit.runs.start(NOW + 20, "run")
+        error = "ApiUnavailable: 503 on\nGET /flow/{id}"
+        await unit.runs.finish(second, NOW + 25, "paused", RunCounters(api_calls=2), error)
+        third = await unit.runs.start(NOW + 30, "demo")
+    async with subject.uow.read() as unit:
+        newest = await unit.runs.latest(2)
+        assert [r.id for r in newest] == [third, second]
+        running, paused = newest
+        assert (running.command, running.outcome, running.finished_at, running.error) == (
+            "demo",
+            "running",
+            None,
+            None,
+        )
+        assert (paused.outcome, paused.requests, paused.error) == (
+            "paused",
+            2,
+            "ApiUnavailable: 503 on GET /flow/{id}",
+        )
+        (ok,) = [r for r in await unit.runs.latest(20) if r.id == first]
+    assert (ok.command, ok.started_at, ok.finished_at, ok.outcome, ok.requests) == (
+        "sync",
+        NOW,
+        NOW + 10,
+        "ok",
+        7,
+    )
+    assert ok.counts == counts
+    assert ok.as_json() == {
+        "id": first,
+        "command": "sync",
+        "started_at": "2023-11-14T22:13:20.000+00:00",
+        "finished_at": "2023-11-14T22:13:30.000+00:00",
+        "outcome": "ok",
+        "requests": 7,
+        "counts": {
+            "flows": {"added": 2, "changed": 1, "removed": 0},
+            "participants": {"added": 50, "changed": 0, "removed": 1},
+            "grades": {"added": 40, "changed": 3, "removed": 2, "queued": 43},
+        },
+        "error": None,
+    }

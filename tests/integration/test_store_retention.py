@@ -65,12 +65,12 @@ async def seed(store: Store) -> None:
             await unit.outbox.mark_delivered(item.id, OLD)
         runs = unit.runs
         for offset, calls in enumerate((100, 5, 7, 9, 5, 12)):
-            run_id = await runs.start(OLD + offset)
+            run_id = await runs.start(OLD + offset, "run")
             await runs.record_requests(run_id, {"GET /flows": calls - 1, "POST /oauth2/token": 1})
             await runs.finish(run_id, OLD + offset + 1, "ok", RunCounters(api_calls=calls), None)
-        failed = await runs.start(OLD + 10)
+        failed = await runs.start(OLD + 10, "run")
         await runs.finish(failed, OLD + 11, "failed", RunCounters(api_calls=3), "boom")
-        recent = await runs.start(NOW)
+        recent = await runs.start(NOW, "run")
         await runs.record_requests(recent, {"GET /flows": 6})
         await runs.finish(recent, NOW + 1, "ok", RunCounters(api_calls=6), None)
     journal = JournalWriter(store)

@@ -163,7 +163,7 @@ async def test_a_full_run_interrupted_in_discovery_still_refreshes_every_flow_wh
     rig.api.fail_when(lambda r: r[0] == "search_flows", CircuitOpen("http://x", 1.0, "maintenance"))
     interrupted = await rig.poller.run_once(full=True)
     resumed = await rig.poller.run_once()
-    assert (interrupted.outcome, resumed.outcome) == ("interrupted", "ok")
+    assert (interrupted.outcome, resumed.outcome) == ("paused", "ok")
     assert resumed.flows_refreshed == 5
 
 

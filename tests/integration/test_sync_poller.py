@@ -87,12 +87,12 @@ async def test_a_changed_grade_is_one_change_and_one_outbox_row(store: Store) ->
 
 
 async def test_an_open_breaker_ends_the_run_and_the_next_resumes(store: Store) -> None:
-    """CircuitOpen mid-refresh: the run is interrupted; the next one fetches only the flows not done."""
+    """CircuitOpen mid-refresh: the run is paused; the next one fetches only the flows not done."""
     api, clock = world(), ManualClock()
     poller = make_poller(api, store, clock)
     api.fail_when(lambda r: r == ("assessments", 12), CircuitOpen("http://x", 30.0, "maintenance"))
     first = await poller.run_once()
-    assert (first.outcome, first.retry_after) == ("interrupted", 30.0)
+    assert (first.outcome, first.retry_after) == ("paused", 30.0)
     assert "CircuitOpen" in (first.reason or "")
     async with store.db.execute("SELECT flow_id FROM flow_plan WHERE last_polled_at IS NOT NULL") as cur:
         committed = {int(row[0]) for row in await cur.fetchall()}
@@ -105,7 +105,7 @@ async def test_an_open_breaker_ends_the_run_and_the_next_resumes(store: Store) -
     assert again.isdisjoint(committed)
     assert again | committed == set(range(1, 26)) | {30}
     assert await count(store, "SELECT count(*) FROM assessments") == 300
-    assert await count(store, "SELECT outcome FROM sync_runs WHERE run_id = 1") == "interrupted"
+    assert await count(store, "SELECT outcome FROM sync_runs WHERE run_id = 1") == "paused"
 
 
 async def test_an_interrupted_discovery_keeps_its_pass(store: Store) -> None:
@@ -114,7 +114,7 @@ async def test_an_interrupted_discovery_keeps_its_pass(store: Store) -> None:
     poller = make_poller(api, store, clock)
     api.fail_when(lambda r: r[0] == "search_flows" and r[1][1] == 20, CircuitOpen("http://x", 5.0, "down"))
     first = await poller.run_once()
-    assert first.outcome == "interrupted"
+    assert first.outcome == "paused"
     async with SqliteUnitOfWork(store).read() as unit:
         started = (await unit.checkpoints.get("discovery"))["pass_started"]
     clock.advance(5)

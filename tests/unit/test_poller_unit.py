@@ -74,7 +74,7 @@ async def test_a_run_the_breaker_ends_keeps_its_discovery_pass_for_the_next() ->
     api, uow, clock, poller = rig(flows=15)
     api.fail_when(lambda r: r[0] == "search_flows" and r[1][1] == 10, CircuitOpen("http://x", 5.0, "down"))
     first = await poller.run_once()
-    assert first.outcome == "interrupted"
+    assert first.outcome == "paused"
     assert first.retry_after == 5.0
     started = uow.tables.checkpoints.get("discovery")
     assert started is not None

@@ -23,9 +23,9 @@ class Runs:
         self.slept.append(seconds)
 
 
-async def test_interrupted_runs_resume_after_their_pause_until_one_is_ok() -> None:
-    """Two interruptions (with a Retry-After, then without) are waited out; `full` marks the first run only."""
-    runs = Runs(("interrupted", 2.0), ("interrupted", None), ("ok", None))
+async def test_paused_runs_resume_after_their_pause_until_one_is_ok() -> None:
+    """Two pauses (with a Retry-After, then without) are waited out; `full` marks the first run only."""
+    runs = Runs(("paused", 2.0), ("paused", None), ("ok", None))
     result = await sync_until_done(runs.run, full=True, max_wait=60.0, sleep=runs.sleep)
     assert (result.outcome, result.api_calls, result.waited) == ("ok", 9, 2.0 + DEFAULT_PAUSE)
     assert runs.fulls == [True, False, False]
@@ -34,7 +34,7 @@ async def test_interrupted_runs_resume_after_their_pause_until_one_is_ok() -> No
 
 async def test_a_pause_beyond_the_budget_ends_as_paused_without_sleeping_it() -> None:
     """A 120 s Retry-After against a 10 s budget: paused at once, the pause reported for the caller."""
-    runs = Runs(("interrupted", 120.0))
+    runs = Runs(("paused", 120.0))
     result = await sync_until_done(runs.run, max_wait=10.0, sleep=runs.sleep)
     assert (result.outcome, result.pause, runs.slept) == ("paused", 120.0, [])
 

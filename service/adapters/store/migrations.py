@@ -228,6 +228,28 @@ _V9: Final = """
 ALTER TABLE request_journal ADD COLUMN retry_after REAL;
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
+_V10: Final = """
+-- What each sync run did, as `wiseflow-sync runs` shows it: the command that ran it (run, sync, demo; NULL
+-- for runs recorded before), and per entity of the mirror the rows it added, changed and removed (grades
+-- also the versions it queued for the SIS).
+ALTER TABLE sync_runs ADD COLUMN command TEXT;
+ALTER TABLE sync_runs ADD COLUMN flows_added INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sync_runs ADD COLUMN flows_changed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sync_runs ADD COLUMN flows_removed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sync_runs ADD COLUMN participants_added INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sync_runs ADD COLUMN participants_changed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sync_runs ADD COLUMN participants_removed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sync_runs ADD COLUMN grades_added INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sync_runs ADD COLUMN grades_changed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sync_runs ADD COLUMN grades_removed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sync_runs ADD COLUMN grades_queued INTEGER NOT NULL DEFAULT 0;
+-- Outcomes from now on: 'paused' is a run WISEflow stopped (a Retry-After, maintenance, the open breaker),
+-- 'interrupted' one whose process died or was cancelled mid-run. Earlier runs said 'interrupted' for both,
+-- and only a dead process's run carries this reason.
+UPDATE sync_runs SET outcome = 'paused'
+WHERE outcome = 'interrupted' AND reason IS NOT 'process ended mid-run';
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10)
 LATEST_VERSION: Final = len(MIGRATIONS)
 JOURNAL_LIMIT: Final = 10_000

@@ -1,13 +1,13 @@
-"""Repositories of the mirror: flows with their polling plan (`unit.flows`), participants and current grade
-versions (`unit.grades`).
+"""The mirror's flows with their polling plan (`unit.flows`); participants and grades are in grades.py.
 
-Each is bound to the connection of one unit (`SqliteUnitOfWork`), so the caller decides what commits
-together: a flow's grades, its outbox rows and its new plan commit as one.
+Each repository is bound to the connection of one unit (`SqliteUnitOfWork`), so the caller decides what
+commits together: a flow's grades, its outbox rows and its new plan commit as one. Every write reports what
+it did to the mirror (`Changes`), for the counts of the run that wrote it.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import aiosqlite
 import orjson
@@ -15,10 +15,16 @@ import orjson
 from service.adapters.store.connection import fetch_int
 from service.core.blindness import MirroredFlow
 from service.core.planner import FlowPlan
-from service.core.records import Flow, GradeVersion, Participant
+from service.core.records import Flow
+from service.core.run_record import Changes, MirrorCounts
 from service.core.store_ports import StoredFlow
 
-# A flow's 8 columns, then its plan's 4, as `_flow` and `_plan` read them.
+# A flow's 8 columns, as `Flow` takes them.
+_SELECT_FLOW = (
+    "SELECT flow_id, state, title, created_at, participation_start, participation_end, marking_start,"
+    " marking_end FROM flows"
+)
+# A flow's 8 columns, then its plan's 4, as `_stored` reads them.
 _SELECT_FLOWS = (
     "SELECT f.flow_id, f.state, f.title, f.created_at, f.participation_start, f.participation_end,"
     " f.marking_start, f.marking_end, p.last_polled_at, p.next_poll_at, p.final_fetch_done, p.early_refresh"
@@ -43,7 +49,7 @@ def _stored(row: Sequence[object]) -> StoredFlow:
     return Flow(*row[:8]), plan  # type: ignore[arg-type]
 
 
-def _id_list(ids: Iterable[int]) -> str:
+def id_list(ids: Iterable[int]) -> str:
     """Ids as one JSON array parameter: any number of them, where `IN (?, ?, ...)` stops at 32,766."""
     return orjson.dumps([int(i) for i in ids]).decode()
 
@@ -60,7 +66,7 @@ class SqliteFlows:
         if not ids:
             return {}
         sql = _SELECT_FLOWS + " WHERE f.flow_id IN (SELECT value FROM json_each(?))"  # noqa: S608 - constant
-        async with self._db.execute(sql, (_id_list(ids),)) as cursor:
+        async with self._db.execute(sql, (id_list(ids),)) as cursor:
             rows = await cursor.fetchall()
         return {int(row[0]): _stored(row) for row in rows}
 
@@ -100,14 +106,19 @@ class SqliteFlows:
 
     async def save(
         self, flow: Flow, now: float, *, clock: int | None = None, seen_at: float | None = None
-    ) -> bool:
-        """Insert or update a flow's state and dates (`seen_at`: the discovery pass that listed it).
+    ) -> Changes | None:
+        """Insert or update a flow's state and dates (`seen_at`: the discovery pass that listed it); the
+        flow added, changed (its state or dates differ) or neither.
 
-        `clock` is the state clock read before the fetch began (`state_clock`): the write is skipped (False)
+        `clock` is the state clock read before the fetch began (`state_clock`): the write is skipped (None)
         when a fetch of this flow that began later has committed since, so the mirror never moves
         backwards; a flow a discovery pass listed is still marked seen. None only for rows no fetch
         produced (test fixtures).
         """
+        sql = _SELECT_FLOW + " WHERE flow_id = ?"
+        async with self._db.execute(sql, (flow.flow_id,)) as cursor:
+            row = await cursor.fetchone()
+        before = {} if row is None else {flow.flow_id: Flow(*row)}
         await self._db.execute("UPDATE flow_state_clock SET value = value + 1")
         cursor = await self._db.execute(
             _SAVE_FLOW,
@@ -128,11 +139,11 @@ class SqliteFlows:
             ),
         )
         if cursor.rowcount == 1:
-            return True
+            return Changes.between(before, {flow.flow_id: flow})
         if seen_at is not None:
             sql = "UPDATE flows SET seen_at = max(seen_at, ?) WHERE flow_id = ?"
             await self._db.execute(sql, (seen_at, flow.flow_id))
-        return False
+        return None
 
     async def save_plans(self, plans: Mapping[int, FlowPlan]) -> None:
         """Insert or replace the polling plans of flows (flow id -> plan), in one statement."""
@@ -152,15 +163,23 @@ class SqliteFlows:
         """Remember why a flow's last refresh failed (a short, safe label)."""
         await self._db.execute("UPDATE flow_plan SET last_error = ? WHERE flow_id = ?", (error[:500], flow_id))
 
-    async def delete(self, flow_id: int, clock: int) -> bool:
-        """Forget a flow with its plan, participants and grades (cascade; its outbox rows stay).
+    async def delete(self, flow_id: int, clock: int) -> MirrorCounts | None:
+        """Forget a flow with its plan, participants and grades (cascade; its outbox rows stay); what left.
 
         `clock` as for `save`: a 404 fetched before a later fetch that found the flow and committed
-        since does not remove it (False).
+        since does not remove it (None).
         """
+        participants = await fetch_int(
+            self._db, "SELECT COUNT(*) FROM participants WHERE flow_id = ?", (flow_id,)
+        )
+        grades = await fetch_int(self._db, "SELECT COUNT(*) FROM assessments WHERE flow_id = ?", (flow_id,))
         sql = "DELETE FROM flows WHERE flow_id = ? AND state_version <= ?"
         cursor = await self._db.execute(sql, (flow_id, clock))
-        return cursor.rowcount == 1
+        if cursor.rowcount != 1:
+            return None
+        return MirrorCounts(
+            Changes(removed=1), Changes(removed=participants or 0), Changes(removed=grades or 0)
+        )
 
     async def state_clock(self) -> int:
         """The flows' state clock, read before fetching a flow's state (`save(clock=...)`)."""
@@ -178,90 +197,3 @@ class SqliteFlows:
             (flow_id, version),
         )
         return cursor.rowcount == 1
-
-
-class SqliteGrades:
-    """`unit.grades`: the mirror's participants and current grade versions."""
-
-    def __init__(self, db: aiosqlite.Connection) -> None:
-        self._db = db
-
-    async def replace_participants(self, flow_id: int, participants: Sequence[Participant], now: float) -> None:
-        """Make the mirror's participants of `flow_id` exactly `participants`."""
-        await self._db.executemany(
-            "INSERT INTO participants (flow_id, participant_id, user_id, number, activated, group_id,"
-            " submission_id, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (flow_id, participant_id) DO UPDATE SET user_id = excluded.user_id,"
-            " number = excluded.number, activated = excluded.activated, group_id = excluded.group_id,"
-            " submission_id = excluded.submission_id, updated_at = excluded.updated_at",
-            [
-                (
-                    p.flow_id,
-                    p.participant_id,
-                    p.user_id,
-                    p.number,
-                    None if p.activated is None else int(p.activated),
-                    p.group_id,
-                    p.submission_id,
-                    now,
-                )
-                for p in participants
-            ],
-        )
-        # By id, not by `updated_at < now`: two refreshes within one clock tick must still drop the removed.
-        await self._db.execute(
-            "DELETE FROM participants WHERE flow_id = ?"
-            " AND participant_id NOT IN (SELECT value FROM json_each(?))",
-            (flow_id, _id_list(p.participant_id for p in participants)),
-        )
-
-    async def keys(self, flow_id: int) -> dict[int, str]:
-        """participantId -> the idempotency key of the stored grade version."""
-        sql = "SELECT participant_id, version_key FROM assessments WHERE flow_id = ?"
-        async with self._db.execute(sql, (flow_id,)) as cursor:
-            return {int(row[0]): str(row[1]) for row in await cursor.fetchall()}
-
-    async def write(self, versions: Sequence[GradeVersion], now: float) -> None:
-        """Insert or update these grade versions, bumping each participant's version counter."""
-        await self._db.executemany(
-            "INSERT INTO assessments (flow_id, participant_id, grade, admin_grade, grade_date,"
-            " admin_grade_date, export_state, version, version_key, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)"
-            " ON CONFLICT (flow_id, participant_id) DO UPDATE SET grade = excluded.grade,"
-            " admin_grade = excluded.admin_grade, grade_date = excluded.grade_date,"
-            " admin_grade_date = excluded.admin_grade_date, export_state = excluded.export_state,"
-            " version = assessments.version + 1, version_key = excluded.version_key,"
-            " updated_at = excluded.updated_at",
-            [
-                (
-                    v.flow_id,
-                    v.participant_id,
-                    v.grade,
-                    v.admin_grade,
-                    v.date,
-                    v.admin_grade_date,
-                    v.export_state,
-                    v.idempotency_key,
-                    now,
-                )
-                for v in versions
-            ],
-        )
-
-    async def remove_except(self, flow_id: int, participant_ids: Iterable[int]) -> None:
-        """Drop stored grades of participants WISEflow no longer lists for the flow."""
-        await self._db.execute(
-            "DELETE FROM assessments WHERE flow_id = ?"
-            " AND participant_id NOT IN (SELECT value FROM json_each(?))",
-            (flow_id, _id_list(participant_ids)),
-        )
-
-    async def stream(self) -> AsyncGenerator[GradeVersion, None]:
-        """Every mirrored grade, ordered by flow and participant, row by row (export, checks)."""
-        sql = (
-            "SELECT flow_id, participant_id, grade, admin_grade, grade_date, admin_grade_date, export_state"
-            " FROM assessments ORDER BY flow_id, participant_id"
-        )
-        async with self._db.execute(sql) as cursor:
-            async for row in cursor:
-                yield GradeVersion(*row)

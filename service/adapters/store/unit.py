@@ -7,7 +7,7 @@
     async with uow.read() as unit:             # the read-only connection: committed rows only
         items = await unit.outbox.due(now)
 
-The repositories hold their SQL (mirror.py, outbox.py, inbox_queue.py, runs.py); a driver error comes
+The repositories hold their SQL (mirror.py, grades.py, outbox.py, inbox_queue.py, runs.py); a driver error comes
 out as `StoreError` (`Store.transaction`, `Store.read`), so the loops never see a connection, a SQL
 string or sqlite3.
 """
@@ -23,8 +23,9 @@ from contextlib import asynccontextmanager
 import aiosqlite
 
 from service.adapters.store.connection import Store
+from service.adapters.store.grades import SqliteGrades
 from service.adapters.store.inbox_queue import SqliteInbox
-from service.adapters.store.mirror import SqliteFlows, SqliteGrades
+from service.adapters.store.mirror import SqliteFlows
 from service.adapters.store.outbox import SqliteOutbox
 from service.adapters.store.runs import SqliteCheckpoints, SqliteRuns
 
