@@ -20,7 +20,7 @@ from service.errors import ConfigError, StoreError, WiseflowPaused
 # The commands of the README's commands table, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "run", "sync", "simulate", "demo", "export", "diagnose", "certify", "inbox", "outbox", "webhooks",
-    "preflight", "pause", "backup", "spec",
+    "preflight", "pause", "backup", "spec", "runs",
 )  # fmt: skip
 
 EXIT_USAGE = 2

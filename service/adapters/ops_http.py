@@ -3,7 +3,8 @@
 GET /livez    liveness: the event loop answers; never depends on WISEflow
 GET /readyz   readiness: can accept webhooks (a webhook secret, free space, database writable and migrated)
 GET /metrics  Prometheus text, read at scrape time from the objects that own the figures
-GET /status   JSON: breaker, last run, webhook figures, inbox and outbox backlogs
+GET /status   JSON: breaker, the last sync run as recorded (as `runs --format json` shows it), webhook
+              figures, inbox and outbox backlogs
 """
 
 from __future__ import annotations
@@ -97,10 +98,16 @@ async def outbox_counts(service: Ops) -> dict[str, int]:
         return await unit.outbox.counts()
 
 
+async def last_run(service: Ops) -> dict[str, Any] | None:
+    """The newest sync run recorded (running, or by another process too), as `runs --format json` shows it."""
+    async with service.uow.read() as unit:
+        latest = await unit.runs.latest(1)
+    return latest[0].as_json() if latest else None
+
+
 async def status_of(service: Ops) -> dict[str, Any]:
     """The `/status` document: what an operator asks first."""
     now = service.status.snapshot()
-    run = now.last_run
     return {
         "service": "wiseflow-sync",
         "version": __version__,
@@ -109,16 +116,7 @@ async def status_of(service: Ops) -> dict[str, Any]:
         "breaker": now.client.breaker,
         "api_calls": now.client.requests,
         "runs": now.runs,
-        "last_run": None
-        if run is None
-        else {
-            "outcome": run.outcome,
-            "reason": run.reason,
-            "api_calls": run.api_calls,
-            "records": run.records,
-            "changes": run.changes,
-            "duration_s": round(run.duration, 3),
-        },
+        "last_run": await last_run(service),
         "webhooks": service.figures.snapshot(),
         "inbox": await inbox_counts(service),
         "outbox": await outbox_counts(service),

@@ -29,7 +29,6 @@ class StatusSnapshot:
 
     client: ClientFigures
     runs: int
-    last_run: RunSummary | None
     shutting_down: bool
 
 
@@ -39,14 +38,12 @@ class StatusBoard:
     def __init__(self, read_client: Callable[[], ClientFigures]) -> None:
         self._read_client = read_client
         self.runs = 0
-        self.last_run: RunSummary | None = None
         self.shutting_down = False
 
     def record_run(self, summary: RunSummary) -> None:
-        """A sync run ended."""
+        """A sync run ended (what it did is in the database: `/status` reads the last run there)."""
         self.runs += 1
-        self.last_run = summary
 
     def snapshot(self) -> StatusSnapshot:
         """The figures now."""
-        return StatusSnapshot(self._read_client(), self.runs, self.last_run, self.shutting_down)
+        return StatusSnapshot(self._read_client(), self.runs, self.shutting_down)
