@@ -267,16 +267,16 @@ class Poller:
             await unit.runs.finish(
                 summary.run_id, self._clock.wall(), summary.outcome, counters, summary.reason
             )
-        log.info(
+        log.info(  # its run_id, as every line of the run has it (`log_fields`)
             "sync run ended",
             extra={
                 "event": "sync.run",
-                "run_id": summary.run_id,
                 "outcome": summary.outcome,
                 "api_calls": summary.api_calls,
                 "records": summary.records,
                 "changes": summary.changes,
                 "flows_refreshed": summary.flows_refreshed,
+                "counts": summary.counts.as_json(),  # what it added, changed, removed: numbers only
                 "duration_s": round(summary.duration, 3),
                 "reason": summary.reason,
             },

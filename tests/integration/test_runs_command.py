@@ -15,6 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from service.adapters.store import Store
+from service.adapters.store.migrations import MIGRATIONS
 from service.app import build_app
 from service.cli import main
 from service.commands.runs import read_runs, write_runs
@@ -207,3 +208,28 @@ def one_line(text: str) -> str:
     lines = text.strip().splitlines()
     assert len(lines) == 1, text
     return lines[0]
+
+
+async def test_the_migration_renames_past_pauses_and_keeps_dead_processes_interrupted(tmp_path: Path) -> None:
+    """Runs recorded before the history: a pause-ended run becomes `paused`, a dead process's stays
+    `interrupted`; their command is unknown (null) and their counts zero."""
+    path = tmp_path / "v9.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript("".join(MIGRATIONS[:9]) + "PRAGMA user_version = 9;")
+        db.executemany(
+            "INSERT INTO sync_runs (started_at, ended_at, outcome, reason, api_calls) VALUES (?, ?, ?, ?, 3)",
+            [
+                (1.0, 2.0, "ok", None),
+                (3.0, 4.0, "interrupted", "CircuitOpen: maintenance"),
+                (5.0, 6.0, "interrupted", "process ended mid-run"),
+            ],
+        )
+    db.close()
+    await (await Store.open(path)).close()
+    dead, paused, ok = await runs_json(path)
+    assert [ok["outcome"], paused["outcome"], dead["outcome"]] == ["ok", "paused", "interrupted"]
+    assert (ok["command"], ok["requests"], ok["counts"]["grades"]) == (
+        None,
+        3,
+        {"added": 0, "changed": 0, "removed": 0, "queued": 0},
+    )

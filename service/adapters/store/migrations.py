@@ -229,7 +229,7 @@ ALTER TABLE request_journal ADD COLUMN retry_after REAL;
 """
 
 _V10: Final = """
--- What each sync run did, as `wiseflow-sync runs` shows it: the command that ran it (run, sync, demo; NULL
+-- What each sync run did, as `wiseflow-sync runs` shows it: the command that ran it (run, sync, demo, NULL
 -- for runs recorded before), and per entity of the mirror the rows it added, changed and removed (grades
 -- also the versions it queued for the SIS).
 ALTER TABLE sync_runs ADD COLUMN command TEXT;
