@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from service.adapters.store import Store
 from service.adapters.store.migrations import MIGRATIONS
-from service.app import build_app
+from service.app import SERVICE, build_app
 from service.cli import main
 from service.commands.runs import read_runs, write_runs
 from service.commands.sync import sync_once
@@ -233,3 +233,16 @@ async def test_the_migration_renames_past_pauses_and_keeps_dead_processes_interr
         3,
         {"added": 0, "changed": 0, "removed": 0, "queued": 0},
     )
+
+
+async def test_the_service_records_its_runs_under_the_command_that_built_it(
+    simulator: SimHandle, tmp_path: Path
+) -> None:
+    """`demo` builds the service app as `demo` (`run` by default): its poll loop's runs are recorded so."""
+    db = tmp_path / "demo.sqlite3"
+    app = build_app(load_settings(sim_env(simulator, db)), start=False, command="demo")
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        summary = await app[SERVICE].runner.run()
+        async with client.get("/status") as response:
+            last = (await response.json())["last_run"]
+    assert (last["id"], last["command"], last["outcome"]) == (summary.run_id, "demo", "ok")
