@@ -86,19 +86,17 @@ class FakeOutbox(Repository):
 
 
 class FakeInbox(Repository):
-    """`unit.inbox` in memory."""
+    """`unit.inbox` in memory, by event id (arrival order)."""
 
     async def pending(self, now: float, limit: int = 500) -> list[InboxRow]:
         heads: dict[int | None, int] = {}
-        for row in sorted(self.t.inbox.values(), key=lambda r: r.sequence):
+        for row in sorted(self.t.inbox.values(), key=lambda r: r.id):
             if row.status == "pending" and row.next_attempt_at > now and row.flow_id is not None:
-                heads.setdefault(row.flow_id, row.sequence)
+                heads.setdefault(row.flow_id, row.id)
         rows = [
             r
-            for r in sorted(self.t.inbox.values(), key=lambda r: r.sequence)
-            if r.status == "pending"
-            and r.next_attempt_at <= now
-            and r.sequence < heads.get(r.flow_id, r.sequence + 1)
+            for r in sorted(self.t.inbox.values(), key=lambda r: r.id)
+            if r.status == "pending" and r.next_attempt_at <= now and r.id < heads.get(r.flow_id, r.id + 1)
         ]
         return rows[:limit]
 
@@ -106,18 +104,18 @@ class FakeInbox(Repository):
         waiting = [r.next_attempt_at for r in self.t.inbox.values() if r.status == "pending"]
         return min((at for at in waiting if at > after), default=None)
 
-    async def newest_done(self, flow_id: int, events: Sequence[str]) -> int | None:
-        done = [r.sequence for r in self.t.inbox.values() if r.flow_id == flow_id and r.status == "done"]
-        return max((s for s in done if self.t.inbox[s].event in events), default=None)
+    async def refreshed_at(self, flow_id: int, events: Sequence[str]) -> float | None:
+        began = [at for (flow, event), at in self.t.refreshes.items() if flow == flow_id and event in events]
+        return max(began, default=None)
 
-    def _set(self, sequence: int, **changes: Any) -> None:
+    def _set(self, event_id: int, **changes: Any) -> None:
         t = self._write()
-        t.inbox[sequence] = replace(t.inbox[sequence], **changes)
+        t.inbox[event_id] = replace(t.inbox[event_id], **changes)
 
-    async def mark_done(self, sequences: Sequence[int], now: float) -> None:
-        for s in sequences:
-            if s in self._write().inbox and self.t.inbox[s].status == "pending":
-                self._set(s, status="done", processed_at=now, last_error=None)
+    async def mark_done(self, event_ids: Sequence[int], now: float) -> None:
+        for i in event_ids:
+            if i in self._write().inbox and self.t.inbox[i].status == "pending":
+                self._set(i, status="done", processed_at=now, last_error=None)
 
     async def mark_covered(self, covers: Sequence[Cover], now: float) -> list[float]:
         received: list[float] = []
@@ -125,31 +123,34 @@ class FakeInbox(Repository):
             for row in list(self._write().inbox.values()):
                 covered = row.received_at <= received_by and row.event in events
                 if (row.status, row.flow_id) == ("pending", flow_id) and covered:
-                    self._set(row.sequence, status="done", processed_at=now, last_error=None)
+                    self._set(row.id, status="done", processed_at=now, last_error=None)
                     received.append(row.received_at)
+            for event in events:
+                key = (flow_id, event)
+                self.t.refreshes[key] = max(self.t.refreshes.get(key, received_by), received_by)
         return received
 
     async def mark_failed(
-        self, sequences: Sequence[int], error: str, next_attempt_at: float, max_attempts: int
+        self, event_ids: Sequence[int], error: str, next_attempt_at: float, max_attempts: int
     ) -> list[int]:
-        for s in sequences:
-            row = self._write().inbox.get(s)
+        for i in event_ids:
+            row = self._write().inbox.get(i)
             if row is not None and row.status == "pending":
                 status = "dead" if row.attempts + 1 >= max_attempts else "pending"
                 self._set(
-                    s,
+                    i,
                     attempts=row.attempts + 1,
                     last_error=error,
                     next_attempt_at=next_attempt_at,
                     status=status,
                 )
-        return [s for s in sequences if s in self.t.inbox and self.t.inbox[s].status == "dead"]
+        return [i for i in event_ids if i in self.t.inbox and self.t.inbox[i].status == "dead"]
 
-    async def defer(self, sequences: Sequence[int], until: float) -> None:
-        for s in sequences:
-            row = self._write().inbox.get(s)
+    async def defer(self, event_ids: Sequence[int], until: float) -> None:
+        for i in event_ids:
+            row = self._write().inbox.get(i)
             if row is not None and row.status == "pending":
-                self._set(s, next_attempt_at=max(row.next_attempt_at, until))
+                self._set(i, next_attempt_at=max(row.next_attempt_at, until))
 
     async def counts(self) -> dict[str, int]:
         return {**Counter(r.status for r in self.t.inbox.values()), "deliveries": len(self.t.deliveries)}
@@ -158,20 +159,18 @@ class FakeInbox(Repository):
         return self.t.deliveries[-1] if self.t.deliveries else None
 
     async def dead_letters(self, limit: int = 1000) -> list[DeadLetter]:
-        dead = sorted((r for r in self.t.inbox.values() if r.status == "dead"), key=lambda r: r.sequence)
+        dead = sorted((r for r in self.t.inbox.values() if r.status == "dead"), key=lambda r: r.id)
         return [
-            DeadLetter(
-                r.sequence, r.event, r.flow_id, r.participant_id, r.attempts, r.last_error, r.received_at
-            )
+            DeadLetter(r.id, r.event, r.flow_id, r.participant_id, r.attempts, r.last_error, r.received_at)
             for r in dead[:limit]
         ]
 
     async def replay(self, item_id: int | None) -> Replay:
         t = self._write()
         status = "dead" if item_id is None else (t.inbox[item_id].status if item_id in t.inbox else None)
-        dead = [r.sequence for r in t.inbox.values() if r.status == "dead" and item_id in (None, r.sequence)]
-        for s in dead:
-            self._set(s, status="pending", attempts=0, next_attempt_at=0.0, last_error=None)
+        dead = [r.id for r in t.inbox.values() if r.status == "dead" and item_id in (None, r.id)]
+        for i in dead:
+            self._set(i, status="pending", attempts=0, next_attempt_at=0.0, last_error=None)
         return Replay(len(dead), 0, status)
 
 

@@ -53,7 +53,8 @@ class Tables:
     participants: dict[tuple[int, int], Participant] = field(default_factory=dict)
     grades: dict[tuple[int, int], tuple[GradeVersion, float]] = field(default_factory=dict)
     outbox: dict[int, OutboxRow] = field(default_factory=dict)
-    inbox: dict[int, InboxRow] = field(default_factory=dict)
+    inbox: dict[int, InboxRow] = field(default_factory=dict)  # by the event's id
+    refreshes: dict[tuple[int, str], float] = field(default_factory=dict)  # (flow, event) -> began_at
     deliveries: list[float] = field(default_factory=list)  # received_at of each delivery, in order
     checkpoints: dict[str, bytes] = field(default_factory=dict)
     runs: dict[int, dict[str, Any]] = field(default_factory=dict)

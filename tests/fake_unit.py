@@ -8,7 +8,7 @@ tests/integration/test_store_contract.py:
   exception leaves them as they were; one transaction at a time (a nested one of the same task joins);
 - `read()` sees the committed tables only (never an open transaction) and refuses writes;
 - the outbox's keys (`<key>-<n>` for a version queued again after another), one due row per participant,
-  the inbox's blocked heads, the refresh and state-clock guards, the replay rule.
+  the inbox's blocked heads and refresh marks, the refresh and state-clock guards, the replay rule.
 
 `receive(event)` is the receiver's side (not on the port): it commits an event as the inbox's group
 commit does. `tables` are the committed tables, for assertions.
@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from service.core.inbox_dedupe import Stored, judge
 from service.core.store_ports import InboxRow
 from service.core.webhook_events import WebhookEvent
 from tests.fake_queues import FakeInbox, FakeOutbox
@@ -88,10 +89,16 @@ class FakeUnitOfWork:
     ) -> bool:
         """Commit a webhook event and its delivery, as the receiver's group commit does; False: a duplicate."""
         self.tables.deliveries.append(now)
-        if event.sequence in self.tables.inbox:
+        stored = [
+            Stored(r.id, (r.sequence, r.event, r.flow_id, r.participant_id), r.received_at)
+            for r in self.tables.inbox.values()
+        ]
+        identity = (event.sequence, event.event, event.flow_id, event.participant_id)
+        (verdict,) = judge(stored, [(identity, now)], max(self.tables.inbox, default=0) + 1)
+        if not verdict.stored:
             return False
-        self.tables.inbox[event.sequence] = InboxRow(
-            *(event.sequence, event.event, event.flow_id, event.participant_id, event.timestamp, now, status),
-            *(0, 0.0, None, None, receipt),
+        self.tables.inbox[verdict.event_id] = InboxRow(
+            *(verdict.event_id, event.sequence, event.event, event.flow_id, event.participant_id),
+            *(event.timestamp, now, status, 0, 0.0, None, None, receipt),
         )
         return True

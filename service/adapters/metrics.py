@@ -216,6 +216,11 @@ class ScrapeCollector:
 def _webhook_families(f: WebhookFigures) -> Iterator[Metric]:
     yield _counter("wiseflow_webhook_deliveries_total", "Webhook deliveries", f.received)
     yield _counter("wiseflow_webhook_duplicates_total", "Duplicates absorbed", f.duplicates)
+    yield _counter(
+        "wiseflow_webhook_sequence_reused_total",
+        "Webhook events stored as new although their sequence number already named another stored event",
+        f.sequence_reused,
+    )
     rejected = CounterMetricFamily(
         "wiseflow_webhook_rejected_total", "Webhook deliveries rejected, by reason", labels=["reason"]
     )

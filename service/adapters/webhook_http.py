@@ -13,8 +13,9 @@ Order of work for one request, each step answering on its own failure:
 2. verify the signature (and the Standard Webhooks timestamp) on the raw bytes -> 401;
 3. parse the event strictly -> 400;
 4. the default scheme's replay window on the body's `timestamp` -> 401;
-5. commit to the inbox (new, or a duplicate absorbed by its sequence) -> 200; a database failure -> 503,
-   so WISEflow redelivers.
+5. commit to the inbox (new, or a redelivery of a stored event absorbed: `core.inbox_dedupe`) -> 200; a
+   different event under a stored sequence is stored as new and reported (a WARNING, a counter); a
+   database failure -> 503, so WISEflow redelivers.
 
 Wiring (the composition root does this):
     receiver = WebhookReceiver(verifier_from_settings(settings), Inbox(store), clock, figures, signals.stored)
@@ -197,6 +198,14 @@ class WebhookReceiver:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("webhook duplicate absorbed", extra={"event": "webhook.duplicate", **_context(event)})
             return _answer_bytes(200, _DUPLICATE)
+        if recorded is Recorded.REUSED:
+            # Not the steady stream: WISEflow promised a sequence per event. Stored, so nothing is lost; said,
+            # so that a sender numbering from 1 again (or worse) is seen. Ids and the event type only.
+            self.figures.sequence_reused += 1
+            log.warning(
+                "webhook sequence reused by a different event: stored as a new event",
+                extra={"event": "webhook.sequence_reused", **_context(event)},
+            )
         if not event.known:
             self.figures.unknown += 1
             log.warning(

@@ -146,8 +146,9 @@ def _webhooks(
         signature=signature + ", compared in constant time",
         tolerance_s=settings.webhook_tolerance,
         secrets_configured=len(settings.webhook_secrets),
-        idempotency="committed to the inbox before the 200, unique on the event's sequence number; "
-        "duplicates answered 200 and not processed again",
+        idempotency="committed to the inbox before the 200; a redelivery (the same sequence, event, flow and "
+        "participant within WISEflow's redelivery window) is answered 200 and not processed again; a different "
+        "event under a reused sequence is stored, processed and reported",
         fallback="polling stays the safety net; after downtime or silence longer than WISEflow's redelivery "
         "horizon (8 x 15 min) the flows active in that gap are re-fetched at once",
         deliveries=None if f is None else f.deliveries,

@@ -1,7 +1,7 @@
 """The dead letters of a queue, listed and replayed: one protocol and one rendering for `inbox` and `outbox`.
 
     wiseflow-sync inbox dead-letters [--format text|json]    webhook events that failed for good
-    wiseflow-sync inbox replay ID|--all                      (ID: the event's sequence)
+    wiseflow-sync inbox replay ID|--all                      (ID: the event's id, as listed)
     wiseflow-sync outbox dead-letters [--format text|json]   grade deliveries the SIS refused for good
     wiseflow-sync outbox replay ID|--all                     (ID: the outbox row's id)
 

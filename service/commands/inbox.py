@@ -1,7 +1,8 @@
 """`wiseflow-sync inbox dead-letters` and `inbox replay ID|--all`: webhook events that failed for good.
 
-The listing and the replay are the outbox's too (`commands/dead_letters.py`); an event's ID is its
-sequence. The running service's inbox worker processes a replayed event on its next pass.
+The listing and the replay are the outbox's too (`commands/dead_letters.py`); an event's ID is its own id
+in the inbox, as the listing shows it (not WISEflow's sequence, which another event may reuse). The
+running service's inbox worker processes a replayed event on its next pass.
 """
 
 from __future__ import annotations

@@ -50,11 +50,12 @@ class WebhookFigures:
 
     received: int = 0  # every request to the endpoint, whatever became of it
     accepted: int = 0  # verified and newly stored
-    duplicates: int = 0  # verified, already stored under the same sequence: absorbed
+    duplicates: int = 0  # verified, the same event (sequence, event, flow, participant) redelivered: absorbed
+    sequence_reused: int = 0  # verified and stored as new, although its sequence names another stored event
     unknown: int = 0  # verified, an event type we do not handle: stored as 'unknown'
     rejected: Counter[str] = field(default_factory=Counter)  # by reason: bad_signature, too_large, ...
     processed: int = 0
-    superseded: int = 0  # done without a call: a newer event of the same flow was already applied
+    superseded: int = 0  # done without a call: a refresh of its flow and kind began after it arrived
     failures: int = 0
     dead_lettered: int = 0
     lag_last: float = 0.0  # seconds from receipt to processing, of the last processed event
@@ -80,6 +81,7 @@ class WebhookFigures:
             "received": self.received,
             "accepted": self.accepted,
             "duplicates": self.duplicates,
+            "sequence_reused": self.sequence_reused,
             "unknown": self.unknown,
             "rejected": dict(sorted(self.rejected.items())),
             "rejected_total": sum(self.rejected.values()),

@@ -31,7 +31,7 @@ from service.core.webhook_events import MalformedEvent, parse_event
 from service.errors import InvalidSignature
 from service.settings import Settings
 
-from .report import Check, failed, passed
+from .report import Check, failed, passed, skipped
 
 # Shown as they arrived: they carry no credential and say how the sender talks.
 SHOWN_HEADERS: Final = frozenset(
@@ -237,3 +237,29 @@ def check_timestamp_skew(delivery: Delivery, settings: Settings) -> Check:
             "this machine's clock (NTP); if WISEflow's timestamp is not when it sent, raise the tolerance",
         )
     return passed(name, f"{said}, within WISEFLOW_WEBHOOK_TOLERANCE={tolerance:g} s")
+
+
+def check_sequences(deliveries: Sequence[Delivery], settings: Settings) -> Check:
+    """Whether the sequence numbers of two test events grow (the service does not rely on it: said so)."""
+    name = "webhook_sequence"
+    sequences = []
+    for delivery in deliveries:
+        try:
+            sequences.append(parse_event(delivery.body, *_fallbacks(delivery, settings)).sequence)
+        except MalformedEvent:
+            continue
+    if len(sequences) < 2:
+        return skipped(
+            name,
+            f"not observable with {'one event' if sequences else 'no parsable event'}: growth needs two test "
+            "events, and WISEflow delivered fewer",
+        )
+    shown = " then ".join(str(s) for s in sequences)
+    grow = all(a < b for a, b in zip(sequences, sequences[1:], strict=False))
+    verdict = "they grow" if grow else "they do not grow"
+    return passed(
+        name,
+        f"sequences of {len(sequences)} test events: {shown}: {verdict}. Nothing relies on it: a redelivery is "
+        "told by sequence, event, flow and participant within WISEflow's redelivery window, and a refresh "
+        "answers the events received before it began",
+    )

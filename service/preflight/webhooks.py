@@ -3,8 +3,9 @@
 With a public URL that reaches `SYNC_HTTP_HOST:SYNC_HTTP_PORT`, the preflight listens there itself (every
 POST on any path is captured and answered 200, so WISEflow does not redeliver), creates a subscription
 to that URL with the configured events and the first webhook secret (as `webhooks ensure` would), changes
-it once (`PUT`, to validate that answer too), asks for the test event, waits for the delivery and deletes
-the subscription: always, also when anything before failed. Nothing is stored: the capture lives in memory.
+it once (`PUT`, to validate that answer too), asks for the test event, waits for the delivery (then once
+more, to see whether sequence numbers grow) and deletes the subscription: always, also when anything
+before failed. Nothing is stored: the capture lives in memory.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from service.core.redact import redact_url
 from service.errors import ServiceError
 from service.settings import Settings
 
-from .delivery import Delivery, check_body, check_signature, check_timestamp_skew, shown_headers
+from .delivery import (
+    Delivery,
+    check_body,
+    check_sequences,
+    check_signature,
+    check_timestamp_skew,
+    shown_headers,
+)
 from .endpoints import endpoint_check, refusal_check
 from .report import Check, failed, passed, skipped
 
@@ -29,7 +37,13 @@ from .report import Check, failed, passed, skipped
 MAX_BODY: Final = 1024 * 1024
 # How long to wait for the test delivery: WISEflow's own delivery timeout is 10 s, so 30 s leaves room.
 DELIVERY_WAIT: Final = 30.0
-WEBHOOK_CHECKS: Final = ("webhook_delivery", "webhook_signature", "webhook_body", "webhook_timestamp")
+WEBHOOK_CHECKS: Final = (
+    "webhook_delivery",
+    "webhook_signature",
+    "webhook_body",
+    "webhook_timestamp",
+    "webhook_sequence",
+)
 WRITE_ENDPOINTS: Final = (
     ("POST", "/webhooks"),
     ("PUT", "/webhooks/{webhookId}"),
@@ -65,12 +79,14 @@ class DeliveryCapture:
             await self._runner.cleanup()
             self._runner = None
 
-    async def first(self, within: float) -> Delivery | None:
-        """The first delivery, waiting up to `within` seconds for it."""
+    async def arrivals(self, count: int, within: float) -> int:
+        """Wait up to `within` seconds until `count` deliveries arrived; how many did."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(within):
-                await self._arrived.wait()
-        return self.deliveries[0] if self.deliveries else None
+                while len(self.deliveries) < count:
+                    self._arrived.clear()
+                    await self._arrived.wait()
+        return len(self.deliveries)
 
     async def _receive(self, request: web.Request) -> web.Response:
         received = self._wall()
@@ -113,8 +129,7 @@ async def observe(
         checks, asked = await _subscribe_and_test(client, settings, public_url, capture, wait)
     finally:
         await capture.stop()
-    delivery = capture.deliveries[0] if capture.deliveries else None
-    return checks + _delivery_checks(delivery, settings, public_url, where, asked, wait)
+    return checks + _delivery_checks(capture.deliveries, settings, public_url, where, asked, wait)
 
 
 async def _subscribe_and_test(
@@ -146,8 +161,10 @@ async def _subscribe_and_test(
         update, _ = await _call(client, "PUT", webhook_id, "", {"title": body["title"]}, "webhook-api-response")
         test, asked = await _call(client, "POST", webhook_id, "/test", None, "success-api-response-no-data")
         checks += [update, test]
-        if asked:
-            await capture.first(within=wait)
+        if asked and await capture.arrivals(1, within=wait):
+            # A second test event: whether sequences grow is observable only with two (`webhook_sequence`).
+            _, again = await _call(client, "POST", webhook_id, "/test", None, "success-api-response-no-data")
+            await capture.arrivals(2 if again else 1, within=wait)
     finally:
         # Also when interrupted: a cancelled task still runs its finally, and this await with it.
         checks.append(await _delete(client, webhook_id))
@@ -176,9 +193,9 @@ async def _delete(client: WiseflowClient, webhook_id: int) -> Check:
 
 
 def _delivery_checks(
-    delivery: Delivery | None, settings: Settings, public_url: str, where: str, asked: bool, wait: float
+    deliveries: list[Delivery], settings: Settings, public_url: str, where: str, asked: bool, wait: float
 ) -> list[Check]:
-    if delivery is None:
+    if not deliveries:
         why = "no delivery to look at"
         if not asked:
             first = skipped("webhook_delivery", "the test event could not be asked for (see the endpoints)")
@@ -189,12 +206,14 @@ def _delivery_checks(
                 f"reaches {where} (proxy, ingress, firewall, https certificate)",
             )
         return [first, *[skipped(n, why) for n in WEBHOOK_CHECKS[1:]]]
+    delivery = deliveries[0]
     arrived = passed("webhook_delivery", f"arrived at {delivery.path}; headers: {shown_headers(delivery)}")
     return [
         arrived,
         check_signature(delivery, settings),
         check_body(delivery, settings),
         check_timestamp_skew(delivery, settings),
+        check_sequences(deliveries, settings),
     ]
 
 

@@ -1,6 +1,6 @@
 """The inbox worker: turns stored webhook events into targeted refreshes, apart from the request.
 
-One pass reads the pending events in sequence order and, for each flow in that order (a few flows at a
+One pass reads the pending events in order of arrival and, for each flow in that order (a few flows at a
 time):
 
 - an event whose flow has an earlier event still waiting for its retry is held back (order per flow): the
@@ -9,9 +9,10 @@ time):
 - an event of a kind already refreshed in this pass is covered by that refresh (it arrived before it);
   so is every other pending event of that flow and kind received before the refresh began, beyond this
   pass's batch too: a burst of thousands of events for one flow costs one refresh;
-- an event older (lower sequence) than an event of the same kind already applied for its flow is
-  *superseded*: the newer one's refresh ran after the older change happened (sequences grow with time),
-  so nothing is fetched and nothing older can overwrite newer state;
+- an event that arrived before an earlier pass's refresh of its flow and kind began is *superseded*: that
+  refresh fetched a state that holds its change (WISEflow sends an event after its change), so nothing is
+  fetched. Judged by time (`unit.inbox.refreshed_at`), never by comparing sequence numbers: a sender that
+  numbers from 1 again, or a sequence far ahead, must not make real changes look old;
 - otherwise the flow's refresh is called (`sync/refresh.py`, directly); when it queued grades for the SIS
   the worker says so (`Signals.queued`) and the deliverer looks at once. Events never carry data that is
   applied: a refresh fetches the flow's current state from the API, so an out-of-order event cannot roll
@@ -243,14 +244,15 @@ class InboxWorker:
             done.append(row)
 
     async def _superseded(self, row: InboxRow, kind: Refresh) -> bool:
+        """True when a refresh of the row's flow and kind began after the row arrived (it holds the change)."""
         assert row.flow_id is not None  # noqa: S101 - checked by the caller
         async with self.uow.read() as unit:
-            newest = await unit.inbox.newest_done(row.flow_id, events_for(kind))
-        if newest is not None and newest > row.sequence:
+            began = await unit.inbox.refreshed_at(row.flow_id, events_for(kind))
+        if began is not None and began >= row.received_at:
             self.figures.superseded += 1
             log.info(
-                "webhook superseded by a newer applied event",
-                extra={"event": "inbox.superseded", "sequence": row.sequence, "newer": newest},
+                "webhook answered by a refresh that began after it arrived",
+                extra={"event": "inbox.superseded", "sequence": row.sequence, "flow_id": row.flow_id},
             )
             return True
         return False
@@ -270,7 +272,7 @@ class InboxWorker:
             return
         done_at = self.clock.wall()
         async with self.uow.transaction() as unit:
-            await unit.inbox.mark_done([row.sequence for row in rows], done_at)
+            await unit.inbox.mark_done([row.id for row in rows], done_at)
         for row in rows:
             self.figures.record_lag(done_at - row.received_at)
         result.processed += len(rows)
@@ -291,10 +293,11 @@ class InboxWorker:
         retry_at = now + compute_backoff(attempt, base=self.policy.base, cap=self.policy.cap, rng=self._rng)
         limit = attempt if final else self.policy.max_attempts
         async with self.uow.transaction() as unit:
-            dead = await unit.inbox.mark_failed([row.sequence], error, retry_at, limit)
+            dead = await unit.inbox.mark_failed([row.id], error, retry_at, limit)
         self.figures.failures += 1
         result.failed += 1
         context = {
+            "event_id": row.id,
             "sequence": row.sequence,
             "webhook_event": row.event,
             "flow_id": row.flow_id,
@@ -312,9 +315,9 @@ class InboxWorker:
 
     async def _defer_rest(self, by_flow: dict[int | None, list[InboxRow]], until: float) -> None:
         """Push every still-pending event of this pass to `until`, without counting an attempt."""
-        sequences = [row.sequence for rows in by_flow.values() for row in rows]
+        event_ids = [row.id for rows in by_flow.values() for row in rows]
         async with self.uow.transaction() as unit:
-            await unit.inbox.defer(sequences, until)
+            await unit.inbox.defer(event_ids, until)
 
 
 def _earliest(current: float | None, candidate: float) -> float:

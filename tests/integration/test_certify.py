@@ -112,7 +112,7 @@ async def test_figures_are_read_from_the_database(tmp_path: Path) -> None:
                 "(1, 'FINAL_GRADE', 1, x'7b7d', 1, 'done'), (2, 'ASSESSMENT', 1, x'7b7d', 1, 'dead')"
             )
             await db.execute(
-                "INSERT INTO inbox_deliveries (delivery_id, sequence, received_at) VALUES "
+                "INSERT INTO inbox_deliveries (delivery_id, event_id, received_at) VALUES "
                 "('a', 1, 1), ('b', 1, 2), ('c', 2, 3)"
             )
         figures = await read_figures(store)

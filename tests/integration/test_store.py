@@ -10,10 +10,12 @@ import pytest
 
 from service.adapters.store import Store, StoreError
 from service.adapters.store.connection import fetch_value, schema_version
-from service.adapters.store.migrations import JOURNAL_LIMIT, LATEST_VERSION
+from service.adapters.store.inbox import Inbox, Recorded
+from service.adapters.store.migrations import JOURNAL_LIMIT, LATEST_VERSION, MIGRATIONS
 from service.adapters.store.unit import SqliteUnit, SqliteUnitOfWork
 from service.core.planner import FlowPlan
 from service.core.records import Flow
+from service.core.webhook_events import WebhookEvent
 
 TABLES = {
     "flows",
@@ -223,18 +225,38 @@ async def test_the_request_journal_keeps_only_the_newest_rows(tmp_path: Path) ->
         await store.close()
 
 
-async def test_inbox_collapses_duplicate_sequences(tmp_path: Path) -> None:
-    """The inbox's primary key is the event sequence: a second insert of it is ignored."""
-    store = await Store.open(tmp_path / "db.sqlite3")
-    try:
-        sql = (
-            "INSERT OR IGNORE INTO inbox (sequence, event, flow_id, participant_id, event_timestamp, body,"
-            " received_at) VALUES (7, 'FINAL_GRADE', 1, 2, 100, ?, 0)"
+async def test_the_inbox_migration_keeps_every_event_and_delivery_in_order_of_arrival(tmp_path: Path) -> None:
+    """A database whose inbox was keyed on the sequence keeps its events (ids in order of arrival, whatever
+    their sequences) and every delivery id with the event it delivered; a reused sequence then fits."""
+    path = tmp_path / "v9.sqlite3"
+    with sqlite3.connect(path) as db:
+        for number, script in enumerate(MIGRATIONS[:9], 1):
+            db.executescript(f"{script}\nPRAGMA user_version = {number};")
+        db.executemany(
+            "INSERT INTO inbox (sequence, event, flow_id, participant_id, event_timestamp, body, received_at,"
+            " status) VALUES (?, 'FINAL_GRADE', 1, 2, 100, x'7b7d', ?, ?)",
+            [(10**12, 5.0, "done"), (14, 7.0, "pending"), (3, 6.0, "dead")],
         )
-        async with store.transaction() as db:
-            await db.execute(sql, (b"{}",))
-            await db.execute(sql, (b"{}",))
-        assert await fetch_value(store.db, "SELECT count(*) || ':' || min(status) FROM inbox") == "1:pending"
+        db.executemany(
+            "INSERT INTO inbox_deliveries (delivery_id, sequence, received_at) VALUES (?, ?, ?)",
+            [("a", 10**12, 5.0), ("b", 14, 7.0), ("c", 3, 6.0), ("d", 14, 8.0)],
+        )
+    db.close()
+    store = await Store.open(path)
+    try:
+        assert await schema_version(store.db) == LATEST_VERSION
+        async with store.db.execute("SELECT id, sequence, status FROM inbox ORDER BY id") as cursor:
+            assert [tuple(r) for r in await cursor.fetchall()] == [
+                (1, 10**12, "done"),
+                (2, 3, "dead"),
+                (3, 14, "pending"),
+            ]
+        sql = "SELECT delivery_id, event_id FROM inbox_deliveries ORDER BY delivery_id"
+        async with store.db.execute(sql) as cursor:
+            assert [tuple(r) for r in await cursor.fetchall()] == [("a", 1), ("b", 3), ("c", 2), ("d", 3)]
+        reused = WebhookEvent("e", 14, "FLOW_STATE_UPDATED", 100, 9, None)
+        assert await Inbox(store).record(reused, b"{}", "pending", 9.0) is Recorded.REUSED
+        assert await fetch_value(store.db, "SELECT max(id) FROM inbox WHERE sequence = 14") == 4
     finally:
         await store.close()
 

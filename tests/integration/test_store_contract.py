@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from service.adapters.store import Store
-from service.adapters.store.inbox import Inbox
+from service.adapters.store.inbox import Inbox, Recorded
 from service.adapters.store.unit import SqliteUnitOfWork
 from service.core.planner import FlowPlan
 from service.core.records import Flow, GradeVersion, Participant
@@ -33,14 +33,17 @@ class Subject:
     uow: UnitOfWork
     store: Store | None = None
 
-    async def receive(self, sequence: int, flow_id: int, event: str = "FINAL_GRADE") -> None:
-        """Commit a webhook event as the receiver does."""
-        received = WebhookEvent(f"d{sequence}", sequence, event, int(NOW), flow_id, 7)
+    async def receive(
+        self, sequence: int, flow_id: int, event: str = "FINAL_GRADE", at: float = NOW, delivery: str = ""
+    ) -> bool:
+        """Commit a webhook event as the receiver does; False: absorbed as a duplicate."""
+        received = WebhookEvent(
+            delivery or f"d{sequence}-{flow_id}-{event}-{at}", sequence, event, int(NOW), flow_id, 7
+        )
         if self.store is not None:
-            await Inbox(self.store).record(received, b"{}", "pending", NOW)
-        else:
-            assert isinstance(self.uow, FakeUnitOfWork)
-            self.uow.receive(received, NOW)
+            return await Inbox(self.store).record(received, b"{}", "pending", at) is not Recorded.DUPLICATE
+        assert isinstance(self.uow, FakeUnitOfWork)
+        return self.uow.receive(received, at)
 
 
 @pytest.fixture(params=["sqlite", "fake"])
@@ -197,7 +200,8 @@ async def test_an_event_waiting_for_its_retry_holds_back_its_flow_only(subject: 
         await unit.inbox.defer([3], NOW + 5)
         assert await unit.inbox.mark_failed([1], "boom", NOW + 120, max_attempts=2) == [1]
         assert await unit.inbox.mark_covered([(10, ["FINAL_GRADE"], NOW)], NOW) == [NOW]
-        assert await unit.inbox.newest_done(10, ["FINAL_GRADE"]) == 2
+        assert await unit.inbox.refreshed_at(10, ["FINAL_GRADE", "ASSESSMENT"]) == NOW
+        assert await unit.inbox.refreshed_at(10, ["FLOW_STATE_UPDATED"]) is None
         assert await unit.inbox.counts() == {"dead": 1, "done": 1, "pending": 1, "deliveries": 3}
         (letter,) = await unit.inbox.dead_letters()
         assert (letter.id, letter.item, letter.flow_id, letter.attempts) == (1, "FINAL_GRADE", 10, 2)
@@ -205,6 +209,19 @@ async def test_an_event_waiting_for_its_retry_holds_back_its_flow_only(subject: 
         assert (replay.requeued, replay.superseded, replay.status) == (1, 0, "dead")
         assert (await unit.inbox.replay(1)).status == "pending"
         assert await unit.inbox.last_delivery_at() == NOW
+
+
+async def test_a_redelivery_is_absorbed_and_a_reused_sequence_is_a_new_event(subject: Subject) -> None:
+    """Same identity within the window: one event; another flow or kind, or after the window: new rows."""
+    assert await subject.receive(5, 10)
+    assert not await subject.receive(5, 10, at=NOW + 60, delivery="again")
+    assert await subject.receive(5, 20, "FLOW_STATE_UPDATED")
+    assert await subject.receive(5, 10, at=NOW + 4 * 3600)  # the same identity long after any redelivery
+    async with subject.uow.read() as unit:
+        rows = await unit.inbox.pending(NOW + 4 * 3600)
+        assert [(r.id, r.sequence, r.flow_id) for r in rows] == [(1, 5, 10), (2, 5, 20), (3, 5, 10)]
+        assert (await unit.inbox.counts())["deliveries"] == 4
+        assert await unit.inbox.last_delivery_at() == NOW + 4 * 3600
 
 
 async def test_runs_are_started_finished_and_abandoned(subject: Subject) -> None:

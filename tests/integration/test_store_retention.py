@@ -1,4 +1,4 @@
-"""Retention on a real SQLite file: old rows go in small batches, certify's figures and the guards stay."""
+"""Retention on a real SQLite file: old rows go in small batches, certify's figures and the keys stay."""
 
 from __future__ import annotations
 
@@ -58,8 +58,9 @@ async def seed(store: Store) -> None:
     await inbox.record(event(1, 10, "d-1-again"), b"{}", "pending", OLD)  # a duplicate delivery
     await inbox.record(event(4, 10), b"{}", "pending", NOW)
     async with SqliteUnitOfWork(store).transaction() as unit:
-        await unit.inbox.mark_done([1, 2, 3, 10, 11], OLD)
-        await unit.inbox.mark_done([4], NOW)
+        await unit.inbox.mark_done([1, 2, 3, 4, 5], OLD)  # ids, in order of arrival
+        await unit.inbox.mark_done([6], NOW)
+        await unit.inbox.mark_covered([(10, ["FINAL_GRADE"], OLD), (20, ["ASSESSMENT"], NOW)], NOW)
         await unit.outbox.enqueue([GradeVersion(10, p, "B", None, 1) for p in range(5)], OLD)
         for item in await unit.outbox.due(OLD + 1):
             await unit.outbox.mark_delivered(item.id, OLD)
@@ -96,24 +97,26 @@ def certify_view(f: StoredFigures) -> tuple[object, ...]:
     )
 
 
-async def test_pruning_keeps_certify_figures_and_the_guards(tmp_path: Path) -> None:
-    """Old rows go; certify's figures, the inbox high-water marks and the outbox keys stay."""
+async def test_pruning_keeps_certify_figures_and_the_outbox_keys(tmp_path: Path) -> None:
+    """Old rows go; certify's figures, recent refresh marks and the outbox keys stay."""
     store = await Store.open(tmp_path / "r.sqlite3")
     try:
         await seed(store)
         before = await read_figures(store)
         uow = SqliteUnitOfWork(store)
-        async with uow.read() as unit:
-            marks = tuple([await unit.inbox.newest_done(f, ["FINAL_GRADE"]) for f in (10, 20)])
         touched = await prune_all(store, CUTOFF, limit=2, pause=0)
         assert touched > 0
         after = await read_figures(store)
         assert certify_view(after) == certify_view(before)
         async with uow.read() as unit:
-            assert tuple([await unit.inbox.newest_done(f, ["FINAL_GRADE"]) for f in (10, 20)]) == marks
-        # inbox: 1, 2, 3 (flow 10, older than 4) and 10 (flow 20, older than 11) are gone with their deliveries.
-        assert await count(store, "inbox") == 2
-        assert await count(store, "inbox_deliveries") == 2
+            marks = [
+                await unit.inbox.refreshed_at(10, ["FINAL_GRADE"]),
+                await unit.inbox.refreshed_at(20, ["ASSESSMENT"]),
+            ]
+        assert marks == [None, NOW]  # an old refresh is forgotten: every event it answered is long done
+        # inbox: every old processed event is gone with its deliveries (sequence 1 had two); the recent stays.
+        assert await count(store, "inbox") == 1
+        assert await count(store, "inbox_deliveries") == 1
         # runs: the first and the newest ok runs stay, every other old one goes.
         assert await count(store, "sync_runs") == 2
         assert await count(store, "request_journal") == 1
@@ -136,7 +139,7 @@ async def test_retention_loop_prunes_while_webhooks_keep_committing(tmp_path: Pa
         await inbox.record(event(e.sequence + 1000, e.flow_id or 0), b"x", "pending", OLD)
     uow = SqliteUnitOfWork(store)
     async with uow.transaction() as unit:
-        await unit.inbox.mark_done([e.sequence for e in old] + [e.sequence + 1000 for e in old], OLD)
+        await unit.inbox.mark_done(range(1, 2 * len(old) + 1), OLD)  # the ids of every old event
     stop = asyncio.Event()
     written: list[int] = []
 
@@ -152,7 +155,12 @@ async def test_retention_loop_prunes_while_webhooks_keep_committing(tmp_path: Pa
     try:
 
         async def pruned() -> bool:
-            return await count(store, "inbox_deliveries") <= len(old) + len(written)
+            async with (
+                store.read() as db,
+                db.execute("SELECT COUNT(*) FROM inbox_deliveries WHERE received_at = ?", (OLD,)) as cursor,
+            ):
+                row = await cursor.fetchone()
+            return row is not None and row[0] == 0
 
         await wait_until(pruned, what="the retention loop pruned the old deliveries", within=30)
         stop.set()
@@ -161,7 +169,7 @@ async def test_retention_loop_prunes_while_webhooks_keep_committing(tmp_path: Pa
         async with uow.read() as unit:
             pending = await unit.inbox.pending(NOW, limit=len(written) + 10)
         assert [row.sequence for row in pending] == written  # every concurrent webhook is there, in order
-        assert await count(store, "inbox") == len(old) + len(written)  # the newest per flow stayed
+        assert await count(store, "inbox") == len(written)  # every old processed event went
     finally:
         stop.set()
         loop.cancel()

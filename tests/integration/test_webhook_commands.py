@@ -30,7 +30,8 @@ async def _database_with_dead_letter(path: Path) -> None:
         await inbox.record(WebhookEvent("d1", 11, "FINAL_GRADE", int(NOW), 5, 1), b"{}", "pending", NOW)
         await inbox.record(WebhookEvent("d2", 12, "FINAL_GRADE", int(NOW), 5, 1), b"{}", "pending", NOW)
         async with SqliteUnitOfWork(store).transaction() as unit:
-            await unit.inbox.mark_failed([11], "ApiUnavailable: down", NOW, max_attempts=1)
+            # Ids 1 and 2 (arrival order): the dead letter's ID is its id, not its sequence (11).
+            await unit.inbox.mark_failed([1], "ApiUnavailable: down", NOW, max_attempts=1)
     finally:
         await store.close()
 
@@ -51,24 +52,24 @@ async def test_dead_letters_lists_failed_events(tmp_path: Path, capsys: pytest.C
     code = await _cli(["inbox", "dead-letters"], db)
     out = capsys.readouterr().out
     assert code == 0
-    assert "11" in out
+    assert out.splitlines()[1].startswith("1 ")
     assert "ApiUnavailable: down" in out
-    assert "\n12 " not in out
+    assert "\n2 " not in out
 
 
 async def test_replay_is_safe_to_repeat(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Replaying an event re-queues it once; again says there is nothing to replay; unknown IDs exit 1."""
     db = tmp_path / "db.sqlite3"
     await _database_with_dead_letter(db)
-    assert await _cli(["inbox", "replay", "11"], db) == 0
+    assert await _cli(["inbox", "replay", "1"], db) == 0
     assert await _status(db, 11) == "pending"
-    assert await _cli(["inbox", "replay", "11"], db) == 0
+    assert await _cli(["inbox", "replay", "1"], db) == 0
     assert await _cli(["inbox", "replay", "--all"], db) == 0
     assert await _cli(["inbox", "replay", "999"], db) == 1
     out = capsys.readouterr().out.splitlines()
     assert out == [
         "re-queued 1 event(s); the service's inbox worker will process them",
-        "event 11 is pending: nothing to replay",
+        "event 1 is pending: nothing to replay",
         "no dead letters to replay",
     ]
 

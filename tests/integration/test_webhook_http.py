@@ -177,7 +177,7 @@ async def test_database_failure_is_503_so_wiseflow_redelivers(harness: Harness) 
 async def test_a_failed_group_commit_rolls_back_and_the_next_one_commits(harness: Harness) -> None:
     """A batch that fails mid-transaction stores nothing of itself (503) and leaves the store usable."""
     await harness.store.db.execute(
-        "CREATE TEMP TRIGGER refuse_13 BEFORE INSERT ON inbox_deliveries WHEN NEW.sequence = 13 "
+        "CREATE TEMP TRIGGER refuse_13 BEFORE INSERT ON inbox_deliveries WHEN NEW.delivery_id = 'delivery-13' "
         "BEGIN SELECT RAISE(ABORT, 'refused'); END"
     )
     refused, stored = event_body(sequence=13), event_body(sequence=14)

@@ -182,22 +182,41 @@ async def test_a_done_event_is_not_processed_again(world: World) -> None:
     assert world.refresher.calls == [("assessments", 10)]
 
 
-async def test_an_older_event_arriving_late_is_superseded(world: World) -> None:
-    """Sequence 7 applied, then sequence 5 of the same flow and kind arrives: no refresh, marked done."""
+async def test_an_event_received_before_a_refresh_began_is_superseded(world: World) -> None:
+    """An event committed only after a pass's refresh, though received before that refresh began, is done
+    without another refresh: the refresh fetched its change. Its sequence (higher here) plays no part."""
     await world.add(7)
-    await world.worker.run_once()
-    await world.add(5)
+    world.clock.advance(1.0)
+    await world.worker.run_once()  # the refresh began at NOW + 1
+    late = WebhookEvent("d9", 9, "FINAL_GRADE", int(NOW), 10, 1)
+    await world.inbox.record(late, b"{}", "pending", NOW + 0.5)  # its request began before the refresh
+    world.clock.advance(1.0)
     await world.worker.run_once()
     assert world.refresher.calls == [("assessments", 10)]
-    assert await world.statuses() == {5: "done", 7: "done"}
+    assert await world.statuses() == {7: "done", 9: "done"}
     assert world.figures.superseded == 1
 
 
-async def test_an_older_event_of_another_kind_still_refreshes(world: World) -> None:
-    """Supersession is per kind: a late flow event after a newer grade event still refreshes the flow."""
-    await world.add(7, "FINAL_GRADE")
+async def test_an_event_arriving_after_a_refresh_is_refreshed_whatever_its_sequence(world: World) -> None:
+    """Sequences far ahead were applied, then real changes with low sequences arrive: each is refreshed."""
+    await world.add(10**12)
+    world.clock.advance(1.0)
     await world.worker.run_once()
-    await world.add(5, "FLOW_STATE_UPDATED")
+    for sequence in (14, 15):
+        world.clock.advance(1.0)
+        await world.add(sequence)
+        await world.worker.run_once()
+    assert world.refresher.calls == [("assessments", 10)] * 3
+    assert world.figures.superseded == 0
+
+
+async def test_a_refresh_of_another_kind_does_not_supersede(world: World) -> None:
+    """Supersession is per kind: a flow event received before a grades refresh still refreshes the flow."""
+    await world.add(7, "FINAL_GRADE")
+    world.clock.advance(1.0)
+    await world.worker.run_once()
+    flow_event = WebhookEvent("d5", 5, "FLOW_STATE_UPDATED", int(NOW), 10, None)
+    await world.inbox.record(flow_event, b"{}", "pending", NOW)
     await world.worker.run_once()
     assert world.refresher.calls == [("assessments", 10), ("flow", 10)]
 

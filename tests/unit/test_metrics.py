@@ -87,7 +87,7 @@ async def test_scrape_time_figures_are_read_when_scraped() -> None:
 
     metrics.read_at_scrape(lambda: Snapshot(runs=state["runs"], token_requests=3), backlogs, figures)
     state["runs"] = 5
-    figures.received, figures.accepted, figures.duplicates = 4, 2, 1
+    figures.received, figures.accepted, figures.duplicates, figures.sequence_reused = 4, 2, 1, 1
     figures.reject("bad_signature")
     figures.ingest.observe(0.002)
     got = await scrape(metrics)
@@ -97,6 +97,7 @@ async def test_scrape_time_figures_are_read_when_scraped() -> None:
     assert got[("wiseflow_outbox_rows", (("status", "pending"),))] == 4
     assert got[("wiseflow_last_sync_success_timestamp_seconds", ())] == 1.7e9
     assert got[("wiseflow_webhook_outcomes_total", (("outcome", "accepted"),))] == 2
+    assert got[("wiseflow_webhook_sequence_reused_total", ())] == 1
     assert got[("wiseflow_webhook_outcomes_total", (("outcome", "rejected"),))] == 1
     assert got[("wiseflow_webhook_rejected_total", (("reason", "bad_signature"),))] == 1
     assert got[("wiseflow_webhook_ingest_duration_seconds_bucket", (("le", "0.0025"),))] == 1

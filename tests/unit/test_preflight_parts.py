@@ -13,6 +13,7 @@ from service.preflight import ratelimits, schemas
 from service.preflight.delivery import (
     Delivery,
     check_body,
+    check_sequences,
     check_signature,
     check_timestamp_skew,
     shown_headers,
@@ -165,6 +166,17 @@ def test_body_checks_note_unknown_events_and_refuse_non_json() -> None:
     assert "event TEST is not one the service acts on" in check.detail
     raw = Delivery("/", (), b"not json", NOW)
     assert check_body(raw, settings()).status == "failed"
+
+
+def test_whether_sequences_grow_needs_two_test_events() -> None:
+    """One event: skipped, saying why; two: whether their sequences grow, and that nothing relies on it."""
+    one = check_sequences([delivery(EVENT)], settings())
+    assert (one.status, one.detail.startswith("not observable with one event")) == ("skipped", True)
+    grow = check_sequences([delivery(EVENT), delivery({**EVENT, "sequence": 8})], settings())
+    assert grow.status == "passed"
+    assert "7 then 8: they grow" in grow.detail
+    same = check_sequences([delivery(EVENT), delivery({**EVENT, "id": "d-2"})], settings())
+    assert (same.status, "7 then 7: they do not grow. Nothing relies on it" in same.detail) == ("passed", True)
 
 
 def test_timestamps_ahead_or_not_integers_are_judged() -> None:

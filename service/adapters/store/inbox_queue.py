@@ -16,22 +16,27 @@ from service.adapters.store.connection import fetch_float, fetch_int, fetch_text
 from service.core.store_ports import Cover, DeadLetter, InboxRow, Replay
 
 _COLUMNS: Final = (
-    "sequence, event, flow_id, participant_id, event_timestamp, received_at, status, attempts, "
+    "id, sequence, event, flow_id, participant_id, event_timestamp, received_at, status, attempts, "
     "next_attempt_at, last_error, processed_at, receipt"
 )
 # Pending and due, and before the first not-yet-due event of its flow (the blocked head), if any. The
 # blocked heads are few (the events waiting for a retry), so they are found once, through inbox_pending.
 _WORKABLE: Final = (
-    "WITH blocked AS (SELECT flow_id, MIN(sequence) AS head FROM inbox"  # noqa: S608 - constant columns
+    "WITH blocked AS (SELECT flow_id, MIN(id) AS head FROM inbox"  # noqa: S608 - constant columns
     " WHERE status = 'pending' AND next_attempt_at > ? GROUP BY flow_id)"
     f" SELECT {', '.join('i.' + c.strip() for c in _COLUMNS.split(','))} FROM inbox i"
     " LEFT JOIN blocked b ON b.flow_id = i.flow_id"
-    " WHERE i.status = 'pending' AND i.next_attempt_at <= ? AND (b.head IS NULL OR i.sequence < b.head)"
-    " ORDER BY i.sequence LIMIT ?"
+    " WHERE i.status = 'pending' AND i.next_attempt_at <= ? AND (b.head IS NULL OR i.id < b.head)"
+    " ORDER BY i.id LIMIT ?"
 )
 _COVER: Final = (
     "UPDATE inbox SET status = 'done', processed_at = ?, last_error = NULL "
     "WHERE status = 'pending' AND flow_id = ? AND received_at <= ?"
+)
+# The latest refresh of a flow and kind of event: kept, never moved back (see `mark_covered`).
+_REFRESHED: Final = (
+    "INSERT INTO inbox_refreshes (flow_id, event, began_at) VALUES (?, ?, ?)"
+    " ON CONFLICT (flow_id, event) DO UPDATE SET began_at = MAX(began_at, excluded.began_at)"
 )
 
 
@@ -47,7 +52,7 @@ class SqliteInbox:
         self._db = db
 
     async def pending(self, now: float, limit: int = 500) -> list[InboxRow]:
-        """The events to work on at `now`, in sequence order: pending, due, and not behind a waiting one.
+        """The events to work on at `now`, in order of arrival: pending, due, and not behind a waiting one.
 
         An event waits behind the first event of its flow that is still waiting for its retry (order per
         flow), so a batch never fills up with events that cannot be worked on while other flows' wait.
@@ -60,63 +65,64 @@ class SqliteInbox:
         sql = "SELECT MIN(next_attempt_at) FROM inbox WHERE status = 'pending' AND next_attempt_at > ?"
         return await fetch_float(self._db, sql, (after,))
 
-    async def newest_done(self, flow_id: int, events: Sequence[str]) -> int | None:
-        """The highest sequence already applied for `flow_id` among `events` (one refresh kind)."""
+    async def refreshed_at(self, flow_id: int, events: Sequence[str]) -> float | None:
+        """When the latest refresh of `flow_id` answering `events` (one refresh kind) began; None: never."""
         if not events:
             return None
         sql = (
-            "SELECT MAX(sequence) FROM inbox WHERE flow_id = ? AND status = 'done'"  # noqa: S608 - placeholders only
+            "SELECT MAX(began_at) FROM inbox_refreshes WHERE flow_id = ?"  # noqa: S608 - placeholders only
             f" AND event IN ({_marks(events)})"
         )
-        return await fetch_int(self._db, sql, (flow_id, *events))
+        return await fetch_float(self._db, sql, (flow_id, *events))
 
-    async def mark_done(self, sequences: Sequence[int], now: float) -> None:
+    async def mark_done(self, event_ids: Sequence[int], now: float) -> None:
         """Mark pending events done (processed at `now`)."""
         await self._db.executemany(
             "UPDATE inbox SET status = 'done', processed_at = ?, last_error = NULL "
-            "WHERE sequence = ? AND status = 'pending'",
-            [(now, s) for s in sequences],
+            "WHERE id = ? AND status = 'pending'",
+            [(now, i) for i in event_ids],
         )
 
     async def mark_covered(self, covers: Sequence[Cover], now: float) -> list[float]:
         """For each (flow, events, received_by): mark done the pending `events` of that flow received by
-        `received_by`; return the receipt times of the events marked.
+        `received_by`, and remember that refresh; return the receipt times of the events marked.
 
         A refresh that began at `received_by` fetched a state that already holds what those events announce
-        (each was sent after its change), so however many piled up, one refresh per flow answers them all.
+        (each was sent after its change), so however many piled up, one refresh per flow answers them all;
+        an event of them that is committed only later is answered by it too (`refreshed_at`).
         """
         received: list[float] = []
         for flow_id, events, received_by in covers:
             sql = f"{_COVER} AND event IN ({_marks(events)}) RETURNING received_at"  # noqa: S608 - placeholders only
             async with self._db.execute(sql, (now, flow_id, received_by, *events)) as cursor:
                 received += [float(row[0]) for row in await cursor.fetchall()]
+            await self._db.executemany(_REFRESHED, [(flow_id, event, received_by) for event in events])
         return received
 
     async def mark_failed(
-        self, sequences: Sequence[int], error: str, next_attempt_at: float, max_attempts: int
+        self, event_ids: Sequence[int], error: str, next_attempt_at: float, max_attempts: int
     ) -> list[int]:
         """Count one failed attempt; events reaching `max_attempts` become 'dead'. Returns the dead ones."""
-        if not sequences:
+        if not event_ids:
             return []
         await self._db.executemany(
             "UPDATE inbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, "
             "status = CASE WHEN attempts + 1 >= ? THEN 'dead' ELSE 'pending' END "
-            "WHERE sequence = ? AND status = 'pending'",
-            [(error, next_attempt_at, max_attempts, s) for s in sequences],
+            "WHERE id = ? AND status = 'pending'",
+            [(error, next_attempt_at, max_attempts, i) for i in event_ids],
         )
         sql = (
-            "SELECT sequence FROM inbox WHERE status = 'dead'"  # noqa: S608 - placeholders only
-            f" AND sequence IN ({_marks(sequences)})"
+            "SELECT id FROM inbox WHERE status = 'dead'"  # noqa: S608 - placeholders only
+            f" AND id IN ({_marks(event_ids)})"
         )
-        async with self._db.execute(sql, tuple(sequences)) as cursor:
+        async with self._db.execute(sql, tuple(event_ids)) as cursor:
             return [int(r[0]) for r in await cursor.fetchall()]
 
-    async def defer(self, sequences: Sequence[int], until: float) -> None:
+    async def defer(self, event_ids: Sequence[int], until: float) -> None:
         """Postpone pending events without counting an attempt (the API said wait: not their fault)."""
         await self._db.executemany(
-            "UPDATE inbox SET next_attempt_at = MAX(next_attempt_at, ?)"
-            " WHERE sequence = ? AND status = 'pending'",
-            [(until, s) for s in sequences],
+            "UPDATE inbox SET next_attempt_at = MAX(next_attempt_at, ?) WHERE id = ? AND status = 'pending'",
+            [(until, i) for i in event_ids],
         )
 
     async def counts(self) -> dict[str, int]:
@@ -132,10 +138,10 @@ class SqliteInbox:
         return await fetch_float(self._db, sql)
 
     async def dead_letters(self, limit: int = 1000) -> list[DeadLetter]:
-        """Dead events, oldest first (never their body)."""
+        """Dead events, oldest first, by their id (never their body)."""
         sql = (
-            "SELECT sequence, event, flow_id, participant_id, attempts, last_error, received_at FROM inbox"
-            " WHERE status = 'dead' ORDER BY sequence LIMIT ?"
+            "SELECT id, event, flow_id, participant_id, attempts, last_error, received_at FROM inbox"
+            " WHERE status = 'dead' ORDER BY id LIMIT ?"
         )
         async with self._db.execute(sql, (limit,)) as cursor:
             return [
@@ -144,18 +150,18 @@ class SqliteInbox:
             ]
 
     async def replay(self, item_id: int | None) -> Replay:
-        """Re-queue the dead event `item_id` (None: every dead event) with a fresh attempt count.
+        """Re-queue the dead event with id `item_id` (None: every dead event) with a fresh attempt count.
 
         Nothing supersedes an event: its refresh fetches the flow's current state, so an older one replayed
         after a newer cannot roll anything back. Safe to repeat.
         """
         status: str | None = "dead"
         if item_id is not None:
-            status = await fetch_text(self._db, "SELECT status FROM inbox WHERE sequence = ?", (item_id,))
-        # `? IS NULL` selects every dead event when no sequence is given: one constant statement.
+            status = await fetch_text(self._db, "SELECT status FROM inbox WHERE id = ?", (item_id,))
+        # `? IS NULL` selects every dead event when no id is given: one constant statement.
         async with self._db.execute(
             "UPDATE inbox SET status = 'pending', attempts = 0, next_attempt_at = 0, last_error = NULL "
-            "WHERE status = 'dead' AND (? IS NULL OR sequence = ?)",
+            "WHERE status = 'dead' AND (? IS NULL OR id = ?)",
             (item_id, item_id),
         ) as cursor:
             return Replay(cursor.rowcount, 0, status)

@@ -250,6 +250,63 @@ UPDATE sync_runs SET outcome = 'paused'
 WHERE outcome = 'interrupted' AND reason IS NOT 'process ended mid-run';
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10)
+_V11: Final = """
+-- WISEflow promises a sequence number unique per event, but a sender that restarts or a recreated
+-- subscription may number from 1 again: a different event under a stored sequence must be stored, not
+-- answered "duplicate" and dropped. Each event gets an id of its own (arrival order; what `inbox replay ID`
+-- takes); a delivery is a duplicate when an event with the same sequence, event, flow and participant
+-- arrived within WISEflow's redelivery window (decided by the receiver inside its write transaction), so
+-- the sequence is no longer unique. Rows keep their order of arrival; their delivery ids follow them.
+CREATE TABLE inbox_v11 (
+  id              INTEGER PRIMARY KEY AUTOINCREMENT,
+  sequence        INTEGER NOT NULL,
+  event           TEXT    NOT NULL,
+  flow_id         INTEGER,
+  participant_id  INTEGER,
+  event_timestamp INTEGER NOT NULL,
+  body            BLOB    NOT NULL,
+  received_at     REAL    NOT NULL,
+  status          TEXT    NOT NULL DEFAULT 'pending',
+  attempts        INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at REAL    NOT NULL DEFAULT 0,
+  last_error      TEXT,
+  processed_at    REAL,
+  receipt         TEXT
+);
+INSERT INTO inbox_v11 (id, sequence, event, flow_id, participant_id, event_timestamp, body, received_at,
+                       status, attempts, next_attempt_at, last_error, processed_at, receipt)
+SELECT ROW_NUMBER() OVER (ORDER BY received_at, sequence), sequence, event, flow_id, participant_id,
+       event_timestamp, body, received_at, status, attempts, next_attempt_at, last_error, processed_at, receipt
+FROM inbox;
+CREATE TABLE inbox_deliveries_v11 (
+  delivery_id TEXT    PRIMARY KEY,
+  event_id    INTEGER NOT NULL REFERENCES inbox_v11(id),
+  received_at REAL    NOT NULL
+);
+INSERT INTO inbox_deliveries_v11 (delivery_id, event_id, received_at)
+SELECT d.delivery_id, e.id, d.received_at
+FROM inbox_deliveries d JOIN inbox_v11 e ON e.sequence = d.sequence
+ORDER BY d.rowid;
+DROP TABLE inbox_deliveries;
+DROP TABLE inbox;
+ALTER TABLE inbox_v11 RENAME TO inbox;
+ALTER TABLE inbox_deliveries_v11 RENAME TO inbox_deliveries;
+CREATE INDEX inbox_pending ON inbox(status, next_attempt_at);
+CREATE INDEX inbox_sequence ON inbox(sequence);
+-- A refresh's cover marks a flow's pending events of some kinds received by a time.
+CREATE INDEX inbox_flow_events ON inbox(flow_id, event, status, received_at);
+CREATE INDEX inbox_deliveries_event ON inbox_deliveries(event_id);
+
+-- When the inbox worker's latest refresh of each flow and event kind began: an event received by then is
+-- answered by it ("superseded" is judged by time, never by comparing sequence numbers).
+CREATE TABLE inbox_refreshes (
+  flow_id  INTEGER NOT NULL,
+  event    TEXT    NOT NULL,
+  began_at REAL    NOT NULL,
+  PRIMARY KEY (flow_id, event)
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10, _V11)
 LATEST_VERSION: Final = len(MIGRATIONS)
 JOURNAL_LIMIT: Final = 10_000

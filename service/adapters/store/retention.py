@@ -1,9 +1,9 @@
 """Retention (SYNC_RETAIN_DAYS): delete what is older than the cutoff, in small transactions.
 
 What goes, and what stays on purpose:
-- inbox: processed events (`done`, `unknown`) and their delivery ids. The newest processed event of each
-  (flow, event kind) stays: it is the high-water mark that keeps an older redelivery from being applied
-  after a newer one. Dead letters stay until an operator replays them.
+- inbox: processed events (`done`, `unknown`) and their delivery ids, and the inbox worker's record of a
+  refresh (`inbox_refreshes`) older than the cutoff: an event older than that is long answered. Dead
+  letters stay until an operator replays them.
 - outbox: a delivered row keeps its idempotency key (the history that tells a re-sent older grade from a
   repeat, `B -> C -> B`) but loses its payload and last error, the bulk of the row.
 - request_journal: rows older than the cutoff (it is also bounded to its newest 10,000 rows).
@@ -78,22 +78,21 @@ def _marks(values: list[int]) -> str:
 
 
 async def _prune_inbox(db: aiosqlite.Connection, cutoff: float, limit: int) -> int:
-    sequences = await _ids(
+    await db.execute("DELETE FROM inbox_refreshes WHERE began_at < ?", (cutoff,))
+    event_ids = await _ids(
         db,
-        "SELECT sequence FROM inbox AS i WHERE status IN ('done', 'unknown')"
-        " AND COALESCE(processed_at, received_at) < ?"
-        " AND sequence < (SELECT MAX(sequence) FROM inbox AS j WHERE j.status = i.status"
-        " AND j.flow_id IS i.flow_id AND j.event = i.event) ORDER BY sequence LIMIT ?",
+        "SELECT id FROM inbox WHERE status IN ('done', 'unknown') AND COALESCE(processed_at, received_at) < ?"
+        " ORDER BY id LIMIT ?",
         (cutoff, limit),
     )
-    if not sequences:
+    if not event_ids:
         return 0
-    marks = _marks(sequences)
-    cursor = await db.execute(f"DELETE FROM inbox_deliveries WHERE sequence IN ({marks})", sequences)  # noqa: S608 - placeholders only
+    marks = _marks(event_ids)
+    cursor = await db.execute(f"DELETE FROM inbox_deliveries WHERE event_id IN ({marks})", event_ids)  # noqa: S608 - placeholders only
     await _add_total(db, "inbox_deliveries", max(cursor.rowcount, 0))
-    cursor = await db.execute(f"DELETE FROM inbox WHERE sequence IN ({marks})", sequences)  # noqa: S608 - placeholders only
+    cursor = await db.execute(f"DELETE FROM inbox WHERE id IN ({marks})", event_ids)  # noqa: S608 - placeholders only
     await _add_total(db, "inbox_events", max(cursor.rowcount, 0))
-    return len(sequences)
+    return len(event_ids)
 
 
 async def _strip_outbox(db: aiosqlite.Connection, cutoff: float, limit: int) -> int:
