@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from service.core.records import GradeVersion
+from service.core.records import WITHDRAWAL_PREFIX, GradeVersion
 from service.core.store_ports import Cover, DeadLetter, InboxRow, OutboxItem, Replay
 from tests.fake_tables import OutboxRow, Repository
 
@@ -17,9 +17,11 @@ class FakeOutbox(Repository):
 
     async def enqueue(self, versions: Sequence[GradeVersion], now: float) -> int:
         t, added = self._write(), 0
-        for version in (v for v in versions if v.is_graded):
+        for version in versions:
             mine = [r for r in t.outbox.values() if _who(r.version) == _who(version)]
-            key = version.idempotency_key
+            key = version.sink_key
+            if not mine and not version.is_graded:
+                continue  # nothing was sent for this participant: nothing to withdraw
             if mine and mine[-1].key.startswith(key):
                 continue  # the participant's latest version already
             taken = any(r.key == key for r in t.outbox.values())
@@ -67,6 +69,9 @@ class FakeOutbox(Repository):
 
     async def counts(self) -> dict[str, int]:
         return dict(Counter(r.status for r in self.t.outbox.values()))
+
+    async def withdrawals(self) -> int:
+        return sum(1 for r in self.t.outbox.values() if r.key.startswith(WITHDRAWAL_PREFIX))
 
     async def dead_letters(self, limit: int = 1000) -> list[DeadLetter]:
         dead = [r for r in self.t.outbox.values() if r.status == "dead"][:limit]
@@ -184,4 +189,4 @@ def _newer(other: OutboxRow, dead: OutboxRow) -> bool:
 
 
 def _item(row: OutboxRow) -> OutboxItem:
-    return OutboxItem(row.id, row.key, row.version.payload(), row.attempts, row.refusals)
+    return OutboxItem(row.id, row.key, row.version.sink_payload(), row.attempts, row.refusals)

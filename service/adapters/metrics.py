@@ -72,6 +72,7 @@ class Backlogs:
     last_success: float  # Unix time of the end of the last successful run; 0 when none yet
     inbox: Mapping[str, int] = field(default_factory=dict)
     outbox: Mapping[str, int] = field(default_factory=dict)
+    withdrawn: int = 0  # withdrawals of grades ever queued for the SIS (outbox rows are never deleted)
 
 
 ReadSnapshot = Callable[[], Snapshot]
@@ -211,6 +212,11 @@ class ScrapeCollector:
             )
             yield _by_status("wiseflow_inbox_events", "Inbox events by status", b.inbox)
             yield _by_status("wiseflow_outbox_rows", "Outbox rows by status", b.outbox)
+            yield _counter(
+                "wiseflow_grades_withdrawn_total",
+                "Grades withdrawn in WISEflow whose withdrawal was queued for the SIS (explicit records)",
+                b.withdrawn,
+            )
 
 
 def _webhook_families(f: WebhookFigures) -> Iterator[Metric]:

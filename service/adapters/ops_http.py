@@ -74,9 +74,15 @@ def register_metrics(service: Ops) -> None:
             last_success=await _last_success(service),
             inbox=await inbox_counts(service),
             outbox=await outbox_counts(service),
+            withdrawn=await _withdrawals(service),
         )
 
     service.metrics.read_at_scrape(snapshot, backlogs, service.figures)
+
+
+async def _withdrawals(service: Ops) -> int:
+    async with service.uow.read() as unit:
+        return await unit.outbox.withdrawals()
 
 
 async def _last_success(service: Ops) -> float:

@@ -3,6 +3,10 @@
 A *grade version* is what the SIS receives: (flowId, participantId, grade, adminGrade, date). Any change of
 one of those three values is a new version with a new idempotency key; a re-read of the same version has
 the same key, which is what makes redelivery after a crash harmless.
+
+A grade *withdrawn* in WISEflow (the participant's assessment gone, or its grade and admin grade now empty)
+reaches the SIS as an explicit record, `{flowId, participantId, grade: null, adminGrade: null, date: null,
+withdrawn: true}`, under a key of its own (`wfs-withdrawn-v1-...`), so the SIS can clear what it holds.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ STATE_BY_NUMBER: Final = {
     5: "ARCHIVED",
 }
 IDEMPOTENCY_PREFIX: Final = "wfs-grade-v1-"
+WITHDRAWAL_PREFIX: Final = "wfs-withdrawn-v1-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +146,7 @@ class GradeVersion:
         return IDEMPOTENCY_PREFIX + hashlib.sha256(canonical).hexdigest()
 
     def payload(self) -> dict[str, Any]:
-        """The body the SIS sink receives."""
+        """The version as a record (`export grades`; the SIS receives it when it is graded)."""
         return {
             "flowId": self.flow_id,
             "participantId": self.participant_id,
@@ -150,10 +155,39 @@ class GradeVersion:
             "date": self.date,
         }
 
+    @property
+    def sink_key(self) -> str:
+        """The Idempotency-Key of what the SIS receives for this version: its own key when it is graded; for
+        an ungraded one, the participant's withdrawal key (stable per participant, whatever the date)."""
+        if self.is_graded:
+            return self.idempotency_key
+        canonical = orjson.dumps([self.flow_id, self.participant_id])
+        return WITHDRAWAL_PREFIX + hashlib.sha256(canonical).hexdigest()
+
+    def sink_payload(self) -> dict[str, Any]:
+        """What the SIS receives: the grade version, or for an ungraded one the explicit withdrawal."""
+        if self.is_graded:
+            return self.payload()
+        none = {"grade": None, "adminGrade": None, "date": None}
+        return {"flowId": self.flow_id, "participantId": self.participant_id, **none, "withdrawn": True}
+
 
 def changed_grades(stored: Mapping[int, str], fetched: Iterable[GradeVersion]) -> list[GradeVersion]:
     """The fetched versions whose key differs from the stored key of that participant (or that are new)."""
     return [g for g in fetched if stored.get(g.participant_id) != g.idempotency_key]
+
+
+def withdrawn_grades(
+    flow_id: int, stored: Mapping[int, str], fetched: Iterable[GradeVersion]
+) -> list[GradeVersion]:
+    """The participants whose grade may have been withdrawn: stored but no longer listed, or changed to
+    ungraded; as ungraded versions (the outbox queues a withdrawal only where it sent a grade before)."""
+    listed = {g.participant_id: g for g in fetched}
+    gone = [GradeVersion(flow_id, pid, None, None, None) for pid in stored if pid not in listed]
+    emptied = [
+        g for g in listed.values() if not g.is_graded and stored.get(g.participant_id) != g.idempotency_key
+    ]
+    return gone + emptied
 
 
 def _int(value: Any) -> int | None:

@@ -9,8 +9,8 @@
 
     unit.flows        flows with their polling plans, and the guards a refresh commits under
     unit.grades       the mirror's participants and current grade versions
-    unit.outbox       grade versions for the SIS: enqueued with the grades, then due, delivered, failed,
-                      refused or dead (one door in and out)
+    unit.outbox       grade versions (and withdrawals) for the SIS: enqueued with the grades, then due,
+                      delivered, failed, refused or dead (one door in and out)
     unit.inbox        the webhook events the receiver committed, as the worker's queue
     unit.checkpoints  JSON values by key: the discovery pass, the events cursor, catch-up's markers
     unit.runs         sync runs: what each did (requests, the mirror's counts), newest first for `runs`
@@ -155,6 +155,7 @@ class OutboxRepository(DeadLetters, Protocol):
     async def mark_refused(self, item_id: int, next_attempt_at: float, error: str) -> None: ...
     async def mark_dead(self, item_id: int, error: str) -> None: ...
     async def counts(self) -> dict[str, int]: ...
+    async def withdrawals(self) -> int: ...
 
 
 class InboxRepository(DeadLetters, Protocol):

@@ -1,4 +1,5 @@
-"""How the world changes: grade changes, state changes and paper hand-ins, drawn from a seeded RNG.
+"""How the world changes: grade changes, state changes, paper hand-ins and grades withdrawn, drawn from a
+seeded RNG.
 
 `apply_step` performs one `POST /_sim/advance` step and returns the changes made, each with the webhook
 event it triggers and a fresh sequence number. A change that finds no eligible flow is skipped.
@@ -24,7 +25,7 @@ from service.simulator.world import (
     World,
 )
 
-STEP_KINDS: Final = ("grade_changes", "state_changes", "paper_submissions")
+STEP_KINDS: Final = ("grade_changes", "state_changes", "paper_submissions", "grade_withdrawals")
 DEFAULT_STEP: Final[Mapping[str, int]] = {"grade_changes": 3, "state_changes": 1, "paper_submissions": 1}
 # One request may not ask for more than this many changes of a kind: the answer lists every change.
 MAX_PER_KIND: Final = 10_000
@@ -75,9 +76,15 @@ def parse_step(body: Any) -> dict[str, int]:
 
 def apply_step(world: World, rng: random.Random, step: Mapping[str, int], now: float) -> list[Change]:
     """Perform `step` on `world` at wall time `now`; returns the changes in the order they happened."""
-    makers = {"state_changes": change_state, "grade_changes": change_grade, "paper_submissions": submit_paper}
+    makers = {
+        "state_changes": change_state,
+        "grade_changes": change_grade,
+        "paper_submissions": submit_paper,
+        "grade_withdrawals": withdraw_grade,
+    }
     changes: list[Change] = []
-    for kind in ("state_changes", "grade_changes", "paper_submissions"):
+    # Withdrawals last: a step without any draws exactly what it drew before they existed.
+    for kind in ("state_changes", "grade_changes", "paper_submissions", "grade_withdrawals"):
         for _ in range(step.get(kind, 0)):
             change = makers[kind](world, rng, int(now))
             if change is not None:
@@ -111,6 +118,7 @@ def change_grade(world: World, rng: random.Random, now: int) -> Change | None:
     choices = [g for g in GRADES if old is None or g != old.grade]
     value = rng.choice(choices)
     world.grade_overrides[(flow_id, index)] = Grade(value, value, now)
+    world.withdrawn.discard((flow_id, index))
     # A grade set during marking is an assessment; after conclusion it is the final grade.
     event = "ASSESSMENT" if world.states[flow_id] == MARKING else "FINAL_GRADE"
     pid = world.participant_id(flow_id, index)
@@ -135,3 +143,19 @@ def submit_paper(world: World, rng: random.Random, now: int) -> Change | None:
         }
     )
     return Change("PAPER_SUBMITTED", world.next_sequence(), flow_id, pid)
+
+
+def withdraw_grade(world: World, rng: random.Random, now: int) -> Change | None:
+    """Withdraw one graded participant's grade in a flow in marking or concluded: its assessment disappears
+    from `GET /flow/{id}/assessments`, and the grade event says so (the service must tell the SIS)."""
+    flow_id = _pick(world, rng, range(MARKING, CONCLUDED + 1))
+    if flow_id is None:
+        return None
+    graded = [i for i in range(world.participants_per_flow) if world.grade(flow_id, i) is not None]
+    if not graded:
+        return None
+    index = rng.choice(graded)
+    world.withdrawn.add((flow_id, index))
+    event = "ASSESSMENT" if world.states[flow_id] == MARKING else "FINAL_GRADE"
+    pid = world.participant_id(flow_id, index)
+    return Change(event, world.next_sequence(), flow_id, pid, {"grade": None, "withdrawn": True})

@@ -121,7 +121,8 @@ async def sis_scenario_get(request: web.Request) -> web.Response:
 
 
 def _check_grade(body: dict[str, object]) -> None:
-    """The sink's record: flowId and participantId integers; grade, adminGrade strings; date an integer."""
+    """The sink's record: flowId and participantId integers; grade, adminGrade strings; date an integer;
+    `withdrawn` (optional) a boolean, and when true, grade, adminGrade and date null."""
     for name in ("flowId", "participantId"):
         value = body.get(name)
         if isinstance(value, bool) or not isinstance(value, int):
@@ -130,6 +131,11 @@ def _check_grade(body: dict[str, object]) -> None:
         value = body.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
             raise ApiProblem(400, f"{name} must be {'a string' if kind is str else 'an integer'} or null")
+    withdrawn = body.get("withdrawn", False)
+    if not isinstance(withdrawn, bool):
+        raise ApiProblem(400, "withdrawn must be a boolean", "invalid_field")
+    if withdrawn and any(body.get(name) is not None for name in ("grade", "adminGrade", "date")):
+        raise ApiProblem(400, "a withdrawal carries no grade, adminGrade or date", "invalid_field")
 
 
 async def sis_get(request: web.Request) -> web.Response:

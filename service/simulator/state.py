@@ -58,7 +58,8 @@ class SisLedger:
     """The fake SIS: every grade delivery received, and which idempotency keys it has seen.
 
     A repeated key is a duplicate (answered 200, the record kept once); a repeated key whose record
-    differs from the first one is also a conflict: the sender reused a key for another grade version.
+    differs from the first one is also a conflict: the sender reused a key for another grade version. A
+    record with `"withdrawn": true` clears the participant's grade (counted in `withdrawals`).
     """
 
     deliveries: list[Json] = field(default_factory=list)
@@ -91,6 +92,7 @@ class SisLedger:
             "unique": len(self.keys),
             "duplicates": self.duplicates,
             "conflicts": self.conflicts,
+            "withdrawals": sum(1 for body in self.keys.values() if body.get("withdrawn") is True),
         }
 
 

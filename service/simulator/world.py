@@ -106,6 +106,7 @@ class World:
         # Cycling through the states guarantees every state is present as soon as there are six flows.
         self.states: dict[int, int] = {i: k % len(STATE_NAMES) for k, i in enumerate(ids)}
         self.grade_overrides: dict[tuple[int, int], Grade] = {}
+        self.withdrawn: set[tuple[int, int]] = set()  # grades withdrawn: no assessment until graded again
         self.submissions: dict[tuple[int, int], int] = {}
         self.events: list[Json] = []  # participation events, in time order
         self.sequence = 0
@@ -203,7 +204,7 @@ class World:
 
     def grade(self, flow_id: int, index: int) -> Grade | None:
         """The participant's current grade version; grades exist only once marking has begun."""
-        if self.states[flow_id] < MARKING:
+        if self.states[flow_id] < MARKING or (flow_id, index) in self.withdrawn:
             return None
         override = self.grade_overrides.get((flow_id, index))
         if override is not None:

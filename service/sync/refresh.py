@@ -26,7 +26,7 @@ from service.core.clock import Clock
 from service.core.failures import Verdict, classify
 from service.core.planner import FlowPlan, PlanPolicy
 from service.core.ports import WiseflowApi
-from service.core.records import Flow, GradeVersion, Participant, changed_grades
+from service.core.records import Flow, GradeVersion, Participant, changed_grades, withdrawn_grades
 from service.core.run_record import MirrorCounts, note
 from service.core.store_ports import UnitOfWork
 from service.errors import ApiError
@@ -43,7 +43,8 @@ class Refreshed:
     participants: int = 0  # participants fetched
     grades: int = 0  # assessments fetched
     changed: int = 0  # grade versions that differ from the mirror's
-    queued: int = 0  # outbox rows they added (graded ones, not queued before)
+    queued: int = 0  # outbox rows added (graded versions not queued before, and withdrawals)
+    withdrawn: int = 0  # of those, withdrawals: grades the SIS received that WISEflow no longer has
 
 
 class FlowRefresh:
@@ -181,13 +182,22 @@ class FlowRefresh:
             counts = MirrorCounts()
             if with_participants:
                 counts.participants = await unit.grades.replace_participants(flow.flow_id, participants, now)
-            changed = changed_grades(await unit.grades.keys(flow.flow_id), versions)
+            stored = await unit.grades.keys(flow.flow_id)
+            changed = changed_grades(stored, versions)
             counts.grades = await unit.grades.write(changed, now)
             counts.grades += await unit.grades.remove_except(flow.flow_id, (v.participant_id for v in versions))
-            # Always, sink or not: a grade mirrored without an outbox row would never be sent later.
-            counts.queued = await unit.outbox.enqueue(changed, now)
+            # Always, sink or not: a grade mirrored without an outbox row would never be sent later, and a
+            # grade WISEflow withdrew leaves the mirror only with its withdrawal queued for the SIS.
+            queued = await unit.outbox.enqueue([v for v in changed if v.is_graded], now)
+            withdrawn = await unit.outbox.enqueue(withdrawn_grades(flow.flow_id, stored, versions), now)
+            counts.queued = queued + withdrawn
             if plan is not None:  # a planned refresh: schedule the next one
                 next_plan = planner.plan_after_poll(flow, now, self._rng, self._policy)
                 await unit.flows.save_plans({flow.flow_id: next_plan})
         note(counts)  # committed: it counts for the run of this task, if any
-        return Refreshed(len(participants), len(versions), len(changed), counts.queued), True
+        if withdrawn:
+            log.warning(
+                "grades withdrawn in WISEflow: their withdrawal is queued for the SIS",
+                extra={"event": "sync.grades_withdrawn", "flow_id": flow.flow_id, "withdrawn": withdrawn},
+            )
+        return Refreshed(len(participants), len(versions), len(changed), queued + withdrawn, withdrawn), True

@@ -264,3 +264,37 @@ async def test_standard_webhooks_scheme_with_a_whsec_secret(
 
     await wait_until(processed, what="every event processed")
     assert service.figures.rejected == {}
+
+
+async def test_a_withdrawn_grade_reaches_the_sis_as_an_explicit_withdrawal(
+    make_simulator: SimFactory, services: Services, tmp_path: Path
+) -> None:
+    """Two delivered grades withdrawn in WISEflow: their webhooks bring one withdrawal record each to the
+    SIS (grade null, `withdrawn: true`, a key of its own), the mirror forgets them, /metrics counts them."""
+    sim = await make_simulator(participants=3, flows=6)
+    port, env = free_port(), service_env(sim, tmp_path / "s.sqlite3")
+    service = await services.start(env, port)
+    await subscribe(sim, env, port)
+    delivered = latest_sis(await sim.sis_grades())
+    changes = await sim.advance({"grade_withdrawals": 2})
+    assert [c["withdrawn"] for c in changes] == [True, True]
+    gone = pairs(changes)
+    assert gone <= set(delivered)  # each had reached the SIS
+
+    async def withdrawn() -> list[dict[str, Any]]:
+        sis = await sim.sis_grades()
+        return [d for d in sis["deliveries"] if d.get("withdrawn")]
+
+    async def arrived() -> bool:
+        return {(d["flowId"], d["participantId"]) for d in await withdrawn()} == gone
+
+    await wait_until(arrived, what="both withdrawals at the SIS")
+    await wait_until(lambda: settled(service), what="the service settled")
+    records = await withdrawn()
+    assert len(records) == 2
+    assert all((r["grade"], r["adminGrade"], r["date"]) == (None, None, None) for r in records)
+    assert all(r["idempotencyKey"].startswith("wfs-withdrawn-v1-") for r in records)
+    assert not gone & set(await mirror_grades(service))
+    async with service.session.get(f"http://127.0.0.1:{port}/metrics") as response:
+        text = await response.text()
+    assert "wiseflow_grades_withdrawn_total 2.0" in text

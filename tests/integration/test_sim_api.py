@@ -228,6 +228,24 @@ async def test_sis_counts_duplicates_by_idempotency_key(simulator: SimHandle) ->
     assert (grades["unique"], grades["duplicates"], len(grades["deliveries"])) == (2, 1, 3)
 
 
+async def test_sis_accepts_a_withdrawal_and_refuses_one_that_carries_a_grade(simulator: SimHandle) -> None:
+    """`withdrawn: true` with nulls is recorded and counted; with a grade, or not a boolean, it is 400."""
+    base = {"flowId": 1005, "participantId": 100500001, "adminGrade": None, "date": None}
+    statuses = []
+    for key, extra in (("w1", {"grade": None, "withdrawn": True}), ("w2", {"grade": "12", "withdrawn": True})):
+        async with simulator.session.post(
+            simulator.sis_url, json={**base, **extra}, headers={"Idempotency-Key": key}
+        ) as r:
+            statuses.append(r.status)
+    async with simulator.session.post(
+        simulator.sis_url, json={**base, "grade": None, "withdrawn": "yes"}, headers={"Idempotency-Key": "w3"}
+    ) as r:
+        statuses.append(r.status)
+    assert statuses == [201, 400, 400]
+    grades = await simulator.sis_grades()
+    assert (grades["unique"], grades["withdrawals"]) == (1, 1)
+
+
 async def test_sis_requires_an_idempotency_key_and_honours_its_error_rate(simulator: SimHandle) -> None:
     """No key is 400; with sis_error_rate 1 every delivery is 503 and nothing is recorded."""
     record = {"flowId": 1005, "participantId": 100500001, "grade": "12", "adminGrade": None, "date": None}

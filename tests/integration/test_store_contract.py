@@ -169,6 +169,34 @@ async def test_the_outbox_queues_each_version_once_and_a_return_again(subject: S
         assert await unit.outbox.counts() == {"delivered": 3}
 
 
+async def test_a_withdrawal_follows_a_grade_and_only_a_grade(subject: Subject) -> None:
+    """An ungraded version queues its withdrawal only after a grade, once; a grade given back goes again."""
+    b, withdrawn = GradeVersion(1, 1, "B", None, 1), GradeVersion(1, 1, None, None, 5)
+    async with subject.uow.transaction() as unit:
+        assert await unit.outbox.enqueue([GradeVersion(1, 2, None, None, None)], NOW) == 0  # never graded
+        added = [await unit.outbox.enqueue([v], NOW) for v in (b, withdrawn, withdrawn, b, withdrawn)]
+        assert added == [1, 1, 0, 1, 1]
+        assert await unit.outbox.withdrawals() == 2
+    keys, records = [], []
+    for _ in range(4):
+        async with subject.uow.transaction() as unit:
+            (item,) = await unit.outbox.due(NOW)
+            keys.append(item.idempotency_key)
+            records.append(item.payload)
+            await unit.outbox.mark_delivered(item.id, NOW)
+    gone = withdrawn.sink_key
+    assert keys == [b.idempotency_key, gone, f"{b.idempotency_key}-3", f"{gone}-4"]
+    assert gone.startswith("wfs-withdrawn-v1-")
+    assert records[1] == {
+        "flowId": 1,
+        "participantId": 1,
+        "grade": None,
+        "adminGrade": None,
+        "date": None,
+        "withdrawn": True,
+    }
+
+
 async def test_a_dead_grade_is_replayed_unless_a_newer_one_went(subject: Subject) -> None:
     """Participant 1's dead grade stays dead behind its delivered newer one; participant 2's goes again."""
     async with subject.uow.transaction() as unit:

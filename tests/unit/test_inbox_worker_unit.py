@@ -109,3 +109,45 @@ async def test_an_event_that_keeps_failing_is_a_dead_letter_until_replayed() -> 
         assert (await unit.inbox.replay(sequence)).requeued == 1
     assert (await rig.worker.run_once()).processed == 1
     assert rig.statuses() == {sequence: "done"}
+
+
+async def test_a_withdrawn_grade_reaches_the_sis_as_an_explicit_record_once() -> None:
+    """A delivered grade whose assessment disappears, and one whose grade becomes empty: each goes to the SIS
+    as `{grade: null, ..., withdrawn: true}` under a withdrawal key, once; a grade never sent is not
+    withdrawn; the same grade given again is sent again."""
+    rig = Rig()
+    await rig.start()
+    rig.api.flows[2].grades.update({2001: A, 2002: {**A, "grade": "B"}})
+    rig.receive("FINAL_GRADE", 2)
+    await rig.worker.run_once()
+    assert (await rig.deliverer.deliver_due()).delivered == 2
+    del rig.api.flows[2].grades[2001]
+    rig.api.flows[2].grades[2002] = {"grade": "", "adminGrade": None, "date": 1_700_000_950}
+    rig.api.flows[2].grades[2004] = {"grade": None, "adminGrade": None, "date": None}  # never graded
+    rig.clock.advance(1.0)
+    rig.receive("FINAL_GRADE", 2)
+    await rig.worker.run_once()
+    assert rig.signals.outbox.is_set()
+    assert (await rig.deliverer.deliver_due()).delivered == 2
+    withdrawn = rig.sink.deliveries[2:]
+    expected = {"grade": None, "adminGrade": None, "date": None, "withdrawn": True}
+    assert [record for record, _ in withdrawn] == [
+        {"flowId": 2, "participantId": p, **expected} for p in (2001, 2002)
+    ]
+    assert all(key.startswith("wfs-withdrawn-v1-") for _, key in withdrawn)
+    async with rig.uow.read() as unit:
+        assert await unit.outbox.withdrawals() == 2
+    rig.clock.advance(1.0)
+    rig.receive("FINAL_GRADE", 2)  # nothing changed since: nothing is withdrawn twice
+    await rig.worker.run_once()
+    assert (await rig.deliverer.deliver_due()).delivered == 0
+    rig.api.flows[2].grades[2001] = A  # given back: the SIS, which cleared it, gets it again
+    rig.clock.advance(1.0)
+    rig.receive("FINAL_GRADE", 2)
+    await rig.worker.run_once()
+    assert (await rig.deliverer.deliver_due()).delivered == 1
+    assert rig.sink.deliveries[-1][0] == {
+        "flowId": 2,
+        "participantId": 2001,
+        **{k: A[k] for k in ("grade", "adminGrade", "date")},
+    }

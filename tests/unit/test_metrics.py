@@ -83,7 +83,7 @@ async def test_scrape_time_figures_are_read_when_scraped() -> None:
     state = {"runs": 0}
 
     async def backlogs() -> Backlogs:
-        return Backlogs(last_success=1.7e9, inbox={"pending": 2, "dead": 1}, outbox={"pending": 4})
+        return Backlogs(last_success=1.7e9, inbox={"pending": 2, "dead": 1}, outbox={"pending": 4}, withdrawn=3)
 
     metrics.read_at_scrape(lambda: Snapshot(runs=state["runs"], token_requests=3), backlogs, figures)
     state["runs"] = 5
@@ -95,6 +95,7 @@ async def test_scrape_time_figures_are_read_when_scraped() -> None:
     assert got[("wiseflow_token_requests_total", ())] == 3
     assert got[("wiseflow_inbox_events", (("status", "dead"),))] == 1
     assert got[("wiseflow_outbox_rows", (("status", "pending"),))] == 4
+    assert got[("wiseflow_grades_withdrawn_total", ())] == 3
     assert got[("wiseflow_last_sync_success_timestamp_seconds", ())] == 1.7e9
     assert got[("wiseflow_webhook_outcomes_total", (("outcome", "accepted"),))] == 2
     assert got[("wiseflow_webhook_sequence_reused_total", ())] == 1

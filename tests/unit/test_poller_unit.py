@@ -39,15 +39,17 @@ async def test_a_first_run_mirrors_every_flow_and_queues_every_grade() -> None:
 
 
 async def test_a_grades_refresh_returns_the_rows_it_queued() -> None:
-    """A changed grade queues one row, the same grade again none, an ungraded change none."""
+    """A changed grade queues one row, the same grade again none; a sent grade changed to ungraded queues
+    its withdrawal (before the withdrawal existed, nothing: the SIS kept the old grade), once."""
     api, uow, _, poller = rig()
     await poller.run_once()
     api.flows[2].grades[2001] = {"grade": "A", "adminGrade": None, "date": 1_700_000_900}
     assert await poller.refresh.refresh_grades(2, with_participants=False) == 1
     assert await poller.refresh.refresh_grades(2, with_participants=False) == 0
     api.flows[2].grades[2002] = {"grade": None, "adminGrade": None, "date": None}
+    assert await poller.refresh.refresh_grades(2, with_participants=True) == 1
     assert await poller.refresh.refresh_grades(2, with_participants=True) == 0
-    assert len(uow.tables.outbox) == 13
+    assert len(uow.tables.outbox) == 14
 
 
 async def test_a_refresh_of_an_unknown_flow_mirrors_it_first() -> None:

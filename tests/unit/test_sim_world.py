@@ -70,6 +70,26 @@ def test_advance_changes_grades_states_and_hand_ins() -> None:
     assert grade_change.detail["grade"] == current.grade
 
 
+def test_a_withdrawn_grade_leaves_the_assessments_until_graded_again() -> None:
+    """A withdrawal takes a graded participant's assessment away and says so in its change; a later grade
+    change of that participant brings one back."""
+    world = World(1, 24, 10)
+    (change,) = apply_step(world, random.Random(1), {"grade_withdrawals": 1}, 100)
+    assert change.event in ("ASSESSMENT", "FINAL_GRADE")
+    assert change.detail == {"grade": None, "withdrawn": True}
+
+    def listed() -> bool:
+        return change.participant_id in {a["participantId"] for a in world.assessments(change.flow_id)}
+
+    assert not listed()
+    rng = random.Random(2)
+    for _ in range(1000):  # grade changes pick flows and participants at random: until it is this one
+        apply_step(world, rng, {"grade_changes": 5}, 200)
+        if listed():
+            break
+    assert listed()
+
+
 @pytest.mark.parametrize(
     "body", [[], {"grade_changes": -1}, {"grade_changes": "3"}, {"teleport": 1}, {"state_changes": True}]
 )

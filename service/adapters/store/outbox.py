@@ -1,7 +1,8 @@
 """Repository of the outbox (`unit.outbox`): grade versions on their way to the SIS, in and out by one door.
 
 `enqueue` runs in the transaction that wrote the grade change, so a version is in the outbox if and only
-if it is in the mirror. The unique idempotency key makes a re-enqueue of the same version a no-op. The
+if it is in the mirror, and so does a grade's withdrawal (an explicit record, `GradeVersion.sink_payload`).
+The unique idempotency key makes a re-enqueue of the same version a no-op. The
 deliverer takes `due` rows and marks each delivered, failed, refused or dead; an operator lists the dead
 ones and replays them.
 """
@@ -14,8 +15,8 @@ from typing import Final
 import aiosqlite
 import orjson
 
-from service.adapters.store.connection import fetch_float, fetch_text
-from service.core.records import GradeVersion
+from service.adapters.store.connection import fetch_float, fetch_int, fetch_text
+from service.core.records import WITHDRAWAL_PREFIX, GradeVersion
 from service.core.store_ports import DeadLetter, OutboxItem, Replay
 
 _INSERT: Final = (
@@ -46,7 +47,7 @@ _REQUEUE: Final = (
 
 
 def _row(key: str, version: GradeVersion, now: float) -> tuple[object, ...]:
-    payload = orjson.dumps(version.payload()).decode()
+    payload = orjson.dumps(version.sink_payload()).decode()
     return (key, version.flow_id, version.participant_id, payload, now)
 
 
@@ -57,19 +58,21 @@ class SqliteOutbox:
         self._db = db
 
     async def enqueue(self, versions: Sequence[GradeVersion], now: float) -> int:
-        """Queue these grade versions (graded ones only); returns rows added.
+        """Queue these grade versions; an ungraded one as its grade's withdrawal; returns rows added.
 
         A version that is already its participant's latest row is not queued again (a re-read is a no-op).
         A version seen before but superseded since (B -> C -> B) is queued again under a key of its own,
-        `<key>-<n>`, so the SIS, which holds C, receives B again instead of dropping it as a repeat.
+        `<key>-<n>`, so the SIS, which holds C, receives B again instead of dropping it as a repeat. A
+        withdrawal goes only where a grade went before (a participant with rows, the latest not a withdrawal).
         """
-        graded = [v for v in versions if v.is_graded]
-        latest = await self._latest_keys({v.flow_id for v in graded})
+        latest = await self._latest_keys({v.flow_id for v in versions})
         first: list[GradeVersion] = []  # participants with no row yet: the common case, one batch
         added = 0
-        for version in graded:
-            key = version.idempotency_key
+        for version in versions:
+            key = version.sink_key
             previous = latest.get((version.flow_id, version.participant_id))
+            if previous is None and not version.is_graded:
+                continue  # no grade was ever queued for this participant: nothing to withdraw
             if previous is None:
                 first.append(version)
             elif not previous[0].startswith(key):  # else: the participant's latest version already
@@ -77,7 +80,7 @@ class SqliteOutbox:
                     await self._insert(f"{key}-{previous[1] + 1}", version, now)
                 added += 1
         before = self._db.total_changes
-        await self._db.executemany(_INSERT, [_row(v.idempotency_key, v, now) for v in first])
+        await self._db.executemany(_INSERT, [_row(v.sink_key, v, now) for v in first])
         return added + self._db.total_changes - before
 
     async def _latest_keys(self, flow_ids: set[int]) -> dict[tuple[int, int], tuple[str, int]]:
@@ -147,6 +150,13 @@ class SqliteOutbox:
         """Rows by status (pending: queued, also while no sink is set; delivered; dead)."""
         async with self._db.execute("SELECT status, count(*) FROM outbox GROUP BY status") as cursor:
             return {str(r[0]): int(r[1]) for r in await cursor.fetchall()}
+
+    async def withdrawals(self) -> int:
+        """Withdrawals ever queued (rows are never deleted, and their keys survive retention)."""
+        # A range of the unique key's index (every key starting with the prefix), not a scan: read per scrape.
+        sql = "SELECT count(*) FROM outbox WHERE idempotency_key >= ? AND idempotency_key < ?"
+        end = WITHDRAWAL_PREFIX[:-1] + chr(ord(WITHDRAWAL_PREFIX[-1]) + 1)
+        return await fetch_int(self._db, sql, (WITHDRAWAL_PREFIX, end)) or 0
 
     async def dead_letters(self, limit: int = 1000) -> list[DeadLetter]:
         """Dead rows, oldest first (without the grade: a listing shows no personal data)."""
