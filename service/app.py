@@ -146,6 +146,7 @@ def _wire(
         tracer_provider=tracer_provider,
         on_pause_lifted=signals.pause_lifted,  # events deferred behind a cleared pause go at once
     )
+    status = StatusBoard(lambda: _client_figures(client))
     deliverer = None
     if settings.sink_url is not None:
         sink = HttpSink(
@@ -156,7 +157,9 @@ def _wire(
             secret=settings.sink_secret,
             wall=clock.wall,
         )
-        deliverer = OutboxDeliverer(uow, sink, clock, rng, wake=signals.outbox)
+        deliverer = OutboxDeliverer(
+            uow, sink, clock, rng, wake=signals.outbox, on_pause=status.record_sink_pause
+        )
     poller = Poller(
         client,
         uow,
@@ -167,7 +170,6 @@ def _wire(
         on_progress=on_progress,
         command=command,
     )
-    status = StatusBoard(lambda: _client_figures(client))
     figures = WebhookFigures()
     inbox = Inbox(store)
     policy = WorkerPolicy(max_attempts=settings.webhook_max_attempts, concurrency=settings.concurrency)

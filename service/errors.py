@@ -19,6 +19,8 @@ one place. No message here ever contains a secret, a token, a query string or pe
 
 from __future__ import annotations
 
+from typing import Final
+
 
 class ServiceError(Exception):
     """Base of every error wiseflow-sync raises on purpose."""
@@ -115,21 +117,47 @@ class InvalidSignature(ServiceError):
         super().__init__(f"invalid webhook signature: {reason}")
 
 
-class SinkError(ServiceError):
-    """The SIS sink refused or failed a delivery; ``retry_after`` is set when the SIS said how long to wait."""
+# Answers that say the SIS or our configuration of it is wrong, whatever the record: the credentials (401,
+# 403), the address (404, 405). A 413 too, for a body as small as a grade record (`SMALL_BODY`).
+SIS_FAULTS: Final = frozenset({401, 403, 404, 405})
+# Bytes: a grade record is a few hundred; an SIS refusing this much as too large has a broken limit.
+SMALL_BODY: Final = 16 * 1024
 
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+
+class SinkError(ServiceError):
+    """The SIS sink refused or failed a delivery; ``retry_after`` is set when the SIS said how long to wait;
+    ``body_size`` is the size of the record sent, when known."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        body_size: int | None = None,
+    ) -> None:
         self.status = status
         self.retry_after = retry_after
+        self.body_size = body_size
         super().__init__(message if status is None else f"{message} (status={status})")
 
     @property
-    def refused(self) -> bool:
-        """The SIS answered and refused this record (a 4xx other than 408/429): the record's fault.
+    def misconfigured(self) -> bool:
+        """The SIS or our configuration of it is wrong (401, 403, 404, 405, a 413 for a small record)."""
+        if self.status == 413:
+            return self.body_size is None or self.body_size <= SMALL_BODY
+        return self.status in SIS_FAULTS
 
-        Anything else (no answer, a redirect, 408, 429, 5xx) says the SIS is unwell, for every record.
+    @property
+    def refused(self) -> bool:
+        """The SIS answered and refused this record (400, 409, 422 ...): the record's fault.
+
+        Anything else (no answer, a redirect, 408, 429, 5xx, and what `misconfigured` names) says the SIS
+        is unwell or wrongly set up, for every record alike.
         """
-        return self.status is not None and 400 <= self.status < 500 and self.status not in (408, 429)
+        if self.status is None or not 400 <= self.status < 500 or self.status in (408, 429):
+            return False
+        return not self.misconfigured
 
 
 class StoreError(ServiceError):

@@ -180,11 +180,16 @@ class FakeSink:
 
     def __init__(self) -> None:
         self.deliveries: list[tuple[Json, str]] = []
-        self._failures: list[int | None] = []
+        self.attempts = 0  # every delivery asked of it, refused or not
+        self._failures: list[tuple[int | None, float | None]] = []
 
-    def fail_next(self, times: int, status: int | None = 503) -> None:
-        """Refuse the next `times` deliveries with `status` (None: no answer at all)."""
-        self._failures.extend([status] * times)
+    def fail_next(self, times: int, status: int | None = 503, retry_after: float | None = None) -> None:
+        """Refuse the next `times` deliveries with `status` (None: no answer at all) and `retry_after`."""
+        self._failures.extend([(status, retry_after)] * times)
+
+    def heal(self) -> None:
+        """Refuse nothing any more."""
+        self._failures.clear()
 
     @property
     def keys(self) -> list[str]:
@@ -192,7 +197,8 @@ class FakeSink:
         return [key for _, key in self.deliveries]
 
     async def deliver(self, record: Json, idempotency_key: str) -> None:
+        self.attempts += 1
         if self._failures:
-            status = self._failures.pop(0)
-            raise SinkError("sink refused", status=status)
+            status, retry_after = self._failures.pop(0)
+            raise SinkError("sink refused", status=status, retry_after=retry_after, body_size=len(str(record)))
         self.deliveries.append((dict(record), idempotency_key))

@@ -63,6 +63,7 @@ class Snapshot:
     token_requests: int = 0
     auth_recoveries: int = 0
     paused_seconds: float = 0.0
+    sink_paused: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +189,11 @@ class ScrapeCollector:
         yield _counter("wiseflow_sync_runs_total", "Sync runs since start", s.runs)
         yield _gauge(
             "wiseflow_breaker_open", "1 while the circuit breaker is not closed", float(s.breaker_open)
+        )
+        yield _gauge(
+            "wiseflow_sink_paused",
+            "1 while grade delivery is paused because the SIS is unwell or refuses us (one grade probes it)",
+            float(s.sink_paused),
         )
         yield _counter(
             "wiseflow_token_requests_total", "OAuth token requests (first token and renewals)", s.token_requests

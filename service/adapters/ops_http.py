@@ -67,6 +67,7 @@ def register_metrics(service: Ops) -> None:
             token_requests=now.client.token_requests,
             auth_recoveries=now.client.auth_recoveries,
             paused_seconds=now.client.paused_seconds,
+            sink_paused=now.sink_paused,
         )
 
     async def backlogs() -> Backlogs:
@@ -127,6 +128,7 @@ async def status_of(service: Ops) -> dict[str, Any]:
         "inbox": await inbox_counts(service),
         "outbox": await outbox_counts(service),
         "sink": service.settings.sink_url is not None,
+        "sink_paused": now.sink_paused,
     }
 
 

@@ -100,9 +100,10 @@ class HttpSink:
                         status=response.status,
                     )
                 retry_after = parse_retry_after(response.headers.get("Retry-After"), self._wall())
-                raise SinkError("sink refused the delivery", status=response.status, retry_after=retry_after)
+                raise _refusal(response.status, len(body), self._url, retry_after)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise SinkError(f"sink unreachable: {type(exc).__name__}") from exc
+            where = f"{_shown(self._url)} (SYNC_SINK_URL)"
+            raise SinkError(f"sink unreachable at {where}: {type(exc).__name__}") from exc
 
     def _headers(self, body: bytes, idempotency_key: str) -> dict[str, str]:
         headers = {
@@ -131,6 +132,22 @@ def _log_delivery(status: int | None, started: float, *, failed: bool) -> None:
         "outcome": "failed" if failed else "delivered",
     }
     log.info("SIS delivery", extra=fields)
+
+
+def _refusal(status: int, size: int, url: str, retry_after: float | None) -> SinkError:
+    """The error of a 4xx/5xx answer; for a fault of the SIS's setup, what to check (never a credential)."""
+    where = f"{_shown(url)} (SYNC_SINK_URL)"
+    if status in (401, 403):
+        message = f"the SIS refused our credentials at {where}: check SYNC_SINK_TOKEN or SYNC_SINK_SECRET"
+    elif status in (404, 405):
+        message = f"the SIS has no grade endpoint at {where}: check SYNC_SINK_URL"
+    elif status == 413:
+        message = f"the SIS refused a {size}-byte grade record as too large at {where}"
+    elif status >= 500 or status in (408, 429):
+        message = f"the SIS is unwell at {where}"
+    else:
+        message = "sink refused the delivery"
+    return SinkError(message, status=status, retry_after=retry_after, body_size=size)
 
 
 def _shown(url: str) -> str:

@@ -225,8 +225,9 @@ async def _deliver(
             break
         pause = max(0.05, result.next_due - clock.wall())
         if totals.waited + pause > settings.max_wait:
+            why = "" if result.paused is None else f" (delivery paused: {result.paused})"
             report.line(
-                "wiseflow-sync sync: the SIS did not accept every grade within SYNC_MAX_WAIT; "
+                f"wiseflow-sync sync: the SIS did not accept every grade within SYNC_MAX_WAIT{why}; "
                 "they stay queued and the next run delivers them"
             )
             return EXIT_PAUSED

@@ -1,5 +1,8 @@
 """The circuit breaker for WISEflow maintenance windows: a small state machine driven by a `Clock`.
 
+The outbox deliverer keeps one for the SIS too (`sync/outbox.py`): there one failure opens it, and its
+probe is one grade delivery.
+
     CLOSED --(N consecutive failures | 503 with Retry-After)--> OPEN
     OPEN   --(open time elapsed; the next caller becomes the probe)--> HALF_OPEN
     HALF_OPEN --(probe succeeded)--> CLOSED

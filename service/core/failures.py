@@ -9,8 +9,9 @@
                     BLAME_ITEM         about this item (a 404, a 4xx, a malformed record, the SIS refused
                                        it): count an attempt against it, and go on with the others
 
-A `SinkError` is judged the same way about the SIS: refused (a 4xx other than 408/429) blames the grade;
-no answer, a redirect, 408, 429 or 5xx mean the SIS as a whole is unwell: stop and wait.
+A `SinkError` is judged the same way about the SIS: refused (a 4xx such as 400, 409, 422) blames the grade;
+no answer, a redirect, 401, 403, 404, 405, 408, 413 (for a grade's small record), 429 or 5xx mean the SIS
+as a whole is unwell or wrongly configured: stop and wait.
 
 Every loop (poller, inbox worker, catch-up, outbox deliverer, the app's loop guard) asks `classify`
 instead of keeping its own tuple of exception types, and `describe` is the one safe line for logs and

@@ -30,6 +30,7 @@ class StatusSnapshot:
     client: ClientFigures
     runs: int
     shutting_down: bool
+    sink_paused: bool = False  # grade delivery is paused: the SIS is unwell or refuses us (`outbox.paused`)
 
 
 class StatusBoard:
@@ -39,11 +40,16 @@ class StatusBoard:
         self._read_client = read_client
         self.runs = 0
         self.shutting_down = False
+        self.sink_paused = False
 
     def record_run(self, summary: RunSummary) -> None:
         """A sync run ended (what it did is in the database: `/status` reads the last run there)."""
         self.runs += 1
 
+    def record_sink_pause(self, paused: bool) -> None:
+        """The outbox deliverer paused delivery to the SIS (True) or resumed it (False)."""
+        self.sink_paused = paused
+
     def snapshot(self) -> StatusSnapshot:
         """The figures now."""
-        return StatusSnapshot(self._read_client(), self.runs, self.shutting_down)
+        return StatusSnapshot(self._read_client(), self.runs, self.shutting_down, self.sink_paused)

@@ -275,3 +275,33 @@ async def test_a_second_run_on_one_database_refuses_to_start(simulator: SimHandl
     third = TestServer(build_app(load_settings(env), start=False), host="127.0.0.1")
     await third.start_server()
     await third.close()
+
+
+async def test_a_sis_refusing_our_token_shows_as_paused_until_it_accepts_it(
+    make_simulator: SimFactory, make_service: ServiceFactory, tmp_path: Path
+) -> None:
+    """The SIS wants another bearer token: /metrics and /status say delivery is paused, nothing is
+    dead-lettered; the SIS takes our token again: every grade is delivered and the pause is over."""
+    sim = await make_simulator(flows=6, participants=4)
+    await sim.sis_scenario({"token": "the-sis-token"})
+    env = service_env(sim, tmp_path / "s.sqlite3", SYNC_SINK_TOKEN="our-token")
+    server, service = await make_service(env)
+    async with aiohttp.ClientSession() as session:
+
+        async def paused() -> bool:
+            return (await get_json(session, str(server.make_url("/status"))))[1]["sink_paused"] is True
+
+        await wait_until(paused, what="delivery paused")
+        async with session.get(server.make_url("/metrics")) as response:
+            assert "wiseflow_sink_paused 1.0" in await response.text()
+        await sim.sis_scenario({"token": "our-token"})
+
+        async def delivered() -> bool:
+            status = (await get_json(session, str(server.make_url("/status"))))[1]
+            return (
+                status["outbox"] == {"delivered": len((await sim.sis_grades())["deliveries"])}
+                and not status["sink_paused"]
+            )
+
+        await wait_until(delivered, what="every grade delivered once the SIS takes our token")
+    assert service.status.snapshot().sink_paused is False

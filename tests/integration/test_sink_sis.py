@@ -5,6 +5,7 @@ Each test drives the real `HttpSink` over HTTP into `/_sis/grades`, told by `/_s
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -93,7 +94,7 @@ async def test_a_redirected_grade_stays_queued(
     result = await deliverer.deliver_due()
     assert (result.delivered, result.failed) == (0, 1)
     assert await fetch_value(store.db, "SELECT status FROM outbox") == "pending"
-    [line] = [r for r in caplog.records if getattr(r, "event", "") == "outbox.failed"]
+    [line] = [r for r in caplog.records if getattr(r, "event", "") == "outbox.paused"]
     assert getattr(line, "status", None) == 301
     assert simulator.sis_url in getattr(line, "error", "")
 
@@ -218,3 +219,53 @@ async def test_a_bad_sis_scenario_is_refused_and_changes_nothing(simulator: SimH
         async with simulator.session.post(simulator.root + "/_sis/scenario", json=body) as response:
             assert response.status == 400
     assert (await simulator.sis_scenario({"endless_body": False}))["refuse"] == {"3": 409}
+
+
+@pytest.mark.parametrize(
+    ("scenario", "status"),
+    [
+        ({"token": "the-right-token"}, 401),
+        ({"answer": {"status": 403}}, 403),
+        ({"answer": {"status": 404}}, 404),
+        ({"answer": {"status": 405}}, 405),
+        ({"answer": {"status": 413}}, 413),
+        ({"redirect": {"status": 308, "location": "/elsewhere"}}, 308),
+    ],
+)
+async def test_a_misconfigured_sis_pauses_delivery_and_a_fixed_one_gets_every_grade_at_the_next_probe(
+    simulator: SimHandle,
+    session: aiohttp.ClientSession,
+    store: Store,
+    caplog: pytest.LogCaptureFixture,
+    scenario: dict[str, object],
+    status: int,
+) -> None:
+    """Many passes against a SIS refusing our token (or wrongly addressed, or sized): nothing is dead, the
+    pause is one log line naming the status and the configured URL (never the token); the SIS fixed, the
+    next probe (30 s at most) resumes and every grade is delivered in that pass."""
+    await simulator.sis_scenario(scenario)
+    await queue(store, grades(range(1, 11)))
+    clock = ManualClock()
+    sink = HttpSink(simulator.sis_url, session, token=Secret("our-wrong-token"))
+    deliverer = OutboxDeliverer(SqliteUnitOfWork(store), sink, clock, random.Random(1), POLICY)
+    caplog.set_level(logging.INFO)
+    due = None
+    for _ in range(30):
+        if due is not None:
+            clock.advance(due - clock.wall())
+        result = await deliverer.deliver_due()
+        assert (result.delivered, result.dead) == (0, 0)
+        due = result.next_due
+    assert due is not None
+    assert await fetch_value(store.db, "SELECT count(*) FROM outbox WHERE status = 'pending'") == 10
+    assert await fetch_value(store.db, "SELECT sum(refusals) FROM outbox") == 0
+    paused = [r for r in caplog.records if getattr(r, "event", "") == "outbox.paused"]
+    assert [getattr(r, "status", None) for r in paused] == [status]
+    assert simulator.sis_url in getattr(paused[0], "error", "")
+    assert "our-wrong-token" not in caplog.text
+    await simulator.sis_scenario({"reset": True})
+    fixed_at = clock.wall()
+    clock.advance(due - clock.wall())
+    assert (await deliverer.deliver_due()).delivered == 10
+    assert clock.wall() - fixed_at <= POLICY.probe_cap
+    assert sorted(await received(simulator)) == list(range(1, 11))

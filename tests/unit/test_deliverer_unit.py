@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import random
+
+import pytest
 
 from service.core.clock import ManualClock
 from service.core.records import GradeVersion
-from service.sync.outbox import DeliveryPolicy, OutboxDeliverer
+from service.sync.outbox import DeliveryPolicy, DeliveryResult, OutboxDeliverer
 from tests.fake_unit import FakeUnitOfWork
 from tests.fakes import FakeSink
 
@@ -67,3 +70,92 @@ async def test_a_refused_grade_is_a_dead_letter_and_the_newer_one_goes() -> None
         (letter,) = await unit.outbox.dead_letters()
         replay = await unit.outbox.replay(letter.id)
     assert (replay.requeued, replay.superseded, replay.status) == (0, 1, "dead")
+
+
+async def pass_at_next_due(clock: ManualClock, deliverer: OutboxDeliverer, due: float | None) -> DeliveryResult:
+    """One pass when the previous one said the next is due (the run loop's own wait, on the manual clock)."""
+    if due is not None:
+        clock.advance(max(0.0, due - clock.wall()))
+    return await deliverer.deliver_due()
+
+
+async def test_a_sis_refusing_our_credentials_pauses_delivery_and_blames_no_grade(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An hour of 401s: one probe per pass, nothing dead-lettered, the pause said once (ERROR) and told to
+    the gauge; fixed, the next probe (at most 30 s later) resumes and every grade goes in that pass."""
+    uow, sink, clock, _ = await rig(*(grade(p, "B") for p in range(10)))
+    told: list[bool] = []
+    deliverer = OutboxDeliverer(uow, sink, clock, random.Random(1), POLICY, on_pause=told.append)
+    sink.fail_next(100_000, 401)
+    due: float | None = None
+    hour_later = clock.wall() + 3600
+    caplog.set_level(logging.DEBUG, logger="service.outbox")
+    while clock.wall() < hour_later:
+        result = await pass_at_next_due(clock, deliverer, due)
+        assert result.failed <= 1  # a probe, never a request per row
+        assert result.next_due is not None
+        assert result.next_due - clock.wall() <= POLICY.probe_cap  # probing stays frequent
+        due = result.next_due
+    assert result.paused is not None
+    assert "401" in result.paused
+    assert {r.status for r in uow.tables.outbox.values()} == {"pending"}
+    assert sink.attempts < 150  # an hour of probes 30 s apart, not ten rows' worth of retries
+    paused = [
+        r for r in caplog.records if getattr(r, "event", "") == "outbox.paused" and r.levelno > logging.DEBUG
+    ]
+    assert [(r.levelno, r.status) for r in paused] == [(logging.ERROR, 401)]  # type: ignore[attr-defined]
+    assert told == [True]
+    sink.heal()
+    fixed_at = clock.wall()
+    result = await pass_at_next_due(clock, deliverer, due)
+    assert (result.delivered, result.paused, result.next_due) == (10, None, None)
+    assert clock.wall() - fixed_at <= POLICY.probe_cap
+    assert told == [True, False]
+    assert [r.event for r in caplog.records if r.getMessage().startswith("the SIS answers again")] == [  # type: ignore[attr-defined]
+        "outbox.resumed"
+    ]
+
+
+async def test_a_sis_retry_after_times_the_next_probe() -> None:
+    """A 503 with Retry-After 120: no probe before it; a 429 after it honours its own, then all go."""
+    uow, sink, clock, deliverer = await rig(*(grade(p, "B") for p in range(3)))
+    sink.fail_next(1, 503, retry_after=120.0)
+    first = await deliverer.deliver_due()
+    assert first.next_due == clock.wall() + 120.0
+    clock.advance(60.0)
+    assert (await deliverer.deliver_due(), sink.attempts) == (
+        DeliveryResult(next_due=first.next_due, paused=first.paused),
+        1,
+    )
+    sink.fail_next(1, 429, retry_after=7.0)
+    second = await pass_at_next_due(clock, deliverer, first.next_due)
+    assert second.next_due == clock.wall() + 7.0
+    third = await pass_at_next_due(clock, deliverer, second.next_due)
+    assert (third.delivered, sink.attempts) == (3, 5)
+
+
+async def test_a_refusal_of_one_record_pauses_nothing() -> None:
+    """A 422 is the record's fault: the others are delivered in the same pass, and no pause is said."""
+    uow, sink, clock, deliverer = await rig(*(grade(p, "B") for p in range(3)))
+    sink.fail_next(1, 422)
+    result = await deliverer.deliver_due()
+    assert (result.delivered, result.refused, result.paused) == (2, 1, None)
+
+
+async def test_after_an_hour_of_an_unwell_sis_every_grade_goes_within_half_a_minute_of_its_return() -> None:
+    """An hour of 503s: at every moment the next probe is at most 30 s away (before the pause each row backed
+    off on its own, up to 300 s), and once the SIS is back that probe delivers all the rows at once."""
+    uow, sink, clock, _ = await rig(*(grade(p, "B") for p in range(20)))
+    deliverer = OutboxDeliverer(uow, sink, clock, random.Random(1), DeliveryPolicy())  # the shipped policy
+    sink.fail_next(100_000, 503)
+    hour_later, due, waits = clock.wall() + 3600, None, []
+    while clock.wall() < hour_later:
+        due = (await pass_at_next_due(clock, deliverer, due)).next_due
+        assert due is not None
+        waits.append(due - clock.wall())
+    assert max(waits) <= DeliveryPolicy().probe_cap
+    sink.heal()
+    fixed_at = clock.wall()
+    result = await pass_at_next_due(clock, deliverer, due)
+    assert (result.delivered, clock.wall() - fixed_at <= DeliveryPolicy().probe_cap) == (20, True)

@@ -85,7 +85,9 @@ async def test_scrape_time_figures_are_read_when_scraped() -> None:
     async def backlogs() -> Backlogs:
         return Backlogs(last_success=1.7e9, inbox={"pending": 2, "dead": 1}, outbox={"pending": 4}, withdrawn=3)
 
-    metrics.read_at_scrape(lambda: Snapshot(runs=state["runs"], token_requests=3), backlogs, figures)
+    metrics.read_at_scrape(
+        lambda: Snapshot(runs=state["runs"], token_requests=3, sink_paused=True), backlogs, figures
+    )
     state["runs"] = 5
     figures.received, figures.accepted, figures.duplicates, figures.sequence_reused = 4, 2, 1, 1
     figures.reject("bad_signature")
@@ -93,6 +95,7 @@ async def test_scrape_time_figures_are_read_when_scraped() -> None:
     got = await scrape(metrics)
     assert got[("wiseflow_sync_runs_total", ())] == 5
     assert got[("wiseflow_token_requests_total", ())] == 3
+    assert got[("wiseflow_sink_paused", ())] == 1
     assert got[("wiseflow_inbox_events", (("status", "dead"),))] == 1
     assert got[("wiseflow_outbox_rows", (("status", "pending"),))] == 4
     assert got[("wiseflow_grades_withdrawn_total", ())] == 3
