@@ -174,6 +174,10 @@ class FakeInbox(Repository):
         t = self._write()
         status = "dead" if item_id is None else (t.inbox[item_id].status if item_id in t.inbox else None)
         dead = [r.id for r in t.inbox.values() if r.status == "dead" and item_id in (None, r.id)]
+        if item_id is not None and item_id not in t.inbox:  # the sequence, as IDs were once shown
+            same = sorted((r for r in t.inbox.values() if r.sequence == item_id), key=lambda r: r.id)
+            status = same[-1].status if same else None
+            dead = [r.id for r in same if r.status == "dead"]
         for i in dead:
             self._set(i, status="pending", attempts=0, next_attempt_at=0.0, last_error=None)
         return Replay(len(dead), 0, status)

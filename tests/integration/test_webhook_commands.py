@@ -74,6 +74,17 @@ async def test_replay_is_safe_to_repeat(tmp_path: Path, capsys: pytest.CaptureFi
     ]
 
 
+async def test_replay_takes_the_sequence_an_older_listing_showed(tmp_path: Path) -> None:
+    """An ID that is no event's id but a dead event's sequence (what listings showed before) replays it."""
+    db = tmp_path / "db.sqlite3"
+    await _database_with_dead_letter(db)
+    assert await _cli(["inbox", "replay", "11"], db) == 0
+    assert await _status(db, 11) == "pending"
+    assert await _status(db, 12) == "pending"  # a sequence not dead is left as it is
+    assert await _cli(["inbox", "replay", "12"], db) == 0
+    assert await _cli(["inbox", "replay", "13"], db) == 1  # neither an id nor a sequence
+
+
 async def test_commands_refuse_a_missing_database(tmp_path: Path) -> None:
     """Without a database file the command exits 2 naming SYNC_DATABASE (it never creates one)."""
     assert await _cli(["inbox", "dead-letters"], tmp_path / "absent.sqlite3") == 2

@@ -158,10 +158,25 @@ class SqliteInbox:
         status: str | None = "dead"
         if item_id is not None:
             status = await fetch_text(self._db, "SELECT status FROM inbox WHERE id = ?", (item_id,))
+            if status is None:
+                return await self._replay_sequence(item_id)
         # `? IS NULL` selects every dead event when no id is given: one constant statement.
         async with self._db.execute(
             "UPDATE inbox SET status = 'pending', attempts = 0, next_attempt_at = 0, last_error = NULL "
             "WHERE status = 'dead' AND (? IS NULL OR id = ?)",
             (item_id, item_id),
+        ) as cursor:
+            return Replay(cursor.rowcount, 0, status)
+
+    async def _replay_sequence(self, sequence: int) -> Replay:
+        """Re-queue the dead events WISEflow numbered `sequence`: before events had ids of their own, the
+        listing showed the sequence as an event's ID, and runbooks and scripts written then still pass it."""
+        status = await fetch_text(
+            self._db, "SELECT status FROM inbox WHERE sequence = ? ORDER BY id DESC LIMIT 1", (sequence,)
+        )
+        async with self._db.execute(
+            "UPDATE inbox SET status = 'pending', attempts = 0, next_attempt_at = 0, last_error = NULL "
+            "WHERE status = 'dead' AND sequence = ?",
+            (sequence,),
         ) as cursor:
             return Replay(cursor.rowcount, 0, status)
