@@ -4,7 +4,7 @@ Each field of `Settings` is declared once with `setting(VARIABLE, default, parse
 variable, its default and how a value is read. Adding a setting is that one line. A missing or malformed
 value raises `ConfigError` naming the variable and never echoing its value. Secrets are wrapped in
 `Secret`, whose `repr` and `str` are masked, so a settings object can be logged; every secret can also be
-read from the file named by `VARIABLE_FILE` (Kubernetes secret volumes).
+read from the file named by `VARIABLE_FILE` (Kubernetes secret volumes; see `settings_sources`).
 """
 
 from __future__ import annotations
@@ -13,16 +13,19 @@ import ipaddress
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any, Final, TypeVar, cast
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from service.core.ports import WEBHOOK_EVENTS
+from service.core.signatures import key_problem
 from service.errors import ConfigError
+from service.settings_sources import setting_text
 
 PRODUCTION_API_URL: Final = "https://europe-api.wiseflow.net/v1"
 STAGING_API_URL: Final = "https://europe-stage-api.wiseflow.net/v1"
 WEBHOOK_SCHEMES: Final = ("wiseflow", "standard")
+TRUE_WORDS: Final = ("true", "yes", "on", "1")
+FALSE_WORDS: Final = ("false", "no", "off", "0")
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # The standard OTEL_TRACES_SAMPLER values (OpenTelemetry SDK environment specification).
 SAMPLER_NAMES: Final = (
@@ -132,13 +135,35 @@ def header(name: str, raw: str) -> str:
     return raw
 
 
+def flag(name: str, raw: str) -> bool:
+    """true/false (also yes/no, on/off, 1/0), case-insensitive."""
+    value = raw.lower()
+    if value not in TRUE_WORDS + FALSE_WORDS:
+        raise ConfigError(name, "malformed: expected true or false")
+    return value in TRUE_WORDS
+
+
+def split_url(name: str, raw: str) -> SplitResult:
+    """`raw` split into its parts, with a host and a valid port; `ConfigError` naming `name` otherwise.
+
+    urlsplit raises for an unclosed IPv6 bracket (`https://[::1`) and `.port` for a port over 65535: both
+    would otherwise pass here and crash at the first request.
+    """
+    try:
+        parts = urlsplit(raw)
+        _ = parts.port
+    except ValueError:
+        raise ConfigError(name, "malformed: expected an http(s) URL with a valid host and port") from None
+    if parts.scheme not in ("http", "https") or not parts.netloc or not parts.hostname:
+        raise ConfigError(name, "malformed: expected an http(s) URL")
+    return parts
+
+
 def url(*, https: bool, strip_slash: bool = True) -> Parser[str]:
     """An http(s) URL without credentials; with `https`, plain http only on loopback."""
 
     def parse(name: str, raw: str) -> str:
-        parts = urlsplit(raw)
-        if parts.scheme not in ("http", "https") or not parts.netloc or not parts.hostname:
-            raise ConfigError(name, "malformed: expected an http(s) URL")
+        parts = split_url(name, raw)
         if parts.username or parts.password:
             raise ConfigError(name, "malformed: credentials do not belong in the URL")
         if https and parts.scheme != "https" and not is_loopback(parts.hostname):
@@ -152,9 +177,7 @@ def parse_webhook_url(name: str, raw: str | None) -> str | None:
     """The public URL WISEflow delivers webhooks to: https (http only on loopback), no credentials."""
     if raw is None or raw.strip() == "":
         return None
-    parts = urlsplit(raw.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(name, "malformed: expected an https URL")
+    parts = split_url(name, raw.strip())
     # WISEflow delivers to https only; plain http is allowed for loopback (the simulator, local tests).
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ConfigError(name, "malformed: WISEflow delivers to https URLs only")
@@ -214,6 +237,8 @@ class Settings:
     sink_url: str | None = setting("SYNC_SINK_URL", None, url(https=True, strip_slash=False))
     sink_token: Secret | None = setting("SYNC_SINK_TOKEN", None, secret, from_file=True)
     sink_secret: Secret | None = setting("SYNC_SINK_SECRET", None, secret, from_file=True)
+    # Only for an SIS that authenticates us some other way (mutual TLS at a proxy, a private network).
+    sink_allow_unauthenticated: bool = setting("SYNC_SINK_ALLOW_UNAUTHENTICATED", False, flag)
     concurrency: int = setting("SYNC_CONCURRENCY", 4, number(int, low=1, high=64))
     connect_timeout: float = setting("SYNC_CONNECT_TIMEOUT", 5.0, number(float, low=0.1, high=300))
     read_timeout: float = setting("SYNC_READ_TIMEOUT", 30.0, number(float, low=0.1, high=600))
@@ -251,6 +276,26 @@ class Settings:
                 "missing: set WISEFLOW_CLIENT_ID and WISEFLOW_CLIENT_SECRET (or WISEFLOW_API_KEY)",
             )
 
+    @property
+    def sink_unauthenticated(self) -> bool:
+        """True when grades would go to a non-loopback SIS with neither a token nor a signature."""
+        return (
+            self.sink_url is not None
+            and self.sink_token is None
+            and self.sink_secret is None
+            and not is_loopback(urlsplit(self.sink_url).hostname)
+        )
+
+    def require_sink_authentication(self) -> None:
+        """Raise `ConfigError` when grades would go unauthenticated to a remote SIS, unless opted out."""
+        if self.sink_unauthenticated and not self.sink_allow_unauthenticated:
+            raise ConfigError(
+                "SYNC_SINK_TOKEN",
+                "missing: SYNC_SINK_URL is not loopback; set SYNC_SINK_TOKEN(_FILE) or "
+                "SYNC_SINK_SECRET(_FILE), or SYNC_SINK_ALLOW_UNAUTHENTICATED=true if the SIS authenticates us "
+                "otherwise",
+            )
+
 
 def startup_warnings(settings: Settings) -> list[str]:
     """Settings that are valid but probably not what production wants, one sentence each (no values)."""
@@ -265,13 +310,10 @@ def startup_warnings(settings: Settings) -> list[str]:
         warnings.append(
             "SYNC_SINK_URL is not set: grades are mirrored and queued in the outbox, delivered once it is set"
         )
-    elif (
-        settings.sink_token is None
-        and settings.sink_secret is None
-        and not is_loopback(urlsplit(settings.sink_url).hostname)
-    ):
+    elif settings.sink_unauthenticated:
         warnings.append(
-            "SYNC_SINK_TOKEN and SYNC_SINK_SECRET are not set: the SIS cannot tell our grades from forged ones"
+            "SYNC_SINK_TOKEN and SYNC_SINK_SECRET are not set (SYNC_SINK_ALLOW_UNAUTHENTICATED): the SIS "
+            "cannot tell our grades from forged ones"
         )
     return warnings
 
@@ -279,43 +321,20 @@ def startup_warnings(settings: Settings) -> list[str]:
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Parse every variable from `env`; raise `ConfigError` naming the first bad one."""
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for spec in fields(Settings):
         name: str = spec.metadata["env"]
-        raw = _read_file(env, name) if spec.metadata["from_file"] else None
-        raw = raw if raw is not None else _read(env, name)
-        if raw is not None:
+        found = setting_text(env, name, from_file=spec.metadata["from_file"])
+        if found is not None:
+            sources[spec.name], raw = found
             values[spec.name] = spec.metadata["parse"](name, raw)
     settings = Settings(**values)
     if settings.client_id is not None and settings.client_secret is None:
         raise ConfigError("WISEFLOW_CLIENT_SECRET", "missing: required with WISEFLOW_CLIENT_ID")
     if settings.client_secret is not None and settings.client_id is None:
         raise ConfigError("WISEFLOW_CLIENT_ID", "missing: required with WISEFLOW_CLIENT_SECRET")
+    for webhook_secret in settings.webhook_secrets:
+        problem = key_problem(settings.webhook_scheme, webhook_secret.reveal())
+        if problem is not None:
+            raise ConfigError(sources["webhook_secrets"], problem)
     return settings
-
-
-def _read(env: Mapping[str, str], name: str) -> str | None:
-    """The stripped value of `name`; blank counts as unset (the default applies)."""
-    value = env.get(name)
-    if value is None or value.strip() == "":
-        return None
-    return value.strip()
-
-
-def _read_file(env: Mapping[str, str], name: str) -> str | None:
-    """The content of the file `{name}_FILE` names, without one trailing newline; None when unset."""
-    file_variable = f"{name}_FILE"
-    path = _read(env, file_variable)
-    if path is None:
-        return None
-    if _read(env, name) is not None:
-        raise ConfigError(name, f"ambiguous: both {name} and {file_variable} are set; keep one")
-    try:
-        content = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        # The reason (e.g. "No such file or directory"), never the content.
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        raise ConfigError(file_variable, f"unreadable: {reason}") from None
-    content = content.removesuffix("\n").removesuffix("\r")
-    if content.strip() == "":
-        raise ConfigError(file_variable, "empty: the file holds no secret")
-    return content

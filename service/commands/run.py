@@ -31,6 +31,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Serve until SIGINT/SIGTERM (aiohttp stops accepting, drains requests, runs the cleanup contexts)."""
     settings = load_settings(env)
     settings.require_api_credentials()
+    settings.require_sink_authentication()
     configure_logging(settings.log_level)
     tracing = setup_tracing(settings, env=env)
     for warning in startup_warnings(settings):

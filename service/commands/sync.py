@@ -52,6 +52,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Load the settings, run one sync, return the exit code."""
     settings = load_settings(env)
     settings.require_api_credentials()
+    settings.require_sink_authentication()
     configure_logging(settings.log_level)
     try:
         with command_tracing(settings, env):

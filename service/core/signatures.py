@@ -33,6 +33,10 @@ STANDARD_ID_HEADER: Final = "webhook-id"
 STANDARD_TIMESTAMP_HEADER: Final = "webhook-timestamp"
 STANDARD_SIGNATURE_HEADER: Final = "webhook-signature"
 _WHSEC_PREFIX: Final = "whsec_"
+# The shortest HMAC key accepted, in bytes after decoding: 128 bits. Anyone who captures one signed delivery
+# can guess keys offline at billions a second, so a short key ("secret", an empty `whsec_`) is a forged
+# webhook waiting to happen; Standard Webhooks' own keys are 24 to 64 random bytes, so real ones pass.
+MIN_KEY_BYTES: Final = 16
 _DIGEST_SIZE: Final = hashlib.sha256().digest_size
 # A base64 SHA-256 digest is 44 characters; anything far longer is not a signature and not worth decoding.
 _MAX_SIGNATURE_CHARS: Final = 64
@@ -71,6 +75,19 @@ def standard_key(secret: str) -> bytes:
         except (binascii.Error, ValueError):
             raise ValueError("a whsec_ secret must be base64 after its prefix") from None
     return secret.encode("utf-8")
+
+
+def key_problem(scheme: str, secret: str) -> str | None:
+    """Why `secret` is no usable HMAC key under `scheme` (never echoing it), or None when it is one."""
+    try:
+        key = standard_key(secret) if scheme == "standard" else wiseflow_key(secret)
+    except ValueError as exc:
+        return f"malformed: {exc}"
+    if not key:
+        return "malformed: an empty key (nothing after whsec_)"
+    if len(key) < MIN_KEY_BYTES:
+        return f"too short: each secret must be at least {MIN_KEY_BYTES} bytes (after decoding a whsec_ key)"
+    return None
 
 
 def sign_wiseflow(secret: str, body: bytes) -> str:
@@ -167,7 +184,11 @@ class WebhookVerifier:
         if self.scheme not in SCHEMES:
             raise ValueError(f"unknown webhook scheme {self.scheme!r}")
         derive = wiseflow_key if self.scheme == "wiseflow" else standard_key
-        object.__setattr__(self, "_keys", tuple(derive(s) for s in self.secrets))
+        keys = tuple(derive(s) for s in self.secrets)
+        if any(not key for key in keys):
+            # An empty key is public: anyone could sign with it. Settings refuse it; this is the last guard.
+            raise ValueError("an empty key verifies nothing (nothing after whsec_?)")
+        object.__setattr__(self, "_keys", keys)
 
     def __repr__(self) -> str:
         # Never the secrets themselves: only how many are configured.

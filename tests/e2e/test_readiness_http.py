@@ -26,7 +26,7 @@ async def start(tmp_path: Path) -> AsyncIterator[Start]:
         env = {
             "WISEFLOW_API_URL": "http://127.0.0.1:9/v1",
             "WISEFLOW_API_KEY": "k",
-            "WISEFLOW_WEBHOOK_SECRET": "s",
+            "WISEFLOW_WEBHOOK_SECRET": "webhook-secret-0123456789",
             "SYNC_DATABASE": str(tmp_path / f"r{len(servers)}.sqlite3"),
         } | extra
         env = {k: v for k, v in env.items() if v}

@@ -37,7 +37,7 @@ def test_json_has_a_key_per_section_and_the_figures_as_numbers() -> None:
             "WISEFLOW_CLIENT_ID": "id",
             "WISEFLOW_CLIENT_SECRET": "hunter2-secret",
             "WISEFLOW_CLIENT_NAME": "uni-x-sis-bridge",
-            "WISEFLOW_WEBHOOK_SECRET": "whk-secret-1,whk-secret-2",
+            "WISEFLOW_WEBHOOK_SECRET": "whk-secret-1-0123456,whk-secret-2-0123456",
             "SYNC_POLL_INTERVAL": "600",
             "SYNC_RATE_PER_SECOND": "15",
         }

@@ -38,6 +38,8 @@ CUSTOM_KINDS = frozenset(
     {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
 )
 SECRET_MOUNT = "/var/run/secrets/wiseflow"
+JOB_SECRET_FILES = frozenset({"WISEFLOW_CLIENT_SECRET_FILE", "WISEFLOW_WEBHOOK_SECRET_FILE"})
+SERVICE_SECRET_FILES = JOB_SECRET_FILES | {"SYNC_SINK_TOKEN_FILE"}
 DIGEST_LENGTH = len("sha256:") + 64
 
 Doc = dict[str, Any]
@@ -169,8 +171,14 @@ def test_secrets_are_files_never_environment_values(docs: dict[str, list[Doc]], 
         assert mounts[SECRET_MOUNT]["readOnly"] is True
         assert volumes[mounts[SECRET_MOUNT]["name"]]["secret"]["secretName"] == "wiseflow-sync"
         files = {e["name"]: e["value"] for e in container["env"] if e["name"].endswith("_FILE")}
-        assert set(files) == {"WISEFLOW_CLIENT_SECRET_FILE", "WISEFLOW_WEBHOOK_SECRET_FILE"}
+        # The service also authenticates to the SIS; the webhooks Job calls only WISEflow.
+        wanted = SERVICE_SECRET_FILES if workload["kind"] == "Deployment" else JOB_SECRET_FILES
+        assert set(files) == wanted
         assert all(path.startswith(SECRET_MOUNT + "/") for path in files.values())
+        projected = volumes[mounts[SECRET_MOUNT]["name"]]["secret"].get("items")
+        if projected is not None:  # the Job mounts only the keys it reads
+            keys = {item["path"] for item in projected}
+            assert keys == {path.removeprefix(SECRET_MOUNT + "/") for path in files.values()}
 
 
 @pytest.mark.parametrize(
@@ -194,6 +202,7 @@ def test_overlay_settings_load_and_agree_with_the_ingress_and_probes(
     assert settings.api_url == api_url
     assert settings.uses_oauth
     assert settings.webhook_secrets
+    settings.require_sink_authentication()  # what `run` checks: the SIS gets our token
     assert settings.public_webhook_url is not None
     public = urlsplit(settings.public_webhook_url)
     ingress = _find(resources, "Ingress", "wiseflow-sync")["spec"]
@@ -275,3 +284,26 @@ def test_collector_and_jaeger_are_where_the_service_sends_spans(docs: dict[str, 
     jaeger = _find(otel, "Service", host)
     assert int(port) in {p["port"] for p in jaeger["spec"]["ports"]}
     assert 16686 in {p["port"] for p in jaeger["spec"]["ports"]}
+
+
+def test_collector_takes_spans_from_every_overlay_namespace_only(docs: dict[str, list[Doc]]) -> None:
+    """The rendered collector policy admits exactly the namespaces the overlays deploy the service into."""
+    (rule,) = _find(docs["otel"], "NetworkPolicy", "otel-collector")["spec"]["ingress"]
+    (peer,) = rule["from"]
+    (expression,) = peer["namespaceSelector"]["matchExpressions"]
+    deployed = {_find(docs[n], "Deployment", "wiseflow-sync")["metadata"]["namespace"] for n in OVERLAYS}
+    assert set(expression["values"]) == deployed
+    names = {"wiseflow-sync", "wiseflow-sync-webhooks"}
+    assert set(peer["podSelector"]["matchExpressions"][0]["values"]) == names
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_rendered_https_egress_keeps_its_exceptions(docs: dict[str, list[Doc]], name: str) -> None:
+    """Kustomize keeps every except list: both policies exclude 10/8 and the metadata address."""
+    for policy_name in ("wiseflow-sync", "wiseflow-sync-webhooks"):
+        spec = _find(docs[name], "NetworkPolicy", policy_name)["spec"]
+        blocks = [p["ipBlock"] for rule in spec["egress"] for p in rule.get("to", []) if "ipBlock" in p]
+        v4 = next(b for b in blocks if b["cidr"] == "0.0.0.0/0")
+        assert {"10.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16"} <= set(v4["except"])
+        v6 = next(b for b in blocks if b["cidr"] == "::/0")
+        assert {"fc00::/7", "fe80::/10", "::ffff:0:0/96"} <= set(v6["except"])

@@ -152,7 +152,7 @@ async def test_the_running_service_starts_the_catch_up(tmp_path: Path) -> None:
         # Nothing listens there: the poll loop just fails and waits, which this test does not look at.
         "WISEFLOW_API_URL": "http://127.0.0.1:9/v1",
         "WISEFLOW_API_KEY": "k",
-        "WISEFLOW_WEBHOOK_SECRET": "s",
+        "WISEFLOW_WEBHOOK_SECRET": "webhook-secret-0123456789",
         "SYNC_DATABASE": str(database),
     }
     async with TestClient(TestServer(build_app(load_settings(env)), host="127.0.0.1")) as client:

@@ -101,7 +101,7 @@ async def test_ensure_creates_then_reports_then_updates(simulator: SimHandle) ->
         {
             "WISEFLOW_API_URL": simulator.api_url,
             "WISEFLOW_API_KEY": "demo-api-key",
-            "WISEFLOW_WEBHOOK_SECRET": "s1,s0",
+            "WISEFLOW_WEBHOOK_SECRET": "webhook-secret-1-0123,webhook-secret-0-0123",
         }
     )
     url = "http://127.0.0.1:9/webhooks/wiseflow"
@@ -116,7 +116,9 @@ async def test_ensure_creates_then_reports_then_updates(simulator: SimHandle) ->
         "webhook subscription updated",
     ]
     subs = list(simulator.state.subscriptions.values())
-    assert [(s.url, s.events, s.active, s.secret) for s in subs] == [(url, ["FINAL_GRADE"], True, "s1")]
+    assert [(s.url, s.events, s.active, s.secret) for s in subs] == [
+        (url, ["FINAL_GRADE"], True, "webhook-secret-1-0123")
+    ]
 
 
 async def test_ensure_dry_run_sends_no_write(simulator: SimHandle) -> None:
@@ -125,7 +127,7 @@ async def test_ensure_dry_run_sends_no_write(simulator: SimHandle) -> None:
         {
             "WISEFLOW_API_URL": simulator.api_url,
             "WISEFLOW_API_KEY": "demo-api-key",
-            "WISEFLOW_WEBHOOK_SECRET": "s",
+            "WISEFLOW_WEBHOOK_SECRET": "webhook-secret-0123456789",
         }
     )
     out = io.StringIO()
@@ -142,7 +144,11 @@ async def test_ensure_dry_run_sends_no_write(simulator: SimHandle) -> None:
 async def test_ensure_reports_an_api_error(simulator: SimHandle, capsys: pytest.CaptureFixture[str]) -> None:
     """Refused credentials end the command with exit 1 and one line on stderr."""
     settings = load_settings(
-        {"WISEFLOW_API_URL": simulator.api_url, "WISEFLOW_API_KEY": "wrong", "WISEFLOW_WEBHOOK_SECRET": "s"}
+        {
+            "WISEFLOW_API_URL": simulator.api_url,
+            "WISEFLOW_API_KEY": "wrong",
+            "WISEFLOW_WEBHOOK_SECRET": "webhook-secret-0123456789",
+        }
     )
     assert (
         await ensure(settings, "https://x.example.org/h", ["FINAL_GRADE"], dry_run=False, out=io.StringIO())
@@ -176,7 +182,7 @@ def test_webhook_events_default_to_all_and_are_checked() -> None:
 
 def test_ensure_without_a_url_names_the_variable(capsys: pytest.CaptureFixture[str]) -> None:
     """No --url and no SYNC_PUBLIC_WEBHOOK_URL: exit 2 with one line naming the variable."""
-    env = {"WISEFLOW_API_KEY": "k", "WISEFLOW_WEBHOOK_SECRET": "s"}
+    env = {"WISEFLOW_API_KEY": "k", "WISEFLOW_WEBHOOK_SECRET": "webhook-secret-0123456789"}
     assert main(["webhooks", "ensure"], env) == 2
     assert "SYNC_PUBLIC_WEBHOOK_URL" in capsys.readouterr().err
 
@@ -186,7 +192,7 @@ async def test_ensure_through_the_cli(simulator: SimHandle, capsys: pytest.Captu
     env = {
         "WISEFLOW_API_URL": simulator.api_url,
         "WISEFLOW_API_KEY": "demo-api-key",
-        "WISEFLOW_WEBHOOK_SECRET": "s",
+        "WISEFLOW_WEBHOOK_SECRET": "webhook-secret-0123456789",
         "SYNC_PUBLIC_WEBHOOK_URL": "https://sync.example.org/webhooks/wiseflow",
         "LOG_LEVEL": "ERROR",
     }

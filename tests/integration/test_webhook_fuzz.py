@@ -26,7 +26,7 @@ from service.adapters.webhook_http import WEBHOOK_PATH, WebhookReceiver, add_web
 from service.core.clock import SystemClock
 from service.core.signatures import WebhookVerifier, sign_wiseflow
 
-SECRET = "fuzz-secret"
+SECRET = "fuzz-webhook-secret-0123"
 
 
 class ServerThread:

@@ -244,8 +244,8 @@ async def test_standard_scheme_body_without_id_or_timestamp_uses_the_signed_head
 
 async def test_rotated_secrets_are_both_accepted(tmp_path: Path) -> None:
     """During a rotation, events signed with the old or the new secret are both stored."""
-    async with running_receiver(tmp_path, secrets=("old-secret", "new-secret")) as h:
-        for sequence, secret in ((1, "old-secret"), (2, "new-secret")):
+    async with running_receiver(tmp_path, secrets=("old-webhook-secret-0", "new-webhook-secret-1")) as h:
+        for sequence, secret in ((1, "old-webhook-secret-0"), (2, "new-webhook-secret-1")):
             body = event_body(sequence=sequence)
             response = await h.client.post(WEBHOOK_PATH, data=body, headers=signed(body, secret=secret))
             assert response.status == 200
@@ -311,7 +311,7 @@ async def test_the_service_app_answers_a_wrong_method_with_json(tmp_path: Path) 
     """Through build_app, GET on the webhook path is a JSON 405 (Allow: POST), not aiohttp's text page."""
     env = {
         "WISEFLOW_API_KEY": "k",
-        "WISEFLOW_WEBHOOK_SECRET": "s",
+        "WISEFLOW_WEBHOOK_SECRET": "webhook-secret-0123456789",
         "SYNC_DATABASE": str(tmp_path / "a.sqlite3"),
     }
     async with TestClient(TestServer(build_app(load_settings(env), start=False), host="127.0.0.1")) as client:

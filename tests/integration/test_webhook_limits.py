@@ -101,7 +101,7 @@ async def test_the_service_reads_its_body_limit_from_sync_webhook_max_body(tmp_p
     """Through build_app with SYNC_WEBHOOK_MAX_BODY=2048: 2049 bytes are 413, 2048 are judged (401)."""
     env = {
         "WISEFLOW_API_KEY": "k",
-        "WISEFLOW_WEBHOOK_SECRET": "s",
+        "WISEFLOW_WEBHOOK_SECRET": "webhook-secret-0123456789",
         "SYNC_DATABASE": str(tmp_path / "a.sqlite3"),
         "SYNC_WEBHOOK_MAX_BODY": "2048",
     }

@@ -6,6 +6,7 @@ tests/integration/test_deploy_validation.py.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import tomllib
@@ -16,6 +17,7 @@ import pytest
 import yaml
 
 from service.adapters.readiness import READY_TIMEOUT
+from service.errors import ConfigError
 from service.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +26,26 @@ K8S = ROOT / "k8s" / "base"
 SECRET_FILES = {
     "WISEFLOW_CLIENT_SECRET_FILE": "/var/run/secrets/wiseflow/client-secret",
     "WISEFLOW_WEBHOOK_SECRET_FILE": "/var/run/secrets/wiseflow/webhook-secret",
+    "SYNC_SINK_TOKEN_FILE": "/var/run/secrets/wiseflow/sink-token",
 }
+# Addresses egress must never reach: private, carrier-grade NAT, link-local (with the cloud metadata service in
+# both families), unique local IPv6, and IPv4 spelled as IPv4-mapped IPv6.
+FORBIDDEN_DESTINATIONS = (
+    "10.0.0.1",
+    "10.96.0.1",
+    "172.16.0.1",
+    "172.31.255.254",
+    "192.168.1.1",
+    "169.254.169.254",
+    "100.64.0.1",
+    "127.0.0.1",
+    "fd00:ec2::254",
+    "fe80::1",
+    "::ffff:169.254.169.254",
+    "::ffff:10.0.0.1",
+)
+# Public addresses (WISEflow's API is on the internet) that the HTTPS rule must still allow.
+PUBLIC_DESTINATIONS = ("1.1.1.1", "20.50.2.10", "52.1.2.3", "2606:4700::1111")
 DESIGN_SETTINGS = frozenset(
     {
         "WISEFLOW_API_URL",
@@ -160,6 +181,17 @@ def test_configmap_values_load_and_match_the_pod(
     assert settings.database.startswith("/data/")
     assert settings.webhook_secrets
     assert settings.client_secret is not None
+    assert settings.sink_token is not None
+    settings.require_sink_authentication()
+
+
+def test_the_shipped_sink_is_refused_without_its_token(docs: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """The ConfigMap's SIS is remote: without the sink-token file `run` would refuse to start."""
+    env = dict(docs[("ConfigMap", "wiseflow-sync")]["data"])
+    env.pop("WISEFLOW_CLIENT_ID")  # its secret is a file too; the sink is what this test is about
+    with pytest.raises(ConfigError) as info:
+        load_settings(env).require_sink_authentication()
+    assert "SYNC_SINK_TOKEN" in str(info.value)
 
 
 def test_ingress_exposes_only_the_webhook_over_tls(docs: dict[tuple[str, str], dict[str, Any]]) -> None:
@@ -181,6 +213,51 @@ def test_network_policy_ports(docs: dict[tuple[str, str], dict[str, Any]]) -> No
     egress_ports = {p["port"] for rule in spec["egress"] for p in rule["ports"]}
     assert ingress_ports == {8080}
     assert egress_ports == {53, 443, 4318}
+
+
+def egress_allows(policy: dict[str, Any], address: str, port: int) -> bool:
+    """True when an ipBlock egress rule of `policy` lets the pod reach `address:port` (CIDR minus except)."""
+    ip = ipaddress.ip_address(address)
+    for rule in policy["spec"]["egress"]:
+        if port not in {p["port"] for p in rule.get("ports", [])}:
+            continue
+        for peer in rule.get("to", []):
+            block = peer.get("ipBlock")
+            if block is None or ip.version != ipaddress.ip_network(block["cidr"]).version:
+                continue
+            excluded = any(ip in ipaddress.ip_network(c) for c in block.get("except", []))
+            if ip in ipaddress.ip_network(block["cidr"]) and not excluded:
+                return True
+    return False
+
+
+@pytest.mark.parametrize("name", ["wiseflow-sync", "wiseflow-sync-webhooks"])
+def test_https_egress_excludes_private_link_local_and_metadata_ranges(
+    docs: dict[tuple[str, str], dict[str, Any]], name: str
+) -> None:
+    """HTTPS reaches the internet, never the cluster, private networks or the metadata service."""
+    policy = docs[("NetworkPolicy", name)]
+    assert [a for a in FORBIDDEN_DESTINATIONS if egress_allows(policy, a, 443)] == []
+    assert [a for a in PUBLIC_DESTINATIONS if not egress_allows(policy, a, 443)] == []
+    assert not egress_allows(policy, "1.1.1.1", 80)
+
+
+def _overlay_namespaces() -> set[str]:
+    """The namespace each overlay of k8s/ deploys the service into."""
+    overlays = (ROOT / "k8s" / "overlays").iterdir()
+    return {yaml.safe_load((o / "kustomization.yaml").read_text())["namespace"] for o in overlays}
+
+
+def test_the_collector_accepts_spans_only_from_the_service_namespaces() -> None:
+    """The collector's one ingress rule names the overlays' namespaces: no other namespace sends spans."""
+    path = ROOT / "otel" / "k8s" / "networkpolicy.yaml"
+    policies = {d["metadata"]["name"]: d for d in yaml.safe_load_all(path.read_text()) if d}
+    (rule,) = policies["otel-collector"]["spec"]["ingress"]
+    (peer,) = rule["from"]
+    (expression,) = peer["namespaceSelector"]["matchExpressions"]
+    assert (expression["key"], expression["operator"]) == ("kubernetes.io/metadata.name", "In")
+    assert set(expression["values"]) == _overlay_namespaces()
+    assert {p["port"] for p in rule["ports"]} == {4318}
 
 
 def test_dockerfile_matches_the_pod() -> None:

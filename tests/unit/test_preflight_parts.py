@@ -23,7 +23,7 @@ from service.preflight.endpoints import refusal_check
 from service.preflight.report import Report, failed, passed, render, skipped
 from service.settings import Settings, load_settings
 
-SECRET = "unit-secret"
+SECRET = "unit-webhook-secret-0123"
 NOW = 1_700_000_000.0
 
 

@@ -12,6 +12,9 @@ from service.errors import ConfigError
 from service.settings import PRODUCTION_API_URL, Secret, Settings, load_settings, startup_warnings
 
 
+WEBHOOK_SECRET = "webhook-secret-0123456789"
+
+
 def test_defaults_from_an_empty_environment() -> None:
     """An empty environment gives the documented defaults."""
     s = load_settings({})
@@ -35,7 +38,7 @@ def test_values_are_parsed() -> None:
             "WISEFLOW_API_URL": "http://127.0.0.1:9000/v1/",
             "WISEFLOW_CLIENT_ID": "id",
             "WISEFLOW_CLIENT_SECRET": "sec",
-            "WISEFLOW_WEBHOOK_SECRET": "a, b",
+            "WISEFLOW_WEBHOOK_SECRET": "aaaaaaaaaaaaaaaa, bbbbbbbbbbbbbbbb",
             "WISEFLOW_WEBHOOK_SCHEME": "Standard",
             "SYNC_HTTP_PORT": "9090",
             "SYNC_POLL_INTERVAL": "60.5",
@@ -46,7 +49,7 @@ def test_values_are_parsed() -> None:
     )
     assert s.api_url == "http://127.0.0.1:9000/v1"
     assert s.uses_oauth
-    assert [x.reveal() for x in s.webhook_secrets] == ["a", "b"]
+    assert [x.reveal() for x in s.webhook_secrets] == ["a" * 16, "b" * 16]
     assert s.webhook_scheme == "standard"
     assert s.http_port == 9090
     assert s.poll_interval == 60.5
@@ -88,6 +91,15 @@ def test_readiness_and_retention_defaults() -> None:
         ({"SYNC_MIN_FREE_BYTES": "64MiB"}, "SYNC_MIN_FREE_BYTES"),
         ({"SYNC_RETAIN_DAYS": "1.5"}, "SYNC_RETAIN_DAYS"),
         ({"SYNC_RETAIN_DAYS": "-3"}, "SYNC_RETAIN_DAYS"),
+        ({"WISEFLOW_API_URL": "https://[::1"}, "WISEFLOW_API_URL"),
+        ({"WISEFLOW_API_URL": "https://europe-api.wiseflow.net:99999/v1"}, "WISEFLOW_API_URL"),
+        ({"SYNC_SINK_URL": "https://[::1/grades"}, "SYNC_SINK_URL"),
+        ({"SYNC_SINK_URL": "https://sis.example.org:99999/grades"}, "SYNC_SINK_URL"),
+        ({"SYNC_PUBLIC_WEBHOOK_URL": "https://[::1"}, "SYNC_PUBLIC_WEBHOOK_URL"),
+        ({"SYNC_PUBLIC_WEBHOOK_URL": "https://sync.example.org:99999/w"}, "SYNC_PUBLIC_WEBHOOK_URL"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:99999"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        ({"SYNC_SINK_ALLOW_UNAUTHENTICATED": "maybe"}, "SYNC_SINK_ALLOW_UNAUTHENTICATED"),
+        ({"WISEFLOW_CLIENT_NAME": "sync\x1bname"}, "WISEFLOW_CLIENT_NAME"),
     ],
 )
 def test_a_bad_value_names_its_variable(env: dict[str, str], variable: str) -> None:
@@ -113,7 +125,7 @@ def test_secret_values_never_appear_in_repr_or_errors() -> None:
             "WISEFLOW_CLIENT_ID": "id",
             "WISEFLOW_CLIENT_SECRET": "topsecret-1",
             "WISEFLOW_API_KEY": "topsecret-2",
-            "WISEFLOW_WEBHOOK_SECRET": "topsecret-3",
+            "WISEFLOW_WEBHOOK_SECRET": "topsecret-3-webhook-key",
         }
     )
     assert "topsecret" not in repr(s)
@@ -144,18 +156,20 @@ def test_startup_warnings_name_risky_but_valid_settings() -> None:
         {
             "WISEFLOW_CLIENT_ID": "i",
             "WISEFLOW_CLIENT_SECRET": "s",
-            "WISEFLOW_WEBHOOK_SECRET": "w",
+            "WISEFLOW_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "SYNC_SINK_URL": "https://sis.example.org/grades",
             "SYNC_SINK_TOKEN": "t",
         }
     )
     assert startup_warnings(safe) == []
-    unauthenticated = load_settings({"SYNC_SINK_URL": "https://sis.example.org/grades"})
+    unauthenticated = load_settings(
+        {"SYNC_SINK_URL": "https://sis.example.org/grades", "SYNC_SINK_ALLOW_UNAUTHENTICATED": "true"}
+    )
     assert "SYNC_SINK_TOKEN" in startup_warnings(unauthenticated)[-1]
     loopback = load_settings(
         {
             "WISEFLOW_API_URL": "http://127.0.0.1:8081/v1",
-            "WISEFLOW_WEBHOOK_SECRET": "w",
+            "WISEFLOW_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "SYNC_SINK_URL": "http://127.0.0.1:9/sis",
         }
     )
@@ -195,21 +209,21 @@ SECRET_VARIABLES = [
 
 @pytest.mark.parametrize(("variable", "attribute"), SECRET_VARIABLES)
 def test_every_secret_reads_from_its_file(tmp_path: Path, variable: str, attribute: str) -> None:
-    """NAME_FILE names a file whose content, less one trailing newline, is the secret."""
+    """NAME_FILE names a file whose content, less all trailing whitespace, is the secret."""
     path = tmp_path / "secret"
-    path.write_text("from-file \n\n", encoding="utf-8")
+    path.write_text(" from-file \r\n\n\t ", encoding="utf-8")
     env = {f"{variable}_FILE": str(path), "WISEFLOW_CLIENT_ID": "id", "WISEFLOW_CLIENT_SECRET": "s"}
     env.pop(variable, None)
     value = getattr(load_settings(env), attribute)
-    assert value.reveal() == "from-file \n"
+    assert value.reveal() == " from-file"
 
 
 def test_webhook_secrets_read_from_a_file_keep_rotation(tmp_path: Path) -> None:
     """WISEFLOW_WEBHOOK_SECRET_FILE holds the same comma-separated list as the variable."""
     path = tmp_path / "webhook"
-    path.write_text("old,new\n", encoding="utf-8")
+    path.write_text("old-webhook-secret-0,new-webhook-secret-1\n", encoding="utf-8")
     settings = load_settings({"WISEFLOW_WEBHOOK_SECRET_FILE": str(path)})
-    assert [s.reveal() for s in settings.webhook_secrets] == ["old", "new"]
+    assert [s.reveal() for s in settings.webhook_secrets] == ["old-webhook-secret-0", "new-webhook-secret-1"]
 
 
 def test_a_secret_and_its_file_together_name_both(tmp_path: Path) -> None:
@@ -262,3 +276,88 @@ def test_the_configuration_page_names_every_secret_read_from_a_file() -> None:
     assert rule is not None
     named = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", rule.group(1)))
     assert named == {f.metadata["env"] for f in fields(Settings) if f.metadata["from_file"]}
+
+
+@pytest.mark.parametrize("variable", ["SYNC_SINK_TOKEN", "WISEFLOW_API_KEY"])
+def test_a_secret_file_with_two_trailing_newlines_holds_the_bare_token(tmp_path: Path, variable: str) -> None:
+    """`token\\n\\n` (kubectl from a heredoc) is the token: no newline may reach an HTTP header."""
+    path = tmp_path / "secret"
+    path.write_text("token\n\n", encoding="utf-8")
+    settings = load_settings({f"{variable}_FILE": str(path)})
+    value = settings.sink_token if variable == "SYNC_SINK_TOKEN" else settings.api_key
+    assert value is not None
+    assert value.reveal() == "token"
+
+
+@pytest.mark.parametrize("variable", ["SYNC_SINK_TOKEN", "WISEFLOW_API_KEY", "WISEFLOW_WEBHOOK_SECRET"])
+@pytest.mark.parametrize("content", ["tok\nen-topsecret\n", "tok\ten-topsecret", "\x00topsecret-0123456789"])
+def test_control_characters_in_a_secret_file_stop_startup_naming_the_file_variable(
+    tmp_path: Path, variable: str, content: str
+) -> None:
+    """A control character left after stripping: one line naming NAME_FILE, never the value."""
+    path = tmp_path / "secret"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_settings({f"{variable}_FILE": str(path)})
+    assert info.value.variable == f"{variable}_FILE"
+    assert "control character" in str(info.value)
+    assert "topsecret" not in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_control_characters_in_a_secret_variable_stop_startup_naming_it() -> None:
+    """The same check for the variable itself (inner line breaks survive the strip)."""
+    with pytest.raises(ConfigError) as info:
+        load_settings({"SYNC_SINK_TOKEN": "tok\r\nen-topsecret"})
+    assert info.value.variable == "SYNC_SINK_TOKEN"
+    assert "topsecret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "secret", "problem"),
+    [
+        ("standard", "whsec_", "empty key"),
+        ("standard", "whsec_c2hvcnQ=", "too short"),  # base64 of "short": 5 bytes
+        ("standard", "whsec_!!not-base64", "base64"),
+        ("standard", "short-utf8", "too short"),
+        ("wiseflow", "fifteen-bytes-x", "too short"),
+        ("wiseflow", "a-good-webhook-secret,old", "too short"),
+    ],
+)
+def test_webhook_secrets_shorter_than_a_key_stop_startup(scheme: str, secret: str, problem: str) -> None:
+    """An empty `whsec_` key, an undecodable one, or fewer than 16 key bytes: one line naming the variable."""
+    with pytest.raises(ConfigError) as info:
+        load_settings({"WISEFLOW_WEBHOOK_SCHEME": scheme, "WISEFLOW_WEBHOOK_SECRET": secret})
+    assert info.value.variable == "WISEFLOW_WEBHOOK_SECRET"
+    assert problem in info.value.problem
+    assert "not-base64" not in str(info.value)
+
+
+def test_webhook_keys_of_sixteen_bytes_are_accepted(tmp_path: Path) -> None:
+    """16 UTF-8 bytes (default scheme) and 16 decoded bytes (whsec_) are enough; the file variant names itself."""
+    load_settings({"WISEFLOW_WEBHOOK_SECRET": "sixteen-bytes-ok"})
+    load_settings(
+        {"WISEFLOW_WEBHOOK_SCHEME": "standard", "WISEFLOW_WEBHOOK_SECRET": "whsec_" + "A" * 22 + "=="}
+    )
+    path = tmp_path / "webhook"
+    path.write_text("sixteen-bytes-ok,short\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_settings({"WISEFLOW_WEBHOOK_SECRET_FILE": str(path)})
+    assert info.value.variable == "WISEFLOW_WEBHOOK_SECRET_FILE"
+
+
+def test_a_remote_sink_without_credentials_is_refused_unless_opted_out() -> None:
+    """Grades to a non-loopback SIS need a token or a secret, or SYNC_SINK_ALLOW_UNAUTHENTICATED=true."""
+    remote = {"SYNC_SINK_URL": "https://sis.example.org/grades"}
+    with pytest.raises(ConfigError) as info:
+        load_settings(remote).require_sink_authentication()
+    assert "SYNC_SINK_TOKEN" in str(info.value)
+    assert "SYNC_SINK_SECRET" in str(info.value)
+    assert "SYNC_SINK_ALLOW_UNAUTHENTICATED" in str(info.value)
+    load_settings({**remote, "SYNC_SINK_ALLOW_UNAUTHENTICATED": "true"}).require_sink_authentication()
+    load_settings({**remote, "SYNC_SINK_TOKEN": "t"}).require_sink_authentication()
+    load_settings({**remote, "SYNC_SINK_SECRET": "s"}).require_sink_authentication()
+    load_settings({"SYNC_SINK_URL": "http://127.0.0.1:9/sis"}).require_sink_authentication()
+    load_settings({}).require_sink_authentication()
+    with pytest.raises(ConfigError):
+        load_settings({**remote, "SYNC_SINK_ALLOW_UNAUTHENTICATED": "false"}).require_sink_authentication()

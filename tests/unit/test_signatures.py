@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from service.core.signatures import (
+    MIN_KEY_BYTES,
     WebhookVerifier,
     check_timestamp,
+    key_problem,
     parse_timestamp,
     sign_standard,
     sign_wiseflow,
@@ -20,6 +22,7 @@ VECTOR_TS = 1614265330
 VECTOR_BODY = b'{"test": 2432232314}'
 VECTOR_SIG = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
 NOW = 1_700_000_000
+SECRET = "webhook-secret-0123456789"
 
 
 def _reason(fn: object, *args: object) -> str:
@@ -118,17 +121,17 @@ def test_standard_key_rejects_a_broken_whsec_secret() -> None:
 def test_wiseflow_scheme_verifies_body_hmac_with_custom_header() -> None:
     """The default scheme checks base64(HMAC-SHA256(utf8 secret, raw body)) in the configured header."""
     body = b'{"sequence": 1}'
-    verifier = WebhookVerifier("wiseflow", ("s3cret",), signature_header="X-Sig")
-    assert None is verifier.verify({"x-sig": sign_wiseflow("s3cret", body)}, body, NOW).timestamp
+    verifier = WebhookVerifier("wiseflow", ("s3cret-0123456789",), signature_header="X-Sig")
+    assert None is verifier.verify({"x-sig": sign_wiseflow("s3cret-0123456789", body)}, body, NOW).timestamp
 
 
 def test_wiseflow_scheme_accepts_every_rotated_secret() -> None:
     """With two secrets configured, a body signed with either is accepted; a third is not."""
     body = b"{}"
-    verifier = WebhookVerifier("wiseflow", ("old", "new"))
-    for secret in ("old", "new"):
+    verifier = WebhookVerifier("wiseflow", ("old-secret-012345", "new-secret-012345"))
+    for secret in ("old-secret-012345", "new-secret-012345"):
         verifier.verify({"X-Wiseflow-Signature": sign_wiseflow(secret, body)}, body, NOW)
-    forged = {"X-Wiseflow-Signature": sign_wiseflow("other", body)}
+    forged = {"X-Wiseflow-Signature": sign_wiseflow("other-secret-01234", body)}
     assert _reason(verifier.verify, forged, body, NOW) == "bad_signature"
 
 
@@ -143,7 +146,7 @@ def test_wiseflow_scheme_accepts_every_rotated_secret() -> None:
 )
 def test_wiseflow_scheme_rejections(header: str | None, reason: str) -> None:
     """A missing, empty, short or oversized signature header is refused with a safe reason."""
-    verifier = WebhookVerifier("wiseflow", ("s3cret",))
+    verifier = WebhookVerifier("wiseflow", ("s3cret-0123456789",))
     headers = {} if header is None else {"X-Wiseflow-Signature": header}
     assert reason == _reason(verifier.verify, headers, b"{}", NOW)
 
@@ -156,7 +159,7 @@ def test_no_secret_configured_refuses_everything() -> None:
 
 def test_body_timestamp_is_checked_against_the_window() -> None:
     """The default scheme's body timestamp must lie within the tolerance of now."""
-    verifier = WebhookVerifier("wiseflow", ("s",), tolerance=60)
+    verifier = WebhookVerifier("wiseflow", (SECRET,), tolerance=60)
     assert verifier.check_body_timestamp(NOW, NOW + 60) == NOW
     assert _reason(verifier.check_body_timestamp, NOW, NOW + 61) == "stale_timestamp"
 
@@ -164,7 +167,7 @@ def test_body_timestamp_is_checked_against_the_window() -> None:
 @pytest.mark.parametrize("raw", [-5, 0, 10**13, 2**63 - 1])
 def test_a_far_off_integer_body_timestamp_is_stale(raw: int) -> None:
     """An integer body timestamp however far off (negative, huge) is outside the window: stale_timestamp."""
-    verifier = WebhookVerifier("wiseflow", ("s",), tolerance=300)
+    verifier = WebhookVerifier("wiseflow", (SECRET,), tolerance=300)
     assert _reason(verifier.check_body_timestamp, raw, NOW) == "stale_timestamp"
 
 
@@ -190,7 +193,7 @@ def test_check_timestamp_boundary() -> None:
 
 def test_verifier_repr_hides_secrets() -> None:
     """The verifier's repr says how many secrets it holds, never what they are."""
-    text = repr(WebhookVerifier("wiseflow", ("topsecret",)))
+    text = repr(WebhookVerifier("wiseflow", ("topsecret-0123456",)))
     assert "topsecret" not in text
     assert "secrets=1" in text
 
@@ -198,4 +201,51 @@ def test_verifier_repr_hides_secrets() -> None:
 def test_unknown_scheme_is_refused() -> None:
     """A scheme other than wiseflow/standard is a construction error."""
     with pytest.raises(ValueError, match="scheme"):
-        WebhookVerifier("hmac", ("s",))
+        WebhookVerifier("hmac", (SECRET,))
+
+
+@pytest.mark.parametrize("secrets", [("whsec_",), ("whsec_", VECTOR_SECRET), (VECTOR_SECRET, "whsec_")])
+def test_an_empty_standard_key_is_refused_so_a_signature_forged_with_it_never_verifies(
+    secrets: tuple[str, ...],
+) -> None:
+    """`whsec_` alone is an empty HMAC key anyone can sign with: no verifier is built with it."""
+    forged = sign_standard("whsec_", VECTOR_ID, VECTOR_TS, VECTOR_BODY)
+    with pytest.raises(ValueError, match="empty key"):
+        WebhookVerifier("standard", secrets).verify(_standard_headers(forged), VECTOR_BODY, VECTOR_TS)
+
+
+def test_an_empty_wiseflow_key_is_refused() -> None:
+    """The default scheme's empty secret is refused the same way."""
+    with pytest.raises(ValueError, match="empty key"):
+        WebhookVerifier("wiseflow", ("",))
+
+
+def test_a_signature_forged_with_an_empty_key_does_not_verify_against_a_real_one() -> None:
+    """A configured key never accepts what an empty key signed."""
+    verifier = WebhookVerifier("standard", (VECTOR_SECRET,))
+    forged = sign_standard("whsec_", VECTOR_ID, VECTOR_TS, VECTOR_BODY)
+    assert _reason(verifier.verify, _standard_headers(forged), VECTOR_BODY, VECTOR_TS) == "bad_signature"
+
+
+@pytest.mark.parametrize(
+    ("scheme", "secret", "problem"),
+    [
+        ("standard", "whsec_", "empty key"),
+        ("standard", "whsec_%%%", "base64"),
+        ("standard", "whsec_" + "A" * 20, "too short"),  # 15 bytes
+        ("wiseflow", "x" * (MIN_KEY_BYTES - 1), "too short"),
+        ("wiseflow", "é" * 8, None),  # 16 UTF-8 bytes
+        ("standard", VECTOR_SECRET, None),
+    ],
+)
+def test_key_problem_names_what_is_wrong_without_the_secret(
+    scheme: str, secret: str, problem: str | None
+) -> None:
+    """Empty, undecodable and short keys each get their reason; good keys none; the secret is never echoed."""
+    found = key_problem(scheme, secret)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert problem in found
+        assert secret.removeprefix("whsec_") not in found or secret == "whsec_"

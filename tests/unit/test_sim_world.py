@@ -147,9 +147,17 @@ def test_bad_scenarios_are_refused(body: dict[str, object]) -> None:
 
 def test_config_reads_credentials_from_the_environment() -> None:
     """The service's variables set the simulator's credentials; the first of several secrets signs."""
-    env = {"WISEFLOW_CLIENT_ID": "id-1", "WISEFLOW_API_KEY": "key-1", "WISEFLOW_WEBHOOK_SECRET": "new, old"}
+    env = {
+        "WISEFLOW_CLIENT_ID": "id-1",
+        "WISEFLOW_API_KEY": "key-1",
+        "WISEFLOW_WEBHOOK_SECRET": "new-webhook-secret-0, old-webhook-secret-1",
+    }
     config = make_sim_config(env=env)
-    assert (config.client_id, config.api_key, config.webhook_secret) == ("id-1", "key-1", "new")
+    assert (config.client_id, config.api_key, config.webhook_secret) == (
+        "id-1",
+        "key-1",
+        "new-webhook-secret-0",
+    )
     assert config.client_secret == "demo-secret"
 
 
