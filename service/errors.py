@@ -11,7 +11,8 @@
      +-- InvalidSignature       a webhook failed verification (reason is safe to log)
      +-- SinkError              the SIS sink did not accept a delivery
      +-- StoreError             the database cannot be used (not SQLite, newer schema, read-only, full),
-                                or a statement failed (locked past the busy timeout, disk full)
+          |                     or a statement failed (locked past the busy timeout, disk full)
+          +-- DatabaseBusy      another process held its write lock past the busy timeout: try again
 
 Adapters translate library errors with ``raise ... from exc``; HTTP handlers map these to status codes in
 one place. No message here ever contains a secret, a token, a query string or personal data.
@@ -166,3 +167,7 @@ class StoreError(ServiceError):
     The store's adapter raises it ``from`` the driver's error for a statement that failed too (locked past
     the busy timeout, disk full), so nothing outside the adapter needs to know which database it is.
     """
+
+
+class DatabaseBusy(StoreError):
+    """Another process held the database's write lock beyond the busy timeout: try again later."""

@@ -25,7 +25,8 @@ from typing import TypeVar, cast
 
 import aiosqlite
 
-from service.adapters.store.migrations import LATEST_VERSION, MIGRATIONS
+from service.adapters.store.files import busy_error, is_busy, lock_path, make_private, sqlite_uri
+from service.adapters.store.migrations import LATEST_VERSION, apply_migrations
 from service.errors import StoreError
 
 __all__ = ["Store", "StoreError", "fetch_float", "fetch_int", "fetch_text", "fetch_value", "schema_version"]
@@ -72,6 +73,8 @@ class Store:
         self._lock = asyncio.Lock()
         # The task inside `transaction()`: a nested call from that same task joins instead of deadlocking.
         self._owner: asyncio.Task[object] | None = None
+        # The schema version as opened: LATEST_VERSION unless opened read-only (which never migrates).
+        self.schema = LATEST_VERSION
 
     @classmethod
     async def open(cls, path: str | Path) -> Store:
@@ -83,7 +86,32 @@ class Store:
         try:
             return await cls._open(path)
         except sqlite3.Error as exc:
+            if is_busy(exc):
+                raise busy_error(path) from exc
             raise StoreError(f"database {path} cannot be used: {exc}") from exc
+
+    @classmethod
+    async def open_readonly(cls, path: str | Path) -> Store:
+        """Open the existing database at `path` for reading only: no migration, no pragma, no write.
+
+        For the commands that only read (export, pause show, diagnose, certify, dead letters): pointed at a
+        backup they leave its bytes untouched, and they never migrate a database another version uses. A
+        newer schema is refused; an older one is read as it is (`StoreError` if a table is missing).
+        """
+        try:
+            db = await _open_reader(path)
+        except sqlite3.Error as exc:
+            raise StoreError(f"database {path} cannot be read: {exc}") from exc
+        store = cls(db, str(path))
+        try:
+            store.schema = await schema_version(db)
+        except sqlite3.Error as exc:
+            await db.close()
+            raise StoreError(f"database {path} cannot be read: {exc}") from exc
+        if store.schema > LATEST_VERSION:
+            await db.close()
+            raise _newer_schema(store.schema)
+        return store
 
     @classmethod
     async def _open(cls, path: str | Path) -> Store:
@@ -93,6 +121,12 @@ class Store:
             raise StoreError(f"database {path} cannot be used: the directory {folder} does not exist")
         if os.path.isdir(path):  # noqa: ASYNC240, PTH112 - one stat before opening, as for the folder above
             raise StoreError(f"database {path} cannot be used: it is a directory")
+        if str(path) != ":memory:":
+            try:
+                make_private(path)  # 0600 before SQLite creates it; its sidecars take the same mode
+            except OSError as exc:
+                reason = exc.strerror or type(exc).__name__
+                raise StoreError(f"database {path} cannot be used: {reason}") from exc
         db = await aiosqlite.connect(str(path), isolation_level=None)
         try:
             if await schema_version(db) > LATEST_VERSION:
@@ -117,7 +151,7 @@ class Store:
             async with self._reading() as db:
                 yield db
         except sqlite3.Error as exc:
-            raise store_error(exc) from exc
+            raise store_error(exc, self.path) from exc
 
     @asynccontextmanager
     async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -163,7 +197,7 @@ class Store:
                     # after a failed COMMIT (disk full) it ends what is left open.
                     await asyncio.shield(self._rollback())
                     if isinstance(exc, sqlite3.Error):
-                        raise store_error(exc) from exc
+                        raise store_error(exc, self.path) from exc
                     raise
             finally:
                 self._owner = None
@@ -186,7 +220,7 @@ class Store:
             yield
             return
         try:
-            fd = os.open(f"{path}.{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            fd = os.open(lock_path(path, name), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError as exc:  # a missing or read-only folder
             raise StoreError(f"database {path} cannot be used: {exc.strerror or type(exc).__name__}") from exc
         try:
@@ -239,9 +273,11 @@ class Store:
             await self.db.close()
 
 
-def store_error(exc: sqlite3.Error) -> StoreError:
+def store_error(exc: sqlite3.Error, path: str) -> StoreError:
     """The driver's error as ours (classified in the core without it): its message names the failure
-    (locked, full, read-only), never a value."""
+    (locked, full, read-only), never a value; a lock another process held too long is `DatabaseBusy`."""
+    if is_busy(exc):
+        return busy_error(path)
     return StoreError(f"{type(exc).__name__}: {exc}")
 
 
@@ -256,17 +292,18 @@ async def _migrate(db: aiosqlite.Connection) -> None:
     """Apply every migration newer than the database, each in its own transaction with its version bump."""
     version = await schema_version(db)
     if version > LATEST_VERSION:
-        raise StoreError(f"database schema version {version} is newer than this program ({LATEST_VERSION})")
-    for number in range(version + 1, LATEST_VERSION + 1):
-        script = MIGRATIONS[number - 1]
-        # executescript commits any open transaction first, so BEGIN/COMMIT live inside the script.
-        await db.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+        raise _newer_schema(version)
+    if version < LATEST_VERSION:
+        await WriterTurn(db).run(apply_migrations)
+
+
+def _newer_schema(version: int) -> StoreError:
+    return StoreError(f"database schema version {version} is newer than this program ({LATEST_VERSION})")
 
 
 async def _open_reader(path: str | Path) -> aiosqlite.Connection:
     """A read-only connection to the (already migrated, WAL) database at `path`."""
-    uri = Path(path).absolute().as_uri() + "?mode=ro"  # noqa: ASYNC240 - a string operation, no I/O
-    reader = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+    reader = await aiosqlite.connect(sqlite_uri(path, "ro"), uri=True, isolation_level=None)
     try:
         await reader.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     except BaseException:

@@ -2,11 +2,13 @@
 
 Migration N (1-based) moves a database from user_version N-1 to N. Never edit a released migration:
 append a new one. Each runs in one transaction together with its `user_version` bump, so a crash
-mid-migration leaves the previous version intact.
+mid-migration leaves the previous version intact; the version is read inside that transaction, so two
+processes opening an older database at once never apply one migration twice.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Final
 
 _V1: Final = """
@@ -310,3 +312,46 @@ CREATE TABLE inbox_refreshes (
 MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10, _V11)
 LATEST_VERSION: Final = len(MIGRATIONS)
 JOURNAL_LIMIT: Final = 10_000
+
+
+def apply_migrations(conn: sqlite3.Connection) -> None:
+    """Bring the database on `conn` (autocommit mode) to LATEST_VERSION, one transaction per migration.
+
+    `BEGIN IMMEDIATE` first, then the version: a second process that read the old version before this
+    one migrated waits for the write lock here, re-reads, and finds nothing left to do. (executescript
+    cannot do this: it commits any open transaction before it runs.)
+    """
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version >= LATEST_VERSION:  # another process migrated it meanwhile
+                conn.execute("ROLLBACK")
+                return
+            for statement in statements(MIGRATIONS[version]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+
+def statements(script: str) -> list[str]:
+    """The SQL statements of `script`, each whole (a trigger's body and a comment's `;` stay inside)."""
+    found: list[str] = []
+    pending = ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if _has_sql(pending):
+                found.append(pending.strip())
+            pending = ""
+    return found
+
+
+def _has_sql(text: str) -> bool:
+    """False for what is only comments, blanks and the closing `;`."""
+    lines = (line.split("--", 1)[0].strip() for line in text.splitlines())
+    return any(line not in ("", ";") for line in lines)

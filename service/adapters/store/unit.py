@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 import aiosqlite
 
 from service.adapters.store.connection import Store
+from service.adapters.store.files import lock_path
 from service.adapters.store.grades import SqliteGrades
 from service.adapters.store.inbox_queue import SqliteInbox
 from service.adapters.store.mirror import SqliteFlows
@@ -64,14 +65,15 @@ class SqliteUnitOfWork:
     async def exclusive(self, name: str, poll: float = 0.2) -> AsyncIterator[None]:
         """Hold a lock shared by every process using this database (e.g. "sync": runs never overlap).
 
-        An flock on `<database>.<name>.lock`: the kernel releases it when its holder dies, even by kill -9,
-        so a crashed run never blocks the next one. Waits (polling) while another process holds it.
+        An flock on `<database>.<name>.lock` beside the database's real path (every spelling of the path
+        shares it): the kernel releases it when its holder dies, even by kill -9, so a crashed run never
+        blocks the next one. Waits (polling) while another process holds it.
         """
         path = self._store.path
         if path == ":memory:":
             yield
             return
-        fd = os.open(f"{path}.{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(lock_path(path, name), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             while True:
                 try:
