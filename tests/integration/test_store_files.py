@@ -95,7 +95,7 @@ async def test_backup_copies_the_database_in_a_folder_with_uri_characters(
 async def test_backup_never_writes_through_a_planted_partial_symlink(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A `.NAME.partial -> victim` symlink in a shared folder: the victim keeps its bytes, the backup is right."""
+    """A planted `.NAME.partial -> victim` symlink: the victim keeps its bytes, the backup is right."""
     database = tmp_path / "db.sqlite3"
     await database_with_rows(database)
     shared = tmp_path / "shared"

@@ -11,7 +11,6 @@ import pytest
 from service.errors import ConfigError
 from service.settings import PRODUCTION_API_URL, Secret, Settings, load_settings, startup_warnings
 
-
 WEBHOOK_SECRET = "webhook-secret-0123456789"
 
 
@@ -334,7 +333,7 @@ def test_webhook_secrets_shorter_than_a_key_stop_startup(scheme: str, secret: st
 
 
 def test_webhook_keys_of_sixteen_bytes_are_accepted(tmp_path: Path) -> None:
-    """16 UTF-8 bytes (default scheme) and 16 decoded bytes (whsec_) are enough; the file variant names itself."""
+    """16 UTF-8 bytes, or 16 decoded bytes of a whsec_ key, are enough; the file variant names itself."""
     load_settings({"WISEFLOW_WEBHOOK_SECRET": "sixteen-bytes-ok"})
     load_settings(
         {"WISEFLOW_WEBHOOK_SCHEME": "standard", "WISEFLOW_WEBHOOK_SECRET": "whsec_" + "A" * 22 + "=="}
