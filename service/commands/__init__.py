@@ -5,17 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import sqlite3
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from service.adapters.store import Store
-from service.errors import ConfigError
+from service.adapters.store.migrations import LATEST_VERSION
+from service.errors import ConfigError, DatabaseBusy, StoreError
 from service.settings import Settings, load_settings
 
 N = TypeVar("N", int, float)
+# SQLite's largest INTEGER: an id or sequence beyond it names no row (and cannot even be bound).
+MAX_ROW_ID: Final = 2**63 - 1
 R = TypeVar("R")
 P = TypeVar("P")
 # EX_TEMPFAIL (sysexits.h): WISEflow asked to wait longer than the command may; try again later.
@@ -57,22 +62,51 @@ def existing_database(settings: Settings) -> str:
     return settings.database
 
 
-def with_store(env: Mapping[str, str], make: Callable[[Store], P], action: Callable[[P], Awaitable[R]]) -> R:
+def with_store(
+    env: Mapping[str, str],
+    make: Callable[[Store], P],
+    action: Callable[[P], Awaitable[R]],
+    *,
+    read_only: bool = False,
+) -> R:
     """`action` on the repository `make` builds over the existing SYNC_DATABASE, then close it.
 
     For the commands that read or repair the database beside the service; a missing file is `ConfigError`
-    and an unusable one `StoreError`, each the CLI's one line and exit 2.
+    and an unusable one `StoreError`, each the CLI's one line and exit 2 (75 when another process keeps it
+    locked). `read_only`: opened read-only and never migrated (see `opened`).
     """
     database = existing_database(load_settings(env))
 
     async def run() -> R:
-        store = await Store.open(database)
-        try:
+        async with opened(database, read_only=read_only) as store:
             return await action(make(store))
-        finally:
-            await store.close()
 
     return asyncio.run(run())
+
+
+@asynccontextmanager
+async def opened(database: str, *, read_only: bool) -> AsyncIterator[Store]:
+    """The store over `database`, closed after the block; SQLite's errors inside become `StoreError`.
+
+    `read_only` opens it with `mode=ro` and never migrates: pointed at a backup, the command leaves the
+    file's bytes as they were, and a schema older than this program is read as it is or refused in one
+    line, never upgraded behind the operator's back.
+    """
+    store = await (Store.open_readonly(database) if read_only else Store.open(database))
+    try:
+        yield store
+    except DatabaseBusy:
+        raise
+    except (sqlite3.Error, StoreError) as exc:  # the store raises StoreError from the driver's error
+        if store.schema < LATEST_VERSION:
+            raise StoreError(
+                f"database {database} has schema version {store.schema}, older than this program's "
+                f"({LATEST_VERSION}), and read-only commands never migrate: run a writing command (e.g. "
+                f"`wiseflow-sync run`) on it first, or read it with the release that wrote it"
+            ) from exc
+        raise StoreError(f"database {database} cannot be read: {exc}") from exc
+    finally:
+        await store.close()
 
 
 def iso(at: float) -> str:
@@ -91,9 +125,11 @@ def number_arg(
         except ValueError:
             raise argparse.ArgumentTypeError(f"invalid {what} {raw!r}") from None
         too_low = value <= low if above else value < low
-        if not math.isfinite(value) or too_low or value > high:
+        # isfinite only for floats: a 400-digit int is simply too high (and float() of it would overflow).
+        if (isinstance(value, float) and not math.isfinite(value)) or too_low or value > high:
             bound = f"above {low:g}" if above else f"at least {low:g}"
-            limit = "" if high == math.inf else f" and at most {high:g}"
+            # An int bound as written (2**63 - 1), a float one short (1e+06).
+            limit = "" if high == math.inf else f" and at most {high if isinstance(high, int) else f'{high:g}'}"
             raise argparse.ArgumentTypeError(f"{what} {raw} must be {bound}{limit}")
         return value
 

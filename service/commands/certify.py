@@ -22,11 +22,11 @@ from typing import Any, Final
 import orjson
 
 from service.adapters.logs import configure_logging
-from service.adapters.store import Store
 from service.adapters.store.figures import StoredFigures, read_figures
 from service.adapters.telemetry import command_tracing
 from service.certify import EVENTS_FROM_WISEFLOW, build, render_markdown
 from service.clients import command_client
+from service.commands import opened
 from service.core.subscriptions import plan_subscription
 from service.errors import ServiceError
 from service.settings import Settings, load_settings
@@ -73,11 +73,8 @@ async def _gather(settings: Settings, exists: bool) -> tuple[StoredFigures | Non
 
 
 async def _figures(settings: Settings) -> StoredFigures:
-    store = await Store.open(settings.database)
-    try:
+    async with opened(settings.database, read_only=True) as store:
         return await read_figures(store)
-    finally:
-        await store.close()
 
 
 async def subscribed_events(settings: Settings) -> list[str] | None:
@@ -85,8 +82,10 @@ async def subscribed_events(settings: Settings) -> list[str] | None:
     if not (settings.uses_oauth or settings.api_key is not None):
         return None
     try:
-        # wait=False: a saved pause in force is WiseflowPaused at once, answered like no answer.
-        async with asyncio.timeout(EVENTS_TIMEOUT), command_client(settings, "certify", wait=False) as client:
+        # wait=False: a saved pause in force is WiseflowPaused at once, answered like no answer. read_only:
+        # certify reads the database (it may be a backup, of an older schema) and never migrates or writes it.
+        reading = command_client(settings, "certify", read_only=True, wait=False)
+        async with asyncio.timeout(EVENTS_TIMEOUT), reading as client:
             existing = await client.list_webhooks()
     except (ServiceError, TimeoutError) as exc:
         log.warning(

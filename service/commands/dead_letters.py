@@ -24,7 +24,7 @@ from typing import Any, Final, TextIO
 import orjson
 
 from service.adapters.store.unit import SqliteUnitOfWork
-from service.commands import iso, with_store
+from service.commands import MAX_ROW_ID, iso, number_arg, with_store
 from service.core.store_ports import DeadLetter, DeadLetters, Replay, Unit
 
 # One line of a text listing: its columns, wide enough for the longest event name and an ISO time.
@@ -53,7 +53,8 @@ class Queue:
         dead.set_defaults(handler=functools.partial(run_dead_letters, self))
         replay = sub.add_parser("replay", help=f"re-queue dead {self.items} (safe to repeat)")
         which = replay.add_mutually_exclusive_group(required=True)
-        which.add_argument("id", nargs="?", type=int, metavar="ID", help=f"the dead {self.item}'s id")
+        item_id = number_arg(int, "id", 0, MAX_ROW_ID)
+        which.add_argument("id", nargs="?", type=item_id, metavar="ID", help=f"the dead {self.item}'s id")
         which.add_argument("--all", action="store_true", help="every dead letter")
         replay.set_defaults(handler=functools.partial(run_replay, self))
 
@@ -65,7 +66,8 @@ def run_dead_letters(queue: Queue, args: argparse.Namespace, env: Mapping[str, s
         async with uow.read() as unit:
             return await queue.repository(unit).dead_letters()
 
-    write_dead_letters(with_store(env, SqliteUnitOfWork, listing), args.format, sys.stdout)
+    rows = with_store(env, SqliteUnitOfWork, listing, read_only=True)
+    write_dead_letters(rows, args.format, sys.stdout)
     return 0
 
 

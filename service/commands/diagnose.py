@@ -17,7 +17,7 @@ import orjson
 
 from service.adapters.store import Store, journal
 from service.adapters.store.journal import JournalRow
-from service.commands import existing_database
+from service.commands import existing_database, opened
 from service.settings import load_settings
 
 # X-Trace-Id values are UUIDs in practice; accept any short token of safe characters.
@@ -52,16 +52,13 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 async def collect(database: str, trace_id: str) -> dict[str, Any]:
     """The journal rows with this trace id, the sync run they belong to, and their neighbours."""
-    store = await Store.open(database)
-    try:
+    async with opened(database, read_only=True) as store:
         rows = await journal.find_by_trace(store, trace_id)
         report: dict[str, Any] = {"trace_id": trace_id, "requests": [_row(r) for r in rows]}
         if rows:
             report["sync_run"] = await _run_at(store, rows[0].at)
             report["around"] = await _around(store, rows[0].at, trace_id)
         return report
-    finally:
-        await store.close()
 
 
 def _row(row: JournalRow) -> dict[str, Any]:

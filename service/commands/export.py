@@ -9,16 +9,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import os
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
 import orjson
 
-from service.adapters.store import Store, StoreError
+from service.adapters.store import Store
 from service.adapters.store.unit import SqliteUnitOfWork
-from service.commands import existing_database
+from service.commands import existing_database, opened
 from service.settings import load_settings
 
 FIELDS = ("flowId", "participantId", "grade", "adminGrade", "date")
@@ -35,24 +34,13 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Export from SYNC_DATABASE; a missing database is an error, not an empty export."""
     database = existing_database(load_settings(env))
-    try:
-        return asyncio.run(export_grades(database, args.format, sys.stdout))
-    except BrokenPipeError:
-        # The reader stopped early (`| head`): not an error of ours. Point stdout at devnull so the
-        # interpreter's final flush does not raise again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    return asyncio.run(export_grades(database, args.format, sys.stdout))
 
 
 async def export_grades(database: str, fmt: str, out: TextIO) -> int:
-    """Write every mirrored grade to `out` as JSON lines or CSV (with a header)."""
-    store = await Store.open(database)
-    try:
+    """Write every mirrored grade to `out` as JSON lines or CSV (with a header); the database read-only."""
+    async with opened(database, read_only=True) as store:
         await _write(store, fmt, out)
-    except StoreError as exc:  # what the store raises from the driver's error: say which database
-        raise StoreError(f"database {database} cannot be read: {exc}") from exc
-    finally:
-        await store.close()
     return 0
 
 

@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
 def run_show(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Print the saved pause; exit 0 whether or not there is one."""
     clock = SystemClock()
-    saved = with_store(env, lambda store: SqlitePauseStore(store, clock), lambda p: p.load())
+    saved = with_store(env, lambda store: SqlitePauseStore(store, clock), lambda p: p.load(), read_only=True)
     write_pause(saved, clock.wall(), args.format, sys.stdout)
     return 0
 

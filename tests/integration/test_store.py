@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import types
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from service.adapters.store.unit import SqliteUnit, SqliteUnitOfWork
 from service.core.planner import FlowPlan
 from service.core.records import Flow
 from service.core.webhook_events import WebhookEvent
+from tests.waiting import wait_until
 
 TABLES = {
     "flows",
@@ -344,3 +347,58 @@ async def test_vanished_flows_are_the_unlisted_ones_not_yet_fetched_for_the_last
             assert await flows.vanished(pass_started) == [1, 5]
     finally:
         await store.close()
+
+
+def _database_at_version(path: Path, version: int) -> None:
+    """A WAL database migrated only up to `version`, as an older release of the service left it."""
+    with sqlite3.connect(path, isolation_level=None) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        for number in range(1, version + 1):
+            db.executescript(f"BEGIN;\n{MIGRATIONS[number - 1]}\nPRAGMA user_version = {number};\nCOMMIT;")
+    db.close()
+
+
+def _open_and_close(path: Path) -> str:
+    """Open the store in a fresh event loop (as another process would) and close it; "ok" or the error."""
+
+    async def run() -> None:
+        store = await Store.open(path)
+        await store.close()
+
+    try:
+        asyncio.run(run())
+    except StoreError as exc:
+        return str(exc)
+    return "ok"
+
+
+async def test_two_opens_of_an_older_database_migrate_it_once(tmp_path: Path) -> None:
+    """Both read the old version, then wait for the write lock: the second re-reads it and finds it migrated.
+
+    Before, each applied the last migration after the other had ("duplicate column name"). A writer holds
+    the lock until both have started migrating (seen through a profile hook: SQLite's wait is not visible
+    from outside), so the two are sure to contend.
+    """
+    database = tmp_path / "old.sqlite3"
+    _database_at_version(database, LATEST_VERSION - 1)
+    entered: set[int] = set()
+
+    def watch(frame: types.FrameType, event: str, arg: object) -> None:
+        name = getattr(arg, "__name__", "") if event == "c_call" else frame.f_code.co_name
+        if event in ("call", "c_call") and name in ("executescript", "apply_migrations"):
+            entered.add(threading.get_ident())
+
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    threading.setprofile(watch)  # type: ignore[arg-type]
+    try:
+        opens = [asyncio.create_task(asyncio.to_thread(_open_and_close, database)) for _ in range(2)]
+        await wait_until(lambda: len(entered) == 2, what="both opens reached their migration")
+    finally:
+        threading.setprofile(None)  # type: ignore[arg-type]
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert await asyncio.gather(*opens) == ["ok", "ok"]
+    with sqlite3.connect(database) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (LATEST_VERSION,)
+    db.close()
