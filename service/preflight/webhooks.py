@@ -1,17 +1,24 @@
 """Webhooks observed for real: a temporary subscription, WISEflow's test event, the delivery captured.
 
-With a public URL that reaches `SYNC_HTTP_HOST:SYNC_HTTP_PORT`, the preflight listens there itself (every
-POST on any path is captured and answered 200, so WISEflow does not redeliver), creates a subscription
-to that URL with the configured events and the first webhook secret (as `webhooks ensure` would), changes
-it once (`PUT`, to validate that answer too), asks for the test event, waits for the delivery (then once
-more, to see whether sequence numbers grow) and deletes the subscription: always, also when anything
-before failed. Nothing is stored: the capture lives in memory.
+With a public URL that reaches `SYNC_HTTP_HOST:SYNC_HTTP_PORT`, the preflight listens there itself,
+creates a subscription to that URL with the configured events and the first webhook secret (as `webhooks
+ensure` would), changes it once (`PUT`, to validate that answer too), asks for the test event, waits for
+the delivery (then once more, to see whether sequence numbers grow) and deletes the subscription: always,
+also when anything before failed. Nothing is stored: the capture lives in memory.
+
+The port is usually the service's own, so real deliveries of the institution's subscription may arrive
+while the preflight listens. The temporary subscription's URL carries a one-off marker in its query
+(`?preflight=<random>`; ASSUMED: WISEflow keeps a subscription URL's query, as any HTTP client does), and
+only a POST with that marker is captured and answered 200; anything else gets 503 with `Retry-After`,
+so WISEflow redelivers it later to the service instead of having it acknowledged here and lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import secrets
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -37,6 +44,10 @@ from .report import Check, failed, passed, skipped
 MAX_BODY: Final = 1024 * 1024
 # How long to wait for the test delivery: WISEflow's own delivery timeout is 10 s, so 30 s leaves room.
 DELIVERY_WAIT: Final = 30.0
+# The query parameter that marks the temporary subscription's deliveries as the preflight's own.
+MARKER: Final = "preflight"
+# Seconds a delivery that is not ours is asked to wait: past the preflight's whole webhook phase.
+REFUSED_RETRY_AFTER: Final = 120
 WEBHOOK_CHECKS: Final = (
     "webhook_delivery",
     "webhook_signature",
@@ -53,18 +64,23 @@ WRITE_ENDPOINTS: Final = (
 
 
 class DeliveryCapture:
-    """An HTTP listener that keeps every POST it receives, for as long as the preflight runs."""
+    """An HTTP listener that keeps the POSTs marked with `token`, and turns every other request away (503)."""
 
-    def __init__(self, host: str, port: int, wall: Callable[[], float]) -> None:
-        self._host, self._port, self._wall = host, port, wall
+    def __init__(self, host: str, port: int, wall: Callable[[], float], token: str) -> None:
+        self._host, self._port, self._wall, self._token = host, port, wall, token
         self._runner: web.AppRunner | None = None
         self._arrived = asyncio.Event()
         self.deliveries: list[Delivery] = []
+        self.refused = 0  # requests that were not the preflight's own: WISEflow redelivers them later
+
+    def url(self, public_url: str) -> str:
+        """`public_url` with this capture's marker in its query: the temporary subscription's URL."""
+        return f"{public_url}{'&' if '?' in public_url else '?'}{MARKER}={self._token}"
 
     async def start(self) -> None:
         """Listen; raises OSError when the address cannot be bound (e.g. `run` is using it)."""
         app = web.Application(client_max_size=MAX_BODY)
-        app.router.add_post("/{tail:.*}", self._receive)
+        app.router.add_route("*", "/{tail:.*}", self._receive)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         try:
@@ -90,6 +106,12 @@ class DeliveryCapture:
 
     async def _receive(self, request: web.Request) -> web.Response:
         received = self._wall()
+        marker = request.query.get(MARKER, "")
+        if request.method != "POST" or not hmac.compare_digest(marker.encode(), self._token.encode()):
+            # Not ours (a real delivery of the institution's subscription, say): never acknowledged here.
+            self.refused += 1
+            later = {"Retry-After": str(REFUSED_RETRY_AFTER)}
+            return web.json_response({"error": "preflight_in_progress"}, status=503, headers=later)
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -114,7 +136,7 @@ async def observe(
     client: WiseflowClient, settings: Settings, public_url: str, wall: Callable[[], float], wait: float
 ) -> list[Check]:
     """Listen, subscribe, ask for the test event, capture it, unsubscribe; every webhook check."""
-    capture = DeliveryCapture(settings.http_host, settings.http_port, wall)
+    capture = DeliveryCapture(settings.http_host, settings.http_port, wall, secrets.token_hex(16))
     where = f"{settings.http_host}:{settings.http_port}"
     try:
         await capture.start()
@@ -129,7 +151,9 @@ async def observe(
         checks, asked = await _subscribe_and_test(client, settings, public_url, capture, wait)
     finally:
         await capture.stop()
-    return checks + _delivery_checks(capture.deliveries, settings, public_url, where, asked, wait)
+    return checks + _delivery_checks(
+        capture.deliveries, settings, public_url, where, asked, wait, capture.refused
+    )
 
 
 async def _subscribe_and_test(
@@ -138,7 +162,7 @@ async def _subscribe_and_test(
     """The subscription's lifecycle; (the endpoint checks, whether the test event was asked for)."""
     body: dict[str, Any] = {
         "title": f"{settings.client_name} preflight (temporary)",
-        "url": public_url,
+        "url": capture.url(public_url),
         "active": True,
         "events": list(settings.webhook_events),
     }
@@ -193,7 +217,13 @@ async def _delete(client: WiseflowClient, webhook_id: int) -> Check:
 
 
 def _delivery_checks(
-    deliveries: list[Delivery], settings: Settings, public_url: str, where: str, asked: bool, wait: float
+    deliveries: list[Delivery],
+    settings: Settings,
+    public_url: str,
+    where: str,
+    asked: bool,
+    wait: float,
+    refused: int,
 ) -> list[Check]:
     if not deliveries:
         why = "no delivery to look at"
@@ -207,7 +237,10 @@ def _delivery_checks(
             )
         return [first, *[skipped(n, why) for n in WEBHOOK_CHECKS[1:]]]
     delivery = deliveries[0]
-    arrived = passed("webhook_delivery", f"arrived at {delivery.path}; headers: {shown_headers(delivery)}")
+    others = f"; {refused} other request(s) answered 503 (WISEflow redelivers them)" if refused else ""
+    arrived = passed(
+        "webhook_delivery", f"arrived at {delivery.path}; headers: {shown_headers(delivery)}{others}"
+    )
     return [
         arrived,
         check_signature(delivery, settings),

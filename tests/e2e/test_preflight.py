@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from service.preflight import Report, render, run_preflight
@@ -268,3 +270,36 @@ async def _command(env: dict[str, str], *args: str) -> tuple[int, str, str]:
         out, err = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+async def test_deliveries_other_than_the_test_event_are_turned_away_for_redelivery(
+    sim: SimHandle, tmp_path: Path
+) -> None:
+    """Real deliveries reaching the preflight's port get 503 + Retry-After (WISEflow redelivers them to the
+    service later); only the test event, whose URL carries the preflight's marker, is captured and judged."""
+    await sim.scenario({"latency_ms": 200})  # a listening window of a second or more for the stranger
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/webhooks/wiseflow"
+    answers: list[tuple[int, str | None]] = []
+    done = asyncio.Event()
+
+    async def real_deliveries() -> None:
+        """What the institution's own subscription would send meanwhile: an event for the same URL."""
+        async with aiohttp.ClientSession() as session:
+            while not done.is_set():
+                with contextlib.suppress(aiohttp.ClientConnectionError):  # not listening yet, or any more
+                    async with session.post(url, data=b'{"sequence": 7, "event": "FINAL_GRADE"}') as reply:
+                        answers.append((reply.status, reply.headers.get("Retry-After")))
+                await asyncio.sleep(0.02)  # the pace of the deliveries, not a wait for a state
+
+    stranger = asyncio.create_task(real_deliveries())
+    try:
+        report = await run_preflight(load_settings(env_for(sim, port, tmp_path)), url, delivery_wait=5.0)
+    finally:
+        done.set()
+        await stranger
+    found = {c.name: c for c in report.checks}
+    assert (found["webhook_delivery"].status, found["webhook_signature"].status) == ("passed", "passed")
+    assert "answered 503 (WISEflow redelivers them)" in found["webhook_delivery"].detail
+    assert answers
+    assert set(answers) == {(503, "120")}
