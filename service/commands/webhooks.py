@@ -8,6 +8,11 @@ created, updated or unchanged (`--dry-run` says what it would do and sends nothi
 Its client is every command's (`service.clients`): with an existing SYNC_DATABASE its requests are
 journalled there (`diagnose` finds them) and a saved pause is waited out first, up to SYNC_MAX_WAIT, or it
 exits 75 naming the pause, having sent nothing. It never creates a database.
+
+`--rotate-secret` gives WISEflow the first secret of `WISEFLOW_WEBHOOK_SECRET="new,old"`: WISEflow neither
+shows a secret nor changes one in place, so ours is replaced by a new subscription (created first, the old
+one deleted after), and the service, accepting both secrets meanwhile, loses nothing. docs/security.md,
+"Rotating the webhook secret", has the whole procedure.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any, Final, TextIO
 
 from service.adapters.logs import configure_logging
 from service.adapters.telemetry import command_tracing
+from service.adapters.wiseflow import WiseflowClient
 from service.clients import command_client
 from service.core.redact import redact_url
 from service.core.subscriptions import SubscriptionPlan, plan_subscription
@@ -46,6 +52,11 @@ def register(subparsers: Any) -> None:
     ensure.add_argument("--url", help=f"public webhook URL (default: ${URL_VARIABLE})")
     ensure.add_argument("--events", help=f"comma-separated events (default: ${EVENTS_VARIABLE} or all)")
     ensure.add_argument("--dry-run", action="store_true", help="only say what would change")
+    ensure.add_argument(
+        "--rotate-secret",
+        action="store_true",
+        help="replace the subscription by one signed with the first of WISEFLOW_WEBHOOK_SECRET=new,old",
+    )
     ensure.set_defaults(handler=run)
 
 
@@ -60,12 +71,28 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     events = parse_webhook_events("--events", args.events) if args.events else settings.webhook_events
     if not settings.webhook_secrets:
         raise ConfigError("WISEFLOW_WEBHOOK_SECRET", "missing: webhooks cannot be verified without it")
+    if args.rotate_secret and len(settings.webhook_secrets) < 2:
+        raise ConfigError(
+            "WISEFLOW_WEBHOOK_SECRET",
+            "rotating needs the new and the old secret (new,old), so that deliveries the old subscription "
+            "still sends verify until they stop (docs/security.md)",
+        )
     with command_tracing(settings, env, root="webhooks.ensure"):
-        return asyncio.run(ensure(settings, url, events, dry_run=args.dry_run, out=sys.stdout))
+        return asyncio.run(
+            ensure(settings, url, events, dry_run=args.dry_run, out=sys.stdout, rotate=args.rotate_secret)
+        )
 
 
-async def ensure(settings: Settings, url: str, events: Sequence[str], *, dry_run: bool, out: TextIO) -> int:
-    """Reconcile with WISEflow through the client; returns the exit code."""
+async def ensure(
+    settings: Settings,
+    url: str,
+    events: Sequence[str],
+    *,
+    dry_run: bool,
+    out: TextIO,
+    rotate: bool = False,
+) -> int:
+    """Reconcile with WISEflow through the client (`rotate`: with a new secret); returns the exit code."""
     try:
         async with command_client(settings, "webhooks ensure") as client:
             plan = plan_subscription(
@@ -74,13 +101,16 @@ async def ensure(settings: Settings, url: str, events: Sequence[str], *, dry_run
                 events=events,
                 title=settings.client_name,
                 secret=settings.webhook_secrets[0].reveal(),
+                rotate=rotate,
             )
-            webhook_id = plan.webhook_id
-            if not dry_run and plan.action == "create":
+            webhook_id = None if plan.action == "rotate" else plan.webhook_id  # rotating: a new one
+            if not dry_run and plan.action in ("create", "rotate"):
                 created = await client.create_webhook(plan.body)
                 webhook_id = created["id"] if isinstance(created.get("id"), int) else None
             elif not dry_run and plan.action == "update" and webhook_id is not None:
                 await client.update_webhook(webhook_id, plan.body)
+            if not dry_run and plan.action == "rotate" and plan.webhook_id is not None:
+                await _retire(client, plan.webhook_id, webhook_id)
     except WiseflowPaused:
         raise  # the CLI's exit 75, like `sync --once` on a pause
     except ServiceError as exc:
@@ -90,15 +120,28 @@ async def ensure(settings: Settings, url: str, events: Sequence[str], *, dry_run
     return 0
 
 
+async def _retire(client: WiseflowClient, old_id: int, new_id: int | None) -> None:
+    """Delete the subscription a rotation replaced; if WISEflow refuses, say which one is left, and why."""
+    try:
+        await client.delete_webhook(old_id)
+    except ServiceError as exc:
+        raise ServiceError(
+            f"subscription {new_id} (new secret) was created but the old one, {old_id}, could not be "
+            f"deleted: delete it in WISEflow (both deliver meanwhile; the inbox absorbs the duplicates): {exc}"
+        ) from exc
+
+
 def describe(
     plan: SubscriptionPlan, webhook_id: int | None, url: str, events: Sequence[str], *, dry_run: bool
 ) -> str:
     """The one line the command prints (the URL redacted, the secret never)."""
-    verb = {"create": "created", "update": "updated", "ok": "unchanged"}[plan.action]
+    verb = {"create": "created", "update": "updated", "rotate": "replaced", "ok": "unchanged"}[plan.action]
     if dry_run and plan.action != "ok":
         verb = f"would be {verb}"
     ident = "new" if webhook_id is None else str(webhook_id)
     line = f"webhook subscription {verb}: id={ident} url={redact_url(url)} events={','.join(sorted(events))}"
+    if plan.action == "rotate":
+        line += f" (new secret; subscription {plan.webhook_id} {'would be ' if dry_run else ''}deleted)"
     if plan.duplicates:
         ids = ", ".join(str(i) for i in plan.duplicates)
         line += f" (warning: subscription(s) {ids} also deliver to this URL; the inbox absorbs the duplicates)"

@@ -4,6 +4,11 @@ Which existing subscription is ours: first one with our URL; else one with our t
 update it rather than add a second subscription); else none, and one is created. Ours is updated when
 its events differ or it is inactive; otherwise nothing is sent. Other subscriptions with our URL are
 reported as duplicates (each would deliver every event twice), never deleted behind the operator's back.
+
+Rotating the secret (`rotate`): WISEflow never shows a subscription's secret and its update request has
+no `secret` field (OpenAPI 1.34.0, `update-webhook-api-request`), so the only way to give WISEflow a new
+secret is a new subscription. The plan is then `rotate`: create ours anew (URL, events, title, the new
+secret), and only after that delete the old one, so that no event goes undelivered in between.
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ from service.core.ports import Json
 
 @dataclass(frozen=True, slots=True)
 class SubscriptionPlan:
-    """The action (`create`, `update` or `ok`), the subscription it concerns, and the request body."""
+    """The action (`create`, `update`, `rotate` or `ok`), the subscription it concerns, the request body.
+
+    For `rotate`, `webhook_id` is the subscription to delete once its replacement (`body`) is created.
+    """
 
     action: str
     webhook_id: int | None
@@ -25,9 +33,18 @@ class SubscriptionPlan:
 
 
 def plan_subscription(
-    existing: Sequence[Json], *, url: str, events: Sequence[str], title: str, secret: str | None
+    existing: Sequence[Json],
+    *,
+    url: str,
+    events: Sequence[str],
+    title: str,
+    secret: str | None,
+    rotate: bool = False,
 ) -> SubscriptionPlan:
-    """How to bring `existing` (`GET /webhooks` data) to one active subscription of `url` for `events`."""
+    """How to bring `existing` (`GET /webhooks` data) to one active subscription of `url` for `events`.
+
+    `rotate`: replace ours by a new subscription carrying `secret`, whatever else matches.
+    """
     wanted = sorted(dict.fromkeys(events))
     # Only entries we could address (an object with an integer id) are candidates: an API answer with a
     # stray item must not crash the command nor make it update a subscription it cannot name.
@@ -35,12 +52,14 @@ def plan_subscription(
     same_url = [w for w in usable if _same_url(w.get("url"), url)]
     ours = same_url[0] if same_url else next((w for w in usable if w.get("title") == title), None)
     duplicates = tuple(int(w["id"]) for w in same_url[1:])
+    body: Json = {"title": title, "url": url, "active": True, "events": wanted}
+    if secret is not None:
+        body["secret"] = secret
     if ours is None:
-        body: Json = {"title": title, "url": url, "active": True, "events": wanted}
-        if secret is not None:
-            body["secret"] = secret
         return SubscriptionPlan("create", None, body, duplicates)
     webhook_id = int(ours["id"])
+    if rotate:
+        return SubscriptionPlan("rotate", webhook_id, body, duplicates)
     events_now = ours.get("events")
     current = sorted({e for e in events_now if isinstance(e, str)}) if isinstance(events_now, list) else []
     if _same_url(ours.get("url"), url) and current == wanted and ours.get("active") is True:

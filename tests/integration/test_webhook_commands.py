@@ -12,12 +12,14 @@ from service.adapters.store import Store
 from service.adapters.store.connection import fetch_text
 from service.adapters.store.inbox import Inbox
 from service.adapters.store.unit import SqliteUnitOfWork
+from service.adapters.webhook_http import verifier_from_settings
 from service.cli import main
 from service.commands.webhooks import ensure
 from service.core.ports import WEBHOOK_EVENTS
 from service.core.webhook_events import WebhookEvent
 from service.errors import ConfigError
 from service.settings import load_settings
+from service.simulator.webhooks import sign_headers
 from tests.conftest import SimHandle
 
 NOW = 1_700_000_000.0
@@ -204,3 +206,63 @@ async def test_ensure_through_the_cli(simulator: SimHandle, capsys: pytest.Captu
         "webhook subscription unchanged",
     ]
     assert len(simulator.state.subscriptions) == 1
+
+
+NEW_SECRET, OLD_SECRET = "new-webhook-secret-2026", "old-webhook-secret-2025"
+
+
+def _rotation_env(simulator: SimHandle, secrets: str) -> dict[str, str]:
+    """`webhooks ensure` against the simulator with the given WISEFLOW_WEBHOOK_SECRET."""
+    return {
+        "WISEFLOW_API_URL": simulator.api_url,
+        "WISEFLOW_API_KEY": "demo-api-key",
+        "WISEFLOW_WEBHOOK_SECRET": secrets,
+        "SYNC_PUBLIC_WEBHOOK_URL": "https://sync.example.org/webhooks/wiseflow",
+        "SYNC_WEBHOOK_EVENTS": "FINAL_GRADE",
+        "LOG_LEVEL": "ERROR",
+    }
+
+
+async def test_rotate_secret_replaces_the_subscription_with_one_signed_by_the_new_secret(
+    simulator: SimHandle, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--rotate-secret` with "new,old": a new subscription carries the new secret, then the old one goes;
+    what WISEflow then signs verifies with the service's "new,old" verifier. A dry run changes nothing."""
+    assert await asyncio.to_thread(main, ["webhooks", "ensure"], _rotation_env(simulator, OLD_SECRET)) == 0
+    (old_id,) = simulator.state.subscriptions
+    rotating = _rotation_env(simulator, f"{NEW_SECRET},{OLD_SECRET}")
+    assert await asyncio.to_thread(main, ["webhooks", "ensure", "--rotate-secret", "--dry-run"], rotating) == 0
+    assert [s.secret for s in simulator.state.subscriptions.values()] == [OLD_SECRET]
+    assert await asyncio.to_thread(main, ["webhooks", "ensure", "--rotate-secret"], rotating) == 0
+    ((new_id, sub),) = simulator.state.subscriptions.items()
+    assert (new_id != old_id, sub.secret, sub.url, sub.events) == (
+        True,
+        NEW_SECRET,
+        "https://sync.example.org/webhooks/wiseflow",
+        ["FINAL_GRADE"],
+    )
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith("webhook subscription would be replaced: id=new ")
+    assert out[1].endswith(f"(new secret; subscription {old_id} would be deleted)")
+    assert out[2].startswith(f"webhook subscription replaced: id={new_id} ")
+    assert out[2].endswith(f"(new secret; subscription {old_id} deleted)")
+    assert NEW_SECRET not in "\n".join(out)
+    target = simulator.state.subscription_target(sub)
+    body = b'{"id":"d-1","sequence":1,"event":"FINAL_GRADE","timestamp":1700000000,"data":{"flowId":1}}'
+    headers = sign_headers(target, "d-1", 1_700_000_000, body)
+    verifier = verifier_from_settings(load_settings(rotating))
+    verifier.verify(headers, body, 1_700_000_000)
+
+
+def test_rotate_secret_needs_the_old_secret_beside_the_new(capsys: pytest.CaptureFixture[str]) -> None:
+    """One secret only: exit 2 naming WISEFLOW_WEBHOOK_SECRET, nothing sent (the old deliveries would fail)."""
+    env = {
+        "WISEFLOW_API_KEY": "k",
+        "WISEFLOW_WEBHOOK_SECRET": NEW_SECRET,
+        "SYNC_PUBLIC_WEBHOOK_URL": "https://sync.example.org/webhooks/wiseflow",
+    }
+    assert main(["webhooks", "ensure", "--rotate-secret"], env) == 2
+    err = capsys.readouterr().err
+    assert "WISEFLOW_WEBHOOK_SECRET" in err
+    assert "new,old" in err
+    assert NEW_SECRET not in err

@@ -69,3 +69,20 @@ def test_trailing_slash_and_repeated_events_are_still_unchanged() -> None:
     existing = [{"id": 4, "url": URL + "/", "active": True, "events": ["FINAL_GRADE", "FINAL_GRADE"]}]
     plan = plan_subscription(existing, url=URL, events=["FINAL_GRADE"], title="t", secret=None)
     assert (plan.action, plan.webhook_id) == ("ok", 4)
+
+
+def test_rotation_replaces_ours_with_a_new_subscription_carrying_the_secret() -> None:
+    """rotate: whatever matches, create ours anew with the secret, and name the one to delete after."""
+    existing = [
+        {"id": 4, "url": URL, "title": "t", "active": True, "events": ["FINAL_GRADE"]},
+        {"id": 6, "url": URL, "active": True, "events": ["FINAL_GRADE"]},
+    ]
+    plan = plan_subscription(existing, url=URL, events=["FINAL_GRADE"], title="t", secret="new", rotate=True)
+    assert (plan.action, plan.webhook_id, plan.duplicates) == ("rotate", 4, (6,))
+    assert plan.body == {"title": "t", "url": URL, "active": True, "events": ["FINAL_GRADE"], "secret": "new"}
+
+
+def test_rotation_without_a_subscription_is_a_plain_create() -> None:
+    """Nothing to replace: rotating creates, as ensure always does."""
+    plan = plan_subscription([], url=URL, events=["FINAL_GRADE"], title="t", secret="new", rotate=True)
+    assert (plan.action, plan.webhook_id, plan.body["secret"]) == ("create", None, "new")
