@@ -190,3 +190,22 @@ def test_read_only_commands_never_change_a_backup(
             assert code in (0, 1), command
     after = (backup.read_bytes(), backup.stat().st_mtime_ns, sorted(p.name for p in folder.iterdir()))
     assert after == before
+
+
+@pytest.mark.parametrize("command", [["run"], ["sync", "--once"]])
+def test_a_remote_sink_without_credentials_stops_the_commands_that_deliver(
+    tmp_path: Path, command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run` and `sync --once` refuse a non-loopback SYNC_SINK_URL with neither token nor secret: one line,
+    exit 2, naming the variables and the opt-out; nothing is opened or sent."""
+    env = {
+        "WISEFLOW_API_KEY": "k",
+        "SYNC_SINK_URL": "https://sis.example.org/grades",
+        "SYNC_DATABASE": str(tmp_path / "db.sqlite3"),
+    }
+    assert main(command, env) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    for variable in ("SYNC_SINK_URL", "SYNC_SINK_TOKEN", "SYNC_SINK_SECRET", "SYNC_SINK_ALLOW_UNAUTHENTICATED"):
+        assert variable in err
+    assert not (tmp_path / "db.sqlite3").exists()
