@@ -104,7 +104,7 @@ async def opened(database: str, *, read_only: bool) -> AsyncIterator[Store]:
                 f"({LATEST_VERSION}), and read-only commands never migrate: run a writing command (e.g. "
                 f"`wiseflow-sync run`) on it first, or read it with the release that wrote it"
             ) from exc
-        raise StoreError(f"database {database} cannot be read: {exc}") from exc
+        raise StoreError(f"database {database} cannot be used: {exc}") from exc
     finally:
         await store.close()
 

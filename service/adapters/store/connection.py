@@ -92,7 +92,7 @@ class Store:
 
     @classmethod
     async def open_readonly(cls, path: str | Path) -> Store:
-        """Open the existing database at `path` for reading only: no migration, no pragma, no write.
+        """Open the existing database at `path` for reading only (`mode=ro`): no migration, no write.
 
         For the commands that only read (export, pause show, diagnose, certify, dead letters): pointed at a
         backup they leave its bytes untouched, and they never migrate a database another version uses. A
