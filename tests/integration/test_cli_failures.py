@@ -209,3 +209,27 @@ def test_a_remote_sink_without_credentials_stops_the_commands_that_deliver(
     for variable in ("SYNC_SINK_URL", "SYNC_SINK_TOKEN", "SYNC_SINK_SECRET", "SYNC_SINK_ALLOW_UNAUTHENTICATED"):
         assert variable in err
     assert not (tmp_path / "db.sqlite3").exists()
+
+
+async def test_certify_asking_wiseflow_still_never_changes_a_backup(
+    simulator: SimHandle, tmp_path: Path
+) -> None:
+    """With credentials certify also reads the saved pause before `GET /webhooks`: read-only too, so a backup
+    is neither switched to WAL, nor migrated, nor journalled into."""
+    backup = tmp_path / "copy.sqlite3"
+    _backup_at_version(backup, LATEST_VERSION)
+    before = _file_state(backup)
+    env = {
+        "SYNC_DATABASE": str(backup),
+        "WISEFLOW_API_URL": simulator.api_url,
+        "WISEFLOW_API_KEY": simulator.config.api_key,
+        "LOG_LEVEL": "ERROR",
+    }
+    assert await asyncio.to_thread(main, ["certify", "--format", "json"], env) == 0
+    assert [r["path"] for r in await simulator.journal()] == ["/v1/webhooks"]  # it did ask WISEflow
+    assert _file_state(backup) == before
+
+
+def _file_state(path: Path) -> tuple[bytes, int, list[str]]:
+    """The file's bytes and mtime, and the names in its folder (sidecars would show there)."""
+    return path.read_bytes(), path.stat().st_mtime_ns, sorted(p.name for p in path.parent.iterdir())
