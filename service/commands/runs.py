@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -19,9 +18,8 @@ from typing import Any, Final, TextIO
 
 import orjson
 
-from service.adapters.store.readonly import open_read_only
 from service.adapters.store.unit import SqliteUnitOfWork
-from service.commands import existing_database, number_arg
+from service.commands import existing_database, number_arg, opened
 from service.core.run_record import Changes, RunRecord
 from service.settings import load_settings
 
@@ -53,23 +51,14 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Print the newest runs of SYNC_DATABASE; a missing database is an error (none is created)."""
     records = asyncio.run(read_runs(existing_database(load_settings(env)), args.limit))
-    try:
-        write_runs(records, args.format, sys.stdout, time.time())
-        sys.stdout.flush()
-    except BrokenPipeError:
-        # The reader stopped early (`| head`): not an error. Point stdout at devnull for the final flush.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    write_runs(records, args.format, sys.stdout, time.time())  # a reader that leaves early: the CLI's 141
     return 0
 
 
 async def read_runs(database: str, limit: int) -> list[RunRecord]:
     """The `limit` newest runs recorded in `database`, opened read-only."""
-    store = await open_read_only(database)
-    try:
-        async with SqliteUnitOfWork(store).read() as unit:
-            return await unit.runs.latest(limit)
-    finally:
-        await store.close()
+    async with opened(database, read_only=True) as store, SqliteUnitOfWork(store).read() as unit:
+        return await unit.runs.latest(limit)
 
 
 def write_runs(records: Sequence[RunRecord], fmt: str, out: TextIO, now: float) -> None:

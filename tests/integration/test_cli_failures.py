@@ -34,6 +34,8 @@ READ_ONLY_COMMANDS = (
     ["certify", "--format", "json"],
     ["inbox", "dead-letters"],
     ["outbox", "dead-letters", "--format", "json"],
+    ["runs"],
+    ["runs", "--format", "json", "--limit", "5"],
 )
 
 
