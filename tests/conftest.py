@@ -28,7 +28,8 @@ Fixtures (function scope, started in the test's own event loop on 127.0.0.1, por
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,22 @@ from service.core.clock import Clock, SystemClock
 from service.simulator import SimConfig, build_simulator_app, make_sim_config
 from service.simulator.app import SERVER_OPTIONS
 from service.simulator.state import SIM, SimState
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_as_found() -> Iterator[None]:
+    """A test that runs a command in-process configures the root logger (its level, its handler): put it
+    back, so that a later test's `caplog` sees warnings whatever LOG_LEVEL an earlier one ran with."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    root.setLevel(level)
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
 
 
 @dataclass
