@@ -170,8 +170,8 @@ def _rate_limits(settings: Settings, f: StoredFigures | None) -> RateLimits:
         "request, honoured up to pause_max_s); safe requests only "
         "are retried, with capped exponential backoff and full jitter",
         retry_attempts=retry.attempts,
-        backoff_base_s=retry.base,
-        backoff_cap_s=retry.cap,
+        backoff_base_s=retry.backoff.base,
+        backoff_cap_s=retry.backoff.cap,
         deadline_s=retry.deadline,
         retry_after_max_s=retry.retry_after_max,
         pause_max_s=settings.pause_max,

@@ -1,5 +1,8 @@
 """Retry policy: capped exponential backoff with full jitter, and which requests may be retried at all.
 
+`Backoff` is the one backoff of the service: the WISEflow client's `RetryPolicy`, the inbox worker's
+`WorkerPolicy` and the outbox deliverer's `DeliveryPolicy` each hold one.
+
 Pure: the random source is a parameter, so tests pass a seeded `random.Random` and never sleep.
 The shape follows stamina's `_compute_backoff`: a free function with explicit parameters, safe for any
 attempt number (2 ** 10_000 would overflow a float; we never compute it).
@@ -30,19 +33,40 @@ class Random(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Backoff:
+    """Capped exponential backoff with full jitter: after attempt n, a wait drawn uniformly below
+    `min(cap, base * 2 ** (n - 1))`, and never shorter than `floor`."""
+
+    base: float
+    cap: float
+    # The shortest wait; 0 leaves full jitter whole. Each policy says which floor it takes, and why.
+    floor: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.base <= self.cap:  # also rejects NaN
+            raise ValueError("Backoff needs 0 < base <= cap")
+        if not 0 <= self.floor <= self.cap:
+            raise ValueError("Backoff needs 0 <= floor <= cap")
+
+    def delay(self, attempt: int, rng: Random) -> float:
+        """The wait after failed attempt number `attempt` (1-based): in [floor, cap]."""
+        return max(self.floor, compute_backoff(attempt, base=self.base, cap=self.cap, rng=rng))
+
+
+@dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How a safe call is retried: `attempts` in all, waits of full-jitter backoff, all within `deadline`."""
+    """How a safe call is retried: `attempts` in all, waits of `backoff`, all within `deadline`."""
 
     attempts: int = 5
-    base: float = 0.5
-    cap: float = 30.0
+    # No floor of its own: the callers take the server's Retry-After, when it gives one, as the floor.
+    backoff: Backoff = Backoff(base=0.5, cap=30.0)
     deadline: float = 120.0
     # A Retry-After longer than this ends the call (RateLimited / ApiUnavailable) so the scheduler defers.
     retry_after_max: float = 60.0
 
     def __post_init__(self) -> None:
-        if self.attempts < 1 or self.base <= 0 or self.cap < self.base or self.deadline <= 0:
-            raise ValueError("RetryPolicy needs attempts >= 1, 0 < base <= cap and a positive deadline")
+        if self.attempts < 1 or self.deadline <= 0:
+            raise ValueError("RetryPolicy needs attempts >= 1 and a positive deadline")
         if self.retry_after_max < 0:
             raise ValueError("RetryPolicy.retry_after_max must not be negative")
 
@@ -51,15 +75,10 @@ class RetryPolicy:
         """The policy of `SYNC_RETRY_*`, `SYNC_RETRY_AFTER_MAX` and `SYNC_CALL_DEADLINE`."""
         return cls(
             attempts=settings.retry_attempts,
-            base=settings.retry_base,
-            cap=max(settings.retry_cap, settings.retry_base),
+            backoff=Backoff(base=settings.retry_base, cap=max(settings.retry_cap, settings.retry_base)),
             deadline=settings.call_deadline,
             retry_after_max=settings.retry_after_max,
         )
-
-    def delay(self, attempt: int, rng: Random) -> float:
-        """The wait after failed attempt number `attempt` (1-based)."""
-        return compute_backoff(attempt, base=self.base, cap=self.cap, rng=rng)
 
 
 def backoff_ceiling(attempt: int, *, base: float, cap: float) -> float:

@@ -28,7 +28,6 @@ burning an attempt, however long it lasts. RETRY_ITEM_LATER (our database) leave
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections import defaultdict
@@ -38,12 +37,13 @@ from typing import Protocol
 from opentelemetry.trace import SpanKind
 
 from service.adapters.spans import receipt_links, unit_span
-from service.core.backoff import Random, compute_backoff
+from service.core.backoff import Backoff, Random
 from service.core.clock import Clock
 from service.core.failures import Verdict, classify, describe, retry_after
 from service.core.store_ports import Cover, InboxRow, UnitOfWork
 from service.core.webhook_events import Refresh, events_for, refresh_for
 from service.core.webhook_figures import WebhookFigures
+from service.sync.passes import run_passes
 from service.sync.signals import Signals
 
 log = logging.getLogger("service.inbox")
@@ -64,12 +64,13 @@ class FlowRefresher(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class WorkerPolicy:
-    """How failed events are retried: `max_attempts` in all, full-jitter backoff between `base` and `cap`."""
+    """How failed events are retried: `max_attempts` in all, with `backoff` between them."""
 
     max_attempts: int = 8
-    base: float = 2.0
-    # 15 min: WISEflow's own redelivery interval; waiting longer between our attempts buys nothing.
-    cap: float = 900.0
+    # 15 min cap: WISEflow's own redelivery interval; waiting longer between our attempts buys nothing.
+    # No floor: every attempt is counted (`max_attempts`), so a draw near 0 cannot become a tight loop, and
+    # the refresh it retries is paced by the client's limiter and breaker anyway.
+    backoff: Backoff = Backoff(base=2.0, cap=900.0)
     batch: int = 500
     idle_interval: float = 5.0
     # Flows refreshed at once; events of one flow stay sequential. The client's limiter is the real brake.
@@ -117,20 +118,16 @@ class InboxWorker:
         self._wake = signals.inbox  # set by `Signals.stored` and `Signals.pause_lifted`
 
     async def run(self) -> None:
-        """Pass after pass: right after a wake-up, when the next event falls due, or every idle interval."""
-        while True:
-            self._wake.clear()
-            try:
-                result = await self.run_once()
-                next_due = result.next_due
-            except Exception as exc:  # the database hiccupped: keep the loop alive, try again shortly
-                log.warning("inbox pass failed", extra={"event": "inbox.pass_failed", "error": describe(exc)})
-                next_due = None
-            delay = self.policy.idle_interval
-            if next_due is not None:
-                delay = min(delay, max(0.0, next_due - self.clock.wall()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+        """Pass after pass (`run_passes`): after a wake-up, when the next event falls due, or when idle."""
+        await run_passes(self._pass, self._wake, self.clock, self.policy.idle_interval)
+
+    async def _pass(self) -> float | None:
+        """One pass for the loop: when the next is due; a failed pass (the database) is retried when idle."""
+        try:
+            return (await self.run_once()).next_due
+        except Exception as exc:  # the database hiccupped: keep the loop alive, try again shortly
+            log.warning("inbox pass failed", extra={"event": "inbox.pass_failed", "error": describe(exc)})
+            return None
 
     async def run_once(self) -> PassResult:
         """One pass over the pending events (see the module docstring)."""
@@ -290,7 +287,7 @@ class InboxWorker:
 
     async def _fail(self, row: InboxRow, error: str, now: float, result: PassResult, *, final: bool) -> None:
         attempt = row.attempts + 1
-        retry_at = now + compute_backoff(attempt, base=self.policy.base, cap=self.policy.cap, rng=self._rng)
+        retry_at = now + self.policy.backoff.delay(attempt, self._rng)
         limit = attempt if final else self.policy.max_attempts
         async with self.uow.transaction() as unit:
             dead = await unit.inbox.mark_failed([row.id], error, retry_at, limit)

@@ -19,18 +19,18 @@ repeat. Two kinds of failure, told apart by the one error policy (`core.failures
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from service.core.backoff import Random, compute_backoff
+from service.core.backoff import Backoff, Random
 from service.core.breaker import Breaker, BreakerPolicy, Permit, State
 from service.core.clock import Clock
 from service.core.failures import Verdict, classify, describe
 from service.core.ports import Sink
 from service.core.store_ports import OutboxItem, UnitOfWork
 from service.errors import CircuitOpen, SinkError
+from service.sync.passes import run_passes
 
 log = logging.getLogger("service.outbox")
 
@@ -40,8 +40,9 @@ class DeliveryPolicy:
     """Backoff between tries of a refused row and how often it is tried, the probes of an unwell SIS, and
     how much at once."""
 
-    base: float = 1.0
-    cap: float = 300.0
+    # A refused row's tries: 1 s doubling up to 300 s, never under 1 s: full jitter alone may draw ~0, and
+    # a row's few tries must outlast a SIS that refuses for a moment while it deploys, not a millisecond.
+    backoff: Backoff = Backoff(base=1.0, cap=300.0, floor=1.0)
     # A refusal answers the same every time unless someone fixes the SIS or the record; five tries over
     # about half a minute cover a SIS that briefly refuses while it deploys.
     max_refusals: int = 5
@@ -53,6 +54,8 @@ class DeliveryPolicy:
     # Retry-After), so that a SIS that is fixed is delivered to within half a minute.
     probe_base: float = 1.0
     probe_cap: float = 30.0
+    # Between passes with nothing due: a wake-up (rows queued) starts one sooner.
+    idle_interval: float = 5.0
 
 
 @dataclass(slots=True)
@@ -206,7 +209,7 @@ class OutboxDeliverer:
                 extra=_fields("outbox.dead", item, exc, attempt=refusals),
             )
             return
-        delay = self._backoff(refusals)
+        delay = self._policy.backoff.delay(refusals, self._rng)
         async with self._uow.transaction() as unit:
             await unit.outbox.mark_refused(item.id, self._clock.wall() + delay, describe(exc))
         log.warning(
@@ -214,21 +217,12 @@ class OutboxDeliverer:
             extra=_fields("outbox.refused", item, exc, retry_in=delay),
         )
 
-    def _backoff(self, attempt: int) -> float:
-        # At least `base`: full jitter alone may draw ~0, and a row must not be asked again in a tight loop.
-        policy = self._policy
-        return max(policy.base, compute_backoff(attempt, base=policy.base, cap=policy.cap, rng=self._rng))
+    async def run(self) -> None:
+        """Deliver pass after pass (`run_passes`): after a wake-up, when the next row is due, or when idle."""
+        await run_passes(self._pass, self._wake, self._clock, self._policy.idle_interval)
 
-    async def run(self, idle: float = 5.0) -> None:
-        """Deliver forever: after each pass sleep until the next row is due, `idle` at most, or a wake-up."""
-        while True:
-            result = await self.deliver_due()
-            wait = (
-                idle if result.next_due is None else max(0.0, min(idle, result.next_due - self._clock.wall()))
-            )
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+    async def _pass(self) -> float | None:
+        return (await self.deliver_due()).next_due
 
 
 def _fields(event: str, item: OutboxItem, exc: SinkError, **more: float) -> dict[str, object]:

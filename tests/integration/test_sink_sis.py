@@ -17,6 +17,7 @@ from service.adapters.sink import HttpSink
 from service.adapters.store import Store
 from service.adapters.store.connection import fetch_value
 from service.adapters.store.unit import SqliteUnitOfWork
+from service.core.backoff import Backoff
 from service.core.clock import ManualClock
 from service.core.records import GradeVersion
 from service.errors import SinkError
@@ -24,7 +25,7 @@ from service.settings import Secret
 from service.sync.outbox import DeliveryPolicy, OutboxDeliverer
 from tests.conftest import SimHandle
 
-POLICY = DeliveryPolicy(base=1.0, cap=10.0, max_refusals=3, batch=100, concurrency=4)
+POLICY = DeliveryPolicy(backoff=Backoff(1.0, 10.0, floor=1.0), max_refusals=3, batch=100, concurrency=4)
 RECORD = {"flowId": 1, "participantId": 7, "grade": "B", "adminGrade": None, "date": 100}
 
 
@@ -184,7 +185,7 @@ async def test_a_refused_grade_is_dead_lettered_then_newer_versions_proceed(
     dead = 0
     for _ in range(POLICY.max_refusals):
         dead += (await deliverer.deliver_due()).dead
-        clock.advance(POLICY.cap)
+        clock.advance(POLICY.backoff.cap)
     assert dead == 1
     async with SqliteUnitOfWork(store).read() as unit:
         assert (await unit.outbox.counts()).get("dead") == 1
@@ -208,7 +209,7 @@ async def test_an_unwell_sis_is_not_a_refusal(
     )
     for _ in range(POLICY.max_refusals + 2):
         assert (await deliverer.deliver_due()).dead == 0
-        clock.advance(POLICY.cap)
+        clock.advance(POLICY.backoff.cap)
     assert await fetch_value(store.db, "SELECT status FROM outbox") == "pending"
 
 

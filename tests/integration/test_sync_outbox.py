@@ -16,13 +16,14 @@ from service.adapters.sink import HttpSink
 from service.adapters.store import Store
 from service.adapters.store.connection import fetch_value
 from service.adapters.store.unit import SqliteUnitOfWork
+from service.core.backoff import Backoff
 from service.core.clock import ManualClock
 from service.core.records import GradeVersion
 from service.errors import SinkError
 from service.sync.outbox import DeliveryPolicy, OutboxDeliverer
 from tests.fakes import FakeSink
 
-POLICY = DeliveryPolicy(base=1.0, cap=10.0, batch=4, concurrency=2)
+POLICY = DeliveryPolicy(backoff=Backoff(1.0, 10.0, floor=1.0), batch=4, concurrency=2)
 
 
 @pytest.fixture
@@ -76,9 +77,9 @@ async def test_a_refused_delivery_is_retried_after_its_backoff(store: Store) -> 
     first = await deliverer.deliver_due()
     assert (first.delivered, first.failed) == (0, 1)
     assert first.next_due is not None
-    assert first.next_due <= clock.wall() + POLICY.cap
+    assert first.next_due <= clock.wall() + POLICY.backoff.cap
     assert "503" in str(await fetch_value(store.db, "SELECT last_error FROM outbox"))
-    clock.advance(POLICY.cap)
+    clock.advance(POLICY.backoff.cap)
     second = await deliverer.deliver_due()
     assert (second.delivered, len(sink.deliveries)) == (1, 1)
     assert await fetch_value(store.db, "SELECT attempts FROM outbox") == 2
@@ -107,7 +108,11 @@ async def test_a_4xx_is_kept_and_retried_later_never_at_once(store: Store, statu
     await queue(store, versions(1))
     sink.fail_next(1, status=status)
     deliverer = OutboxDeliverer(
-        SqliteUnitOfWork(store), sink, clock, random.Random(5), DeliveryPolicy(base=1.0, cap=10.0)
+        SqliteUnitOfWork(store),
+        sink,
+        clock,
+        random.Random(5),
+        DeliveryPolicy(backoff=Backoff(1.0, 10.0, floor=1.0)),
     )
     first = await deliverer.deliver_due()
     again = await deliverer.deliver_due()
@@ -152,7 +157,7 @@ async def test_a_participants_versions_are_delivered_in_order(store: Store) -> N
     deliverer = OutboxDeliverer(SqliteUnitOfWork(store), sink, clock, random.Random(3), POLICY)
     await deliverer.deliver_due()
     assert sink.keys == []
-    clock.advance(POLICY.cap)
+    clock.advance(POLICY.backoff.cap)
     await deliverer.deliver_due()
     await deliverer.deliver_due()
     assert sink.keys == [old.idempotency_key, new.idempotency_key]

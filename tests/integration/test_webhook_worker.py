@@ -16,6 +16,7 @@ from service.adapters.store import Store
 from service.adapters.store.connection import WriterTurn
 from service.adapters.store.inbox import Inbox, Recorded
 from service.adapters.store.unit import SqliteUnitOfWork
+from service.core.backoff import Backoff
 from service.core.clock import ManualClock
 from service.core.store_ports import DeadLetter
 from service.core.webhook_events import WebhookEvent
@@ -64,7 +65,7 @@ class World:
             self.refresher,
             self.signals,
             self.clock,
-            WorkerPolicy(max_attempts=3, base=1.0, cap=10.0),
+            WorkerPolicy(max_attempts=3, backoff=Backoff(1.0, 10.0)),
             self.figures,
             random.Random(1),
         )
@@ -256,7 +257,9 @@ async def test_a_failing_event_holds_back_later_events_of_its_flow_only(world: W
 
 async def test_circuit_open_defers_without_burning_attempts(world: World) -> None:
     """While the breaker is open, events wait (one idle interval at a time) and their attempt count stays 0."""
-    world.worker.policy = WorkerPolicy(max_attempts=3, base=1.0, cap=10.0, concurrency=1, idle_interval=5.0)
+    world.worker.policy = WorkerPolicy(
+        max_attempts=3, backoff=Backoff(1.0, 10.0), concurrency=1, idle_interval=5.0
+    )
     await world.add(1, flow_id=10)
     await world.add(2, flow_id=20)
     world.refresher.fail = 5
@@ -433,7 +436,7 @@ def _event(sequence: int) -> WebhookEvent:
 async def test_an_hour_of_refused_credentials_dead_letters_nothing(world: World) -> None:
     """Credentials refused for an hour (fake clock): no event is dead-lettered or charged an attempt, and
     every event is processed once the credentials work again."""
-    world.worker.policy = WorkerPolicy(max_attempts=3, base=1.0, cap=10.0, idle_interval=5.0)
+    world.worker.policy = WorkerPolicy(max_attempts=3, backoff=Backoff(1.0, 10.0), idle_interval=5.0)
     for sequence, flow_id in ((1, 10), (2, 20), (3, 10)):
         await world.add(sequence, flow_id=flow_id)
     world.refresher.fail = 10**6
@@ -474,7 +477,7 @@ async def test_wiseflow_unavailable_defers_without_burning_attempts(world: World
 async def test_events_behind_a_failing_head_never_starve_other_flows(world: World) -> None:
     """A batch full of events waiting behind flow 10's failing head: flow 20's event is still processed,
     and a pass that moved nothing does not ask for the next pass at once (no busy loop)."""
-    world.worker.policy = WorkerPolicy(max_attempts=8, base=60.0, cap=60.0, batch=3, idle_interval=5.0)
+    world.worker.policy = WorkerPolicy(max_attempts=8, backoff=Backoff(60.0, 60.0), batch=3, idle_interval=5.0)
     for sequence in range(1, 6):
         await world.add(sequence, "ASSESSMENT" if sequence == 1 else "FLOW_STATE_UPDATED", flow_id=10)
     await world.add(6, flow_id=20)

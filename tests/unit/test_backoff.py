@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from service.core.backoff import (
+    Backoff,
     RetryPolicy,
     backoff_ceiling,
     compute_backoff,
@@ -16,6 +17,8 @@ from service.core.backoff import (
     is_safe_request,
 )
 from service.settings import Settings
+from service.sync.inbox_worker import WorkerPolicy
+from service.sync.outbox import DeliveryPolicy
 
 bases = st.floats(min_value=1e-6, max_value=100.0, allow_nan=False)
 caps = st.floats(min_value=1e-6, max_value=1e6, allow_nan=False)
@@ -75,13 +78,44 @@ def test_policy_from_settings() -> None:
     policy = RetryPolicy.from_settings(
         Settings(retry_attempts=3, retry_base=1.0, retry_cap=8.0, call_deadline=9)
     )
-    assert RetryPolicy(attempts=3, base=1.0, cap=8.0, deadline=9, retry_after_max=60.0) == policy
+    expected = RetryPolicy(attempts=3, backoff=Backoff(base=1.0, cap=8.0), deadline=9, retry_after_max=60.0)
+    assert expected == policy
 
 
-def test_invalid_policy_is_rejected() -> None:
-    """A cap below the base cannot be a policy."""
+def test_invalid_backoff_is_rejected() -> None:
+    """A cap below the base, or a floor above the cap, cannot be a backoff."""
     with pytest.raises(ValueError, match="base <= cap"):
-        RetryPolicy(base=2.0, cap=1.0)
+        Backoff(base=2.0, cap=1.0)
+    with pytest.raises(ValueError, match="floor <= cap"):
+        Backoff(base=1.0, cap=2.0, floor=3.0)
+
+
+def test_the_policies_keep_their_defaults() -> None:
+    """One backoff type, the three policies' old numbers: client 0.5-30 s, worker 2-900 s, deliverer 1-300 s
+    floored at 1 s."""
+    assert RetryPolicy().backoff == Backoff(base=0.5, cap=30.0, floor=0.0)
+    assert WorkerPolicy().backoff == Backoff(base=2.0, cap=900.0, floor=0.0)
+    assert DeliveryPolicy().backoff == Backoff(base=1.0, cap=300.0, floor=1.0)
+
+
+@given(
+    attempt=st.integers(min_value=1, max_value=10**9),
+    base=bases,
+    cap=caps,
+    floor_share=st.floats(min_value=0.0, max_value=1.0),
+    seed=st.integers(),
+)
+def test_a_backoffs_delay_stays_between_its_floor_and_its_cap(
+    attempt: int, base: float, cap: float, floor_share: float, seed: int
+) -> None:
+    """Whatever the attempt, floor <= delay <= cap; without a floor it is exactly the full-jitter draw."""
+    cap = max(cap, base)
+    backoff = Backoff(base=base, cap=cap, floor=cap * floor_share)
+    delay = backoff.delay(attempt, random.Random(seed))
+    assert backoff.floor <= delay <= cap
+    unfloored = Backoff(base=base, cap=cap).delay(attempt, random.Random(seed))
+    assert compute_backoff(attempt, base=base, cap=cap, rng=random.Random(seed)) == unfloored
+    assert max(backoff.floor, unfloored) == delay
 
 
 @pytest.mark.parametrize(

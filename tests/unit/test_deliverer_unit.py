@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 
+from service.core.backoff import Backoff
 from service.core.clock import ManualClock
 from service.core.records import GradeVersion
 from service.sync.outbox import DeliveryPolicy, DeliveryResult, OutboxDeliverer
-from tests.fake_unit import FakeUnitOfWork
+from service.sync.signals import Signals
+from tests.fake_unit import FakeUnit, FakeUnitOfWork
 from tests.fakes import FakeSink
+from tests.virtual_time import run_virtual
 
-POLICY = DeliveryPolicy(base=1.0, cap=10.0, max_refusals=2, batch=4, concurrency=2)
+POLICY = DeliveryPolicy(backoff=Backoff(1.0, 10.0, floor=1.0), max_refusals=2, batch=4, concurrency=2)
 
 
 async def rig(*versions: GradeVersion) -> tuple[FakeUnitOfWork, FakeSink, ManualClock, OutboxDeliverer]:
@@ -62,7 +68,7 @@ async def test_a_refused_grade_is_a_dead_letter_and_the_newer_one_goes() -> None
     sink.fail_next(2, 422)
     first = await deliverer.deliver_due()
     assert first.refused == 1
-    clock.advance(POLICY.cap)
+    clock.advance(POLICY.backoff.cap)
     second = await deliverer.deliver_due()
     assert (second.dead, second.delivered) == (1, 1)
     assert [record["grade"] for record, _ in sink.deliveries] == ["E"]
@@ -159,3 +165,54 @@ async def test_after_an_hour_of_an_unwell_sis_every_grade_goes_within_half_a_min
     fixed_at = clock.wall()
     result = await pass_at_next_due(clock, deliverer, due)
     assert (result.delivered, clock.wall() - fixed_at <= DeliveryPolicy().probe_cap) == (20, True)
+
+
+class LateCommit(FakeUnitOfWork):
+    """A unit of work where, once, a grade is queued (and signalled) right after a pass's last read."""
+
+    def __init__(self, signals: Signals) -> None:
+        super().__init__()
+        self.signals = signals
+        self.reads = 0
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[FakeUnit]:
+        async with super().read() as unit:
+            yield unit
+        self.reads += 1
+        if self.reads == 2:  # the first pass read `due` (nothing) and `next_due_at` (None): it is over
+            async with self.transaction() as writing:
+                queued = await writing.outbox.enqueue([grade(1, "B")], 0.0)
+            self.signals.queued(queued)
+
+
+class FlaggingSink(FakeSink):
+    """The SIS fake, with an event set at each delivery."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.delivered = asyncio.Event()
+
+    async def deliver(self, record: dict[str, object], idempotency_key: str) -> None:
+        await super().deliver(record, idempotency_key)
+        self.delivered.set()
+
+
+def test_a_grade_queued_as_a_pass_ends_is_delivered_at_once_not_after_the_idle_wait() -> None:
+    """The lost wake: a grade queued and signalled after a pass's last read starts the next pass at once.
+
+    On virtual time: the deliverer's old loop cleared its wake-up after the pass and delivered this grade
+    only after the idle interval (loop time 3600).
+    """
+
+    async def scenario() -> float:
+        signals, sink, clock = Signals(), FlaggingSink(), ManualClock()
+        policy = DeliveryPolicy(idle_interval=3600.0)  # only the wake-up can explain a prompt delivery
+        uow = LateCommit(signals)
+        deliverer = OutboxDeliverer(uow, sink, clock, random.Random(4), policy, wake=signals.outbox)
+        running = asyncio.create_task(deliverer.run())
+        await sink.delivered.wait()
+        running.cancel()
+        return asyncio.get_running_loop().time()
+
+    assert run_virtual(scenario()) == pytest.approx(0.0, abs=1e-3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+from service.core.backoff import Backoff
 from service.core.clock import ManualClock
 from service.core.planner import PlanPolicy
 from service.core.webhook_events import WebhookEvent
@@ -29,7 +30,7 @@ class Rig:
             self.api.add_flow(flow_id, participants=3)
         self.signals, self.sink = Signals(), FakeSink()
         self.poller = Poller(self.api, self.uow, self.clock, random.Random(1), POLICY)
-        policy = WorkerPolicy(max_attempts=2, base=1.0, cap=10.0, idle_interval=5.0)
+        policy = WorkerPolicy(max_attempts=2, backoff=Backoff(1.0, 10.0), idle_interval=5.0)
         rng = random.Random(2)
         self.worker = InboxWorker(self.uow, self.poller.refresh, self.signals, self.clock, policy, rng=rng)
         self.deliverer = OutboxDeliverer(self.uow, self.sink, self.clock, rng, wake=self.signals.outbox)

@@ -155,7 +155,7 @@ class Admission:
             self.breaker.record_success(permit)
         if reply.status == 429:
             asked = rate_limited_wait(reply.headers, self._clock.wall())
-            floor = self._policy.delay(reply.attempt, self._rng)
+            floor = self._policy.backoff.delay(reply.attempt, self._rng)
             pause = self._bounded(reply, max(asked or 0.0, floor))
             before = self.pause_remaining()
             self.limiter.pause(pause)

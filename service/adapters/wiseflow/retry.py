@@ -97,7 +97,7 @@ class Caller:
             needed = retry_after or 0.0
         else:
             # Retry-After is a minimum: "0" must not turn the retries into a hot loop.
-            wait = max(retry_after or 0.0, self._policy.delay(attempt, self._rng))
+            wait = max(retry_after or 0.0, self._policy.backoff.delay(attempt, self._rng))
             needed = wait
         if self._clock.monotonic() + needed > deadline:
             raise error
