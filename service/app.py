@@ -5,10 +5,11 @@
                                            catch-up, the journal and (with a sink) the deliverer, each
                                            given the narrow parts it uses
     build_app(settings) -> Application     cleanup_ctx: open the service, start the loops; on shutdown
-                                           cancel and await them, flush the journal, close everything
+                                           cancel them within a bound (sync/jobs), flush the journal,
+                                           close everything
       routes:  POST /webhooks/wiseflow, GET /livez, /readyz, /metrics, /status (adapters/ops_http)
       loops:   sync runs, pause look, inbox worker, outbox deliverer, catch-up, journal flush (sync/loops),
-               retention
+               retention; each a job of `Service.tasks`, the process's one task owner
 
 `run`, `sync --once` and `demo` all get their objects from `open_service`; their WISEflow client, like every
 other command's, from `service.clients`. Nothing here runs at import time.
@@ -16,7 +17,6 @@ other command's, from `service.clients`. Nothing here runs at import time.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import random
@@ -28,6 +28,7 @@ from typing import Final
 
 import aiohttp
 from aiohttp import web
+from aiojobs import Scheduler
 from opentelemetry import trace
 
 from service import __version__
@@ -52,6 +53,7 @@ from service.core.webhook_figures import WebhookFigures
 from service.settings import Settings
 from service.sync.catchup import CatchUp
 from service.sync.inbox_worker import InboxWorker, WorkerPolicy
+from service.sync.jobs import close_jobs, open_jobs
 from service.sync.loops import catchup_loop, every, guarded, poll_loop
 from service.sync.outbox import OutboxDeliverer
 from service.sync.poller import Poller, Progress
@@ -89,7 +91,9 @@ class Service:
     figures: WebhookFigures
     deliverer: OutboxDeliverer | None
     metrics: ServiceMetrics
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # The one owner of every task that lives as long as the process (`start_loops`, `sync --once`'s look at
+    # the saved pause); `close_service` closes it.
+    tasks: Scheduler = field(default_factory=open_jobs)
 
 
 SERVICE: Final = web.AppKey("service", Service)
@@ -214,17 +218,14 @@ def _client_figures(client: WiseflowClient) -> ClientFigures:
 async def close_service(service: Service) -> None:
     """Stop the loops, write what is buffered, close connections."""
     service.status.shutting_down = True
-    for task in service.tasks:
-        task.cancel()
-    await asyncio.gather(*service.tasks, return_exceptions=True)
-    service.tasks.clear()
+    await close_jobs(service.tasks)  # bounded; logs what it cancelled and any that did not stop or failed
     await service.journal.close()
     await service.client.close()
     await service.session.close()
     await service.store.close()
 
 
-def start_loops(service: Service) -> None:
+async def start_loops(service: Service) -> None:
     """Start the loops: polling, pause, inbox worker, outbox deliverer, catch-up, journal, retention."""
     interval = service.settings.poll_interval
     pauses = service.client.pauses
@@ -240,7 +241,7 @@ def start_loops(service: Service) -> None:
     if service.deliverer is not None:
         loops.append(("outbox", service.deliverer.run))
     for name, loop in loops:
-        service.tasks.append(asyncio.create_task(guarded(name, loop), name=f"wiseflow-sync:{name}"))
+        await service.tasks.spawn(guarded(name, loop), name=f"wiseflow-sync:{name}")
 
 
 def _holder() -> str:
@@ -282,7 +283,7 @@ def build_app(
             )  # fmt: skip
             register_metrics(ops)
             if start:
-                start_loops(service)
+                await start_loops(service)
             log.info(
                 "wiseflow-sync started",
                 extra={"event": "service.started", "version": __version__, "api_url": settings.api_url},

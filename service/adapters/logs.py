@@ -13,7 +13,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from types import MappingProxyType
+from traceback import walk_tb
+from types import MappingProxyType, TracebackType
 from typing import Any, Final
 
 import orjson
@@ -66,7 +67,17 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[0] is not None:
             entry["error_type"] = record.exc_info[0].__name__
             entry["error"] = redact_text(str(record.exc_info[1]))
+            entry["traceback"] = _frames(record.exc_info[2])
         return orjson.dumps(entry, default=str).decode()
+
+
+def _frames(tb: TracebackType | None) -> list[str]:
+    """Where an exception passed, innermost last, as `file:line in function`.
+
+    Code locations only: no source line, no local variable and no message, so nothing of the data the code
+    was handling (grades, names, tokens) leaves with it.
+    """
+    return [f"{frame.f_code.co_filename}:{line} in {frame.f_code.co_name}" for frame, line in walk_tb(tb)]
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]

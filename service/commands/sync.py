@@ -124,10 +124,10 @@ async def open_engine(
 ) -> AsyncIterator[Service]:
     """Open the store, the HTTP session, the client, the poller and (with a sink) the deliverer; close them."""
     service = await open_service(settings, clock, on_progress=on_progress, command="sync")
-    # A request waiting out a pause in the limiter reads nothing: an operator's `pause clear` is seen here.
-    looking = every(CHECK_INTERVAL, service.client.pauses.look)
-    service.tasks.append(asyncio.create_task(looking, name="wiseflow-sync:pause"))  # close_service ends it
     try:
+        # A request waiting out a pause in the limiter reads nothing: an operator's `pause clear` is seen here.
+        looking = every(CHECK_INTERVAL, service.client.pauses.look)
+        await service.tasks.spawn(looking, name="wiseflow-sync:pause")  # close_service ends it
         yield service
     finally:
         await close_service(service)

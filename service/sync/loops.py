@@ -3,7 +3,7 @@
 poll_loop       sync runs every SYNC_POLL_INTERVAL (jittered), resumed after pauses (`sync_until_done`)
 catchup_loop    blind-gap detection at startup, then every minute
 every           a periodic action (the journal flush; while a pause is held, a look at the saved one)
-guarded         runs a loop forever: a crash is logged (`core.failures`) and the loop restarted
+guarded         runs a loop forever: a crash is logged (`log_failure`) and the loop restarted
 """
 
 from __future__ import annotations
@@ -33,14 +33,42 @@ async def guarded(name: str, loop: Callable[[], Awaitable[None]]) -> None:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            context = {"event": "loop.crashed", "loop": name, "error": describe(exc)}
-            if classify(exc) is Verdict.BLAME_ITEM:  # a bug: its traceback is what a reader needs
-                log.exception("background loop crashed; restarting", extra=context)
+            if classify(exc) is Verdict.BLAME_ITEM:  # a bug (or a group of failures): the tracebacks matter
+                message = "background loop crashed; restarting"
             else:  # WISEflow or the database said wait: one line, and wait at least what was asked
-                log.warning("background loop stopped; restarting", extra=context)
+                message = "background loop stopped; restarting"
+            log_failure(log, message, exc, {"event": "loop.crashed", "loop": name})
             await asyncio.sleep(max(MIN_RETRY_DELAY, retry_after(exc) or 0.0))
         else:
             return
+
+
+def log_failure(logger: logging.Logger, message: str, exc: BaseException, context: dict[str, object]) -> None:
+    """Log `exc` with its verdict (`core.failures.classify`); an exception group as one record per part.
+
+    Each part of a group (a TaskGroup's "unhandled errors (4 sub-exceptions)") gets its own record with its
+    own traceback, verdict and description. A lone exception that only says wait (STOP_AND_WAIT,
+    RETRY_ITEM_LATER) is one WARNING line without a traceback: an expected state, not a bug.
+    """
+    parts = leaves(exc)
+    # The group's own message is set by code (asyncio's "unhandled errors in a TaskGroup"), never by data.
+    group = f"{type(exc).__name__}: {exc.message}" if isinstance(exc, BaseExceptionGroup) else None
+    for number, part in enumerate(parts, 1):
+        verdict = classify(part)
+        fields = {**context, "error": describe(part), "verdict": verdict.value}
+        if group is not None:
+            fields |= {"group": group, "part": number, "parts": len(parts)}
+        if verdict is Verdict.BLAME_ITEM:
+            logger.error(message, exc_info=part, extra=fields)
+        else:
+            logger.warning(message, exc_info=part if group is not None else None, extra=fields)
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside `exc`, nested groups flattened, in order; `[exc]` when it is not a group."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for part in exc.exceptions for leaf in leaves(part)]
+    return [exc]
 
 
 async def poll_loop(

@@ -69,7 +69,7 @@ class Services:
                 horizon=catchup_horizon,
                 interval=0.2,
             )
-        start_loops(service)
+        await start_loops(service)
         await wait_until(lambda: settled(service), what="the first run settled")
         return service
 

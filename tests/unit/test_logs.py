@@ -70,3 +70,24 @@ def test_debug_level_never_logs_sql_parameters(restore_root: None) -> None:
     logging.getLogger("service.sync").debug("a line of ours")
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [entry["logger"] for entry in lines] == ["service.sync"]
+
+
+def test_an_exception_is_logged_with_its_frames_and_nothing_it_carried(restore_root: None) -> None:
+    """`exc_info` adds the traceback as code locations (innermost last); no source line or local value."""
+    out = io.StringIO()
+    configure_logging("INFO", out)
+
+    def refresh(grade: str) -> None:
+        raise ValueError("bad")
+
+    try:
+        refresh("secret-grade-A")
+    except ValueError:
+        logging.getLogger("t").exception("loop crashed")
+    entry = json.loads(out.getvalue())
+    assert entry["error_type"] == "ValueError"
+    frames = entry["traceback"]
+    assert frames[-1].endswith(" in refresh")
+    assert frames[0].startswith(__file__)
+    assert "secret-grade-A" not in out.getvalue()
+    assert "raise ValueError" not in out.getvalue()
