@@ -36,6 +36,7 @@ from service.adapters.metrics import ServiceMetrics
 from service.adapters.ops_http import OPS, Ops, add_ops_routes, register_metrics, tracing_middleware, webhook
 from service.adapters.readiness import Readiness
 from service.adapters.sink import HttpSink
+from service.adapters.spans import SCOPE
 from service.adapters.store import Store
 from service.adapters.store.inbox import Inbox
 from service.adapters.store.journal import JournalWriter
@@ -134,6 +135,8 @@ def _wire(
 ) -> Service:
     """Build every component around an open store (no I/O: the HTTP session connects lazily)."""
     rng = random.Random()  # noqa: S311 - jitter, not cryptography
+    # Every span of the service comes from this one provider: the one given, else the global one.
+    tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(SCOPE, __version__)
     session = aiohttp.ClientSession()
     journal = JournalWriter(store)
     metrics = ServiceMetrics()
@@ -160,6 +163,7 @@ def _wire(
             token=settings.sink_token,
             secret=settings.sink_secret,
             wall=clock.wall,
+            tracer=tracer,
         )
         deliverer = OutboxDeliverer(
             uow, sink, clock, rng, wake=signals.outbox, on_pause=status.record_sink_pause
@@ -173,12 +177,13 @@ def _wire(
         concurrency=settings.concurrency,
         on_progress=on_progress,
         command=command,
+        tracer=tracer,
     )
     figures = WebhookFigures()
     inbox = Inbox(store)
     policy = WorkerPolicy(max_attempts=settings.webhook_max_attempts, concurrency=settings.concurrency)
     # The worker and catch-up call the flow refresh itself, the one the poller's runs use (its per-flow locks).
-    worker = InboxWorker(uow, poller.refresh, signals, clock, policy, figures, rng)
+    worker = InboxWorker(uow, poller.refresh, signals, clock, policy, figures, rng, tracer)
 
     return Service(
         settings=settings,

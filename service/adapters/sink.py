@@ -22,9 +22,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import orjson
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, Tracer
 
-from service.adapters.spans import inject_traceparent, unit_span
+from service.adapters.spans import NO_TRACER, inject_traceparent, unit_span
 from service.core.ports import Json
 from service.core.retry_after import parse_retry_after
 from service.core.signatures import (
@@ -55,6 +55,7 @@ class HttpSink:
         token: Secret | None = None,
         secret: Secret | None = None,
         wall: Callable[[], float] = time.time,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         self._url = url
         self._session = session
@@ -63,13 +64,14 @@ class HttpSink:
         self._token = token
         self._secret = secret
         self._wall = wall
+        self._tracer = tracer
 
     async def deliver(self, record: Json, idempotency_key: str) -> None:
         """POST the record in a CLIENT span (its `traceparent` sent along); one INFO line per delivery."""
         started = time.perf_counter()
         # Hand-made rather than opentelemetry-instrumentation-aiohttp-client: the session is shared with the
         # WISEflow client, whose spans are our own (per attempt, with X-Trace-Id); one span here is enough.
-        with unit_span("SIS delivery", kind=SpanKind.CLIENT, attributes=_POST) as span:
+        with unit_span(self._tracer, "SIS delivery", kind=SpanKind.CLIENT, attributes=_POST) as span:
             try:
                 status = await self._post(record, idempotency_key)
             except SinkError as exc:

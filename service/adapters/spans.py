@@ -6,10 +6,12 @@ request; its processing is a CONSUMER span (`webhook.process`) linked to that re
 `traceparent` is stored with the event (`current_traceparent`), so the link survives a restart between
 receipt and processing. An SIS delivery is a CLIENT span whose context goes out as `traceparent`.
 
-Spans come from the global tracer provider, which `setup_tracing` installs for every command that talks
-to WISEflow; without it they are no-ops that still carry their parent's context.
+Every span comes from the one tracer provider given to the composition root (`build_app` /
+`open_service`, or else the global one that `setup_tracing` installs): it hands each component that opens
+spans a `Tracer` from that provider, and `unit_span` takes it as its first argument. A component built
+without one (a unit test) gets `NO_TRACER`: no span is recorded, and the parent's context still carries.
 
-    with unit_span("sync.run") as span:
+    with unit_span(tracer, "sync.run") as span:
         span.set_attribute("sync.run_id", 12)
         add_event("rate_limiter.wait", seconds=0.25)
 """
@@ -26,15 +28,17 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
-from service import __version__
-
-_tracer: Final = trace.get_tracer("service", __version__)
+# For components built without a tracer: records nothing, and hands on its parent's context.
+NO_TRACER: Final[trace.Tracer] = trace.NoOpTracer()
+# The instrumentation scope of the service's own spans (the WISEflow client's attempts have their own).
+SCOPE: Final = "service"
 # Reads stored receipts back (only the W3C format, whatever propagators the process has configured).
 _PROPAGATOR: Final = TraceContextTextMapPropagator()
 
 
 @contextmanager
 def unit_span(
+    tracer: trace.Tracer,
     name: str,
     *,
     kind: SpanKind = SpanKind.INTERNAL,
@@ -46,7 +50,7 @@ def unit_span(
     The error is the exception's type only: the SDK's own `record_exception` formats the whole traceback
     (milliseconds a time, for a refresh that fails on every pass of a long outage) and writes its message.
     """
-    with _tracer.start_as_current_span(
+    with tracer.start_as_current_span(
         name,
         kind=kind,
         attributes=attributes,

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     tracing = setup_tracing(settings, env=env)
     for warning in startup_warnings(settings):
         logging.getLogger("service.run").warning(warning, extra={"event": "config.warning"})
-    app = build_app(settings)
+    app = build_app(settings, tracer_provider=tracing.provider)
 
     async def flush_spans(_: web.Application) -> None:
         await tracing.aclose(SPAN_FLUSH_TIMEOUT)

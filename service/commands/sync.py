@@ -18,6 +18,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
+from opentelemetry.trace import TracerProvider
+
 from service.adapters.logs import configure_logging
 from service.adapters.telemetry import command_tracing
 from service.adapters.wiseflow.pauses import CHECK_INTERVAL
@@ -55,8 +57,10 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings.require_sink_authentication()
     configure_logging(settings.log_level)
     try:
-        with command_tracing(settings, env):
-            return asyncio.run(sync_once(settings, sys.stderr, full=args.full))
+        with command_tracing(settings, env) as tracing:
+            return asyncio.run(
+                sync_once(settings, sys.stderr, full=args.full, tracer_provider=tracing.provider)
+            )
     except sqlite3.Error as exc:  # read-only or full once running: the CLI's one line for StoreError, exit 2
         raise StoreError(f"database {settings.database}: {exc}") from exc
 
@@ -120,10 +124,13 @@ Engine = Service
 
 @asynccontextmanager
 async def open_engine(
-    settings: Settings, clock: Clock, on_progress: Callable[[Progress], None] | None = None
+    settings: Settings,
+    clock: Clock,
+    on_progress: Callable[[Progress], None] | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> AsyncIterator[Service]:
     """Open the store, the HTTP session, the client, the poller and (with a sink) the deliverer; close them."""
-    service = await open_service(settings, clock, on_progress=on_progress, command="sync")
+    service = await open_service(settings, clock, tracer_provider, on_progress, command="sync")
     try:
         # A request waiting out a pause in the limiter reads nothing: an operator's `pause clear` is seen here.
         looking = every(CHECK_INTERVAL, service.client.pauses.look)
@@ -140,10 +147,12 @@ async def sync_once(
     clock: Clock | None = None,
     sleep: Sleep | None = None,
     full: bool = False,
+    tracer_provider: TracerProvider | None = None,
 ) -> int:
     """The command's work, callable in-process (tests): returns the exit code.
 
     `sleep` waits out pauses; by default the client's, which returns early when an operator clears one.
+    Spans go to `tracer_provider` (the command's), else to the global provider.
     """
     # A pause WISEflow asks for is waited out inside an API call only up to SYNC_MAX_WAIT: a longer one comes
     # back as the run's outcome, where the command's own budget of SYNC_MAX_WAIT decides.
@@ -152,7 +161,7 @@ async def sync_once(
     report = ProgressReport(err)
     started = time.monotonic()
     totals = Totals()
-    async with open_engine(settings, clock, report) as engine:
+    async with open_engine(settings, clock, report, tracer_provider) as engine:
         code = await _sync(engine.poller, settings, report, totals, sleep or engine.client.pauses.sleep, full)
         if code == 0 and engine.deliverer is not None:
             code = await _deliver(engine.deliverer, settings, report, totals, sleep or asyncio.sleep, clock)

@@ -34,9 +34,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, Tracer
 
-from service.adapters.spans import receipt_links, unit_span
+from service.adapters.spans import NO_TRACER, receipt_links, unit_span
 from service.core.backoff import Backoff, Random
 from service.core.clock import Clock
 from service.core.failures import Verdict, classify, describe, retry_after
@@ -107,6 +107,7 @@ class InboxWorker:
         policy: WorkerPolicy | None = None,
         figures: WebhookFigures | None = None,
         rng: Random | None = None,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         self.uow = uow
         self.refresher = refresher
@@ -115,6 +116,7 @@ class InboxWorker:
         self.policy = policy or WorkerPolicy()
         self.figures = figures or WebhookFigures()
         self._rng = rng or random.SystemRandom()
+        self._tracer = tracer  # each refresh's CONSUMER span, `webhook.process`
         self._wake = signals.inbox  # set by `Signals.stored` and `Signals.pause_lifted`
 
     async def run(self) -> None:
@@ -225,7 +227,11 @@ class InboxWorker:
                     attributes = {"webhook.sequence": row.sequence, "wiseflow.flow_id": row.flow_id}
                     links = receipt_links(covered)
                     with unit_span(
-                        "webhook.process", kind=SpanKind.CONSUMER, attributes=attributes, links=links
+                        self._tracer,
+                        "webhook.process",
+                        kind=SpanKind.CONSUMER,
+                        attributes=attributes,
+                        links=links,
                     ):
                         await self._refresh(kind, row.flow_id)
                 except Exception as exc:

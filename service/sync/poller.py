@@ -28,8 +28,10 @@ import logging
 import time
 from collections.abc import Callable
 
+from opentelemetry.trace import Tracer
+
 from service.adapters.logs import log_fields
-from service.adapters.spans import mark_error, unit_span
+from service.adapters.spans import NO_TRACER, mark_error, unit_span
 from service.core import planner
 from service.core.clock import Clock
 from service.core.failures import BAD_DATA, Verdict, classify, describe, needs_operator, retry_after
@@ -68,6 +70,7 @@ class Poller:
         concurrency: int = 4,
         on_progress: Callable[[Progress], None] | None = None,
         command: str = "run",
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         self._api = api
         self._command = command  # what its runs are recorded as started by: run, sync or demo
@@ -78,6 +81,7 @@ class Poller:
         self._concurrency = max(1, concurrency)
         self._on_progress = on_progress or (lambda _: None)
         self._run_lock = asyncio.Lock()
+        self._tracer = tracer  # the run's spans: sync.run, sync.discovery, sync.events, sync.refresh_flow
         self.refresh = FlowRefresh(api, uow, clock, rng, policy)
 
     @property
@@ -102,7 +106,10 @@ class Poller:
                 await unit.runs.abandon_running(self._clock.wall())
                 summary = RunSummary(await unit.runs.start(self._clock.wall(), self._command), "running")
             attributes = {"sync.run_id": summary.run_id, "sync.full": full}
-            with log_fields(run_id=summary.run_id), unit_span("sync.run", attributes=attributes) as span:
+            with (
+                log_fields(run_id=summary.run_id),
+                unit_span(self._tracer, "sync.run", attributes=attributes) as span,
+            ):
                 # Every request this run's tasks send is counted on the wire (the client's request hook), and
                 # every write of the mirror they commit into the run's counts (the refresh's `note`).
                 with tallying(RequestTally()) as tally, counting(summary.counts):
@@ -126,9 +133,9 @@ class Poller:
             async with self._uow.transaction() as unit:
                 flows = {flow.flow_id: (flow, plan) for flow, plan in await unit.flows.all()}
                 await unit.flows.save_plans(planner.replan(flows, planner.request_reconciliation))
-        with unit_span("sync.discovery"):
+        with unit_span(self._tracer, "sync.discovery"):
             await self._discover(summary)
-        with unit_span("sync.events"):
+        with unit_span(self._tracer, "sync.events"):
             await self._read_events(summary)
         await self._refresh_due(summary)
 
@@ -228,7 +235,7 @@ class Poller:
 
     async def _refresh_one(self, flow: Flow, plan: FlowPlan, summary: RunSummary) -> None:
         try:
-            with unit_span("sync.refresh_flow", attributes={"wiseflow.flow_id": flow.flow_id}):
+            with unit_span(self._tracer, "sync.refresh_flow", attributes={"wiseflow.flow_id": flow.flow_id}):
                 refreshed = await self.refresh.fetch_and_store(flow, plan, with_participants=True)
         except (ApiError, *BAD_DATA) as exc:
             if classify(exc) is not Verdict.BLAME_ITEM:

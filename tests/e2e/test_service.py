@@ -232,6 +232,41 @@ async def test_requests_and_api_calls_are_traced(make_simulator: SimFactory, tmp
     assert span_ids == journal_ids
 
 
+async def test_a_provider_given_to_build_app_gets_the_spans_of_every_component(
+    make_simulator: SimFactory, tmp_path: Path
+) -> None:
+    """One provider for every span: the sync run's, the webhook's receipt and processing (inbox worker),
+    the API calls and the SIS deliveries (outbox deliverer) all reach the provider given to build_app."""
+    sim = await make_simulator()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = build_app(load_settings(service_env(sim, tmp_path / "s.sqlite3")), tracer_provider=provider)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        service = app[SERVICE]
+        await wait_until(lambda: _has_run(service), what="the first run over and delivered")
+        async with sim.session.post(
+            sim.api_url + "/webhooks",
+            json={"url": str(server.make_url("/webhooks/wiseflow")), "events": ["FINAL_GRADE", "ASSESSMENT"]},
+            headers=sim.auth_headers(),
+        ) as response:
+            assert response.status == 201
+        await sim.advance({"grade_changes": 1})
+
+        def names() -> set[str]:
+            return {span.name for span in exporter.get_finished_spans()}
+
+        await wait_until(lambda: "webhook.process" in names(), what="the worker's span at the given provider")
+        await wait_until(lambda: _has_run(service), what="the webhook's grade delivered")
+    finally:
+        await server.close()
+    expected = {"sync.run", "sync.refresh_flow", "POST /webhooks/wiseflow", "webhook.process", "SIS delivery"}
+    assert expected <= names()
+    assert any(name.startswith("WISEflow GET ") for name in names())  # the client's attempts, too
+
+
 @pytest.mark.parametrize(
     "fault",
     [{"maintenance": {"seconds": 60, "retry_after": 30}}, {"storm_429": {"seconds": 60, "retry_after": 30}}],
