@@ -32,10 +32,10 @@ def open_jobs(close_timeout: float = CLOSE_TIMEOUT) -> Scheduler:
 
 
 async def close_jobs(jobs: Scheduler) -> None:
-    """Cancel every job and wait for them, `jobs.close_timeout` at most; log which were cancelled."""
+    """Cancel every job and wait for them, `jobs.close_timeout` at most; name any still running then."""
     names = sorted(job.get_name() or "?" for job in jobs if not job.closed)
-    if names:
-        log.info("stopping background tasks", extra={"event": "tasks.stopping", "tasks": names})
+    if names:  # DEBUG: every shutdown does this; a command's last line must stay its own summary
+        log.debug("stopping background tasks", extra={"event": "tasks.stopping", "tasks": names})
     await jobs.close()
 
 

@@ -56,7 +56,7 @@ def test_closing_cancels_every_task_and_names_them(caplog: pytest.LogCaptureFixt
         await close_jobs(jobs)
         return loop.time() - before, [job.closed for job in started]
 
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG)
     took, closed = run_virtual(scenario())
     assert took < 0.1
     assert closed == [True, True]
