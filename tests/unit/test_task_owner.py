@@ -40,6 +40,12 @@ async def cleanup_fails() -> None:
         raise LookupError("cleanup failed")
 
 
+@pytest.fixture(autouse=True)
+def capture_everything(caplog: pytest.LogCaptureFixture) -> None:
+    """Capture every level, whatever an earlier test of the session left the root logger at."""
+    caplog.set_level(logging.DEBUG)
+
+
 def records(caplog: pytest.LogCaptureFixture, event: str) -> list[logging.LogRecord]:
     """The captured records of one `event`."""
     return [r for r in caplog.records if getattr(r, "event", None) == event]
@@ -56,7 +62,6 @@ def test_closing_cancels_every_task_and_names_them(caplog: pytest.LogCaptureFixt
         await close_jobs(jobs)
         return loop.time() - before, [job.closed for job in started]
 
-    caplog.set_level(logging.DEBUG)
     took, closed = run_virtual(scenario())
     assert took < 0.1
     assert closed == [True, True]
