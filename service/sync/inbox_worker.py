@@ -123,13 +123,13 @@ class InboxWorker:
         """Pass after pass (`run_passes`): after a wake-up, when the next event falls due, or when idle."""
         await run_passes(self._pass, self._wake, self.clock, self.policy.idle_interval)
 
-    async def _pass(self) -> float | None:
-        """One pass for the loop: when the next is due; a failed pass (the database) is retried when idle."""
+    async def _pass(self) -> PassResult:
+        """`run_once` for the loop: a pass that failed (the database) is tried again when idle."""
         try:
-            return (await self.run_once()).next_due
+            return await self.run_once()
         except Exception as exc:  # the database hiccupped: keep the loop alive, try again shortly
             log.warning("inbox pass failed", extra={"event": "inbox.pass_failed", "error": describe(exc)})
-            return None
+            return PassResult()
 
     async def run_once(self) -> PassResult:
         """One pass over the pending events (see the module docstring)."""

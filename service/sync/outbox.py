@@ -219,10 +219,7 @@ class OutboxDeliverer:
 
     async def run(self) -> None:
         """Deliver pass after pass (`run_passes`): after a wake-up, when the next row is due, or when idle."""
-        await run_passes(self._pass, self._wake, self._clock, self._policy.idle_interval)
-
-    async def _pass(self) -> float | None:
-        return (await self.deliver_due()).next_due
+        await run_passes(self.deliver_due, self._wake, self._clock, self._policy.idle_interval)
 
 
 def _fields(event: str, item: OutboxItem, exc: SinkError, **more: float) -> dict[str, object]:

@@ -13,21 +13,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from service.core.clock import Clock
 
-# One pass; returns the wall time at which the next pass is due, or None when only a wake-up or the idle
-# interval should bring it. An exception ends the loop: the caller's pass decides what it may survive.
-Pass = Callable[[], Awaitable[float | None]]
+
+class Outcome(Protocol):
+    """What a pass reports (`PassResult`, `DeliveryResult`): when the next pass is due."""
+
+    @property
+    def next_due(self) -> float | None:
+        """The wall time at which the next pass is due; None: only a wake-up or the idle interval."""
+        ...
+
+
+# One pass. An exception ends the loop: the pass itself decides what it may survive.
+Pass = Callable[[], Awaitable[Outcome]]
 
 
 async def run_passes(one_pass: Pass, woken: asyncio.Event, clock: Clock, idle: float) -> None:
     """Pass after pass until cancelled: after a wake-up, when the next pass is due, or every `idle` s."""
     while True:
         woken.clear()  # before the pass, never after: see the module docstring
-        next_due = await one_pass()
+        outcome = await one_pass()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(woken.wait(), timeout=pause_before(next_due, clock.wall(), idle))
+            await asyncio.wait_for(woken.wait(), timeout=pause_before(outcome.next_due, clock.wall(), idle))
 
 
 def pause_before(next_due: float | None, now: float, idle: float) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import pytest
 
@@ -30,6 +31,13 @@ class LoopClock:
 Script = Callable[[int, asyncio.Event], Awaitable[float | None]]
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """A pass's report: when the next is due."""
+
+    next_due: float | None = None
+
+
 async def pass_starts(script: Script, passes: int, idle: float = IDLE) -> list[float]:
     """Run the loop until `passes` passes have started; the loop time at which each started.
 
@@ -40,12 +48,12 @@ async def pass_starts(script: Script, passes: int, idle: float = IDLE) -> list[f
     starts: list[float] = []
     enough = asyncio.Event()
 
-    async def one_pass() -> float | None:
+    async def one_pass() -> Outcome:
         starts.append(loop.time())
         if len(starts) == passes:
             enough.set()
             await asyncio.Event().wait()  # hold the last pass until the loop is cancelled
-        return await script(len(starts) - 1, woken)
+        return Outcome(await script(len(starts) - 1, woken))
 
     task = asyncio.create_task(run_passes(one_pass, woken, LoopClock(), idle))
     await enough.wait()
@@ -120,10 +128,10 @@ def test_cancelling_while_idle_ends_the_loop_without_another_pass() -> None:
     async def scenario() -> int:
         passes = 0
 
-        async def one_pass() -> float | None:
+        async def one_pass() -> Outcome:
             nonlocal passes
             passes += 1
-            return None
+            return Outcome()
 
         task = asyncio.create_task(run_passes(one_pass, asyncio.Event(), LoopClock(), IDLE))
         await asyncio.sleep(IDLE / 2)
@@ -139,7 +147,7 @@ def test_cancelling_while_idle_ends_the_loop_without_another_pass() -> None:
 def test_a_failing_pass_ends_the_loop_with_its_error() -> None:
     """The loop swallows nothing: a pass's error reaches its caller (the pass decides what it survives)."""
 
-    async def one_pass() -> float | None:
+    async def one_pass() -> Outcome:
         raise LookupError("boom")
 
     with pytest.raises(LookupError, match="boom"):
