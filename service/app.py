@@ -284,7 +284,7 @@ def build_app(
             )
             app[OPS] = ops = Ops(
                 settings, service.status, service.uow, service.figures, service.catchup,
-                service.metrics, service.receiver, readiness,
+                service.metrics, service.receiver, readiness, service.store, service.clock,
             )  # fmt: skip
             register_metrics(ops)
             if start:

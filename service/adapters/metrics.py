@@ -4,8 +4,9 @@ Two kinds of figures, one registry (never prometheus_client's global one: two se
 process must not share counts):
 
 - counted when they happen (WISEflow requests by route template, method and status class; request
-  latency; 429s; breaker transitions; sync run duration and requests per run): prometheus_client's own
-  Counter and Histogram, fed by the composition root's hooks (`observe_request`, `observe_run`, ...);
+  latency; 429s; breaker transitions; sync run duration and requests per run, the last run's duration
+  and the runs in a row that did not end ok): prometheus_client's own Counter, Histogram and Gauge, fed
+  by the composition root's hooks (`observe_request`, `observe_run`, ...);
 - read at scrape time from the objects that own them (webhook figures, breaker state, database backlogs):
   a custom collector over a `Snapshot` that `render()` reads first, awaiting the database.
 
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -74,6 +75,7 @@ class Backlogs:
     inbox: Mapping[str, int] = field(default_factory=dict)
     outbox: Mapping[str, int] = field(default_factory=dict)
     withdrawn: int = 0  # withdrawals of grades ever queued for the SIS (outbox rows are never deleted)
+    oldest_pending: float = 0.0  # Unix time the oldest grade still waiting for the SIS was queued; 0: none
 
 
 ReadSnapshot = Callable[[], Snapshot]
@@ -126,6 +128,18 @@ class ServiceMetrics:
             buckets=RUN_REQUESTS_BUCKETS,
             registry=r,
         )
+        # For the alerts users of sync engines ask for: N runs in a row that failed, and a run much slower
+        # than the day's average (which the duration histogram above gives).
+        self.consecutive_failures = Gauge(
+            "wiseflow_sync_consecutive_failures",
+            "Sync runs in a row that ended other than ok (failed or interrupted); 0 after an ok run",
+            registry=r,
+        )
+        self.last_run_seconds = Gauge(
+            "wiseflow_sync_last_run_duration_seconds",
+            "Duration of the last finished sync run, whatever its outcome",
+            registry=r,
+        )
         self._collector: ScrapeCollector | None = None
 
     def observe_request(self, record: RequestRecord) -> None:
@@ -141,9 +155,15 @@ class ServiceMetrics:
         self.transitions.labels(transition.source.value, transition.target.value).inc()
 
     def observe_run(self, summary: RunSummary) -> None:
-        """Record one finished sync run's duration and API calls."""
+        """Record one finished sync run's duration and API calls, and count it into the failure streak."""
         self.run_seconds.labels(summary.outcome).observe(summary.duration)
         self.run_requests.labels(summary.outcome).observe(summary.api_calls)
+        self.last_run_seconds.set(summary.duration)
+        # An interrupted run (maintenance, a Retry-After) counts too: from the SIS's side nothing arrived.
+        if summary.outcome == "ok":
+            self.consecutive_failures.set(0)
+        else:
+            self.consecutive_failures.inc()
 
     def read_at_scrape(self, snapshot: ReadSnapshot, backlogs: ReadBacklogs, figures: WebhookFigures) -> None:
         """Register the scrape-time figures: in memory (`snapshot`, `figures`) and in the database."""
@@ -222,6 +242,11 @@ class ScrapeCollector:
                 "wiseflow_grades_withdrawn_total",
                 "Grades withdrawn in WISEflow whose withdrawal was queued for the SIS (explicit records)",
                 b.withdrawn,
+            )
+            yield _gauge(
+                "wiseflow_outbox_oldest_pending_timestamp_seconds",
+                "Unix time the oldest grade still waiting for the SIS was queued (0: none waiting)",
+                b.oldest_pending,
             )
 
 

@@ -5,6 +5,7 @@ GET /readyz   readiness: can accept webhooks (a webhook secret, free space, data
 GET /metrics  Prometheus text, read at scrape time from the objects that own the figures
 GET /status   JSON: breaker, the last sync run as recorded (as `runs --format json` shows it), webhook
               figures, inbox and outbox backlogs
+GET /, GET /certify   the operator console and the certification answers as HTML (adapters/console)
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from opentelemetry.trace import Status, StatusCode
 
 from service import __version__
 from service.adapters.metrics import CONTENT_TYPE, Backlogs, ServiceMetrics, Snapshot
-from service.adapters.readiness import Readiness
+from service.adapters.readiness import Readiness, Verdict
+from service.adapters.store import Store, console
 from service.adapters.webhook_http import WebhookReceiver
+from service.core.clock import Clock
 from service.core.status import StatusBoard
 from service.core.store_ports import UnitOfWork
 from service.core.webhook_figures import WebhookFigures
@@ -50,6 +53,8 @@ class Ops:
     metrics: ServiceMetrics
     receiver: WebhookReceiver
     readiness: Readiness
+    store: Store  # the console's own reads: latest runs and requests, the saved pause, certify's figures
+    clock: Clock  # the console's "how long ago" and "how long left"
 
 
 OPS: Final = web.AppKey("ops", Ops)
@@ -76,6 +81,7 @@ def register_metrics(service: Ops) -> None:
             inbox=await inbox_counts(service),
             outbox=await outbox_counts(service),
             withdrawn=await _withdrawals(service),
+            oldest_pending=await console.oldest_pending_grade_at(service.store) or 0.0,
         )
 
     service.metrics.read_at_scrape(snapshot, backlogs, service.figures)
@@ -132,8 +138,8 @@ async def status_of(service: Ops) -> dict[str, Any]:
     }
 
 
-# Probes and scrapes are frequent and say nothing about the integration: no span for them.
-UNTRACED_PATHS: Final = frozenset({"/livez", "/readyz", "/metrics"})
+# Probes, scrapes and the console's refreshes are frequent and say nothing about the integration: no span.
+UNTRACED_PATHS: Final = frozenset({"/livez", "/readyz", "/metrics", "/", "/certify"})
 
 
 # Span names and attributes by (method, route): computed once, not per request. Bounded, because the
@@ -197,12 +203,16 @@ async def livez(request: web.Request) -> web.Response:
     return _json({"status": "ok"})
 
 
+async def readiness_of(service: Ops | None) -> Verdict:
+    """Can the service accept webhooks now (`/readyz`, the console); not while starting or stopping."""
+    if service is None or service.status.shutting_down:
+        return Verdict(False, "starting or stopping")
+    return await service.readiness.check()
+
+
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: can accept webhooks (a webhook secret, free space, database writable and migrated)."""
-    service = request.app.get(OPS)
-    if service is None or service.status.shutting_down:
-        return _json({"status": "unavailable", "reason": "starting or stopping"}, status=503)
-    verdict = await service.readiness.check()
+    verdict = await readiness_of(request.app.get(OPS))
     if not verdict.ready:
         return _json({"status": "unavailable", "reason": verdict.reason}, status=503)
     return _json({"status": "ready"})
@@ -229,8 +239,12 @@ async def webhook(request: web.Request) -> web.Response:
 
 
 def add_ops_routes(app: web.Application) -> None:
-    """Register the health, metrics and status routes."""
+    """Register the health, metrics and status routes, and the console's pages."""
+    # Here, not at the top: the console reads `Ops` from this module.
+    from service.adapters.console import add_console_routes
+
     app.router.add_get("/livez", livez)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/status", status)
+    add_console_routes(app)

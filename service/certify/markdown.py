@@ -34,19 +34,20 @@ def render_markdown(document: Certification) -> str:
         if isinstance(section, list):
             out.extend(
                 f"- `{e.method} {e.path}`: {e.purpose} (used by {', '.join(e.used_by)}; "
-                f"requests observed: {_value(e.observed)})"
+                f"requests observed: {field_text(e.observed)})"
                 for e in section
             )
         else:
             out.extend(
-                f"- {_label(f.name)}: {_value(getattr(section, f.name))}" for f in dataclasses.fields(section)
+                f"- {field_label(f.name)}: {field_text(getattr(section, f.name))}"
+                for f in dataclasses.fields(section)
             )
         out.append("")
     return "\n".join(out)
 
 
-def _label(name: str) -> str:
-    """`poll_interval_s` -> "Poll interval (s)"."""
+def field_label(name: str) -> str:
+    """A field's name as a reader's label: `poll_interval_s` -> "Poll interval (s)"."""
     if name in LABELS:
         return LABELS[name]
     unit = ""
@@ -56,7 +57,8 @@ def _label(name: str) -> str:
     return words[0].upper() + words[1:] + unit
 
 
-def _value(value: Any) -> str:
+def field_text(value: Any) -> str:
+    """A figure as text: `None` "not measured", booleans yes/no, lists and mappings on one line."""
     if value is None:
         return NOT_MEASURED
     if isinstance(value, bool):
@@ -66,7 +68,7 @@ def _value(value: Any) -> str:
     if isinstance(value, list):
         return ", ".join(str(v) for v in value) if value else "none"
     if isinstance(value, dict):
-        return "; ".join(f"{k}: {_value(v)}" for k, v in value.items()) if value else "none"
+        return "; ".join(f"{k}: {field_text(v)}" for k, v in value.items()) if value else "none"
     if dataclasses.is_dataclass(value):
-        return ", ".join(f"{f.name} {_value(getattr(value, f.name))}" for f in dataclasses.fields(value))
+        return ", ".join(f"{f.name} {field_text(getattr(value, f.name))}" for f in dataclasses.fields(value))
     return str(value)
