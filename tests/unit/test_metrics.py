@@ -149,3 +149,31 @@ def test_bucket_counts_put_a_value_on_a_bound_in_that_bucket() -> None:
         buckets.observe(value)
     assert buckets.cumulative() == [("0.1", 1.0), ("1.0", 3.0), ("+Inf", 4.0)]
     assert buckets.total == pytest.approx(4.6)
+
+
+async def test_runs_not_ok_in_a_row_are_counted_until_an_ok_run() -> None:
+    """Failed and interrupted runs lengthen the streak, an ok run resets it; the last duration is kept."""
+    metrics = ServiceMetrics()
+    streak = []
+    for outcome in ("failed", "interrupted", "failed", "ok", "interrupted"):
+        metrics.observe_run(RunSummary(run_id=1, outcome=outcome, duration=4.0))
+        streak.append((await scrape(metrics))[("wiseflow_sync_consecutive_failures", ())])
+    assert streak == [1, 2, 3, 0, 1]
+    metrics.observe_run(RunSummary(run_id=2, outcome="ok", duration=7.5))
+    got = await scrape(metrics)
+    assert got[("wiseflow_sync_last_run_duration_seconds", ())] == 7.5
+    assert got[("wiseflow_sync_consecutive_failures", ())] == 0
+
+
+async def test_the_oldest_waiting_grade_is_exported_as_a_timestamp() -> None:
+    """When the oldest grade still waiting for the SIS was queued; 0 when nothing waits."""
+    metrics = ServiceMetrics()
+    oldest = {"at": 1.7e9}
+
+    async def backlogs() -> Backlogs:
+        return Backlogs(last_success=0.0, outbox={"pending": 1}, oldest_pending=oldest["at"])
+
+    metrics.read_at_scrape(Snapshot, backlogs, WebhookFigures())
+    assert (await scrape(metrics))[("wiseflow_outbox_oldest_pending_timestamp_seconds", ())] == 1.7e9
+    oldest["at"] = 0.0
+    assert (await scrape(metrics))[("wiseflow_outbox_oldest_pending_timestamp_seconds", ())] == 0
