@@ -10,6 +10,7 @@ The tools come from the dev extra, never from the machine: a missing one fails, 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -307,3 +308,44 @@ def test_rendered_https_egress_keeps_its_exceptions(docs: dict[str, list[Doc]], 
         assert {"10.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16"} <= set(v4["except"])
         v6 = next(b for b in blocks if b["cidr"] == "::/0")
         assert {"fc00::/7", "fe80::/10", "::ffff:0:0/96"} <= set(v6["except"])
+
+
+@pytest.mark.parametrize("name", [*OVERLAYS, "base"])
+def test_the_grafana_dashboard_is_a_labelled_configmap(docs: dict[str, list[Doc]], name: str) -> None:
+    """The dashboard sidecar's label, one JSON file equal to k8s/base/grafana-dashboard.json, a stable name."""
+    config_map = _find(docs[name], "ConfigMap", "wiseflow-sync-dashboard")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    (key,) = config_map["data"]
+    dashboard = json.loads((ROOT / "k8s" / "base" / "grafana-dashboard.json").read_text())
+    assert (key, json.loads(config_map["data"][key])) == ("wiseflow-sync.json", dashboard)
+
+
+def _runbook_urls(rendered_text: str) -> tuple[str, list[str]]:
+    """The rendered PrometheusRule's runbook base annotation and every alert's runbook_url."""
+    docs = [d for d in yaml.safe_load_all(rendered_text) if d]
+    rule = _find(docs, "PrometheusRule", "wiseflow-sync")
+    urls = [r["annotations"]["runbook_url"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    return rule["metadata"]["annotations"]["wiseflow-sync/runbook-base"], urls
+
+
+def test_runbook_urls_follow_the_one_base_annotation(rendered: dict[str, Path], tmp_path: Path) -> None:
+    """Changing the PrometheusRule's runbook-base annotation alone moves every alert's runbook_url with it."""
+    base, urls = _runbook_urls(rendered["base"].read_text())
+    assert urls
+    assert all(url.startswith(base + "#") for url in urls)
+    copy = tmp_path / "base"
+    shutil.copytree(ROOT / "k8s" / "base", copy)
+    ours = "https://wiki.example.org/ops/wiseflow-sync-runbook"
+    manifest = copy / "prometheusrule.yaml"
+    manifest.write_text(
+        manifest.read_text().replace(
+            f"wiseflow-sync/runbook-base: {base}", f"wiseflow-sync/runbook-base: {ours}"
+        )
+    )
+    result = subprocess.run(  # noqa: S603 - fixed arguments, our own files
+        [_tool("kubectl"), "kustomize", str(copy)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    moved_base, moved = _runbook_urls(result.stdout)
+    assert moved_base == ours
+    assert moved == [url.replace(base, ours) for url in urls]

@@ -1,4 +1,6 @@
-"""The shipped PrometheusRule: every alert's expression names only metrics the service exports."""
+"""The shipped PrometheusRule: every alert's expression names only metrics the service exports, and every
+alert links a section of docs/runbook.md. promtool's own checks and rule tests: tests/integration/
+test_alert_promtool.py."""
 
 from __future__ import annotations
 
@@ -7,52 +9,44 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
-from service.adapters.metrics import Backlogs, ServiceMetrics, Snapshot
-from service.core.webhook_figures import WebhookFigures
+from tests.promql import exported, metric_names, unknown_names
 
+ROOT = Path(__file__).resolve().parents[2]
 # The kustomize base holds it (k8s/base/prometheusrule.yaml); found wherever the layout puts it.
-RULES = next((Path(__file__).parents[2] / "k8s").rglob("prometheusrule.yaml"))
-_METRIC = re.compile(r"\bwiseflow_[a-z0-9_]+")
+RULES = next((ROOT / "k8s").rglob("prometheusrule.yaml"))
+RUNBOOK = ROOT / "docs" / "runbook.md"
+BASE_ANNOTATION = "wiseflow-sync/runbook-base"
 
 
-async def exported_names() -> set[str]:
-    """Every series name a scrape of a fresh service shows (histograms with their suffixes)."""
-    metrics = ServiceMetrics()
-
-    async def backlogs() -> Backlogs:
-        return Backlogs(last_success=0.0, inbox={"pending": 0}, outbox={"pending": 0})
-
-    metrics.read_at_scrape(Snapshot, backlogs, WebhookFigures())
-    names: set[str] = set()
-    for family in text_string_to_metric_families((await metrics.render()).decode()):
-        names.add(family.name)
-        names.update(sample.name for sample in family.samples)
-        if family.type == "counter":
-            names.add(family.name + "_total")
-        if family.type == "histogram":
-            names.update(family.name + suffix for suffix in ("_bucket", "_count", "_sum"))
-    return names
+def document() -> dict[str, Any]:
+    """The PrometheusRule manifest."""
+    doc: dict[str, Any] = yaml.safe_load(RULES.read_text())
+    assert (doc["apiVersion"], doc["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
+    return doc
 
 
 def rules() -> list[dict[str, Any]]:
     """The alerting rules of the manifest."""
-    document = yaml.safe_load(RULES.read_text())
-    assert (document["apiVersion"], document["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
-    return [rule for group in document["spec"]["groups"] for rule in group["rules"]]
+    return [rule for group in document()["spec"]["groups"] for rule in group["rules"]]
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub (and GitLab) give a Markdown heading: lower case, punctuation dropped, spaces `-`."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def runbook_anchors() -> set[str]:
+    """The anchors of docs/runbook.md's second-level headings."""
+    return {github_anchor(line[3:]) for line in RUNBOOK.read_text().splitlines() if line.startswith("## ")}
 
 
 async def test_every_alert_names_only_exported_metrics() -> None:
     """Each expression names at least one metric, and every metric it names is one /metrics exports."""
-    exported = await exported_names()
-    unknown = {
-        rule["alert"]: sorted(set(_METRIC.findall(rule["expr"])) - exported)
-        for rule in rules()
-        if set(_METRIC.findall(rule["expr"])) - exported
-    }
-    assert unknown == {}
-    assert all(_METRIC.search(rule["expr"]) for rule in rules())
+    known = await exported()
+    unknown = {rule["alert"]: sorted(unknown_names(rule["expr"], known)) for rule in rules()}
+    assert {alert: names for alert, names in unknown.items() if names} == {}
+    assert all(metric_names(rule["expr"]) for rule in rules())
 
 
 def test_every_alert_has_a_name_a_severity_and_a_summary() -> None:
@@ -63,9 +57,32 @@ def test_every_alert_has_a_name_a_severity_and_a_summary() -> None:
         assert rule["annotations"]["summary"]
 
 
+def test_every_alert_links_its_own_runbook_section() -> None:
+    """runbook_url is the configured base, `#`, and the anchor of the runbook heading named after the alert."""
+    base = document()["metadata"]["annotations"][BASE_ANNOTATION]
+    anchors = runbook_anchors()
+    for rule in rules():
+        url = rule["annotations"]["runbook_url"]
+        assert url == f"{base}#{github_anchor(rule['alert'])}"
+        assert github_anchor(rule["alert"]) in anchors, f"docs/runbook.md has no section {rule['alert']}"
+
+
+def test_the_alerts_users_of_sync_engines_ask_for_are_there() -> None:
+    """Failed runs in a row, a run much slower than usual, a grade waiting too long for the SIS."""
+    by_name = {rule["alert"]: rule for rule in rules()}
+    assert "wiseflow_sync_consecutive_failures" in metric_names(by_name["WiseflowSyncRunsFailing"]["expr"])
+    slow = metric_names(by_name["WiseflowSyncRunSlow"]["expr"])
+    assert "wiseflow_sync_last_run_duration_seconds" in slow
+    assert "wiseflow_sync_run_duration_seconds_count" in slow
+    waiting = by_name["WiseflowGradeWaitingTooLong"]["expr"]
+    assert "wiseflow_outbox_oldest_pending_timestamp_seconds" in metric_names(waiting)
+
+
 async def test_the_check_catches_a_misspelt_metric() -> None:
-    """The name check is not vacuous: a metric the service does not export is not in the set."""
-    exported = await exported_names()
-    assert "wiseflow_inbox_events" in exported
-    assert "wiseflow_api_requests_total" in exported
-    assert "wiseflow_inbox_event" not in exported
+    """The name check is not vacuous: a misspelt name, or a histogram suffix on a gauge, is unknown."""
+    known = await exported()
+    assert unknown_names('sum(rate(wiseflow_api_requests_total{route="/x"}[5m]))', known) == set()
+    assert unknown_names("wiseflow_sync_run_duration_seconds_bucket", known) == set()
+    assert unknown_names("wiseflow_inbox_event", known) == {"wiseflow_inbox_event"}
+    assert unknown_names("wiseflow_breaker_open_count", known) == {"wiseflow_breaker_open_count"}
+    assert unknown_names("up", known) == {"up"}
