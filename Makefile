@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test soak lint typecheck unit bench lock clean
+.PHONY: demo test tools soak lint typecheck unit bench lock clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,20 @@ test: $(STAMP)
 	$(BIN)/mypy --strict service/
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q
+
+# The machine tools some tests drive, from Debian's packages: promtool (package prometheus) checks and tests
+# the alert rules, chromium renders the console in the browser tests (through Playwright, never its own
+# browser download). Installed when missing and running as root; otherwise this says how. Without them
+# those tests skip, naming the package; .ci/run sets WISEFLOW_SYNC_REQUIRE_TOOLS=1, so there they fail.
+tools:
+	@missing=""; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "missing:$$missing; install as root: apt-get install --no-install-recommends$$missing"; exit 1; fi
 
 # The chaos soak for 15 minutes (`make test` runs it for one); SOAK_SEED=N replays a printed seed.
 soak: $(STAMP)
