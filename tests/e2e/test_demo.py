@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+import re
 
 from service.demo import DemoReport, print_report, run_demo
 
 
 async def test_the_shortest_demo_converges_through_every_fault() -> None:
-    """Faults were really injected (429, 503, duplicates), and still mirror and SIS equal the truth."""
+    """Faults really injected (429, 503, duplicates), yet mirror and SIS equal the truth; console URL shown."""
     out = io.StringIO()
     report = await run_demo(10.0, out)
     assert report.by_status[429] >= 1
@@ -19,6 +20,7 @@ async def test_the_shortest_demo_converges_through_every_fault() -> None:
     assert report.pending == {}
     assert (report.mismatched, report.undelivered, report.sis_duplicates) == (0, 0, 0)
     assert report.converged
+    assert re.search(r"operator console: http://127\.0\.0\.1:\d+/ ", out.getvalue())
     print_report(report, out)
     assert "converged                       yes" in out.getvalue()
 
