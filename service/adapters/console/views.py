@@ -89,10 +89,10 @@ def _run(row: console.RunRow, now: float) -> Run:
 def _request(row: console.RequestRow) -> Request:
     status = "no answer" if row.status is None else str(row.status)
     kind = "bad" if row.status is None or row.status >= 500 else "warn" if row.status >= 400 else "ok"
+    duration = span(row.duration_ms / 1000)
     return Request(
-        clock_time(row.at), row.method, row.path, status, kind, span(row.duration_ms / 1000), row.attempt,
-        row.trace_id or "",
-    )  # fmt: skip
+        clock_time(row.at), row.method, row.path, status, kind, duration, row.attempt, row.trace_id or ""
+    )
 
 
 async def _pause(ops: Ops, now: float) -> dict[str, Any]:
