@@ -84,7 +84,7 @@ def assert_nothing_personal(text: str, html: str, truth: dict[str, Any], sim: Si
     people = [p for flow in truth["flows"] for p in flow["participants"]]
     names = {p["user"][key] for p in people for key in ("firstName", "lastName")}
     assert {n for n in names if re.search(rf"\b{re.escape(n)}\b", text)} == set()
-    words = set(re.split(r"[\s/(),:;]+", text))
+    words = set(re.split(r"[\s/(),;]+", text))  # not on ":": a time (09:12:02) is one word
     identifiers = {str(p["participantId"]) for p in people} | {str(p["userId"]) for p in people}
     identifiers |= {p["uniqueExamId"] for p in people}
     identifiers |= {p["user"]["phone"].split()[-1] for p in people}
