@@ -132,7 +132,7 @@ class ServiceMetrics:
         # than the day's average (which the duration histogram above gives).
         self.consecutive_failures = Gauge(
             "wiseflow_sync_consecutive_failures",
-            "Sync runs in a row that ended other than ok (failed or interrupted); 0 after an ok run",
+            "Sync runs in a row that ended other than ok (failed, paused or interrupted); 0 after an ok run",
             registry=r,
         )
         self.last_run_seconds = Gauge(
@@ -159,7 +159,7 @@ class ServiceMetrics:
         self.run_seconds.labels(summary.outcome).observe(summary.duration)
         self.run_requests.labels(summary.outcome).observe(summary.api_calls)
         self.last_run_seconds.set(summary.duration)
-        # An interrupted run (maintenance, a Retry-After) counts too: from the SIS's side nothing arrived.
+        # A run paused by WISEflow (maintenance, a Retry-After) counts too: from the SIS's side nothing came.
         if summary.outcome == "ok":
             self.consecutive_failures.set(0)
         else:

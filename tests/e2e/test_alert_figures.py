@@ -43,5 +43,5 @@ async def test_alert_figures_follow_runs_and_the_waiting_grades(simulator: SimHa
         assert started <= got["wiseflow_outbox_oldest_pending_timestamp_seconds"] <= time.time()
         await simulator.scenario({"maintenance": {"seconds": 600, "retry_after": 300}})
         for _ in range(2):
-            assert (await service.runner.run(False)).outcome == "interrupted"
+            assert (await service.runner.run(False)).outcome == "paused"
         assert (await scrape(client))["wiseflow_sync_consecutive_failures"] == 2

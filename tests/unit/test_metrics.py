@@ -152,10 +152,10 @@ def test_bucket_counts_put_a_value_on_a_bound_in_that_bucket() -> None:
 
 
 async def test_runs_not_ok_in_a_row_are_counted_until_an_ok_run() -> None:
-    """Failed and interrupted runs lengthen the streak, an ok run resets it; the last duration is kept."""
+    """Failed, paused and interrupted runs lengthen the streak, an ok run resets it; the last duration kept."""
     metrics = ServiceMetrics()
     streak = []
-    for outcome in ("failed", "interrupted", "failed", "ok", "interrupted"):
+    for outcome in ("failed", "paused", "interrupted", "ok", "paused"):
         metrics.observe_run(RunSummary(run_id=1, outcome=outcome, duration=4.0))
         streak.append((await scrape(metrics))[("wiseflow_sync_consecutive_failures", ())])
     assert streak == [1, 2, 3, 0, 1]

@@ -17,6 +17,7 @@ from service.adapters.store import console, figures
 from service.adapters.store.pause import SqlitePauseStore
 from service.certify import TITLES, build, field_label, field_text
 from service.certify.model import EndpointUse
+from service.core.run_record import Changes, RunRecord
 
 RUNS_SHOWN: Final = 10
 REQUESTS_SHOWN: Final = 15
@@ -46,16 +47,19 @@ def span(seconds: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    """A run as a row of the console's table."""
+    """A recorded run as a row of the console's table (what `wiseflow-sync runs` prints)."""
 
     run_id: int
+    command: str
     started: str
     duration: str
     outcome: str
     requests: int
-    records: int
-    changes: int
-    reason: str
+    flows: str  # added, changed, removed: `+2 ~1 -0`
+    participants: str
+    grades: str
+    queued: int  # grade versions put in the outbox for the SIS
+    error: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,17 +76,25 @@ class Request:
     trace_id: str
 
 
-def _run(row: console.RunRow, now: float) -> Run:
-    ended = row.ended_at if row.ended_at is not None else now
+def _changes(c: Changes) -> str:
+    return f"+{c.added} ~{c.changed} -{c.removed}"
+
+
+def _run(record: RunRecord, now: float) -> Run:
+    ended = record.finished_at if record.finished_at is not None else now
+    counts = record.counts
     return Run(
-        row.run_id,
-        clock_time(row.started_at),
-        span(max(ended - row.started_at, 0.0)) + ("" if row.ended_at is not None else " so far"),
-        row.outcome,
-        row.api_calls,
-        row.records,
-        row.changes,
-        row.reason or "",
+        record.id,
+        record.command or "",
+        clock_time(record.started_at),
+        span(max(ended - record.started_at, 0.0)) + ("" if record.finished_at is not None else " so far"),
+        record.outcome,
+        record.requests,
+        _changes(counts.flows),
+        _changes(counts.participants),
+        _changes(counts.grades),
+        counts.queued,
+        record.error or "",
     )
 
 
@@ -110,6 +122,7 @@ async def overview(ops: Ops) -> dict[str, Any]:
     verdict = await readiness_of(ops)
     async with ops.uow.read() as unit:
         last_ok = await unit.runs.last_success_at()
+        runs = await unit.runs.latest(RUNS_SHOWN)
     inbox, outbox = await inbox_counts(ops), await outbox_counts(ops)
     oldest = await console.oldest_pending_grade_at(ops.store)
     requests = [_request(r) for r in await console.latest_requests(ops.store, REQUESTS_SHOWN)]
@@ -120,7 +133,7 @@ async def overview(ops: Ops) -> dict[str, Any]:
         "breaker": ops.status.snapshot().client.breaker,
         "pause": await _pause(ops, now),
         "last_ok": "never" if last_ok is None else f"{span(max(now - last_ok, 0.0))} ago",
-        "runs": [_run(r, now) for r in await console.latest_runs(ops.store, RUNS_SHOWN)],
+        "runs": [_run(r, now) for r in runs],
         "inbox": {state: inbox.get(state, 0) for state in INBOX_STATES},
         "outbox": {state: outbox.get(state, 0) for state in OUTBOX_STATES},
         "oldest_pending": "" if oldest is None else span(max(now - oldest, 0.0)),

@@ -1,5 +1,5 @@
-"""Read-only figures for the operator console (`GET /`) and the scrape: latest runs, latest requests, the
-oldest grade still waiting for the SIS.
+"""Read-only figures for the operator console (`GET /`) and the scrape: the latest WISEflow requests, the
+oldest grade still waiting for the SIS (the runs come from the runs repository, as `runs` reads them).
 
 Every query runs on the store's read connection and returns ids, counts, times and statuses only: no
 grade, no name, no body, so nothing read here can put personal data on a page.
@@ -13,20 +13,6 @@ from service.adapters.store.connection import Store, fetch_float
 
 
 @dataclass(frozen=True, slots=True)
-class RunRow:
-    """One row of `sync_runs` as the console shows it."""
-
-    run_id: int
-    started_at: float
-    ended_at: float | None
-    outcome: str  # running | ok | interrupted | failed
-    reason: str | None  # one safe line (`core.failures.describe`)
-    api_calls: int
-    records: int
-    changes: int
-
-
-@dataclass(frozen=True, slots=True)
 class RequestRow:
     """One journalled WISEflow request: the path only (never a query string), status, duration, trace id."""
 
@@ -37,16 +23,6 @@ class RequestRow:
     duration_ms: float
     attempt: int
     trace_id: str | None
-
-
-async def latest_runs(store: Store, limit: int = 10) -> list[RunRow]:
-    """The newest sync runs first."""
-    sql = (
-        "SELECT run_id, started_at, ended_at, outcome, reason, api_calls, records, changes"
-        " FROM sync_runs ORDER BY run_id DESC LIMIT ?"
-    )
-    async with store.read() as db, db.execute(sql, (limit,)) as cursor:
-        return [RunRow(*row) for row in await cursor.fetchall()]
 
 
 async def latest_requests(store: Store, limit: int = 15) -> list[RequestRow]:
