@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.adapters.console.views import clock_time, span
+from service.adapters.console.views import clock_time, short_time, span
 
 
 @pytest.mark.parametrize(
@@ -20,3 +20,4 @@ def test_times_are_utc_to_the_second() -> None:
     """A Unix time is a UTC wall time to the second; no time is an empty cell."""
     assert clock_time(1_767_225_600.7) == "2026-01-01 00:00:00 UTC"
     assert clock_time(None) == ""
+    assert short_time(1_767_225_600.7) == "01-01 00:00:00"

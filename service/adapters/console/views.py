@@ -32,6 +32,11 @@ def clock_time(at: float | None) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def short_time(at: float) -> str:
+    """A Unix time for a table cell, UTC without the year: `05-04 09:12:03`."""
+    return datetime.fromtimestamp(at, UTC).strftime("%m-%d %H:%M:%S")
+
+
 def span(seconds: float) -> str:
     """A duration for a reader: `850 ms`, `12.4 s`, `3 min 20 s`, `2 h 5 min`."""
     if seconds < 1:
@@ -86,7 +91,7 @@ def _run(record: RunRecord, now: float) -> Run:
     return Run(
         record.id,
         record.command or "",
-        clock_time(record.started_at),
+        short_time(record.started_at),
         span(max(ended - record.started_at, 0.0)) + ("" if record.finished_at is not None else " so far"),
         record.outcome,
         record.requests,
@@ -103,7 +108,7 @@ def _request(row: console.RequestRow) -> Request:
     kind = "bad" if row.status is None or row.status >= 500 else "warn" if row.status >= 400 else "ok"
     duration = span(row.duration_ms / 1000)
     return Request(
-        clock_time(row.at), row.method, row.path, status, kind, duration, row.attempt, row.trace_id or ""
+        short_time(row.at), row.method, row.path, status, kind, duration, row.attempt, row.trace_id or ""
     )
 
 
