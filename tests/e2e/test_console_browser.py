@@ -112,7 +112,7 @@ async def test_the_console_shows_runs_backlogs_and_requests_after_a_sync(
         text = await load(page, server, "/", problems)
         html = await page.content()
         await page.screenshot(path=str(artifacts / "console.png"), full_page=True)
-        cards = {card: await page.inner_text(f"#{card}") for card in ("readiness", "breaker", "pause")}
+        cards = {card: await page.inner_text(f"#{card}") for card in ("readiness", "breaker", "pause", "sink")}
         runs = [
             [await cell.inner_text() for cell in await row.query_selector_all("td")]
             for row in await page.query_selector_all("#runs tbody tr")
@@ -124,6 +124,7 @@ async def test_the_console_shows_runs_backlogs_and_requests_after_a_sync(
     assert "Ready" in cards["readiness"]
     assert "closed" in cards["breaker"]
     assert "None" in cards["pause"]
+    assert "Delivering" in cards["sink"]
     async with service.uow.read() as unit:
         (run,) = await unit.runs.latest(10)
     counts = run.counts

@@ -87,3 +87,14 @@ async def test_a_saved_pause_is_shown_escaped(make_client: MakeClient) -> None:
     assert "Paused" in body
     assert "&lt;b&gt;storm&lt;/b&gt; &amp; co" in body
     assert "<b>storm" not in body
+
+
+async def test_the_sis_delivery_card_says_none_delivering_or_paused(make_client: MakeClient) -> None:
+    """No SYNC_SINK_URL: "No sink"; a sink: "Delivering", or "Paused" once the deliverer pauses delivery."""
+    assert "No sink" in await (await (await make_client(WISEFLOW_WEBHOOK_SECRET="s")).get("/")).text()
+    client = await make_client(WISEFLOW_WEBHOOK_SECRET="s", SYNC_SINK_URL="http://127.0.0.1:9/grades")
+    assert "Delivering" in await (await client.get("/")).text()
+    client.server.app[SERVICE].status.record_sink_pause(True)
+    body = await (await client.get("/")).text()
+    assert "Delivering" not in body
+    assert "outbox.paused" in body

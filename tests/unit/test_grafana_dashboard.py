@@ -29,6 +29,7 @@ TOPICS = {
     "webhook rejections": "wiseflow_webhook_rejected_total",
     "inbox backlog": "wiseflow_inbox_events",
     "outbox backlog": "wiseflow_outbox_rows",
+    "SIS delivery paused": "wiseflow_sink_paused",
     "time since the last good sync": "wiseflow_last_sync_success_timestamp_seconds",
 }
 

@@ -131,11 +131,13 @@ async def overview(ops: Ops) -> dict[str, Any]:
     inbox, outbox = await inbox_counts(ops), await outbox_counts(ops)
     oldest = await console.oldest_pending_grade_at(ops.store)
     requests = [_request(r) for r in await console.latest_requests(ops.store, REQUESTS_SHOWN)]
+    status = ops.status.snapshot()
     return {
         "now": clock_time(now),
         "ready": verdict.ready,
         "ready_reason": verdict.reason,
-        "breaker": ops.status.snapshot().client.breaker,
+        "breaker": status.client.breaker,
+        "sink": "none" if ops.settings.sink_url is None else "paused" if status.sink_paused else "delivering",
         "pause": await _pause(ops, now),
         "last_ok": "never" if last_ok is None else f"{span(max(now - last_ok, 0.0))} ago",
         "runs": [_run(r, now) for r in runs],
