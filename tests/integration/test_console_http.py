@@ -17,6 +17,7 @@ from service.app import SERVICE, build_app
 from service.settings import load_settings
 
 PAGES = ("/", "/certify")
+SECRET = "console-webhook-secret-0123"  # at least 16 bytes, as the settings require
 MakeClient = Callable[..., Coroutine[Any, Any, TestClient[Any, Any]]]
 
 
@@ -42,7 +43,7 @@ async def make_client(tmp_path: Path) -> AsyncIterator[MakeClient]:
 @pytest.mark.parametrize("path", PAGES)
 async def test_pages_are_html_allowing_only_their_own_stylesheet(make_client: MakeClient, path: str) -> None:
     """The CSP forbids everything but the inline stylesheet, by the hash of the one the page carries."""
-    client = await make_client(WISEFLOW_WEBHOOK_SECRET="s")
+    client = await make_client(WISEFLOW_WEBHOOK_SECRET=SECRET)
     response = await client.get(path)
     body = await response.text()
     assert (response.status, response.content_type) == (200, "text/html")
@@ -62,7 +63,7 @@ async def test_pages_are_html_allowing_only_their_own_stylesheet(make_client: Ma
 @pytest.mark.parametrize("path", PAGES)
 async def test_pages_are_read_only(make_client: MakeClient, path: str) -> None:
     """Only GET (and HEAD) are served: any other method is refused and changes nothing."""
-    client = await make_client(WISEFLOW_WEBHOOK_SECRET="s")
+    client = await make_client(WISEFLOW_WEBHOOK_SECRET=SECRET)
     for method in ("POST", "PUT", "DELETE", "PATCH"):
         assert (await client.request(method, path)).status == 405
     assert (await client.head(path)).status == 200
@@ -80,7 +81,7 @@ async def test_not_ready_is_shown_with_its_reason(make_client: MakeClient) -> No
 
 async def test_a_saved_pause_is_shown_escaped(make_client: MakeClient) -> None:
     """The saved pause's reason is on the page as text: markup in it is escaped, never interpreted."""
-    client = await make_client(WISEFLOW_WEBHOOK_SECRET="s")
+    client = await make_client(WISEFLOW_WEBHOOK_SECRET=SECRET)
     service = client.server.app[SERVICE]
     await SqlitePauseStore(service.store, service.clock).save(service.clock.wall() + 600, "<b>storm</b> & co")
     body = await (await client.get("/")).text()
@@ -91,8 +92,8 @@ async def test_a_saved_pause_is_shown_escaped(make_client: MakeClient) -> None:
 
 async def test_the_sis_delivery_card_says_none_delivering_or_paused(make_client: MakeClient) -> None:
     """No SYNC_SINK_URL: "No sink"; a sink: "Delivering", or "Paused" once the deliverer pauses delivery."""
-    assert "No sink" in await (await (await make_client(WISEFLOW_WEBHOOK_SECRET="s")).get("/")).text()
-    client = await make_client(WISEFLOW_WEBHOOK_SECRET="s", SYNC_SINK_URL="http://127.0.0.1:9/grades")
+    assert "No sink" in await (await (await make_client(WISEFLOW_WEBHOOK_SECRET=SECRET)).get("/")).text()
+    client = await make_client(WISEFLOW_WEBHOOK_SECRET=SECRET, SYNC_SINK_URL="http://127.0.0.1:9/grades")
     assert "Delivering" in await (await client.get("/")).text()
     client.server.app[SERVICE].status.record_sink_pause(True)
     body = await (await client.get("/")).text()
