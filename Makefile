@@ -17,6 +17,7 @@ demo: $(STAMP)
 	$(BIN)/wiseflow-sync demo
 
 test: $(STAMP)
+	@$(MAKE) --no-print-directory tools || echo "(without them the rule and browser tests skip)"
 	$(BIN)/ruff check service tests bench
 	$(BIN)/ruff format --check service tests bench
 	$(BIN)/mypy --strict service/
