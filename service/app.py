@@ -117,7 +117,7 @@ async def open_service(
     store = await Store.open(settings.database)
     try:
         service = _wire(settings, clock, store, verifier, tracer_provider, on_progress, command)
-        await service.client.restore_pause()  # what is left of a pause a previous process was given
+        await service.client.pauses.restore()  # what is left of a pause a previous process was given
     except BaseException:
         await store.close()
         raise

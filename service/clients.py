@@ -38,12 +38,11 @@ from service.adapters.store import Store
 from service.adapters.store.journal import JournalWriter
 from service.adapters.store.pause import ReadOnlyPauseStore, SqlitePauseStore
 from service.adapters.wiseflow.client import WiseflowClient, log_transition
-from service.adapters.wiseflow.records import OnRequest, RequestRecord, route_of
+from service.adapters.wiseflow.records import OnRequest, RequestRecord
 from service.core.backoff import Random
 from service.core.breaker import Transition
 from service.core.clock import Clock, SystemClock
 from service.core.ports import PauseStore
-from service.core.request_tally import note_request
 from service.errors import WiseflowPaused
 from service.settings import Settings
 
@@ -84,15 +83,13 @@ def wiseflow_client(
 
 
 def _observer(journal: JournalWriter | None, metrics: ServiceMetrics | None) -> OnRequest:
-    """The client's request hook: every request that left goes to the journal, the metrics and its run's
-    tally."""
+    """The client's request hook: every request that left goes to the journal and the metrics."""
 
     def observe(record: RequestRecord) -> None:
         if journal is not None:
             journal.record(record)
         if metrics is not None:
             metrics.observe_request(record)
-        note_request(f"{record.method} {route_of(record.path.split('?', 1)[0])}")
 
     return observe
 
@@ -143,7 +140,7 @@ async def _past_the_saved_pause(
     client: WiseflowClient, settings: Settings, command: str, *, wait: bool
 ) -> None:
     """Wait out what is left of a saved pause (logged: `wiseflow.pause_restored`), or raise `WiseflowPaused`."""
-    remaining = await client.restore_pause()
+    remaining = await client.pauses.restore()
     saved = client.pauses.restored
     if remaining <= 0 or saved is None:
         return

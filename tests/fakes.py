@@ -6,12 +6,13 @@ told to fail: `fail_when(predicate, error)` raises `error` for the request the p
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from service.core.ports import Json
-from service.core.request_tally import note_request
+from service.core.request_tally import RequestTally
 from service.errors import ApiError, CircuitOpen, SinkError
 
 STATE_NUMBERS = {
@@ -80,6 +81,13 @@ class FakeWiseflowApi:
         self._page = page
         self._events_page = events_page
         self._failures: list[tuple[Callable[[Request], bool], Exception, int]] = []
+        self._tally: RequestTally | None = None  # a run's view counts its requests here, as the client does
+
+    def counting(self, tally: RequestTally) -> FakeWiseflowApi:
+        """This fake (the same world, requests and failures), its requests counted into `tally`."""
+        view = copy.copy(self)
+        view._tally = tally
+        return view
 
     def add_flow(self, flow_id: int, state: str = "PARTICIPATION_STARTED", participants: int = 3) -> FakeFlow:
         """A flow with `participants` participants numbered flow_id*1000+1 ..., each with grade "B"."""
@@ -102,10 +110,15 @@ class FakeWiseflowApi:
             if times > 0 and predicate(request):
                 self._failures[i] = (predicate, error, times - 1)
                 if not isinstance(error, CircuitOpen):  # an open breaker sends nothing; the rest were sent
-                    note_request(ROUTES[endpoint])
+                    self._count(endpoint)
                 raise error
-        note_request(ROUTES[endpoint])  # what the real client's request hook reports, on the wire
+        self._count(endpoint)
         self.requests.append(request)
+
+    def _count(self, endpoint: str) -> None:
+        """What the real client's transport counts, on the wire, into the tally of a run's view."""
+        if self._tally is not None:
+            self._tally.count(ROUTES[endpoint])
 
     async def _pages(self, endpoint: str, arg: Any, items: list[Json], limit: int) -> AsyncIterator[Json]:
         for start in range(0, max(len(items), 1), limit):

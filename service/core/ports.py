@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from service.core.request_tally import RequestTally
+
 Json = dict[str, Any]
 
 # Flow states as `POST /flows/search` names them (metadata.states[]).
@@ -81,6 +83,11 @@ class WiseflowApi(Protocol):
 
     async def license_info(self) -> Json:
         """`GET /license/info`: a cheap authenticated call, used as the breaker's probe and a self-check."""
+        ...
+
+    def counting(self, tally: RequestTally) -> WiseflowApi:
+        """These endpoints with every request they send (token requests and retries included) counted into
+        `tally`: a sync run's view, sharing everything else (the gate, the token) with this one."""
         ...
 
 

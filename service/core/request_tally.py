@@ -1,18 +1,15 @@
 """A sync run's requests, counted on the wire: every request it sends, token requests and retries included.
 
-The HTTP client reports each request it sent (`note_request`, from its request hook) by route template
-(`GET /flow/{id}/assessments`); the request is attributed to the tally of the run whose task sent it. A
-run opens its tally with `tallying()`; the tally lives in a context variable, so the run's own tasks
-(which copy the context when they start) count into it, and a webhook refresh running beside the run
-does not.
+The run hands its `RequestTally` to the calls it makes: it reaches WISEflow through `api.counting(tally)`
+(`WiseflowApi.counting`), a view of the one client whose requests carry the tally; the transport counts
+each request that leaves into the tally it carries, by route template (`GET /flow/{id}/assessments`),
+and so does the token request a run's call starts. A webhook refresh running beside the run uses the
+client itself, whose requests carry no tally: they are not the run's.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -28,6 +25,10 @@ class RequestTally:
 
     by_route: Counter[str] = field(default_factory=Counter)
 
+    def count(self, route: str) -> None:
+        """One request to `route` left the process."""
+        self.by_route[route] += 1
+
     @property
     def total(self) -> int:
         """Every request counted."""
@@ -37,23 +38,3 @@ class RequestTally:
     def pages(self) -> int:
         """Requests for a page of a listing (retries of a page included)."""
         return sum(n for route, n in self.by_route.items() if route in PAGED_ROUTES)
-
-
-_current: ContextVar[RequestTally | None] = ContextVar("wiseflow_sync_request_tally", default=None)
-
-
-def note_request(route: str) -> None:
-    """Count one request that left the process, for the run (if any) of the calling task."""
-    tally = _current.get()
-    if tally is not None:
-        tally.by_route[route] += 1
-
-
-@contextmanager
-def tallying(tally: RequestTally) -> Iterator[RequestTally]:
-    """Count the requests of this task (and of the tasks it starts) into `tally` until the block ends."""
-    token = _current.set(tally)
-    try:
-        yield tally
-    finally:
-        _current.reset(token)

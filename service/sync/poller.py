@@ -19,6 +19,10 @@ its outcome: ok; failed (refused credentials, a malformed listing); paused (WISE
 Retry-After, maintenance, the open breaker); interrupted (cancelled mid-run here, or its process died,
 which the next run records); with its requests counted on the wire and what it added, changed and removed
 in the mirror.
+
+A run reaches WISEflow through its own view of the API, `api.counting(tally)` (and the flow refresh's,
+`refresh.counting(tally)`): every request the run sends, token requests and retries included, is counted
+into its `RequestTally` on the wire; a webhook's refresh beside it goes through the plain API, uncounted.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from opentelemetry.trace import Tracer
 
@@ -38,7 +43,7 @@ from service.core.failures import BAD_DATA, Verdict, classify, describe, needs_o
 from service.core.planner import LIVE_STATES, FlowPlan, PlanPolicy
 from service.core.ports import WiseflowApi
 from service.core.records import Flow
-from service.core.request_tally import RequestTally, tallying
+from service.core.request_tally import RequestTally
 from service.core.run_record import Changes, MirrorCounts, counting, note
 from service.core.run_summary import Progress, RunSummary
 from service.core.store_ports import RunCounters, UnitOfWork
@@ -54,6 +59,22 @@ ARCHIVED_SCANNED_KEY = "archived_scanned"
 EVENTS_CURSOR_KEY = "events_cursor"
 # Flows written per discovery transaction: one search page.
 DISCOVERY_BATCH = 100
+
+
+@dataclass(slots=True)
+class _Run:
+    """One run as its steps share it: what it did so far, and WISEflow as the run reaches it (`counting`)."""
+
+    summary: RunSummary
+    api: WiseflowApi
+    refresh: FlowRefresh
+    tally: RequestTally
+
+    @classmethod
+    def start(cls, summary: RunSummary, api: WiseflowApi, refresh: FlowRefresh) -> _Run:
+        """A run whose every request, token requests and retries included, is counted into its tally."""
+        tally = RequestTally()
+        return cls(summary, api.counting(tally), refresh.counting(tally), tally)
 
 
 class Poller:
@@ -105,42 +126,44 @@ class Poller:
             async with self._uow.transaction() as unit:
                 await unit.runs.abandon_running(self._clock.wall())
                 summary = RunSummary(await unit.runs.start(self._clock.wall(), self._command), "running")
+            run = _Run.start(summary, self._api, self.refresh)
             attributes = {"sync.run_id": summary.run_id, "sync.full": full}
             with (
                 log_fields(run_id=summary.run_id),
                 unit_span(self._tracer, "sync.run", attributes=attributes) as span,
             ):
-                # Every request this run's tasks send is counted on the wire (the client's request hook), and
-                # every write of the mirror they commit into the run's counts (the refresh's `note`).
-                with tallying(RequestTally()) as tally, counting(summary.counts):
+                # Every write of the mirror the run's tasks commit is counted into the run's counts (the
+                # refresh's `note`).
+                with counting(summary.counts):
                     try:
-                        await self._run(summary, full=full)
+                        await self._run(run, full=full)
                         summary.outcome = "ok"
                     except asyncio.CancelledError:  # the process is stopping: closed now, not left running
                         summary.outcome, summary.reason = "interrupted", "cancelled mid-run"
-                        await self._finish(summary, tally, started)
+                        await self._finish(run, started)
                         raise
                     except Exception as exc:
                         _judge(summary, exc)
-                await self._finish(summary, tally, started)
+                await self._finish(run, started)
                 span.set_attribute("sync.outcome", summary.outcome)
                 if summary.outcome != "ok":
                     mark_error(summary.reason or summary.outcome)
             return summary
 
-    async def _run(self, summary: RunSummary, *, full: bool) -> None:
+    async def _run(self, run: _Run, *, full: bool) -> None:
         if full:  # marked first and committed, so a run interrupted by discovery keeps the marks
             async with self._uow.transaction() as unit:
                 flows = {flow.flow_id: (flow, plan) for flow, plan in await unit.flows.all()}
                 await unit.flows.save_plans(planner.replan(flows, planner.request_reconciliation))
         with unit_span(self._tracer, "sync.discovery"):
-            await self._discover(summary)
+            await self._discover(run)
         with unit_span(self._tracer, "sync.events"):
-            await self._read_events(summary)
-        await self._refresh_due(summary)
+            await self._read_events(run)
+        await self._refresh_due(run)
 
-    async def _discover(self, summary: RunSummary) -> None:
+    async def _discover(self, run: _Run) -> None:
         """List flows (every live state; archived ones once, on a first pass) and update their plans."""
+        summary = run.summary
         async with self._uow.transaction() as unit:
             checkpoint = await unit.checkpoints.get(DISCOVERY_KEY)
             scanned = bool(await unit.checkpoints.get(ARCHIVED_SCANNED_KEY))
@@ -155,7 +178,7 @@ class Poller:
             clock = await unit.flows.state_clock()
         states = (*LIVE_STATES, "ARCHIVED") if checkpoint["archived"] else LIVE_STATES
         batch: list[Flow] = []
-        async for item in self._api.search_flows(states):
+        async for item in run.api.search_flows(states):
             batch.append(Flow.from_search(item))
             summary.flows_listed += 1
             summary.records += 1
@@ -164,7 +187,7 @@ class Poller:
                 self._on_progress(Progress("discovery", summary.flows_listed, None))
                 batch = []
         await self._save_discovered(batch, pass_started, clock)
-        await self._check_vanished(pass_started)
+        await self._check_vanished(run, pass_started)
         async with self._uow.transaction() as unit:
             await unit.checkpoints.delete(DISCOVERY_KEY)
             if checkpoint["archived"]:
@@ -190,14 +213,14 @@ class Poller:
             await unit.flows.save_plans(plans)
         note(MirrorCounts(flows=saved))
 
-    async def _check_vanished(self, pass_started: float) -> None:
+    async def _check_vanished(self, run: _Run, pass_started: float) -> None:
         """A flow no longer listed (archived since, or deleted) gets its state read once."""
         async with self._uow.read() as unit:
             vanished = await unit.flows.vanished(pass_started)
         for flow_id in vanished:
-            await self.refresh.refresh_flow(flow_id)
+            await run.refresh.refresh_flow(flow_id)
 
-    async def _read_events(self, summary: RunSummary) -> None:
+    async def _read_events(self, run: _Run) -> None:
         """Mark flows with a PAPER_HANDED_IN since the cursor for an early refresh; advance the cursor."""
         now = self._clock.wall()
         async with self._uow.read() as unit:
@@ -205,16 +228,16 @@ class Poller:
         window = planner.event_window(cursor, now, self._policy.events_overlap)
         flow_ids: set[int] = set()
         if window is not None:
-            summary.events = 0
-            async for event in self._api.iter_participation_events(*window, types=["PAPER_HANDED_IN"]):
-                summary.events += 1
+            run.summary.events = 0
+            async for event in run.api.iter_participation_events(*window, types=["PAPER_HANDED_IN"]):
+                run.summary.events += 1
                 flow_ids |= planner.flows_to_refresh([event])
         async with self._uow.transaction() as unit:
             known = await unit.flows.get_many(flow_ids)
             await unit.flows.save_plans(planner.replan(known, planner.request_early_refresh))
             await unit.checkpoints.set(EVENTS_CURSOR_KEY, now if window is None else window[1], now)
 
-    async def _refresh_due(self, summary: RunSummary) -> None:
+    async def _refresh_due(self, run: _Run) -> None:
         """Refresh every due flow, `concurrency` at a time; the first run-stopping error ends them all."""
         async with self._uow.read() as unit:
             due = planner.due_in_order(await unit.flows.all(), self._clock.wall())
@@ -223,8 +246,8 @@ class Poller:
 
         async def worker() -> None:
             for flow, plan in queue:
-                await self._refresh_one(flow, plan, summary)
-                self._on_progress(Progress("flows", summary.flows_refreshed, total))
+                await self._refresh_one(run, flow, plan)
+                self._on_progress(Progress("flows", run.summary.flows_refreshed, total))
 
         try:
             async with asyncio.TaskGroup() as group:
@@ -233,19 +256,20 @@ class Poller:
         except ExceptionGroup as failed:  # the first worker's error ends the run; the others were cancelled
             raise _first_leaf(failed) from None
 
-    async def _refresh_one(self, flow: Flow, plan: FlowPlan, summary: RunSummary) -> None:
+    async def _refresh_one(self, run: _Run, flow: Flow, plan: FlowPlan) -> None:
         try:
             with unit_span(self._tracer, "sync.refresh_flow", attributes={"wiseflow.flow_id": flow.flow_id}):
-                refreshed = await self.refresh.fetch_and_store(flow, plan, with_participants=True)
+                refreshed = await run.refresh.fetch_and_store(flow, plan, with_participants=True)
         except (ApiError, *BAD_DATA) as exc:
             if classify(exc) is not Verdict.BLAME_ITEM:
                 raise  # about WISEflow as a whole: the run ends
             # This flow's problem (404, 403, a bad page, an item without its id): skip it until its next turn.
-            if isinstance(exc, ApiError) and exc.status == 404 and await self.refresh.is_gone(flow.flow_id):
+            if isinstance(exc, ApiError) and exc.status == 404 and await run.refresh.is_gone(flow.flow_id):
                 return
             status, trace_id = (exc.status, exc.trace_id) if isinstance(exc, ApiError) else (None, None)
             await self._flow_failed(flow.flow_id, plan, describe(exc), status, trace_id)
             return
+        summary = run.summary
         summary.flows_refreshed += 1
         summary.records += refreshed.participants + refreshed.grades
         summary.changes += refreshed.changed
@@ -264,7 +288,8 @@ class Poller:
             await unit.flows.save_plans({flow_id: retry})
             await unit.flows.record_error(flow_id, reason)
 
-    async def _finish(self, summary: RunSummary, tally: RequestTally, started: float) -> None:
+    async def _finish(self, run: _Run, started: float) -> None:
+        summary, tally = run.summary, run.tally
         summary.duration = time.monotonic() - started
         summary.api_calls, summary.pages = tally.total, tally.pages
         s = summary

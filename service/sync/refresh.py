@@ -18,6 +18,7 @@ counts for the sync run whose task made it (`run_record.note`), not for a webhoo
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from service.core.failures import Verdict, classify
 from service.core.planner import FlowPlan, PlanPolicy
 from service.core.ports import WiseflowApi
 from service.core.records import Flow, GradeVersion, Participant, changed_grades, withdrawn_grades
+from service.core.request_tally import RequestTally
 from service.core.run_record import MirrorCounts, note
 from service.core.store_ports import UnitOfWork
 from service.errors import ApiError
@@ -66,6 +68,12 @@ class FlowRefresh:
         # Within the process one fetch-and-write per flow at a time (no wasted fetches); across processes
         # the version check at commit keeps the order.
         self._flow_locks: dict[int, asyncio.Lock] = {}
+
+    def counting(self, tally: RequestTally) -> FlowRefresh:
+        """This refresh with its requests counted into `tally` (a sync run's); the same per-flow locks."""
+        view = copy.copy(self)
+        view._api = self._api.counting(tally)
+        return view
 
     async def refresh_flow(self, flow_id: int) -> None:
         """Fetch the flow's state and dates, store them, and re-plan it (a state change makes it due now).

@@ -287,7 +287,7 @@ async def test_a_restart_inside_a_retry_after_does_not_call_wiseflow_early(
     sent = len(await sim.journal())
     second = await open_service(settings)
     try:
-        assert await second.client.restore_pause() > 20  # what the first process was told, less the time since
+        assert await second.client.pauses.restore() > 20  # what the first process was told, less the time since
         again = await second.runner.run()
     finally:
         await close_service(second)

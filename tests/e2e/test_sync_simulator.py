@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 from collections.abc import AsyncIterator
@@ -134,6 +135,27 @@ async def test_an_idle_second_sync_costs_what_the_plan_predicts(world: SimHandle
     # one search page, one events page
     assert calls == run_forecast(second, engine.poller.policy).total == 1 + 1
     assert calls * 20 < first.api_calls
+
+
+async def test_a_webhook_refresh_beside_a_run_is_not_counted_for_it(world: SimHandle, engine: Engine) -> None:
+    """Grades refreshed for webhooks while a run is under way are not the run's requests: the run counts
+    the formula's two, WISEflow receives those and the refreshes'."""
+    await engine.poller.run_once()  # everything mirrored, the token fetched
+    async with engine.uow.read() as unit:
+        flows = [flow.flow_id for flow, _ in await unit.flows.all()][:5]
+    await world.clear_journal()
+    await world.scenario({"latency_ms": 300})  # every answer takes a while: the refreshes overlap the run
+    before = engine.client.calls
+    run = asyncio.create_task(engine.poller.run_once())
+    await wait_until(lambda: engine.client.calls > before, what="the run's first request sent")
+    assert not run.done()
+    refreshes = (engine.poller.refresh.refresh_grades(f, with_participants=False) for f in flows)
+    await asyncio.gather(*refreshes)
+    summary = await run
+    assert (summary.outcome, summary.flows_refreshed) == ("ok", 0)
+    assert summary.api_calls == run_forecast(summary, engine.poller.policy).total == 1 + 1
+    received = await world.journal()
+    assert len(received) == engine.client.calls - before == summary.api_calls + len(flows)
 
 
 async def test_a_changed_grade_reaches_the_sis_exactly_once(world: SimHandle, engine: Engine) -> None:

@@ -140,7 +140,7 @@ async def test_a_saved_pause_is_restored_by_the_next_client(tmp_path: Path) -> N
             saved = await pauses.load()
             async with WiseflowClient(client_settings(url), pause_store=pauses) as later:
                 before, since = time.time(), time.monotonic()
-                restored = await later.restore_pause()
+                restored = await later.pauses.restore()
                 after = time.time()
                 waiting = later.admission.pause_remaining()
                 elapsed = time.monotonic() - since

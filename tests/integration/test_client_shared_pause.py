@@ -41,7 +41,7 @@ async def test_a_running_client_honours_a_retry_after_another_client_received(
             client_on(simulator.api_url, store_a, "process-a") as a,
             client_on(simulator.api_url, store_b, "process-b") as b,
         ):
-            await b.restore_pause()  # B is up before the pause exists: only the per-request read can see it
+            await b.pauses.restore()  # B is up before the pause exists: only the per-request read can see it
             await simulator.scenario({fault: {"open": True, "retry_after": RETRY_AFTER}})
             refused = asyncio.create_task(a.license_info())
             await wait_until(saved_in(store_b), what="A saved WISEflow's pause")

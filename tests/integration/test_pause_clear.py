@@ -60,7 +60,7 @@ async def test_a_running_client_resumes_after_pause_clear_and_not_before(
         pauses = SqlitePauseStore(store, SystemClock())
         settings = client_settings(simulator.api_url)
         async with WiseflowClient(settings, breaker_policy=QUICK_BREAKER, pause_store=pauses) as client:
-            await client.restore_pause()
+            await client.pauses.restore()
             await simulator.scenario({fault: {"open": True, "retry_after": HOUR}})
             with pytest.raises(ServiceError):
                 await client.license_info()

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from service.adapters.wiseflow import client
+from service.adapters.wiseflow import api
 from service.adapters.wiseflow.endpoints import ENDPOINTS, HANDLED_EVENTS, Endpoint
 from service.adapters.wiseflow.records import route_of
 from service.core.records import Flow
@@ -26,7 +26,7 @@ _FORMATTED = re.compile(r"\{[^}]*\}")  # an f-string's {int(flow_id)}: any id
 
 def test_every_endpoint_the_client_calls_is_registered() -> None:
     """Each method/path literal of the client's endpoint methods is an entry of the registry."""
-    calls = _CALL.findall(inspect.getsource(client))
+    calls = _CALL.findall(inspect.getsource(api))
     called = {f"{method} {route_of(_FORMATTED.sub('0', path))}" for method, path in calls}
     registered = {f"{e.method} {e.route}" for e in ENDPOINTS}
     assert called - {"POST /oauth2/token"}

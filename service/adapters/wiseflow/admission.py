@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 class Attachable(Protocol):
     """Credentials as the gate attaches them (`auth.Credentials`): renewed first, then read when admitted."""
 
-    async def headers(self, attempt: int) -> dict[str, str]: ...
+    async def headers(self, request: Request) -> dict[str, str]: ...
 
     def current(self) -> dict[str, str] | None: ...
 
@@ -105,7 +105,7 @@ class Admission:
         """Admit `request` (steps 1-6 of the module docstring); settle and release on leaving, always."""
         self.breaker.check()
         if credentials is not None:
-            await credentials.headers(request.attempt)  # a renewal due now goes first, outside the queue
+            await credentials.headers(request)  # a renewal due now goes first, outside the queue
         queued = time.perf_counter()
         probe, attached = await self._turn(request, credentials)
         slot: Slot | None = None
@@ -137,7 +137,7 @@ class Admission:
                 return probe, attached
             if not adopted:
                 assert credentials is not None  # noqa: S101 - only a token can age
-                await credentials.headers(request.attempt)
+                await credentials.headers(request)
                 urgent = True  # it has waited its turn once
 
     async def account(self, permit: Permit, reply: Reply) -> None:

@@ -40,7 +40,7 @@ class Credentials(Protocol):
 
     can_refresh: bool
 
-    async def headers(self, attempt: int) -> dict[str, str]: ...
+    async def headers(self, request: Request) -> dict[str, str]: ...
 
     def current(self) -> dict[str, str] | None: ...
 
@@ -57,7 +57,7 @@ class ApiKeyAuth:
     def __init__(self, api_key: str) -> None:
         self._headers = {"x-api-key": api_key}
 
-    async def headers(self, attempt: int) -> dict[str, str]:
+    async def headers(self, request: Request) -> dict[str, str]:
         """The x-api-key header."""
         return dict(self._headers)
 
@@ -110,14 +110,17 @@ class OAuthTokens:
         # `preflight` can report and validate it without ever holding the token itself.
         self.last_answer: dict[str, Any] | None = None
 
-    async def headers(self, attempt: int) -> dict[str, str]:
-        """A bearer header with a token valid for a while yet; fetches one when needed (single flight)."""
+    async def headers(self, request: Request) -> dict[str, str]:
+        """A bearer header with a token valid for a while yet; fetches one when needed (single flight).
+
+        The token request is `request`'s: its attempt, and the sync run it counts for (`request.tally`).
+        """
         if (fresh := self.current()) is not None:
             return fresh
         if self._failure is not None and self._clock.monotonic() < self._failed_until:
             raise AuthError(self._failure.message, method="POST", path=TOKEN_PATH, status=self._failure.status)
         if self._inflight is None:
-            self._inflight = asyncio.create_task(self._fetch(attempt))
+            self._inflight = asyncio.create_task(self._fetch(request))
             self._inflight.add_done_callback(self._fetched)
         # shield: one caller giving up (cancelled, deadline) must not cancel the others' token request.
         token = await asyncio.shield(self._inflight)
@@ -144,9 +147,12 @@ class OAuthTokens:
         if not task.cancelled():
             task.exception()  # retrieved here, so a failure nobody awaited anymore is not reported twice
 
-    async def _fetch(self, attempt: int) -> str:
+    async def _fetch(self, cause: Request) -> str:
         self.fetches += 1
-        reply, _ = await self._door.send(Request("POST", TOKEN_PATH, attempt, data=self._form, urgent=True))
+        token_request = Request(
+            "POST", TOKEN_PATH, cause.attempt, data=self._form, urgent=True, tally=cause.tally
+        )
+        reply, _ = await self._door.send(token_request)
         token = _access_token(reply.body) if reply.ok else None
         if token is not None:
             self._accept(token, reply.body, reply.sent)

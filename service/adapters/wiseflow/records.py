@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from service.core.request_tally import RequestTally
 from service.errors import ApiError, ApiUnavailable, AuthError, RateLimited
 
 # Numeric path segments become `{id}`: span names stay few, and the ids are not needed to group by.
@@ -37,7 +38,9 @@ class Request:
 
     `attempt` counts the call's tries (1 for the first; a 401's replay keeps it). `urgent` (the token
     request) skips the queue behind other callers and behind the first request after a pause, never the
-    rate budget or the pause itself. Never carries credentials: they are attached once it is admitted.
+    rate budget or the pause itself. `tally`: the sync run's count the request goes into when it leaves
+    (a token request it starts carries it too); None for a request of no run. Never carries credentials:
+    they are attached once it is admitted.
     """
 
     method: str
@@ -49,6 +52,7 @@ class Request:
     json: Any = field(default=None, repr=False)
     data: Mapping[str, str] | None = field(default=None, repr=False)  # a form body (the token request's)
     urgent: bool = False
+    tally: RequestTally | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,7 @@ pure, separately tested functions of `service.core`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import replace
 
 from service.adapters.spans import add_event
 from service.core.backoff import Random, RetryPolicy, is_retryable_status, is_safe_request
@@ -39,17 +38,18 @@ class Caller:
         self._rng = rng
         self.recoveries = 0  # 401 answers cured by a new token and one replay (a metric)
 
-    async def call(
-        self, method: str, path: str, *, params: Mapping[str, str | int] | None = None, json: Any = None
-    ) -> Reply:
-        """A 2xx `Reply`, or the `ApiError`/`CircuitOpen` that ended the call (within the call deadline)."""
-        safe = is_safe_request(method, path)
+    async def call(self, request: Request) -> Reply:
+        """A 2xx `Reply`, or the `ApiError`/`CircuitOpen` that ended the call (within the call deadline).
+
+        `request` is the first attempt; each retry is the same request with the next `attempt`.
+        """
+        safe = is_safe_request(request.method, request.path)
         deadline = self._clock.monotonic() + self._policy.deadline
         attempt = 1
         try:
             async with asyncio.timeout(self._policy.deadline):
                 while True:
-                    outcome = await self._attempt(Request(method, path, attempt, params=params, json=json))
+                    outcome = await self._attempt(replace(request, attempt=attempt))
                     if isinstance(outcome, Reply):
                         return outcome
                     wait = self._wait_before_retry(outcome, safe, attempt, deadline)
@@ -61,8 +61,8 @@ class Caller:
         except TimeoutError:
             raise ApiUnavailable(
                 f"call deadline of {self._policy.deadline:g}s exceeded",
-                method=method,
-                path=path,
+                method=request.method,
+                path=request.path,
                 attempt=attempt,
             ) from None
 

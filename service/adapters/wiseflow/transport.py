@@ -97,6 +97,8 @@ class Transport:
         method, path, attempt = request.method, request.path, request.attempt
         sent_wall, sent, started = self._clock.wall(), self._clock.monotonic(), time.perf_counter()
         self.calls += 1
+        if request.tally is not None:  # a sync run's request: counted for that run, on the wire
+            request.tally.count(f"{method} {route_of(path)}")
         try:
             async with self._session().request(
                 method,
