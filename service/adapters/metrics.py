@@ -206,57 +206,61 @@ class ScrapeCollector:
     def collect(self) -> Iterator[Metric]:
         """Every scrape-time family, from the last snapshot and the live webhook figures."""
         s, f, b = self._snapshot(), self._figures, self._backlogs
-        yield _counter("wiseflow_sync_runs_total", "Sync runs since start", s.runs)
-        yield _gauge(
-            "wiseflow_breaker_open", "1 while the circuit breaker is not closed", float(s.breaker_open)
+        yield CounterMetricFamily("wiseflow_sync_runs_total", "Sync runs since start", value=s.runs)
+        yield GaugeMetricFamily(
+            "wiseflow_breaker_open", "1 while the circuit breaker is not closed", value=float(s.breaker_open)
         )
-        yield _gauge(
+        yield GaugeMetricFamily(
             "wiseflow_sink_paused",
             "1 while grade delivery is paused because the SIS is unwell or refuses us (one grade probes it)",
-            float(s.sink_paused),
+            value=float(s.sink_paused),
         )
-        yield _counter(
-            "wiseflow_token_requests_total", "OAuth token requests (first token and renewals)", s.token_requests
+        yield CounterMetricFamily(
+            "wiseflow_token_requests_total",
+            "OAuth token requests (first token and renewals)",
+            value=s.token_requests,
         )
-        yield _counter(
+        yield CounterMetricFamily(
             "wiseflow_auth_recoveries_total",
             "401 answers cured by a new token and one replay",
-            s.auth_recoveries,
+            value=s.auth_recoveries,
         )
-        yield _counter(
+        yield CounterMetricFamily(
             "wiseflow_retry_after_paused_seconds_total",
             "Seconds every caller was paused by WISEflow's 429 Retry-After (or reset)",
-            s.paused_seconds,
+            value=s.paused_seconds,
         )
-        yield _counter("wiseflow_catchups_total", "Catch-ups after a webhook blind spot", s.catchups)
+        yield CounterMetricFamily(
+            "wiseflow_catchups_total", "Catch-ups after a webhook blind spot", value=s.catchups
+        )
         yield from _webhook_families(f)
         if b is not None:
-            yield _gauge(
+            yield GaugeMetricFamily(
                 "wiseflow_last_sync_success_timestamp_seconds",
                 "Unix time of the end of the last successful sync run (0: none yet); alert when it grows old",
-                b.last_success,
+                value=b.last_success,
             )
             yield _by_status("wiseflow_inbox_events", "Inbox events by status", b.inbox)
             yield _by_status("wiseflow_outbox_rows", "Outbox rows by status", b.outbox)
-            yield _counter(
+            yield CounterMetricFamily(
                 "wiseflow_grades_withdrawn_total",
                 "Grades withdrawn in WISEflow whose withdrawal was queued for the SIS (explicit records)",
-                b.withdrawn,
+                value=b.withdrawn,
             )
-            yield _gauge(
+            yield GaugeMetricFamily(
                 "wiseflow_outbox_oldest_pending_timestamp_seconds",
                 "Unix time the oldest grade still waiting for the SIS was queued (0: none waiting)",
-                b.oldest_pending,
+                value=b.oldest_pending,
             )
 
 
 def _webhook_families(f: WebhookFigures) -> Iterator[Metric]:
-    yield _counter("wiseflow_webhook_deliveries_total", "Webhook deliveries", f.received)
-    yield _counter("wiseflow_webhook_duplicates_total", "Duplicates absorbed", f.duplicates)
-    yield _counter(
+    yield CounterMetricFamily("wiseflow_webhook_deliveries_total", "Webhook deliveries", value=f.received)
+    yield CounterMetricFamily("wiseflow_webhook_duplicates_total", "Duplicates absorbed", value=f.duplicates)
+    yield CounterMetricFamily(
         "wiseflow_webhook_sequence_reused_total",
         "Webhook events stored as new although their sequence number already named another stored event",
-        f.sequence_reused,
+        value=f.sequence_reused,
     )
     rejected = CounterMetricFamily(
         "wiseflow_webhook_rejected_total", "Webhook deliveries rejected, by reason", labels=["reason"]
@@ -284,19 +288,11 @@ def _webhook_families(f: WebhookFigures) -> Iterator[Metric]:
         buckets=ingest.cumulative(),
         sum_value=ingest.total,
     )
-    yield _gauge(
+    yield GaugeMetricFamily(
         "wiseflow_webhook_processing_lag_seconds",
         "Seconds from receipt to processing of the last webhook event",
-        f.lag_last,
+        value=f.lag_last,
     )
-
-
-def _counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
-    return CounterMetricFamily(name, help_text, value=value)
-
-
-def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, help_text, value=value)
 
 
 def _by_status(name: str, help_text: str, counts: Mapping[str, int]) -> GaugeMetricFamily:

@@ -22,9 +22,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import orjson
+from opentelemetry.propagate import inject
 from opentelemetry.trace import SpanKind, Tracer
 
-from service.adapters.spans import NO_TRACER, inject_traceparent, unit_span
+from service.adapters.spans import NO_TRACER, unit_span
 from service.core.ports import Json
 from service.core.retry_after import parse_retry_after
 from service.core.signatures import (
@@ -86,7 +87,7 @@ class HttpSink:
         """POST the record; its status on 2xx, `SinkError` otherwise (never echoing the body)."""
         body = orjson.dumps(record)
         headers = self._headers(body, idempotency_key)
-        inject_traceparent(headers)
+        inject(headers)  # the delivery span's W3C `traceparent` (and `tracestate`): the SIS may join the trace
         try:
             async with self._session.post(
                 self._url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False

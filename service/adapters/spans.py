@@ -18,12 +18,11 @@ without one (a unit test) gets `NO_TRACER`: no span is recorded, and the parent'
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Final
 
 from opentelemetry import trace
-from opentelemetry.propagate import inject
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
@@ -79,11 +78,6 @@ def mark_error(reason: str) -> None:
     span = trace.get_current_span()
     if span.is_recording():
         span.set_status(Status(StatusCode.ERROR, reason))
-
-
-def inject_traceparent(headers: MutableMapping[str, str]) -> None:
-    """Add the current span's W3C `traceparent` (and `tracestate`) to outgoing `headers`."""
-    inject(headers)
 
 
 def current_traceparent() -> str | None:

@@ -91,7 +91,7 @@ class RateGate:
 
     def __init__(self, budget: RateBudget, clock: Clock) -> None:
         self.budget = budget
-        self._clock = clock
+        self.clock = clock  # its monotonic time is what `earliest` and the pause are measured on
         self._windows = [_Window(period, size) for period, size in budget.windows]
         self._paused_until = float("-inf")
         self._allowances: dict[str, _Allowance] = {}
@@ -101,11 +101,7 @@ class RateGate:
     @property
     def probing(self) -> bool:
         """True while the first request after a pause is out and the others wait for its answer."""
-        return self._clock.monotonic() < self._probe_until
-
-    def now(self) -> float:
-        """The gate's clock (monotonic seconds)."""
-        return self._clock.monotonic()
+        return self.clock.monotonic() < self._probe_until
 
     def earliest(self, urgent: bool = False) -> float:
         """The monotonic time at which the next request may be admitted (may be in the past).
@@ -116,13 +112,13 @@ class RateGate:
         if not urgent:
             times.append(self._probe_until)
         times.extend(w.earliest(self.budget.guard) for w in self._windows)
-        now = self._clock.monotonic()
+        now = self.clock.monotonic()
         times.extend(a.until for a in self._allowances.values() if a.left <= 0 and a.until > now)
         return max(times)
 
     def try_acquire(self, urgent: bool = False) -> float:
         """Admit one request now and return 0.0, or admit nothing and return the seconds to wait."""
-        now = self._clock.monotonic()
+        now = self.clock.monotonic()
         wait = self.earliest(urgent) - now
         if wait > 0:
             return wait
@@ -140,7 +136,7 @@ class RateGate:
 
     def pause(self, seconds: float) -> None:
         """Admit nothing for `seconds` from now (a 429's Retry-After); pauses only ever extend."""
-        self._paused_until = max(self._paused_until, self._clock.monotonic() + max(seconds, 0.0))
+        self._paused_until = max(self._paused_until, self.clock.monotonic() + max(seconds, 0.0))
         self._after_pause = True
         self._probe_until = float("-inf")
 
@@ -154,11 +150,11 @@ class RateGate:
 
     def pause_remaining(self) -> float:
         """Seconds left of the shared pause (0.0 when none)."""
-        return max(self._paused_until - self._clock.monotonic(), 0.0)
+        return max(self._paused_until - self.clock.monotonic(), 0.0)
 
     def observe(self, quotas: Iterable[Quota]) -> None:
         """Spend down the server's reported remaining requests until their reset, keeping `reserve`."""
-        now = self._clock.monotonic()
+        now = self.clock.monotonic()
         for quota in quotas:
             if quota.reset < self.budget.horizon:
                 continue

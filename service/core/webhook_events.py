@@ -59,9 +59,8 @@ def events_for(kind: Refresh) -> tuple[str, ...]:
     return tuple(event for event, k in _REFRESH.items() if k is kind)
 
 
-def refresh_for(event: str) -> Refresh | None:
-    """What `event` asks to refresh; None for an event type this service does not know."""
-    return _REFRESH.get(event)
+# What an event type asks to refresh, `refresh_for(event)`; None for an event type this service does not know.
+refresh_for: Final = _REFRESH.get
 
 
 @dataclass(frozen=True, slots=True)

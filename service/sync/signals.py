@@ -12,24 +12,21 @@ next waits, so a signal is never lost, only merged with the next.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 
 class Signals:
-    """Plain methods that set the wake events of the inbox worker and the outbox deliverer."""
+    """The wake events of the inbox worker and the outbox deliverer, and the signals that set them."""
 
     def __init__(self) -> None:
         self.inbox = asyncio.Event()  # the inbox worker waits on it
         self.outbox = asyncio.Event()  # the outbox deliverer waits on it
-
-    def stored(self) -> None:
-        """A webhook event was committed to the inbox."""
-        self.inbox.set()
+        # The inbox worker's two reasons to look now, each the event's own `set`, with nothing in between:
+        self.stored: Callable[[], None] = self.inbox.set  # a webhook event was committed to the inbox
+        # An operator cleared the pause WISEflow asked for: the events deferred behind it can go.
+        self.pause_lifted: Callable[[], None] = self.inbox.set
 
     def queued(self, rows: int) -> None:
         """`rows` grade versions entered the outbox (nothing to do for 0)."""
         if rows > 0:
             self.outbox.set()
-
-    def pause_lifted(self) -> None:
-        """An operator cleared the pause WISEflow asked for: the events deferred behind it can go."""
-        self.inbox.set()

@@ -50,7 +50,7 @@ async def test_a_wait_beyond_sync_pause_max_waits_the_maximum_and_says_so(
     async with answering(status, "7200") as url, make_client(url, pause_max=900.0) as client:
         with pytest.raises((RateLimited, ApiUnavailable)):
             await client.license_info()
-        paused = client.breaker.retry_after() if status == 503 else client.admission.pause_remaining()
+        paused = client.breaker.retry_after() if status == 503 else client.limiter.gate.pause_remaining()
     capped = [r for r in caplog.records if getattr(r, "event", None) == "wiseflow.pause_capped"]
     assert 899.0 < paused <= 900.0
     assert [(getattr(r, "asked", None), getattr(r, "pause_max", None)) for r in capped] == [(7200.0, 900.0)]
@@ -107,7 +107,7 @@ async def test_no_request_leaves_before_the_pause_is_saved() -> None:
             await wait_until(lambda: store.asked == 1, what="the pause store asked once")
             second = asyncio.create_task(client.license_info())
             await wait_until(
-                lambda: client.admission.pause_remaining() == 0 and client.pauses.held >= 1,
+                lambda: client.limiter.gate.pause_remaining() == 0 and client.pauses.held >= 1,
                 what="the pause over and held",
             )
             sent_while_saving = len(arrivals)
@@ -142,7 +142,7 @@ async def test_a_saved_pause_is_restored_by_the_next_client(tmp_path: Path) -> N
                 before, since = time.time(), time.monotonic()
                 restored = await later.pauses.restore()
                 after = time.time()
-                waiting = later.admission.pause_remaining()
+                waiting = later.limiter.gate.pause_remaining()
                 elapsed = time.monotonic() - since
         await pauses.clear()
         cleared = await pauses.load()

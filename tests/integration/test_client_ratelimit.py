@@ -42,11 +42,11 @@ class Admissions:
 
     def try_acquire(self, urgent: bool = False) -> float:
         """The gate's own decision, with the admission bracketed when it admits."""
-        before = self._gate.now()
+        before = self._gate.clock.monotonic()
         wait = self._try_acquire(urgent=urgent)
         if wait <= 0:
             self.before.append(before)
-            self.after.append(self._gate.now())
+            self.after.append(self._gate.clock.monotonic())
         return wait
 
 

@@ -144,7 +144,7 @@ def test_a_429_answered_in_a_slot_is_saved_before_answered_returns_and_holds_eve
             refused = Reply("GET", "/license/info", 429, {"Retry-After": "30"}, None, None, 1, retry_after=30.0)
             await slot.answered(refused)
             saved = await rig.store.current()
-        paused = rig.admission.pause_remaining()
+        paused = rig.admission.limiter.gate.pause_remaining()
         return saved, paused, await admitted_at(rig.admission), rig.settled
 
     saved, paused, next_at, settled = run_virtual(scenario())

@@ -88,6 +88,7 @@ class Admission:
     ) -> None:
         loop_clock = LoopClock()  # the limiter sleeps on the loop's clock, so the breaker reads it too
         self.limiter = AsyncRateLimiter(budget, max_hold=settings.retry_after_max, clock=loop_clock)
+        self._gate = self.limiter.gate  # the budget's windows, the server's quotas and the shared pause
         # The breaker honours a 503's Retry-After up to the same SYNC_PAUSE_MAX as a 429's.
         policy_503 = replace(breaker_policy, pause_max=settings.pause_max)
         self.breaker = Breaker(settings.api_url, policy_503, loop_clock, on_transition)
@@ -116,7 +117,7 @@ class Admission:
             if slot is not None:
                 slot.close()
             # A 429 on this first request after a pause began a new pause: that one holds everyone instead.
-            if probe and self.pause_remaining() == 0.0:
+            if probe and self._gate.pause_remaining() == 0.0:
                 self.limiter.settle()
 
     async def _turn(self, request: Request, credentials: Attachable | None) -> tuple[bool, dict[str, str]]:
@@ -142,7 +143,7 @@ class Admission:
 
     async def account(self, permit: Permit, reply: Reply) -> None:
         """The pause policy: what `reply` means for the breaker, the limiter and the saved pause."""
-        self.limiter.observe(parse_quotas(reply.headers, self._clock.wall()))
+        self._gate.observe(parse_quotas(reply.headers, self._clock.wall()))
         where = f"{reply.method} {route_of(reply.path)}"
         if reply.status >= 500 and reply.status != 501:
             with_wait = None
@@ -157,10 +158,10 @@ class Admission:
             asked = rate_limited_wait(reply.headers, self._clock.wall())
             floor = self._policy.backoff.delay(reply.attempt, self._rng)
             pause = self._bounded(reply, max(asked or 0.0, floor))
-            before = self.pause_remaining()
+            before = self._gate.pause_remaining()
             self.limiter.pause(pause)
             # Concurrent 429s overlap: only what this one added to the pause counts.
-            self.paused_seconds += max(0.0, self.pause_remaining() - before)
+            self.paused_seconds += max(0.0, self._gate.pause_remaining() - before)
             add_event("wiseflow.pause", reason="429", seconds=round(pause, 3))
             await self.pauses.record(pause, f"429 on {where}")
 
@@ -179,14 +180,10 @@ class Admission:
             )
         return bounded_pause(asked, self._pause_max)
 
-    def pause_remaining(self) -> float:
-        """Seconds left of the shared pause every caller waits out (0.0: none)."""
-        return self.limiter.gate.pause_remaining()
-
     def wait_after(self, reply: Reply) -> float | None:
         """How long `reply` holds callers: its Retry-After; for a 429 the shared pause it set, if longer."""
         if reply.status == 429:
-            return max(reply.retry_after or 0.0, self.pause_remaining())
+            return max(reply.retry_after or 0.0, self._gate.pause_remaining())
         return reply.retry_after
 
 

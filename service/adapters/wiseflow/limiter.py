@@ -22,7 +22,6 @@ import time
 from aiolimiter import AsyncLimiter
 
 from service.core.ratebudget import RateBudget, RateGate
-from service.core.retry_after import Quota
 from service.errors import RateLimited
 
 
@@ -66,7 +65,7 @@ class AsyncRateLimiter:
 
     async def _admit(self, method: str, path: str, attempt: int, *, urgent: bool) -> bool:
         while True:
-            wait = self.gate.earliest(urgent) - self.gate.now()
+            wait = self.gate.earliest(urgent) - self.gate.clock.monotonic()
             if wait <= 0:
                 await self._bucket.acquire()
                 wait = self.gate.try_acquire(urgent=urgent)
@@ -104,7 +103,3 @@ class AsyncRateLimiter:
         self._lifted.set()
         self._lifted = asyncio.Event()
         self._settled.set()
-
-    def observe(self, quotas: list[Quota]) -> None:
-        """Take the server's RateLimit-* counts into account (see `RateGate.observe`)."""
-        self.gate.observe(quotas)
