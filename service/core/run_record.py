@@ -1,16 +1,14 @@
 """What a sync run changed in the mirror, and the record of a run that `runs` and `/status` show.
 
 Every write of the mirror's repositories reports the rows it added, changed and removed (`Changes`); once
-its transaction has committed, the writer notes them (`note`) into the counts of the run whose task wrote
-them. Like the request tally, the counts live in a context variable: the run's own tasks (which copy the
-context when they start) count into them, and a webhook refresh running beside the run does not.
+its transaction has committed, a sync run's writer adds them to the run's `MirrorCounts`, which the run
+hands to what it calls (the flow refresh's run view, `FlowRefresh.counting`): a webhook refresh running
+beside the run writes through the plain refresh and counts for no run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -68,27 +66,6 @@ class MirrorCounts:
 
 def _changes(changes: Changes) -> dict[str, int]:
     return {"added": changes.added, "changed": changes.changed, "removed": changes.removed}
-
-
-_current: ContextVar[MirrorCounts | None] = ContextVar("wiseflow_sync_mirror_counts", default=None)
-
-
-def note(counts: MirrorCounts) -> None:
-    """Count a committed write into the counts of the calling task's run (if any)."""
-    run = _current.get()
-    if run is not None:
-        run.add(counts)
-
-
-@contextmanager
-def counting(counts: MirrorCounts) -> Iterator[MirrorCounts]:
-    """Count the committed writes of this task (and of the tasks it starts) into `counts` until the block
-    ends."""
-    token = _current.set(counts)
-    try:
-        yield counts
-    finally:
-        _current.reset(token)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,10 +19,8 @@ its outcome: ok; failed (refused credentials, a malformed listing); paused (WISE
 Retry-After, maintenance, the open breaker); interrupted (cancelled mid-run here, or its process died,
 which the next run records); with its requests counted on the wire and what it added, changed and removed
 in the mirror.
-
-A run reaches WISEflow through its own view of the API, `api.counting(tally)` (and the flow refresh's,
-`refresh.counting(tally)`): every request the run sends, token requests and retries included, is counted
-into its `RequestTally` on the wire; a webhook's refresh beside it goes through the plain API, uncounted.
+A run goes through its own views, `api.counting(tally)` and `refresh.counting(tally, counts)`, so what it
+sends and commits is counted for it, and a webhook's refresh beside it (through the plain ones) is not.
 """
 
 from __future__ import annotations
@@ -44,7 +42,7 @@ from service.core.planner import LIVE_STATES, FlowPlan, PlanPolicy
 from service.core.ports import WiseflowApi
 from service.core.records import Flow
 from service.core.request_tally import RequestTally
-from service.core.run_record import Changes, MirrorCounts, counting, note
+from service.core.run_record import Changes, MirrorCounts
 from service.core.run_summary import Progress, RunSummary
 from service.core.store_ports import RunCounters, UnitOfWork
 from service.errors import ApiError, ServiceError
@@ -61,20 +59,14 @@ EVENTS_CURSOR_KEY = "events_cursor"
 DISCOVERY_BATCH = 100
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Run:
-    """One run as its steps share it: what it did so far, and WISEflow as the run reaches it (`counting`)."""
+    """One run as its steps share it: what it did so far, its tally, and its counting views."""
 
     summary: RunSummary
+    tally: RequestTally
     api: WiseflowApi
     refresh: FlowRefresh
-    tally: RequestTally
-
-    @classmethod
-    def start(cls, summary: RunSummary, api: WiseflowApi, refresh: FlowRefresh) -> _Run:
-        """A run whose every request, token requests and retries included, is counted into its tally."""
-        tally = RequestTally()
-        return cls(summary, api.counting(tally), refresh.counting(tally), tally)
 
 
 class Poller:
@@ -126,24 +118,23 @@ class Poller:
             async with self._uow.transaction() as unit:
                 await unit.runs.abandon_running(self._clock.wall())
                 summary = RunSummary(await unit.runs.start(self._clock.wall(), self._command), "running")
-            run = _Run.start(summary, self._api, self.refresh)
+            tally = RequestTally()
+            refresh = self.refresh.counting(tally, summary.counts)
+            run = _Run(summary, tally, self._api.counting(tally), refresh)
             attributes = {"sync.run_id": summary.run_id, "sync.full": full}
             with (
                 log_fields(run_id=summary.run_id),
                 unit_span(self._tracer, "sync.run", attributes=attributes) as span,
             ):
-                # Every write of the mirror the run's tasks commit is counted into the run's counts (the
-                # refresh's `note`).
-                with counting(summary.counts):
-                    try:
-                        await self._run(run, full=full)
-                        summary.outcome = "ok"
-                    except asyncio.CancelledError:  # the process is stopping: closed now, not left running
-                        summary.outcome, summary.reason = "interrupted", "cancelled mid-run"
-                        await self._finish(run, started)
-                        raise
-                    except Exception as exc:
-                        _judge(summary, exc)
+                try:
+                    await self._run(run, full=full)
+                    summary.outcome = "ok"
+                except asyncio.CancelledError:  # the process is stopping: closed now, not left running
+                    summary.outcome, summary.reason = "interrupted", "cancelled mid-run"
+                    await self._finish(run, started)
+                    raise
+                except Exception as exc:
+                    _judge(summary, exc)
                 await self._finish(run, started)
                 span.set_attribute("sync.outcome", summary.outcome)
                 if summary.outcome != "ok":
@@ -183,17 +174,17 @@ class Poller:
             summary.flows_listed += 1
             summary.records += 1
             if len(batch) >= DISCOVERY_BATCH:
-                await self._save_discovered(batch, pass_started, clock)
+                await self._save_discovered(run, batch, pass_started, clock)
                 self._on_progress(Progress("discovery", summary.flows_listed, None))
                 batch = []
-        await self._save_discovered(batch, pass_started, clock)
+        await self._save_discovered(run, batch, pass_started, clock)
         await self._check_vanished(run, pass_started)
         async with self._uow.transaction() as unit:
             await unit.checkpoints.delete(DISCOVERY_KEY)
             if checkpoint["archived"]:
                 await unit.checkpoints.set(ARCHIVED_SCANNED_KEY, True, self._clock.wall())
 
-    async def _save_discovered(self, flows: list[Flow], pass_started: float, clock: int) -> None:
+    async def _save_discovered(self, run: _Run, flows: list[Flow], pass_started: float, clock: int) -> None:
         if not flows:
             return
         now = self._clock.wall()
@@ -211,7 +202,7 @@ class Poller:
                 if new_plan != plan:
                     plans[flow.flow_id] = new_plan
             await unit.flows.save_plans(plans)
-        note(MirrorCounts(flows=saved))
+        run.summary.counts.add(MirrorCounts(flows=saved))
 
     async def _check_vanished(self, run: _Run, pass_started: float) -> None:
         """A flow no longer listed (archived since, or deleted) gets its state read once."""

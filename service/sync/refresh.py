@@ -11,8 +11,9 @@ holds data fetched after the one it replaces: the mirror never moves backwards a
 queued again. Losing only says another refresh committed since ours began, not that it began later, so
 the loser fetches again rather than drop what may be the newer answer (and mark done the webhook that
 asked for it). A flow's state (`GET /flow/{id}`, and discovery) is guarded the same way by the state
-clock: read before the fetch, checked and advanced at commit. What each commit added, changed and removed
-counts for the sync run whose task made it (`run_record.note`), not for a webhook's refresh.
+clock: read before the fetch, checked and advanced at commit. A sync run refreshes through its own view
+(`counting(tally, counts)`): its requests count into the run's tally, what each commit added, changed and
+removed into the run's counts; a webhook's refresh, through the plain one, counts for no run.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from service.core.planner import FlowPlan, PlanPolicy
 from service.core.ports import WiseflowApi
 from service.core.records import Flow, GradeVersion, Participant, changed_grades, withdrawn_grades
 from service.core.request_tally import RequestTally
-from service.core.run_record import MirrorCounts, note
+from service.core.run_record import MirrorCounts
 from service.core.store_ports import UnitOfWork
 from service.errors import ApiError
 
@@ -68,12 +69,20 @@ class FlowRefresh:
         # Within the process one fetch-and-write per flow at a time (no wasted fetches); across processes
         # the version check at commit keeps the order.
         self._flow_locks: dict[int, asyncio.Lock] = {}
+        self._counts: MirrorCounts | None = None  # a sync run's view counts its committed writes here
 
-    def counting(self, tally: RequestTally) -> FlowRefresh:
-        """This refresh with its requests counted into `tally` (a sync run's); the same per-flow locks."""
+    def counting(self, tally: RequestTally, counts: MirrorCounts) -> FlowRefresh:
+        """This refresh as a sync run's: its requests counted into `tally`, what its commits added, changed
+        and removed into `counts`; the same per-flow locks."""
         view = copy.copy(self)
         view._api = self._api.counting(tally)
+        view._counts = counts
         return view
+
+    def _committed(self, counts: MirrorCounts) -> None:
+        """A write committed: it counts for the run whose view this is (none for a webhook's refresh)."""
+        if self._counts is not None:
+            self._counts.add(counts)
 
     async def refresh_flow(self, flow_id: int) -> None:
         """Fetch the flow's state and dates, store them, and re-plan it (a state change makes it due now).
@@ -105,7 +114,7 @@ class FlowRefresh:
                 return False
             new_plan = planner.plan_after_discovery(previous, flow, plan, now, self._policy)
             await unit.flows.save_plans({flow_id: new_plan})
-        note(MirrorCounts(flows=saved))
+        self._committed(MirrorCounts(flows=saved))
         return True
 
     async def fetch_flow(self, flow_id: int, clock: int) -> Flow | None:
@@ -132,7 +141,7 @@ class FlowRefresh:
         async with self._uow.transaction() as unit:
             removed = await unit.flows.delete(flow_id, clock)
         if removed is not None:
-            note(removed)
+            self._committed(removed)
             log.warning(
                 "flow not found: removed from the mirror", extra={"event": "sync.flow_gone", "flow_id": flow_id}
             )
@@ -202,7 +211,7 @@ class FlowRefresh:
             if plan is not None:  # a planned refresh: schedule the next one
                 next_plan = planner.plan_after_poll(flow, now, self._rng, self._policy)
                 await unit.flows.save_plans({flow.flow_id: next_plan})
-        note(counts)  # committed: it counts for the run of this task, if any
+        self._committed(counts)
         if withdrawn:
             log.warning(
                 "grades withdrawn in WISEflow: their withdrawal is queued for the SIS",
