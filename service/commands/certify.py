@@ -22,7 +22,8 @@ from typing import Any, Final
 import orjson
 
 from service.adapters.logs import configure_logging
-from service.adapters.store.figures import StoredFigures, read_figures
+from service.adapters.store.figures import StoredFigures
+from service.adapters.store.unit import SqliteUnitOfWork
 from service.adapters.telemetry import command_tracing
 from service.certify import EVENTS_FROM_WISEFLOW, build, render_markdown
 from service.clients import command_client
@@ -73,8 +74,8 @@ async def _gather(settings: Settings, exists: bool) -> tuple[StoredFigures | Non
 
 
 async def _figures(settings: Settings) -> StoredFigures:
-    async with opened(settings.database, read_only=True) as store:
-        return await read_figures(store)
+    async with opened(settings.database, read_only=True) as store, SqliteUnitOfWork(store).read() as unit:
+        return await unit.figures.stored()
 
 
 async def subscribed_events(settings: Settings) -> list[str] | None:

@@ -15,7 +15,7 @@ import pytest
 
 from service.adapters.logs import configure_logging
 from service.adapters.store import Store
-from service.adapters.store.figures import read_figures
+from service.adapters.store.unit import SqliteUnitOfWork
 from service.adapters.wiseflow.endpoints import Endpoint
 from service.adapters.wiseflow.records import route_of
 from service.certify import build
@@ -92,7 +92,8 @@ async def test_certify_figures_equal_the_simulators_journal(
     journal = await simulator.journal()
     store = await Store.open(settings.database)
     try:
-        figures = await read_figures(store)
+        async with SqliteUnitOfWork(store).read() as unit:
+            figures = await unit.figures.stored()
     finally:
         await store.close()
     data = json.loads(orjson.dumps(build(settings, figures)))

@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from service.adapters.store import Store
-from service.adapters.store.figures import read_figures
 from service.adapters.store.journal import JournalWriter
+from service.adapters.store.unit import SqliteUnitOfWork
 from service.adapters.wiseflow import RequestRecord
 from service.adapters.wiseflow.endpoints import ENDPOINTS
 from service.certify import build, render_markdown, requests_per_run
@@ -115,7 +115,8 @@ async def test_figures_are_read_from_the_database(tmp_path: Path) -> None:
                 "INSERT INTO inbox_deliveries (delivery_id, event_id, received_at) VALUES "
                 "('a', 1, 1), ('b', 1, 2), ('c', 2, 3)"
             )
-        figures = await read_figures(store)
+        async with SqliteUnitOfWork(store).read() as unit:
+            figures = await unit.figures.stored()
     finally:
         await store.close()
     data = as_json(build(load_settings({}), figures))
@@ -151,7 +152,8 @@ async def test_retry_after_answers_and_how_many_were_waited_out_come_from_the_jo
         ):
             journal.record(record)
         await journal.close()
-        data = as_json(build(load_settings({}), await read_figures(store)))
+        async with SqliteUnitOfWork(store).read() as unit:
+            data = as_json(build(load_settings({}), await unit.figures.stored()))
     finally:
         await store.close()
     assert (data["rate_limits"]["retry_after_answers"], data["rate_limits"]["retry_after_honoured"]) == (2, 1)
@@ -162,7 +164,8 @@ async def test_with_no_retry_after_answer_honoured_is_not_measured(tmp_path: Pat
     """A database whose journal holds no Retry-After answer: zero seen, honoured `null` (nothing to honour)."""
     store = await Store.open(tmp_path / "q.sqlite3")
     try:
-        data = as_json(build(load_settings({}), await read_figures(store)))
+        async with SqliteUnitOfWork(store).read() as unit:
+            data = as_json(build(load_settings({}), await unit.figures.stored()))
     finally:
         await store.close()
     limits = data["rate_limits"]

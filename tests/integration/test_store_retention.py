@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.adapters.store import Store
-from service.adapters.store.figures import StoredFigures, read_figures
+from service.adapters.store.figures import StoredFigures
 from service.adapters.store.inbox import Inbox
 from service.adapters.store.journal import JournalWriter
 from service.adapters.store.unit import SqliteUnitOfWork
@@ -102,13 +102,13 @@ async def test_pruning_keeps_certify_figures_and_the_outbox_keys(tmp_path: Path)
     store = await Store.open(tmp_path / "r.sqlite3")
     try:
         await seed(store)
-        before = await read_figures(store)
         uow = SqliteUnitOfWork(store)
+        async with uow.read() as unit:
+            before = await unit.figures.stored()
         touched = await prune_all(store, CUTOFF, limit=2, pause=0)
         assert touched > 0
-        after = await read_figures(store)
-        assert certify_view(after) == certify_view(before)
         async with uow.read() as unit:
+            assert certify_view(await unit.figures.stored()) == certify_view(before)
             marks = [
                 await unit.inbox.refreshed_at(10, ["FINAL_GRADE"]),
                 await unit.inbox.refreshed_at(20, ["ASSESSMENT"]),

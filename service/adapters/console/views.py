@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from service.adapters.ops_http import Ops, inbox_counts, outbox_counts, readiness_of
-from service.adapters.store import console, figures
+from service.adapters.store import console
 from service.adapters.store.pause import SqlitePauseStore
+from service.adapters.store.unit import SqliteUnitOfWork
 from service.certify import TITLES, build, field_label, field_text
 from service.certify.model import EndpointUse
 from service.core.run_record import Changes, RunRecord
@@ -151,7 +152,8 @@ async def overview(ops: Ops) -> dict[str, Any]:
 
 async def certification(ops: Ops) -> dict[str, Any]:
     """Everything `GET /certify` shows: the `certify` document, events as configured (no WISEflow call)."""
-    document = build(ops.settings, await figures.read_figures(ops.store))
+    async with SqliteUnitOfWork(ops.store).read() as unit:
+        document = build(ops.settings, await unit.figures.stored())
     sections = []
     for section in dataclasses.fields(document):
         value = getattr(document, section.name)

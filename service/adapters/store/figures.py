@@ -1,6 +1,10 @@
-"""Figures read from the database for reports: certification answers, `/status`, `/metrics`.
+"""Figures read from the database for reports: the certification answers (`certify`).
 
-Read on the store's read connection, so a report never sees a transaction that is still open.
+`unit.figures` of a read (`SqliteUnitOfWork.read()`): on the store's read connection, so a report never
+sees a transaction that is still open.
+
+    async with SqliteUnitOfWork(store).read() as unit:
+        figures = await unit.figures.stored()
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from dataclasses import dataclass, field
 import aiosqlite
 
 from service.adapters.store import retention
-from service.adapters.store.connection import Store, fetch_int
+from service.adapters.store.connection import fetch_int
 from service.adapters.store.runs import SqliteRuns
 from service.core.pause_figures import Exchange, pause_figures
 
@@ -41,46 +45,47 @@ class StoredFigures:
     retry_after_honoured: int = 0
 
 
-async def read_figures(store: Store) -> StoredFigures:
-    """Every figure of `StoredFigures` from an open store."""
-    async with store.read() as db:
-        return await _figures(db)
+class SqliteFigures:
+    """The report figures of one read (`unit.figures`)."""
 
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
 
-async def _figures(db: aiosqlite.Connection) -> StoredFigures:
-    f = StoredFigures()
-    f.runs = await _count(db, "SELECT COUNT(*) FROM sync_runs")
-    async with db.execute("SELECT api_calls FROM sync_runs WHERE outcome = 'ok' ORDER BY run_id") as cursor:
-        f.ok_run_calls = [int(row[0]) for row in await cursor.fetchall()]
-    async with db.execute(
-        "SELECT r.route, SUM(r.requests) FROM run_requests r JOIN sync_runs s USING (run_id)"
-        " WHERE s.outcome = 'ok' GROUP BY r.route ORDER BY r.route"
-    ) as cursor:
-        f.requests_by_route = {str(row[0]): int(row[1]) for row in await cursor.fetchall()}
-    async with db.execute("SELECT COALESCE(status, 0), COUNT(*) FROM request_journal GROUP BY 1") as cursor:
-        f.by_status = {int(row[0]): int(row[1]) for row in await cursor.fetchall()}
-    f.events = await _count(db, "SELECT COUNT(*) FROM inbox")
-    f.deliveries = await _count(db, "SELECT COUNT(*) FROM inbox_deliveries")
-    f.dead_letters = await _count(db, "SELECT COUNT(*) FROM inbox WHERE status = 'dead'")
-    f.grades_delivered = await _count(db, "SELECT COUNT(*) FROM outbox WHERE status = 'delivered'")
-    f.grades_pending = await _count(db, "SELECT COUNT(*) FROM outbox WHERE status != 'delivered'")
-    f.last_success_at = await SqliteRuns(db).last_success_at()
-    async with db.execute(
-        "SELECT method, path, COALESCE(status, 0), COUNT(*) FROM request_journal GROUP BY 1, 2, 3"
-    ) as cursor:
-        f.journal = {(str(r[0]), str(r[1]), int(r[2])): int(r[3]) for r in await cursor.fetchall()}
-    async with db.execute(
-        "SELECT at, duration_ms, COALESCE(status, 0), retry_after FROM request_journal ORDER BY at"
-    ) as cur:
-        rows = await cur.fetchall()
-    exchanges = [
-        Exchange(float(r[0]), float(r[1]), int(r[2]), None if r[3] is None else float(r[3])) for r in rows
-    ]
-    pauses = pause_figures(exchanges)
-    f.wait_after_429 = pauses.shortest_wait_after_429
-    f.retry_after_answers, f.retry_after_honoured = pauses.retry_after_answers, pauses.retry_after_honoured
-    _add_pruned(f, *await retention.pruned_figures(db))
-    return f
+    async def stored(self) -> StoredFigures:
+        """Every figure of `StoredFigures`, with what retention folded away added back."""
+        db, f = self._db, StoredFigures()
+        f.runs = await _count(db, "SELECT COUNT(*) FROM sync_runs")
+        async with db.execute("SELECT api_calls FROM sync_runs WHERE outcome = 'ok' ORDER BY run_id") as cursor:
+            f.ok_run_calls = [int(row[0]) for row in await cursor.fetchall()]
+        async with db.execute(
+            "SELECT r.route, SUM(r.requests) FROM run_requests r JOIN sync_runs s USING (run_id)"
+            " WHERE s.outcome = 'ok' GROUP BY r.route ORDER BY r.route"
+        ) as cursor:
+            f.requests_by_route = {str(row[0]): int(row[1]) for row in await cursor.fetchall()}
+        async with db.execute("SELECT COALESCE(status, 0), COUNT(*) FROM request_journal GROUP BY 1") as cursor:
+            f.by_status = {int(row[0]): int(row[1]) for row in await cursor.fetchall()}
+        f.events = await _count(db, "SELECT COUNT(*) FROM inbox")
+        f.deliveries = await _count(db, "SELECT COUNT(*) FROM inbox_deliveries")
+        f.dead_letters = await _count(db, "SELECT COUNT(*) FROM inbox WHERE status = 'dead'")
+        f.grades_delivered = await _count(db, "SELECT COUNT(*) FROM outbox WHERE status = 'delivered'")
+        f.grades_pending = await _count(db, "SELECT COUNT(*) FROM outbox WHERE status != 'delivered'")
+        f.last_success_at = await SqliteRuns(db).last_success_at()
+        async with db.execute(
+            "SELECT method, path, COALESCE(status, 0), COUNT(*) FROM request_journal GROUP BY 1, 2, 3"
+        ) as cursor:
+            f.journal = {(str(r[0]), str(r[1]), int(r[2])): int(r[3]) for r in await cursor.fetchall()}
+        async with db.execute(
+            "SELECT at, duration_ms, COALESCE(status, 0), retry_after FROM request_journal ORDER BY at"
+        ) as cur:
+            rows = await cur.fetchall()
+        exchanges = [
+            Exchange(float(r[0]), float(r[1]), int(r[2]), None if r[3] is None else float(r[3])) for r in rows
+        ]
+        pauses = pause_figures(exchanges)
+        f.wait_after_429 = pauses.shortest_wait_after_429
+        f.retry_after_answers, f.retry_after_honoured = pauses.retry_after_answers, pauses.retry_after_honoured
+        _add_pruned(f, *await retention.pruned_figures(db))
+        return f
 
 
 def _add_pruned(f: StoredFigures, totals: dict[str, int], calls: list[int], routes: dict[str, int]) -> None:

@@ -11,7 +11,7 @@ What goes, and what stays on purpose:
   (certify's first-full figure and the staleness alert's last success).
 What certify reads survives in aggregates (`pruned_totals`, `pruned_run_calls`, `pruned_route_requests`):
 run and event counts, the request count of every pruned successful run (as a histogram: median, p95 and
-max stay exact), and requests by route. `figures.read_figures` adds them back.
+max stay exact), and requests by route. `unit.figures.stored()` adds them back.
 Each step deletes at most `limit` rows in one short transaction, so webhooks commit in between.
 """
 

@@ -7,9 +7,9 @@
     async with uow.read() as unit:             # the read-only connection: committed rows only
         items = await unit.outbox.due(now)
 
-The repositories hold their SQL (mirror.py, grades.py, outbox.py, inbox_queue.py, runs.py); a driver error comes
-out as `StoreError` (`Store.transaction`, `Store.read`), so the loops never see a connection, a SQL
-string or sqlite3.
+The repositories hold their SQL (mirror.py, grades.py, outbox.py, inbox_queue.py, runs.py, and figures.py
+for the reports); a driver error comes out as `StoreError` (`Store.transaction`, `Store.read`), so the
+loops never see a connection, a SQL string or sqlite3.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 import aiosqlite
 
 from service.adapters.store.connection import Store
+from service.adapters.store.figures import SqliteFigures
 from service.adapters.store.files import lock_path
 from service.adapters.store.grades import SqliteGrades
 from service.adapters.store.inbox_queue import SqliteInbox
@@ -41,6 +42,7 @@ class SqliteUnit:
         self.inbox = SqliteInbox(db)
         self.checkpoints = SqliteCheckpoints(db)
         self.runs = SqliteRuns(db)
+        self.figures = SqliteFigures(db)  # the reports' figures (`certify`): not a port the loops use
 
 
 class SqliteUnitOfWork:
