@@ -241,7 +241,7 @@ async def start_loops(service: Service) -> None:
         ("inbox", service.worker.run),
         ("catchup", lambda: catchup_loop(service.catchup)),
         ("journal", lambda: every(JOURNAL_FLUSH_INTERVAL, service.journal.flush)),
-        ("retention", lambda: retention_loop(service.store, service.settings.retain_days, service.clock)),
+        ("retention", lambda: retention_loop(service.uow, service.settings.retain_days, service.clock)),
     ]
     if service.deliverer is not None:
         loops.append(("outbox", service.deliverer.run))

@@ -1,4 +1,8 @@
-"""The retention loop of `run`: prunes what is older than SYNC_RETAIN_DAYS, a small batch at a time."""
+"""The retention loop of `run`: prunes what is older than SYNC_RETAIN_DAYS, a small batch at a time.
+
+It reaches the store as the other loops do, through the unit of work: `unit.retention`, whose rules of
+what goes and what stays are in `service.adapters.store.retention`, one short transaction per table.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,8 @@ import asyncio
 import logging
 from typing import Final
 
-from service.adapters.store import Store
-from service.adapters.store.retention import BATCH, prune_step
+from service.adapters.store.retention import BATCH, Pruned
+from service.adapters.store.unit import SqliteUnitOfWork
 from service.core.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -21,17 +25,32 @@ RETENTION_DELAY: Final = 600.0
 BATCH_PAUSE: Final = 0.05
 
 
-async def prune_all(store: Store, cutoff: float, *, limit: int = BATCH, pause: float = BATCH_PAUSE) -> int:
+async def prune_step(uow: SqliteUnitOfWork, cutoff: float, limit: int = BATCH) -> Pruned:
+    """One batch of each table older than `cutoff` (unix seconds), each in its own short transaction."""
+    async with uow.transaction() as unit:
+        inbox = await unit.retention.prune_inbox(cutoff, limit)
+    async with uow.transaction() as unit:
+        outbox = await unit.retention.strip_outbox(cutoff, limit)
+    async with uow.transaction() as unit:
+        journal = await unit.retention.prune_journal(cutoff, limit)
+    async with uow.transaction() as unit:
+        runs = await unit.retention.prune_runs(cutoff, limit)
+    return Pruned(inbox, outbox, journal, runs)
+
+
+async def prune_all(
+    uow: SqliteUnitOfWork, cutoff: float, *, limit: int = BATCH, pause: float = BATCH_PAUSE
+) -> int:
     """Prune in batches until nothing older than `cutoff` is left; returns the rows touched."""
     total = 0
-    while (pruned := await prune_step(store, cutoff, limit)).total:
+    while (pruned := await prune_step(uow, cutoff, limit)).total:
         total += pruned.total
         await asyncio.sleep(pause)
     return total
 
 
 async def retention_loop(
-    store: Store,
+    uow: SqliteUnitOfWork,
     retain_days: int,
     clock: Clock,
     *,
@@ -44,7 +63,7 @@ async def retention_loop(
         return
     await asyncio.sleep(delay)
     while True:
-        touched = await prune_all(store, clock.wall() - retain_days * DAY, limit=limit)
+        touched = await prune_all(uow, clock.wall() - retain_days * DAY, limit=limit)
         if touched:
             log.info("retention pruned old rows", extra={"event": "retention.pruned", "rows": touched})
         await asyncio.sleep(interval)

@@ -105,7 +105,7 @@ async def test_pruning_keeps_certify_figures_and_the_outbox_keys(tmp_path: Path)
         uow = SqliteUnitOfWork(store)
         async with uow.read() as unit:
             before = await unit.figures.stored()
-        touched = await prune_all(store, CUTOFF, limit=2, pause=0)
+        touched = await prune_all(uow, CUTOFF, limit=2, pause=0)
         assert touched > 0
         async with uow.read() as unit:
             assert certify_view(await unit.figures.stored()) == certify_view(before)
@@ -124,7 +124,9 @@ async def test_pruning_keeps_certify_figures_and_the_outbox_keys(tmp_path: Path)
         assert await count(store, "outbox") == 5
         async with uow.transaction() as unit:
             assert await unit.outbox.enqueue([GradeVersion(10, 0, "B", None, 1)], NOW) == 0
-        assert await prune_all(store, CUTOFF, pause=0) == 0  # nothing left: a second pass touches nothing
+        assert (
+            await prune_all(SqliteUnitOfWork(store), CUTOFF, pause=0) == 0
+        )  # nothing left: a second pass touches nothing
     finally:
         await store.close()
 
@@ -151,7 +153,9 @@ async def test_retention_loop_prunes_while_webhooks_keep_committing(tmp_path: Pa
             written.append(sequence)
 
     writer = asyncio.create_task(webhooks())
-    loop = asyncio.create_task(retention_loop(store, 30, ManualClock(NOW), delay=0, interval=3600, limit=50))
+    loop = asyncio.create_task(
+        retention_loop(SqliteUnitOfWork(store), 30, ManualClock(NOW), delay=0, interval=3600, limit=50)
+    )
     try:
 
         async def pruned() -> bool:
@@ -183,7 +187,7 @@ async def test_zero_days_keeps_everything(tmp_path: Path) -> None:
     try:
         await seed(store)
         rows = await count(store, "inbox")
-        await retention_loop(store, 0, ManualClock(NOW))
+        await retention_loop(SqliteUnitOfWork(store), 0, ManualClock(NOW))
         assert await count(store, "inbox") == rows
     finally:
         await store.close()

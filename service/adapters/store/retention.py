@@ -12,7 +12,8 @@ What goes, and what stays on purpose:
 What certify reads survives in aggregates (`pruned_totals`, `pruned_run_calls`, `pruned_route_requests`):
 run and event counts, the request count of every pruned successful run (as a histogram: median, p95 and
 max stay exact), and requests by route. `unit.figures.stored()` adds them back.
-Each step deletes at most `limit` rows in one short transaction, so webhooks commit in between.
+Each method deletes at most `limit` rows; the retention loop (`service.sync.retention`) gives each its own
+short transaction, so webhooks commit in between.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import aiosqlite
-
-from service.adapters.store.connection import Store
 
 BATCH = 500
 
@@ -41,22 +40,80 @@ class Pruned:
         return self.inbox + self.outbox + self.journal + self.runs
 
 
-async def prune_step(store: Store, cutoff: float, limit: int = BATCH) -> Pruned:
-    """One batch of each table older than `cutoff` (unix seconds), each in its own transaction."""
-    async with store.transaction() as db:
-        inbox = await _prune_inbox(db, cutoff, limit)
-    async with store.transaction() as db:
-        outbox = await _strip_outbox(db, cutoff, limit)
-    async with store.transaction() as db:
-        cursor = await db.execute(
+class SqliteRetention:
+    """`unit.retention`: each method prunes one batch of one table in the caller's transaction."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def prune_inbox(self, cutoff: float, limit: int) -> int:
+        """Processed events older than `cutoff` with their deliveries, and refresh records; the events."""
+        db = self._db
+        await db.execute("DELETE FROM inbox_refreshes WHERE began_at < ?", (cutoff,))
+        event_ids = await _ids(
+            db,
+            "SELECT id FROM inbox WHERE status IN ('done', 'unknown')"
+            " AND COALESCE(processed_at, received_at) < ? ORDER BY id LIMIT ?",
+            (cutoff, limit),
+        )
+        if not event_ids:
+            return 0
+        marks = _marks(event_ids)
+        cursor = await db.execute(f"DELETE FROM inbox_deliveries WHERE event_id IN ({marks})", event_ids)  # noqa: S608 - placeholders only
+        await _add_total(db, "inbox_deliveries", max(cursor.rowcount, 0))
+        cursor = await db.execute(f"DELETE FROM inbox WHERE id IN ({marks})", event_ids)  # noqa: S608 - placeholders only
+        await _add_total(db, "inbox_events", max(cursor.rowcount, 0))
+        return len(event_ids)
+
+    async def strip_outbox(self, cutoff: float, limit: int) -> int:
+        """Delivered rows older than `cutoff` lose payload and last error (their keys stay); the rows."""
+        cursor = await self._db.execute(
+            "UPDATE outbox SET payload = '', last_error = NULL WHERE id IN (SELECT id FROM outbox"
+            " WHERE status = 'delivered' AND delivered_at < ? AND payload != '' ORDER BY id LIMIT ?)",
+            (cutoff, limit),
+        )
+        return max(cursor.rowcount, 0)
+
+    async def prune_journal(self, cutoff: float, limit: int) -> int:
+        """Journalled requests older than `cutoff`; the rows."""
+        cursor = await self._db.execute(
             "DELETE FROM request_journal WHERE id IN"
             " (SELECT id FROM request_journal WHERE at < ? ORDER BY id LIMIT ?)",
             (cutoff, limit),
         )
-        journal = max(cursor.rowcount, 0)
-    async with store.transaction() as db:
-        runs = await _prune_runs(db, cutoff, limit)
-    return Pruned(inbox, outbox, journal, runs)
+        return max(cursor.rowcount, 0)
+
+    async def prune_runs(self, cutoff: float, limit: int) -> int:
+        """Finished runs older than `cutoff` but the first and newest ok ones, folded into aggregates."""
+        db = self._db
+        run_ids = await _ids(
+            db,
+            "SELECT run_id FROM sync_runs WHERE outcome != 'running' AND ended_at < ?"
+            " AND run_id NOT IN (SELECT MIN(run_id) FROM sync_runs WHERE outcome = 'ok'"
+            " UNION SELECT MAX(run_id) FROM sync_runs WHERE outcome = 'ok') ORDER BY run_id LIMIT ?",
+            (cutoff, limit),
+        )
+        if not run_ids:
+            return 0
+        marks = _marks(run_ids)
+        ok = f"run_id IN ({marks}) AND outcome = 'ok'"
+        await db.execute(
+            "INSERT INTO pruned_run_calls (api_calls, runs)"  # noqa: S608 - placeholders only
+            f" SELECT api_calls, COUNT(*) FROM sync_runs WHERE {ok} GROUP BY api_calls"
+            " ON CONFLICT (api_calls) DO UPDATE SET runs = runs + excluded.runs",
+            run_ids,
+        )
+        await db.execute(
+            "INSERT INTO pruned_route_requests (route, requests)"  # noqa: S608 - placeholders only
+            " SELECT route, SUM(requests) FROM run_requests WHERE run_id IN"
+            f" (SELECT run_id FROM sync_runs WHERE {ok}) GROUP BY route"
+            " ON CONFLICT (route) DO UPDATE SET requests = requests + excluded.requests",
+            run_ids,
+        )
+        await db.execute(f"DELETE FROM run_requests WHERE run_id IN ({marks})", run_ids)  # noqa: S608 - placeholders only
+        cursor = await db.execute(f"DELETE FROM sync_runs WHERE run_id IN ({marks})", run_ids)  # noqa: S608 - placeholders only
+        await _add_total(db, "runs", max(cursor.rowcount, 0))
+        return len(run_ids)
 
 
 async def _ids(db: aiosqlite.Connection, sql: str, params: tuple[object, ...]) -> list[int]:
@@ -75,64 +132,6 @@ async def _add_total(db: aiosqlite.Connection, name: str, value: int) -> None:
 
 def _marks(values: list[int]) -> str:
     return ", ".join("?" for _ in values)
-
-
-async def _prune_inbox(db: aiosqlite.Connection, cutoff: float, limit: int) -> int:
-    await db.execute("DELETE FROM inbox_refreshes WHERE began_at < ?", (cutoff,))
-    event_ids = await _ids(
-        db,
-        "SELECT id FROM inbox WHERE status IN ('done', 'unknown') AND COALESCE(processed_at, received_at) < ?"
-        " ORDER BY id LIMIT ?",
-        (cutoff, limit),
-    )
-    if not event_ids:
-        return 0
-    marks = _marks(event_ids)
-    cursor = await db.execute(f"DELETE FROM inbox_deliveries WHERE event_id IN ({marks})", event_ids)  # noqa: S608 - placeholders only
-    await _add_total(db, "inbox_deliveries", max(cursor.rowcount, 0))
-    cursor = await db.execute(f"DELETE FROM inbox WHERE id IN ({marks})", event_ids)  # noqa: S608 - placeholders only
-    await _add_total(db, "inbox_events", max(cursor.rowcount, 0))
-    return len(event_ids)
-
-
-async def _strip_outbox(db: aiosqlite.Connection, cutoff: float, limit: int) -> int:
-    cursor = await db.execute(
-        "UPDATE outbox SET payload = '', last_error = NULL WHERE id IN (SELECT id FROM outbox"
-        " WHERE status = 'delivered' AND delivered_at < ? AND payload != '' ORDER BY id LIMIT ?)",
-        (cutoff, limit),
-    )
-    return max(cursor.rowcount, 0)
-
-
-async def _prune_runs(db: aiosqlite.Connection, cutoff: float, limit: int) -> int:
-    run_ids = await _ids(
-        db,
-        "SELECT run_id FROM sync_runs WHERE outcome != 'running' AND ended_at < ?"
-        " AND run_id NOT IN (SELECT MIN(run_id) FROM sync_runs WHERE outcome = 'ok'"
-        " UNION SELECT MAX(run_id) FROM sync_runs WHERE outcome = 'ok') ORDER BY run_id LIMIT ?",
-        (cutoff, limit),
-    )
-    if not run_ids:
-        return 0
-    marks = _marks(run_ids)
-    ok = f"run_id IN ({marks}) AND outcome = 'ok'"
-    await db.execute(
-        "INSERT INTO pruned_run_calls (api_calls, runs)"  # noqa: S608 - placeholders only
-        f" SELECT api_calls, COUNT(*) FROM sync_runs WHERE {ok} GROUP BY api_calls"
-        " ON CONFLICT (api_calls) DO UPDATE SET runs = runs + excluded.runs",
-        run_ids,
-    )
-    await db.execute(
-        "INSERT INTO pruned_route_requests (route, requests)"  # noqa: S608 - placeholders only
-        " SELECT route, SUM(requests) FROM run_requests WHERE run_id IN"
-        f" (SELECT run_id FROM sync_runs WHERE {ok}) GROUP BY route"
-        " ON CONFLICT (route) DO UPDATE SET requests = requests + excluded.requests",
-        run_ids,
-    )
-    await db.execute(f"DELETE FROM run_requests WHERE run_id IN ({marks})", run_ids)  # noqa: S608 - placeholders only
-    cursor = await db.execute(f"DELETE FROM sync_runs WHERE run_id IN ({marks})", run_ids)  # noqa: S608 - placeholders only
-    await _add_total(db, "runs", max(cursor.rowcount, 0))
-    return len(run_ids)
 
 
 async def pruned_figures(db: aiosqlite.Connection) -> tuple[dict[str, int], list[int], dict[str, int]]:

@@ -7,9 +7,9 @@
     async with uow.read() as unit:             # the read-only connection: committed rows only
         items = await unit.outbox.due(now)
 
-The repositories hold their SQL (mirror.py, grades.py, outbox.py, inbox_queue.py, runs.py, and figures.py
-for the reports); a driver error comes out as `StoreError` (`Store.transaction`, `Store.read`), so the
-loops never see a connection, a SQL string or sqlite3.
+The repositories hold their SQL (mirror.py, grades.py, outbox.py, inbox_queue.py, runs.py, figures.py for
+the reports, retention.py for the retention loop); a driver error comes out as `StoreError`
+(`Store.transaction`, `Store.read`), so the loops never see a connection, a SQL string or sqlite3.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from service.adapters.store.grades import SqliteGrades
 from service.adapters.store.inbox_queue import SqliteInbox
 from service.adapters.store.mirror import SqliteFlows
 from service.adapters.store.outbox import SqliteOutbox
+from service.adapters.store.retention import SqliteRetention
 from service.adapters.store.runs import SqliteCheckpoints, SqliteRuns
 
 
@@ -43,6 +44,7 @@ class SqliteUnit:
         self.checkpoints = SqliteCheckpoints(db)
         self.runs = SqliteRuns(db)
         self.figures = SqliteFigures(db)  # the reports' figures (`certify`): not a port the loops use
+        self.retention = SqliteRetention(db)  # the retention loop's, on SQLite only: not on the loops' port
 
 
 class SqliteUnitOfWork:
