@@ -16,6 +16,8 @@ from typing import Final
 
 import orjson
 
+from service.core.markdown import table_cell
+
 PASSED: Final = "passed"
 FAILED: Final = "failed"
 SKIPPED: Final = "skipped"
@@ -91,7 +93,7 @@ def render_md(report: Report) -> str:
         "| check | result | evidence |",
         "| --- | --- | --- |",
     ]
-    lines += [f"| {_cell(c.name)} | {c.status} | {_cell(c.detail)} |" for c in report.checks]
+    lines += [f"| {table_cell(c.name)} | {c.status} | {table_cell(c.detail)} |" for c in report.checks]
     lines += [
         "",
         'Shapes are judged against the OpenAPI snapshot as its own examples show them (`"error": null` '
@@ -100,8 +102,3 @@ def render_md(report: Report) -> str:
         "is in the project's `docs/wiseflow.md`.",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _cell(text: str) -> str:
-    """Text safe inside one Markdown table cell."""
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")

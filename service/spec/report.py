@@ -6,6 +6,8 @@ from collections import Counter
 
 import orjson
 
+from service.core.markdown import table_cell
+
 from .diff import BREAKING, COMPATIBLE, UNUSED, Diff
 
 
@@ -23,14 +25,18 @@ def render(diff: Diff, fmt: str, source: str) -> str:
     lines = [
         "# WISEflow OpenAPI: what a new document changes for wiseflow-sync",
         "",
-        f"- Compared: the bundled snapshot ({diff.old_version}) with `{_cell(source)}` ({diff.new_version})",
+        f"- Compared: the bundled snapshot ({diff.old_version})"
+        f" with `{table_cell(source)}` ({diff.new_version})",
         f"- Result: {verdict} ({tally})",
         "",
     ]
     if not diff.changes:
         return "\n".join([*lines, "No differences.", ""])
     lines += ["| kind | endpoint | change |", "| --- | --- | --- |"]
-    lines += [f"| {c.kind} | {_cell(c.endpoint or '(document)')} | {_cell(c.detail)} |" for c in diff.changes]
+    lines += [
+        f"| {c.kind} | {table_cell(c.endpoint or '(document)')} | {table_cell(c.detail)} |"
+        for c in diff.changes
+    ]
     lines += [
         "",
         "breaking: an endpoint the service calls, a field it reads, or a parameter it sends is gone or changed "
@@ -38,8 +44,3 @@ def render(diff: Diff, fmt: str, source: str) -> str:
         "calls; unused: endpoints and webhook events it does not use.",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _cell(text: str) -> str:
-    """Text safe inside one Markdown table cell."""
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
