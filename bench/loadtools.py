@@ -60,6 +60,43 @@ function done(summary, latency, requests)
 end
 """
 
+# Open loop, as far as wrk allows (no wrk2, oha or vegeta in Debian's packages or on PyPI): the thread keeps
+# one schedule, a slot every 1000/rate ms, and each connection, once answered, waits (`delay`) for the next
+# free slot; slots missed while every connection was busy are sent at once, so the rate holds on average.
+# Limits: latency is timed from the actual send, not the slot (a server that stalls is under-reported:
+# coordinated omission), so `run_wrk` reports the rate held and the caller flags a run that fell behind;
+# wrk's timers have 1 ms resolution; each connection's first request goes at the start.
+_PACING = r"""
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } wrk_timespec;
+int clock_gettime(int clock, wrk_timespec *ts);
+]]
+local now_ts = ffi.new("wrk_timespec")
+local interval_ms = 1000 / tonumber(RATE)
+local next_slot = nil
+
+local function now_ms()
+  ffi.C.clock_gettime(1, now_ts)  -- CLOCK_MONOTONIC
+  return tonumber(now_ts.tv_sec) * 1000 + tonumber(now_ts.tv_nsec) / 1e6
+end
+
+function delay()
+  local now = now_ms()
+  if next_slot == nil then next_slot = now end
+  next_slot = next_slot + interval_ms
+  if next_slot <= now then return 0 end
+  return math.floor(next_slot - now + 0.5)
+end
+"""
+
+
+def write_lua(folder: Path, rate: int | None = None) -> Path:
+    """The wrk script, written into `folder`; with `rate` (requests/s), paced to hold it (1 thread)."""
+    path = folder / ("post_events.lua" if rate is None else f"post_events_{rate}.lua")
+    path.write_text(_LUA if rate is None else _LUA + _PACING.replace("RATE", str(rate)))
+    return path
+
 
 @dataclass(frozen=True)
 class WrkResult:
@@ -90,13 +127,6 @@ def find_py_spy() -> str | None:
     """The `py-spy` executable (on PATH or beside this Python), or None."""
     beside = Path(sys.executable).with_name("py-spy")
     return str(beside) if beside.exists() else shutil.which("py-spy")
-
-
-def write_lua(folder: Path) -> Path:
-    """The wrk script, written into `folder`."""
-    path = folder / "post_events.lua"
-    path.write_text(_LUA)
-    return path
 
 
 def run_wrk(

@@ -33,7 +33,7 @@ from opentelemetry import trace
 
 from service import __version__
 from service.adapters.metrics import ServiceMetrics
-from service.adapters.ops_http import OPS, Ops, add_ops_routes, register_metrics, tracing_middleware, webhook
+from service.adapters.ops_http import OPS, Ops, add_ops_routes, register_metrics, tracing_middleware
 from service.adapters.readiness import Readiness
 from service.adapters.sink import HttpSink
 from service.adapters.spans import SCOPE
@@ -42,7 +42,7 @@ from service.adapters.store.inbox import Inbox
 from service.adapters.store.journal import JournalWriter
 from service.adapters.store.pause import SqlitePauseStore
 from service.adapters.store.unit import SqliteUnitOfWork
-from service.adapters.webhook_http import WEBHOOK_PATH, WebhookReceiver, verifier_from_settings
+from service.adapters.webhook_http import WebhookReceiver, add_webhook_routes, verifier_from_settings
 from service.adapters.wiseflow.client import WiseflowClient
 from service.adapters.wiseflow.pauses import CHECK_INTERVAL
 from service.clients import wiseflow_client
@@ -284,9 +284,12 @@ def build_app(
             )
             app[OPS] = ops = Ops(
                 settings, service.status, service.uow, service.figures, service.catchup,
-                service.metrics, service.receiver, readiness, service.store, service.clock,
+                service.metrics, readiness, service.store, service.clock,
             )  # fmt: skip
             register_metrics(ops)
+            # aiohttp freezes the router only after startup (AppRunner._make_server), so the route can point
+            # straight at the receiver, which exists once the store is open.
+            add_webhook_routes(app, service.receiver)
             if start:
                 await start_loops(service)
             log.info(
@@ -306,6 +309,4 @@ def build_app(
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(on_shutdown)
     add_ops_routes(app)
-    # The router is frozen before startup, but the receiver exists only once the store is open.
-    app.router.add_route("*", WEBHOOK_PATH, webhook)  # the receiver answers other methods with a JSON 405
     return app

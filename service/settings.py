@@ -27,8 +27,10 @@ WEBHOOK_SCHEMES: Final = ("wiseflow", "standard")
 TRUE_WORDS: Final = ("true", "yes", "on", "1")
 FALSE_WORDS: Final = ("false", "no", "off", "0")
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-# The standard OTEL_TRACES_SAMPLER values (OpenTelemetry SDK environment specification).
+# The OTEL_TRACES_SAMPLER values: the standard ones (OpenTelemetry SDK environment specification) and the
+# default, `webhook_ratio` (every span, except accepted webhook receipts: OTEL_TRACES_SAMPLER_ARG of those).
 SAMPLER_NAMES: Final = (
+    "webhook_ratio",
     "always_on",
     "always_off",
     "traceidratio",
@@ -252,7 +254,7 @@ class Settings:
     otel_service_name: str = setting("OTEL_SERVICE_NAME", "wiseflow-sync", text)
     # The collector usually runs beside the pod, on plain http inside the cluster.
     otel_endpoint: str | None = setting("OTEL_EXPORTER_OTLP_ENDPOINT", None, url(https=False))
-    otel_sampler: str = setting("OTEL_TRACES_SAMPLER", "parentbased_always_on", choice(SAMPLER_NAMES))
+    otel_sampler: str = setting("OTEL_TRACES_SAMPLER", "webhook_ratio", choice(SAMPLER_NAMES))
     otel_sampler_arg: float | None = setting("OTEL_TRACES_SAMPLER_ARG", None, number(float, low=0, high=1))
     public_webhook_url: str | None = setting("SYNC_PUBLIC_WEBHOOK_URL", None, parse_webhook_url)
     webhook_events: tuple[str, ...] = setting("SYNC_WEBHOOK_EVENTS", WEBHOOK_EVENTS, parse_webhook_events)

@@ -27,7 +27,7 @@ from service import __version__
 from service.adapters.metrics import CONTENT_TYPE, Backlogs, ServiceMetrics, Snapshot
 from service.adapters.readiness import Readiness, Verdict
 from service.adapters.store import Store, console
-from service.adapters.webhook_http import WebhookReceiver
+from service.adapters.telemetry import STATUS_ATTRIBUTE
 from service.core.clock import Clock
 from service.core.status import StatusBoard
 from service.core.store_ports import UnitOfWork
@@ -43,7 +43,7 @@ class CatchUpFigures(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Ops:
-    """What the operational endpoints read: the status board, the store's counts, the figures, the receiver."""
+    """What the operational endpoints read: the status board, the store's counts, the figures."""
 
     settings: Settings
     status: StatusBoard
@@ -51,7 +51,6 @@ class Ops:
     figures: WebhookFigures
     catchup: CatchUpFigures
     metrics: ServiceMetrics
-    receiver: WebhookReceiver
     readiness: Readiness
     store: Store  # the console's own reads: latest runs and requests, the saved pause, certify's figures
     clock: Clock  # the console's "how long ago" and "how long left"
@@ -155,6 +154,9 @@ def tracing_middleware(tracer: trace.Tracer) -> Middleware:
     On the webhook path under load, this is one of the largest costs per request, so it does what
     `start_as_current_span` does without its two generator context managers, with the route's name and
     attributes built once and passed at start (no per-attribute lock), and the same exception handling.
+    A span the sampler did not take is not made current (nothing inside a receipt starts a span), and
+    when such a request fails (an answer of 400 or more, or an exception) its span is started again
+    after the outcome, status included, so that a sampler may keep every failure (`WebhookRatioSampler`).
     """
     routes: dict[tuple[str, object], tuple[str, dict[str, str]]] = {}
 
@@ -170,23 +172,60 @@ def tracing_middleware(tracer: trace.Tracer) -> Middleware:
             named = _span_name(method, resource)
             if len(routes) < _ROUTE_CACHE_SIZE:
                 routes[(method, resource)] = named
-        span = tracer.start_span(named[0], kind=trace.SpanKind.SERVER, attributes=named[1])
+        started = time.time_ns()
+        span = tracer.start_span(named[0], kind=trace.SpanKind.SERVER, attributes=named[1], start_time=started)
+        if not span.is_recording():
+            return await _untraced(tracer, named, started, handler, request)
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
             response = await handler(request)
         except Exception as exc:  # as `use_span` does: recorded on the span, then raised on
-            if span.is_recording():
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            _record_failure(span, exc)
             raise
         else:
-            span.set_attribute("http.response.status_code", response.status)
+            span.set_attribute(STATUS_ATTRIBUTE, response.status)
             return response
         finally:
             otel_context.detach(token)
             span.end()
 
     return trace_requests
+
+
+async def _untraced(
+    tracer: trace.Tracer,
+    named: tuple[str, dict[str, str]],
+    started: int,
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    request: web.Request,
+) -> web.StreamResponse:
+    """Run a request whose span was not sampled; a failure gets its span after the outcome."""
+    try:
+        response = await handler(request)
+    except Exception as exc:
+        status = exc.status if isinstance(exc, web.HTTPException) else 500
+        _record_failure(_late_span(tracer, named, started, status), exc, end=True)
+        raise
+    if response.status >= 400:
+        _late_span(tracer, named, started, response.status).end()
+    return response
+
+
+def _late_span(
+    tracer: trace.Tracer, named: tuple[str, dict[str, str]], started: int, status: int
+) -> trace.Span:
+    """The request's span, started after its outcome (from `started`, with its status among the attributes)."""
+    attributes: dict[str, str | int] = {**named[1], STATUS_ATTRIBUTE: status}
+    return tracer.start_span(named[0], kind=trace.SpanKind.SERVER, attributes=attributes, start_time=started)
+
+
+def _record_failure(span: trace.Span, exc: Exception, *, end: bool = False) -> None:
+    """As `use_span` does: the exception recorded on the span and its status set to ERROR."""
+    if span.is_recording():
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+    if end:
+        span.end()
 
 
 def _span_name(method: str, resource: object) -> tuple[str, dict[str, str]]:
@@ -227,15 +266,6 @@ async def metrics(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     """The JSON status document."""
     return _json(await status_of(request.app[OPS]))
-
-
-async def webhook(request: web.Request) -> web.Response:
-    """`POST /webhooks/wiseflow`, handed to the receiver (which exists only once the store is open)."""
-    started = time.perf_counter()
-    service = request.app[OPS]
-    response = await service.receiver.handle(request)
-    service.figures.ingest.observe(time.perf_counter() - started)
-    return response
 
 
 def add_ops_routes(app: web.Application) -> None:

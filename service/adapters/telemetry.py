@@ -27,8 +27,10 @@ from opentelemetry.sdk.trace.sampling import (
     ALWAYS_ON,
     ParentBased,
     Sampler,
+    SamplingResult,
     TraceIdRatioBased,
 )
+from opentelemetry.trace import Link, SpanKind, TraceState
 from opentelemetry.util.types import Attributes, AttributeValue
 
 from service import __version__
@@ -40,15 +42,67 @@ from service.settings import SAMPLER_NAMES, Settings
 X_TRACE_ID_ATTRIBUTE: Final = "wiseflow.trace_id"
 # Per export request; short enough that a flush on SIGTERM fits the 30 s termination grace period.
 EXPORT_TIMEOUT: Final = 5.0
+# The share of accepted webhook receipts the default sampler keeps: at WISEflow's busiest (a few thousand
+# grades in minutes) a receipt trace every few seconds; each sampled one costs tens of microseconds.
+RECEIPT_RATIO: Final = 0.01
+# The route of webhook receipts (as the tracing middleware names it) and the attribute of a recorded answer.
+WEBHOOK_ROUTE: Final = "/webhooks/wiseflow"
+STATUS_ATTRIBUTE: Final = "http.response.status_code"
 # Attributes whose value is a URL: userinfo and sensitive query values are masked, not the whole URL.
 _URL_KEYS: Final = frozenset({"url.full", "http.url", "url.query", "http.target"})
 
 
+class WebhookRatioSampler(Sampler):
+    """Every span sampled (a child as its parent does), except accepted webhook receipts: `ratio` of those.
+
+    A sampler decides when a span starts, before the request's outcome is known, so a receipt span is
+    sampled here only by its trace id. What keeps every failed webhook traced is the tracing middleware:
+    when the receipt span was not sampled and the answer is not 2xx, it starts the span again after the
+    outcome with the status among its attributes, and a span that carries its status is always sampled.
+    """
+
+    def __init__(self, ratio: float = RECEIPT_RATIO) -> None:
+        self._receipts = TraceIdRatioBased(ratio)
+        self._others = ParentBased(ALWAYS_ON)
+
+    def should_sample(
+        self,
+        parent_context: otel_context.Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        """A ratio decision for a webhook receipt not yet answered; ParentBased(ALWAYS_ON) for the rest."""
+        if (
+            kind is SpanKind.SERVER
+            and attributes is not None
+            and attributes.get("http.route") == WEBHOOK_ROUTE
+            and STATUS_ATTRIBUTE not in attributes
+        ):
+            return self._receipts.should_sample(
+                parent_context, trace_id, name, kind, attributes, links, trace_state
+            )
+        return self._others.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        """E.g. "WebhookRatioSampler{0.01}"."""
+        return f"WebhookRatioSampler{{{self._receipts.rate}}}"
+
+
 def parse_sampler(name: str, arg: str | None = None) -> Sampler:
-    """The sampler named by `OTEL_TRACES_SAMPLER` (standard names), ratio from `OTEL_TRACES_SAMPLER_ARG`."""
+    """The sampler named by `OTEL_TRACES_SAMPLER`, its ratio from `OTEL_TRACES_SAMPLER_ARG`.
+
+    The standard names build the standard samplers (their ratio defaults to 1.0); `webhook_ratio`, the
+    default, builds `WebhookRatioSampler` (its receipt ratio defaults to `RECEIPT_RATIO`).
+    """
     key = name.strip().lower()
     if key not in SAMPLER_NAMES:
         raise ConfigError("OTEL_TRACES_SAMPLER", f"malformed: expected one of {', '.join(SAMPLER_NAMES)}")
+    if key == "webhook_ratio":
+        return WebhookRatioSampler(RECEIPT_RATIO if arg is None or arg.strip() == "" else _parse_ratio(arg))
     if key == "always_on":
         return ALWAYS_ON
     if key == "always_off":

@@ -17,7 +17,7 @@ Order of work for one request, each step answering on its own failure:
    different event under a stored sequence is stored as new and reported (a WARNING, a counter); a
    database failure -> 503, so WISEflow redelivers.
 
-Wiring (the composition root does this):
+Wiring (the composition root does this once the store is open; the route points at the receiver):
     receiver = WebhookReceiver(verifier_from_settings(settings), Inbox(store), clock, figures, signals.stored)
     add_webhook_routes(app, receiver)
 """
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Final
 
@@ -119,6 +120,12 @@ class WebhookReceiver:
             response = _answer(405, {"error": "method_not_allowed"})
             response.headers["Allow"] = "POST"
             return response
+        started = time.perf_counter()
+        response = await self._receive(request)
+        self.figures.ingest.observe(time.perf_counter() - started)
+        return response
+
+    async def _receive(self, request: web.Request) -> web.Response:
         self.figures.received += 1
         if self.unverified >= self.max_unverified:
             # A counter, not a semaphore: nobody waits for a slot (a waiter would hold its connection).

@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode, get_current_span
 
 from service.adapters.ops_http import tracing_middleware
+from service.adapters.telemetry import WebhookRatioSampler
 
 
 async def _ok(request: web.Request) -> web.Response:
@@ -25,9 +26,16 @@ async def _broken(request: web.Request) -> web.Response:
     raise RuntimeError("boom")
 
 
-async def _client(provider: TracerProvider) -> TestClient[web.Request, web.Application]:
+async def _answer_as_asked(request: web.Request) -> web.Response:
+    # A webhook "receiver" that answers the status the test asks for, like a refused delivery would.
+    return web.Response(status=int(request.query.get("status", "200")))
+
+
+async def _client(
+    provider: TracerProvider, answering: bool = False
+) -> TestClient[web.Request, web.Application]:
     app = web.Application(middlewares=[tracing_middleware(provider.get_tracer("test"))])
-    app.router.add_post("/webhooks/wiseflow", _ok)
+    app.router.add_post("/webhooks/wiseflow", _answer_as_asked if answering else _ok)
     app.router.add_get("/livez", _ok)
     app.router.add_get("/broken", _broken)
     client = TestClient(TestServer(app, host="127.0.0.1", port=0))
@@ -86,3 +94,27 @@ async def test_a_dropped_span_is_not_exported_and_the_request_is_answered() -> N
     finally:
         await client.close()
     assert exporter.get_finished_spans() == ()
+
+
+async def test_the_default_sampler_drops_accepted_receipts_and_keeps_every_failed_one() -> None:
+    """Receipt ratio 0: two accepted webhooks leave no span; a 401 and a 503 each leave one; /status one."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=WebhookRatioSampler(0.0))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    client = await _client(provider, answering=True)
+    try:
+        for status in (200, 200, 401, 503):
+            assert (await client.post(f"/webhooks/wiseflow?status={status}", data=b"{}")).status == status
+        assert (await client.get("/broken")).status == 500
+    finally:
+        await client.close()
+    spans = exporter.get_finished_spans()
+    assert [(s.name, (s.attributes or {}).get("http.response.status_code")) for s in spans] == [
+        ("POST /webhooks/wiseflow", 401),
+        ("POST /webhooks/wiseflow", 503),
+        ("GET /broken", None),
+    ]
+    assert all(s.kind is SpanKind.SERVER and s.end_time is not None for s in spans)
+    assert spans[0].start_time is not None
+    assert spans[0].end_time is not None
+    assert spans[0].start_time < spans[0].end_time  # started when the request was, not when it failed

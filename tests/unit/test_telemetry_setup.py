@@ -11,9 +11,11 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     TraceIdRatioBased,
 )
+from opentelemetry.trace import SpanKind
 
 from service.adapters.telemetry import (
     SAMPLER_NAMES,
+    WebhookRatioSampler,
     is_sensitive_attribute,
     parse_sampler,
     safe_attributes,
@@ -47,7 +49,33 @@ def test_standard_sampler_names_build_the_standard_samplers(
 def test_every_advertised_sampler_name_parses() -> None:
     """SAMPLER_NAMES, which error messages list, holds only names parse_sampler accepts."""
     assert all(parse_sampler(name, "0.5") is not None for name in SAMPLER_NAMES)
-    assert len(SAMPLER_NAMES) == 6
+    assert len(SAMPLER_NAMES) == 7  # the six standard names and the default, webhook_ratio
+
+
+def test_the_default_sampler_is_webhook_ratio_with_a_receipt_ratio_of_one_in_a_hundred() -> None:
+    """Unset OTEL_TRACES_SAMPLER is `webhook_ratio`; its ARG sets the receipt ratio (default 0.01)."""
+    assert Settings().otel_sampler == "webhook_ratio"
+    assert parse_sampler("webhook_ratio").get_description() == "WebhookRatioSampler{0.01}"
+    assert parse_sampler("WEBHOOK_RATIO", "0.25").get_description() == "WebhookRatioSampler{0.25}"
+
+
+def test_webhook_ratio_samples_receipts_by_ratio_and_everything_else_always() -> None:
+    """Ratio 0: an unanswered webhook receipt is dropped; its answered span, other spans and runs are kept."""
+    sampler = WebhookRatioSampler(0.0)
+    receipt = {"http.request.method": "POST", "http.route": "/webhooks/wiseflow"}
+
+    def sampled(name: str, kind: SpanKind, attributes: dict[str, str | int]) -> bool:
+        return sampler.should_sample(None, 0x1234, name, kind, attributes).decision.is_sampled()
+
+    assert not sampled("POST /webhooks/wiseflow", SpanKind.SERVER, receipt)
+    assert sampled("POST /webhooks/wiseflow", SpanKind.SERVER, {**receipt, "http.response.status_code": 401})
+    assert sampled("GET /status", SpanKind.SERVER, {"http.route": "/status"})
+    assert sampled("sync.run", SpanKind.INTERNAL, {})
+    assert sampled("webhook.process", SpanKind.CONSUMER, {"http.route": "/webhooks/wiseflow"})
+    always = WebhookRatioSampler(1.0)
+    assert always.should_sample(
+        None, 0x1234, "POST /webhooks/wiseflow", SpanKind.SERVER, receipt
+    ).decision.is_sampled()
 
 
 def test_unknown_sampler_name_names_the_variable() -> None:
