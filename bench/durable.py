@@ -35,6 +35,8 @@ from service.settings import load_settings
 MAX_BATCH = 512
 SECRET = "bench-webhook-secret"  # noqa: S105 - the benchmark's fixed secret (bench/ingest.py)
 _ACCEPTED = b'{"status":"accepted"}'
+# The receipt span's attributes as the service's tracing middleware sets them (the sampler reads them).
+_ROUTE = {"http.request.method": "POST", "http.route": "/webhooks/wiseflow"}
 Row = tuple[int, str, bytes, float]
 
 
@@ -108,7 +110,9 @@ def make_app(database: str, otlp: str | None) -> web.Application:
     state: dict[str, GroupCommit] = {}
 
     async def receive(request: web.Request) -> web.Response:
-        with tracer.start_as_current_span("POST /webhooks/wiseflow", kind=trace.SpanKind.SERVER):
+        with tracer.start_as_current_span(
+            "POST /webhooks/wiseflow", kind=trace.SpanKind.SERVER, attributes=_ROUTE
+        ):
             body = await request.read()
             now = time.time()
             try:
