@@ -5,9 +5,11 @@
 Per request: read the body, verify its signature with the service's own verifier, parse it with orjson,
 queue one row and answer 200 only once a group commit holding it has returned: one writer thread with its
 own sqlite3 connection (WAL, synchronous=FULL), batches of up to 512 rows, one wake-up of each side per
-batch. One SERVER span per request from a TracerProvider under the service's sampler (its default, or OTEL_TRACES_SAMPLER and _ARG as the service reads them), sampled
-spans batched to the OTLP/HTTP endpoint `--otlp` as the service's are. Nothing else: no dedupe table, no worker, no metrics, no
-middleware. `bench/ingest.py` runs it beside the service as the yardstick; nothing in `service/` imports it.
+batch. One SERVER span per request from a TracerProvider under the service's sampler (its default, or
+OTEL_TRACES_SAMPLER and _ARG as the service reads them), with the route attributes the service's middleware
+sets, sampled spans batched to the OTLP/HTTP endpoint `--otlp` as the service's are. Nothing else: no
+dedupe table, no worker, no metrics, no middleware. `bench/ingest.py` runs it beside the service as the
+yardstick; nothing in `service/` imports it.
 """
 
 from __future__ import annotations

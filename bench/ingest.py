@@ -327,7 +327,8 @@ def measure(bench: Bench, args: argparse.Namespace) -> rp.Figures:
     if not args.quick:
         figures.samplers = price_samplers(bench, args, lua)
         figures.open_loop = open_loop(bench, args)
-    assert service.process is not None and service.database is not None
+    assert service.process is not None
+    assert service.database is not None
     figures.profile = dr.profile(
         service.process.pid,
         args.duration,

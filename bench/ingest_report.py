@@ -53,7 +53,8 @@ def describe(m: Measured) -> str:
 def round_line(n: int, got: dict[str, Measured]) -> str:
     """One round in a line: each target's rate and the service's ratios."""
     rates = ", ".join(f"{name} {m.wrk.rate:,.0f}/s" for name, m in got.items())
-    return f"  round {n}: {rates}; service/limit {_ratio(got, 'limit'):.2f}, service/bare {_ratio(got, 'bare'):.2f}"
+    ratios = f"service/limit {_ratio(got, 'limit'):.2f}, service/bare {_ratio(got, 'bare'):.2f}"
+    return f"  round {n}: {rates}; {ratios}"
 
 
 def _ratio(got: dict[str, Measured], of: str) -> float:
@@ -62,6 +63,11 @@ def _ratio(got: dict[str, Measured], of: str) -> float:
 
 def _ok(passed: bool) -> str:
     return "ok" if passed else "MISSED"
+
+
+def _row(figure: str, value: str, target: str = "-", passed: bool | None = None) -> list[str]:
+    """One headline row for `bench/all.py`: benchmark, figure, value, target, verdict."""
+    return ["ingest", figure, value, target, "-" if passed is None else _ok(passed)]
 
 
 def report(args: argparse.Namespace, f: Figures) -> list[list[str]]:
@@ -92,17 +98,23 @@ def report(args: argparse.Namespace, f: Figures) -> list[list[str]]:
         f"{_ok(of_limit >= TARGET_OF_LIMIT)}), {of_bare:.2f} of the bare handler; service errors: {errors}"
     )
     for name in ("limit", "service"):
-        print(
-            f"{NAMES[name]} CPU per request, median round: {median[name].split.per_request_us(median[name].wrk.requests)}"
-        )
+        split = median[name].split.per_request_us(median[name].wrk.requests)
+        print(f"{NAMES[name]} CPU per request, median round: {split}")
+    cpu = " / ".join(f"{median[n].cpu_us:.0f}" for n in ("service", "limit", "bare"))
+    p99 = f"{median['service'].wrk.p99_ms:.1f} / {median['limit'].wrk.p99_ms:.1f} ms"
     rows = [
-        ["ingest", "service / minimal durable receiver", f"{of_limit:.2f}", f">= {TARGET_OF_LIMIT}", _ok(of_limit >= TARGET_OF_LIMIT)],
-        ["ingest", "service / bare aiohttp handler", f"{of_bare:.2f}", "-", "-"],
-        ["ingest", "CPU per webhook: service / limit / bare", " / ".join(f"{median[n].cpu_us:.0f}" for n in ("service", "limit", "bare")) + " us", "-", "-"],
-        ["ingest", "p99 at 32 connections: service / limit", f"{median['service'].wrk.p99_ms:.1f} / {median['limit'].wrk.p99_ms:.1f} ms", "-", "-"],
-        ["ingest", "disk fsync p50 / p90 (context)", f"{f.disk[0]:.2f} / {f.disk[1]:.2f} ms", "-", "-"],
-        ["ingest", "non-2xx answers under load", str(errors), "0", _ok(errors == 0)],
-    ]  # fmt: skip
+        _row(
+            "service / minimal durable receiver",
+            f"{of_limit:.2f}",
+            f">= {TARGET_OF_LIMIT}",
+            of_limit >= TARGET_OF_LIMIT,
+        ),
+        _row("service / bare aiohttp handler", f"{of_bare:.2f}"),
+        _row("CPU per webhook: service / limit / bare", f"{cpu} us"),
+        _row(f"p99 at {args.connections} connections: service / limit", p99),
+        _row("disk fsync p50 / p90 (context)", f"{f.disk[0]:.2f} / {f.disk[1]:.2f} ms"),
+        _row("non-2xx answers under load", str(errors), "0", errors == 0),
+    ]
     rows += _samplers(f) + _open_loop(f)
     print(f.profile)
     if f.drain is not None:
@@ -121,8 +133,13 @@ def _samplers(f: Figures) -> list[list[str]]:
     cost = 1 - default.wrk.rate / off.wrk.rate
     cpu = default.cpu_us - off.cpu_us
     return [
-        ["ingest", "tracing cost at the default sampler", f"{cost:.0%} ({cpu:+.0f} us)", f"<= {TARGET_TRACING:.0%}", _ok(cost <= TARGET_TRACING)]
-    ]  # fmt: skip
+        _row(
+            "tracing cost at the default sampler",
+            f"{cost:.0%} ({cpu:+.0f} us)",
+            f"<= {TARGET_TRACING:.0%}",
+            cost <= TARGET_TRACING,
+        )
+    ]
 
 
 def _open_loop(f: Figures) -> list[list[str]]:
@@ -133,20 +150,12 @@ def _open_loop(f: Figures) -> list[list[str]]:
     for rate, name, m in f.open_loop:
         held = m.wrk.rate / rate
         note = "" if held >= 0.98 else f"  (rate NOT held: {held:.2f}; latency understated)"
-        print(
-            f"  {rate:>5,}/s {NAMES[name]:<26} p50 {m.wrk.p50_ms:6.2f} ms  p99 {m.wrk.p99_ms:6.2f} ms  {m.cpu_us:4.0f} us CPU{note}"
-        )
+        latency = f"p50 {m.wrk.p50_ms:6.2f} ms  p99 {m.wrk.p99_ms:6.2f} ms"
+        print(f"  {rate:>5,}/s {NAMES[name]:<26} {latency}  {m.cpu_us:4.0f} us CPU{note}")
         if name == "service":
-            rows.append(
-                [
-                    "ingest",
-                    f"open loop {rate:,}/s: service p50 / p99",
-                    f"{m.wrk.p50_ms:.1f} / {m.wrk.p99_ms:.1f} ms",
-                    "-",
-                    "-" if held >= 0.98 else "rate not held",
-                ]
-            )
-    return rows  # fmt: skip
+            value = f"{m.wrk.p50_ms:.1f} / {m.wrk.p99_ms:.1f} ms" + ("" if held >= 0.98 else " (rate not held)")
+            rows.append(_row(f"open loop {rate:,}/s: service p50 / p99", value))
+    return rows
 
 
 def _drain(burst: Drain, arrival_rate: float) -> list[list[str]]:
@@ -158,6 +167,6 @@ def _drain(burst: Drain, arrival_rate: float) -> list[list[str]]:
         f"calls, {burst.refreshes} of them grade refreshes ({burst.refreshes / 50:.1f} per flow)"
     )
     return [
-        ["ingest", f"drain of {burst.events:,} events", f"{burst.seconds:.1f} s", f"< {arrival:.1f} s", _ok(drain_ok)],
-        ["ingest", "WISEflow refreshes per flow (drain)", f"{burst.refreshes / 50:.1f}", "per flow", "-"],
-    ]  # fmt: skip
+        _row(f"drain of {burst.events:,} events", f"{burst.seconds:.1f} s", f"< {arrival:.1f} s", drain_ok),
+        _row("WISEflow refreshes per flow (drain)", f"{burst.refreshes / 50:.1f}", "per flow"),
+    ]

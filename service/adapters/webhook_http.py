@@ -2,8 +2,10 @@
 
 Order of work for one request, each step answering on its own failure:
 
-0. at most `max_unverified` requests are read and verified at once (memory held before anyone is known
-   is bounded); one more -> 503 with `Retry-After`, unread: WISEflow redelivers, nothing is lost;
+0. a body that arrived whole with its headers is read at once; one still on its way holds its size in a
+   byte budget shared by every such read (`read_budget.ReadBudget`: memory held before anyone is known is
+   bounded); when the budget is full the longest-waiting read is cut off with 503 busy and `Retry-After`,
+   unread: WISEflow redelivers, nothing is lost (counted, and logged at most once per 10 s);
 1. read the body, at most `SYNC_WEBHOOK_MAX_BODY` bytes (64 KiB), in bounded chunks (Content-Length
    checked first; chunked bodies counted as they arrive): over the limit -> 413, and the connection is
    closed instead of drained;
@@ -34,6 +36,7 @@ import aiosqlite
 import orjson
 from aiohttp import web
 
+from service.adapters.read_budget import MAX_UNVERIFIED_BYTES, Notice, ReadBudget
 from service.adapters.spans import current_traceparent
 from service.adapters.store.connection import StoreError
 from service.adapters.store.inbox import Inbox, Recorded
@@ -47,10 +50,7 @@ from service.settings import WEBHOOK_MAX_BODY, Settings
 WEBHOOK_PATH: Final = "/webhooks/wiseflow"
 # The default of SYNC_WEBHOOK_MAX_BODY (64 KiB).
 MAX_BODY: Final = WEBHOOK_MAX_BODY
-# Requests read and verified at once: 128 x 64 KiB bounds what unverified senders can make us hold (8 MiB),
-# and WISEflow's bursts (one connection per event, 32 at a time measured) stay well under it.
-MAX_UNVERIFIED: Final = 128
-# Seconds a sender turned away for being over MAX_UNVERIFIED is asked to wait before trying again.
+# Seconds a sender turned away for want of room in the read budget is asked to wait before trying again.
 BUSY_RETRY_AFTER: Final = 1
 # 5 s: half of WISEflow's 10 s delivery timeout, leaving the rest for the commit and the answer.
 READ_TIMEOUT: Final = 5.0
@@ -101,13 +101,13 @@ class WebhookReceiver:
         on_stored: Callable[[], None] | None = None,
         read_timeout: float = READ_TIMEOUT,
         max_body: int = MAX_BODY,
-        max_unverified: int = MAX_UNVERIFIED,
+        max_unverified_bytes: int = MAX_UNVERIFIED_BYTES,
     ) -> None:
         self.verifier = verifier
         self.read_timeout = read_timeout
         self.max_body = max_body
-        self.max_unverified = max_unverified
-        self.unverified = 0  # requests between their first byte read and their verdict, right now
+        self.reads = ReadBudget(max_unverified_bytes)
+        self._busy_notice = Notice()
         self.inbox = inbox
         self.clock = clock
         self.figures = figures or WebhookFigures()
@@ -125,25 +125,23 @@ class WebhookReceiver:
         self.figures.ingest.observe(time.perf_counter() - started)
         return response
 
+    @property
+    def unverified(self) -> int:
+        """Requests whose body is still on its way, right now."""
+        return self.reads.waiting
+
     async def _receive(self, request: web.Request) -> web.Response:
         self.figures.received += 1
-        if self.unverified >= self.max_unverified:
-            # A counter, not a semaphore: nobody waits for a slot (a waiter would hold its connection).
-            response = self._reject(503, "busy")
-            response.headers["Retry-After"] = str(BUSY_RETRY_AFTER)
-            response.force_close()  # unread: drop the connection rather than drain the body
-            return response
-        self.unverified += 1
         now = self.clock.wall()
         try:
             event, body = await self._accept(request, now)
         except _Refused as exc:
             response = self._reject(exc.status, exc.reason)
+            if exc.reason == "busy":
+                response.headers["Retry-After"] = str(BUSY_RETRY_AFTER)
             if exc.unread:
                 response.force_close()  # do not drain what we refused to read: drop the connection instead
             return response
-        finally:
-            self.unverified -= 1
         return await self._store(event, body, now)
 
     async def _accept(self, request: web.Request, now: float) -> tuple[WebhookEvent, bytes]:
@@ -167,16 +165,36 @@ class WebhookReceiver:
         try:
             if request.content.is_eof():
                 # The whole body is already buffered (a small event arrives with its headers): taken in one
-                # call, with no timer to arm and no read to await (measured: a few microseconds a request).
+                # call, with no timer to arm, no read to await and nothing to hold in the read budget.
                 return read_buffered(request, self.max_body)
-            async with asyncio.timeout(self.read_timeout):
-                return await read_bounded(request, self.max_body)
+            return await self._read_arriving(request)
         except _TooLarge:
             raise _Refused(413, "too_large", unread=True) from None
-        except TimeoutError:
-            raise _Refused(408, "body_timeout", unread=True) from None
+        except _Refused:
+            raise
         except Exception:  # a broken chunked body: the sender's fault, never a 500
             raise _Refused(400, "unreadable_body", unread=True) from None
+
+    async def _read_arriving(self, request: web.Request) -> bytes:
+        """A body still on its way, read within `read_timeout` while holding its size in the read budget."""
+        declared = request.content_length
+        if declared is not None and declared > self.max_body:
+            raise _TooLarge
+        hold = None
+        try:
+            async with asyncio.timeout(self.read_timeout) as deadline:
+                hold = self.reads.admit(deadline, self.max_body if declared is None else declared)
+                if hold is None:
+                    raise _Refused(503, "busy", unread=True)
+                return await read_bounded(request, self.max_body)
+        except TimeoutError:
+            evicted = hold is not None and hold.evicted
+            raise (
+                _Refused(503, "busy", unread=True) if evicted else _Refused(408, "body_timeout", unread=True)
+            ) from None
+        finally:
+            if hold is not None:
+                self.reads.release(hold)
 
     def _verify_and_parse(self, request: web.Request, body: bytes, now: float) -> WebhookEvent:
         verified = self.verifier.verify(request.headers, body, now)
@@ -228,7 +246,15 @@ class WebhookReceiver:
 
     def _reject(self, status: int, reason: str) -> web.Response:
         self.figures.reject(reason)
-        if status != 503:
+        if reason == "busy":
+            # A crowd of slow senders can make many of these a second: one line per 10 s, with the count.
+            turned_away = self._busy_notice.count(self.clock.monotonic())
+            if turned_away is not None:
+                log.warning(
+                    "webhook senders turned away: too many bodies on their way at once",
+                    extra={"event": "webhook.busy", "count": turned_away, "status": status},
+                )
+        elif status != 503:
             log.info(
                 "webhook rejected", extra={"event": "webhook.rejected", "reason": reason, "status": status}
             )

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any, Final
 
 from aiohttp import web
 
+from service.adapters.http_server import Connections, serve
 from service.adapters.logs import configure_logging
 from service.adapters.telemetry import setup_tracing
-from service.app import build_app
+from service.app import SERVICE, build_app
 from service.errors import ConfigError
 from service.settings import load_settings, startup_warnings
 
@@ -28,7 +30,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Serve until SIGINT/SIGTERM (aiohttp stops accepting, drains requests, runs the cleanup contexts)."""
+    """Serve until SIGINT/SIGTERM (stop accepting, drain requests, run the cleanup contexts), within the
+    server limits of `adapters/http_server` (headers, time, connections; bodies in the receiver)."""
     settings = load_settings(env)
     settings.require_api_credentials()
     settings.require_sink_authentication()
@@ -42,19 +45,14 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         await tracing.aclose(SPAN_FLUSH_TIMEOUT)
 
     app.on_cleanup.append(flush_spans)
+
+    def count_shed() -> None:  # a connection closed at the cap: counted with the webhook rejections
+        if SERVICE in app:
+            app[SERVICE].figures.reject("connection_shed")
+
+    connections = Connections(on_shed=count_shed)
     try:
-        web.run_app(
-            app,
-            host=settings.http_host,
-            port=settings.http_port,
-            shutdown_timeout=SHUTDOWN_TIMEOUT,
-            print=None,
-            access_log=None,
-            handle_signals=True,
-            # Webhook signatures cover the raw bytes: never inflate a body before the receiver sees it (it
-            # refuses encoded bodies with 415), and never let aiohttp answer an unknown encoding itself.
-            auto_decompress=False,
-        )
+        asyncio.run(serve(app, settings.http_host, settings.http_port, SHUTDOWN_TIMEOUT, connections))
     except OSError as exc:  # the address: unknown host, port in use, no permission
         where = f"{settings.http_host}:{settings.http_port}"
         reason = exc.strerror or type(exc).__name__

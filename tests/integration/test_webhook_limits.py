@@ -1,4 +1,4 @@
-"""What an unverified sender can make the endpoint hold: bounded body size and bounded concurrent reads."""
+"""What unverified senders make the endpoint hold: bounded body size, bounded bytes of bodies in flight."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ async def _stalled_post(port: int, declared: int) -> asyncio.StreamWriter:
 
 @pytest.fixture
 async def harness_limit_one(tmp_path: Path) -> AsyncIterator[Harness]:
-    async with running_receiver(tmp_path, max_unverified=1) as h:
+    async with running_receiver(tmp_path, max_unverified_bytes=1000) as h:
         yield h
 
 
@@ -46,36 +46,51 @@ async def test_a_body_over_the_configured_limit_is_413_and_the_limit_is_inclusiv
         assert await h.rows() == []
 
 
-async def test_senders_over_the_unverified_bound_get_503_with_retry_after(tmp_path: Path) -> None:
-    """Two stalled bodies fill a bound of 2: the next sender gets 503 busy with Retry-After, never a 500."""
-    async with running_receiver(tmp_path, max_unverified=2) as h:
+async def test_a_body_sent_whole_is_judged_while_stalled_bodies_fill_the_budget(tmp_path: Path) -> None:
+    """Two stalled bodies of 500 bytes fill a budget of 1000: a signed body sent whole is still stored."""
+    async with running_receiver(tmp_path, max_unverified_bytes=1000) as h:
         port = h.client.port
         assert port is not None
         stalled = [await _stalled_post(port, 500) for _ in range(2)]
         await wait_until(lambda: h.receiver.unverified == 2, what="two unverified reads")
+        assert h.receiver.reads.held == 1000
         body = event_body(sequence=3)
         response = await h.client.post(WEBHOOK_PATH, data=body, headers=signed(body))
-        assert (response.status, await response.json()) == (503, {"error": "busy"})
-        assert response.headers["Retry-After"] == "1"
-        assert h.figures.rejected["busy"] == 1
+        assert (response.status, await response.json()) == (200, {"status": "accepted"})
+        assert h.figures.rejected["busy"] == 0
+        for writer in stalled:
+            writer.close()
+
+
+async def test_a_stalled_body_over_the_budget_cuts_off_the_oldest_with_503_busy(tmp_path: Path) -> None:
+    """A third stalled body of 500 over a budget of 1000: the oldest read ends 503 busy, Retry-After: 1."""
+    async with running_receiver(tmp_path, max_unverified_bytes=1000) as h:
+        port = h.client.port
+        assert port is not None
+        stalled = [await _stalled_post(port, 500) for _ in range(2)]
+        await wait_until(lambda: h.receiver.unverified == 2, what="two unverified reads")
+        stalled.append(await _stalled_post(port, 500))
+        await wait_until(lambda: h.figures.rejected["busy"] == 1, what="the oldest read cut off")
+        assert (h.receiver.unverified, h.receiver.reads.held) == (2, 1000)
         assert await h.rows() == []
         for writer in stalled:
             writer.close()
 
 
-async def test_the_bound_is_released_once_the_reads_end(tmp_path: Path) -> None:
-    """After the stalled senders go away (and after refused requests), a delivery is stored again."""
-    async with running_receiver(tmp_path, max_unverified=2) as h:
+async def test_the_budget_is_released_once_the_reads_end(tmp_path: Path) -> None:
+    """After the stalled senders go away (and after refused requests), nothing is held and deliveries store."""
+    async with running_receiver(tmp_path, max_unverified_bytes=1000) as h:
         port = h.client.port
         assert port is not None
         stalled = [await _stalled_post(port, 500) for _ in range(2)]
         await wait_until(lambda: h.receiver.unverified == 2, what="two unverified reads")
         bad = await h.client.post(WEBHOOK_PATH, data=b"{}", headers={"X-Wiseflow-Signature": "x"})
-        assert bad.status == 503
+        assert bad.status == 401
         for writer in stalled:
             writer.close()
         await wait_until(lambda: h.receiver.unverified == 0, what="no unverified read left")
-        for sequence in (4, 5, 6):  # more than the bound, one after the other: each slot was given back
+        assert h.receiver.reads.held == 0
+        for sequence in (4, 5, 6):
             body = event_body(sequence=sequence)
             response = await h.client.post(WEBHOOK_PATH, data=body, headers=signed(body))
             assert response.status == 200
@@ -83,7 +98,7 @@ async def test_the_bound_is_released_once_the_reads_end(tmp_path: Path) -> None:
 
 
 async def test_refused_requests_give_their_slot_back(harness_limit_one: Harness) -> None:
-    """With a bound of 1, a 401, a 413 and a 400 in turn each leave the slot free for the next request."""
+    """With a budget of 1000 bytes, a 401, a 413 and a 400 in turn each leave nothing held behind them."""
     h = harness_limit_one
     for data, status in ((b"{}", 401), (b"x" * 70_000, 413)):
         response = await h.client.post(WEBHOOK_PATH, data=data, headers={"X-Wiseflow-Signature": "x"})
@@ -94,7 +109,7 @@ async def test_refused_requests_give_their_slot_back(harness_limit_one: Harness)
     body = event_body(sequence=8)
     response = await h.client.post(WEBHOOK_PATH, data=body, headers=signed(body))
     assert response.status == 200
-    assert h.receiver.unverified == 0
+    assert (h.receiver.unverified, h.receiver.reads.held) == (0, 0)
 
 
 async def test_the_service_reads_its_body_limit_from_sync_webhook_max_body(tmp_path: Path) -> None:
