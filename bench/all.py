@@ -2,11 +2,10 @@
 
     python bench/all.py [--quick]
 
-Runs bench/ratelimit.py, bench/sync_scale.py and bench/ingest.py as separate processes (their own
-output is shown as they go); each writes its headline rows to a JSON file that this script collects.
-`--quick` is a smoke run: a smaller world for sync_scale, one short round for ingest. A missed target
-shows as MISSED in the table; the exit status is 1 only when a benchmark produced no figures at all.
-"""
+Runs bench/ratelimit.py, bench/sync_scale.py, bench/ingest.py and bench/slow_senders.py as separate processes
+(their own output is shown as they go); each writes its headline rows to a JSON file that this script
+collects. `--quick` is a smoke run: a smaller world for sync_scale, one short round for ingest. A missed
+target shows as MISSED in the table; the exit status is 1 only when a benchmark produced no figures at all."""
 
 from __future__ import annotations
 
@@ -22,6 +21,7 @@ BENCHES = (
     ("ratelimit.py", [], []),
     ("sync_scale.py", [], ["--flows", "200", "--participants", "50"]),
     ("ingest.py", [], ["--quick"]),
+    ("slow_senders.py", [], ["--seconds", "3"]),
 )
 
 

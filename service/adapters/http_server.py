@@ -5,9 +5,12 @@
 - time: a connection must finish its request's headers within `HEADER_TIMEOUT` seconds of opening (or of
   its last answer): aiohttp's keep-alive timer closes a connection still waiting for a whole request, so
   idle keep-alive connections also close after it (a proxy in front simply opens another);
-- connections: at most `MAX_CONNECTIONS` open; one more and the oldest open connection is closed to make
-  room (a slow sender is the oldest; a webhook that sends at once is answered within milliseconds), each
-  one counted and logged at most once per 10 s;
+- connections: at most `MAX_PER_PEER` open from one address and `MAX_CONNECTIONS` in all; one more and
+  the oldest connection of that address (at the total cap: of the address holding most) is closed to make
+  room, so a sender who keeps reconnecting only ever displaces its own connections, and a webhook, which
+  sends at once and is answered within milliseconds, is never the oldest; each one counted and logged at
+  most once per 10 s. Behind a proxy every connection comes from the proxy: 64 at once is twice the
+  concurrency WISEflow was measured to use;
 - bodies: bounded per request (`SYNC_WEBHOOK_MAX_BODY`) and in total (`read_budget`) by the receiver; a
   body refused unread is not drained (no lingering): its connection closes after the answer.
 
@@ -29,6 +32,7 @@ from aiohttp.web_protocol import RequestHandler
 from service.adapters.read_budget import Notice
 
 MAX_CONNECTIONS: Final = 256
+MAX_PER_PEER: Final = 64
 HEADER_TIMEOUT: Final = 5.0
 MAX_HEADERS: Final = 32
 MAX_FIELD_SIZE: Final = 4096
@@ -38,50 +42,79 @@ log = logging.getLogger("service.http")
 
 
 class Connections:
-    """The open connections, oldest first; at the cap a new one closes the oldest (`on_shed` counts it)."""
+    """The open connections by peer address, oldest first; at a cap a new one closes an old one."""
 
-    def __init__(self, cap: int = MAX_CONNECTIONS, on_shed: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        cap: int = MAX_CONNECTIONS,
+        per_peer: int = MAX_PER_PEER,
+        on_shed: Callable[[], None] | None = None,
+    ) -> None:
         self.cap = cap
+        self.per_peer = per_peer
         self.shed = 0
-        self._open: dict[_Guarded, None] = {}
+        self._count = 0
+        self._by_peer: dict[object, dict[_Guarded, None]] = {}
         self._on_shed = on_shed
         self._notice = Notice()
 
     def __len__(self) -> int:
-        return len(self._open)
+        return self._count
 
     def opened(self, connection: _Guarded) -> None:
-        while len(self._open) >= self.cap:
-            oldest = next(iter(self._open))
-            self.closed(oldest)
-            oldest.close()
-            self.shed += 1
-            if self._on_shed is not None:
-                self._on_shed()
-            since = self._notice.count(asyncio.get_running_loop().time())
-            if since is not None:
-                log.warning(
-                    "connections shed: the cap of open connections was reached, the oldest were closed",
-                    extra={"event": "http.connections_shed", "count": since, "cap": self.cap},
-                )
-        self._open[connection] = None
+        """Enter `connection`, first closing the oldest of its peer's (or of the largest peer's) at a cap."""
+        mine = self._by_peer.setdefault(connection.peer, {})
+        if len(mine) >= self.per_peer:
+            self._shed(next(iter(mine)))
+        elif self._count >= self.cap:
+            largest: dict[_Guarded, None] = max(self._by_peer.values(), key=len)
+            self._shed(next(iter(largest)))
+        mine[connection] = None
+        self._count += 1
 
     def closed(self, connection: _Guarded) -> None:
-        self._open.pop(connection, None)
+        """Forget `connection` (idempotent)."""
+        mine = self._by_peer.get(connection.peer)
+        if mine is not None and connection in mine:
+            del mine[connection]
+            self._count -= 1
+            if not mine:
+                del self._by_peer[connection.peer]
+
+    def _shed(self, oldest: _Guarded) -> None:
+        self.closed(oldest)
+        oldest.close()
+        self.shed += 1
+        if self._on_shed is not None:
+            self._on_shed()
+        since = self._notice.count(asyncio.get_running_loop().time())
+        if since is not None:
+            log.warning(
+                "connections shed: a cap of open connections was reached, the oldest were closed",
+                extra={
+                    "event": "http.connections_shed",
+                    "count": since,
+                    "cap": self.cap,
+                    "per_peer": self.per_peer,
+                },
+            )
 
 
 class _Guarded(asyncio.Protocol):
     """aiohttp's protocol for one connection, entered in `Connections` while open (every call forwarded)."""
 
-    __slots__ = ("_connections", "_inner", "_transport")
+    __slots__ = ("_connections", "_inner", "_transport", "peer")
 
     def __init__(self, inner: RequestHandler, connections: Connections) -> None:
         self._inner = inner
         self._connections = connections
         self._transport: asyncio.BaseTransport | None = None
+        self.peer: object = None  # the remote address (not the port): whom the per-peer cap counts
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
+        peername = transport.get_extra_info("peername")
+        self.peer = peername[0] if isinstance(peername, tuple) else peername
         self._connections.opened(self)
         self._inner.connection_made(transport)
 

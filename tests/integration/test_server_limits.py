@@ -35,15 +35,15 @@ class Guarded:
 
 @asynccontextmanager
 async def guarded(
-    tmp_path: Path, cap: int = 256, header_timeout: float = 5.0, **limits: int
+    tmp_path: Path, cap: int = 256, per_peer: int = 64, header_timeout: float = 5.0, **limits: int
 ) -> AsyncIterator[Guarded]:
-    """The webhook receiver on 127.0.0.1 behind `run`'s server limits (a connection cap of `cap`)."""
+    """The webhook receiver on 127.0.0.1 behind `run`'s server limits (connection caps `cap`, `per_peer`)."""
     async with running_receiver(tmp_path, **limits) as harness:
         app = web.Application()
         add_webhook_routes(app, harness.receiver)
         runner = runner_for(app, shutdown_timeout=5.0, header_timeout=header_timeout)
         await runner.setup()
-        connections = Connections(cap)
+        connections = Connections(cap, per_peer)
         try:
             await GuardedSite(runner, "127.0.0.1", 0, connections).start()
             yield Guarded(harness, connections, runner.addresses[0][1])
@@ -51,9 +51,11 @@ async def guarded(
             await runner.cleanup()
 
 
-async def _slow_body(port: int, declared: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A connection that sends whole headers announcing `declared` body bytes, then only one of them."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def _slow_body(
+    port: int, declared: int, source: str = "127.0.0.1"
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection from `source` that sends whole headers announcing `declared` body bytes, then one byte."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
     head = (
         f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         f"X-Wiseflow-Signature: x\r\nContent-Length: {declared}\r\n\r\n{{"
@@ -65,7 +67,7 @@ async def _slow_body(port: int, declared: int) -> tuple[asyncio.StreamReader, as
 
 async def test_two_hundred_slow_senders_cannot_shut_out_a_signed_webhook(tmp_path: Path) -> None:
     """200 connections holding an unfinished body each (the old bound was 128 reads): a signed one gets 200."""
-    async with guarded(tmp_path) as g:
+    async with guarded(tmp_path, per_peer=256) as g:
         slow = [await _slow_body(g.port, 500) for _ in range(200)]
         await wait_until(lambda: g.harness.receiver.unverified == 200, what="200 body reads waiting")
         assert await g.post_signed(1) == (200, '{"status":"accepted"}')
@@ -124,4 +126,19 @@ async def test_at_the_connection_cap_the_oldest_connection_makes_room(tmp_path: 
         assert await asyncio.wait_for(idle[0][0].read(), timeout=30) == b""
         assert g.connections.shed >= 1
         for _, writer in idle:
+            writer.close()
+
+
+async def test_a_sender_that_keeps_reconnecting_only_displaces_its_own_connections(tmp_path: Path) -> None:
+    """Per-peer cap 8: 30 slow senders from 127.0.0.2 hold 8 slots at most; 127.0.0.1's webhook gets 200."""
+    async with guarded(tmp_path, per_peer=8) as g:
+        bystander = await asyncio.open_connection("127.0.0.1", g.port)  # an idle keep-alive of someone else
+        slow = [await _slow_body(g.port, 500, source="127.0.0.2") for _ in range(30)]
+        await wait_until(lambda: g.connections.shed == 22, what="22 of the slow senders' connections shed")
+        assert len(g.connections) == 9
+        assert await g.post_signed(6) == (200, '{"status":"accepted"}')
+        bystander[1].write(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")  # still open: answered
+        assert (await asyncio.wait_for(bystander[0].readline(), timeout=30)).startswith(b"HTTP/1.1 404")
+        bystander[1].close()
+        for _, writer in slow:
             writer.close()
