@@ -227,12 +227,19 @@ def wait_first_sync(port: int, timeout: float = 120.0) -> None:
 
 
 def load(
-    bench: Bench, name: str, args: argparse.Namespace, lua: Path, *, rate: int | None = None
+    bench: Bench,
+    name: str,
+    args: argparse.Namespace,
+    lua: Path,
+    *,
+    rate: int | None = None,
+    events: Path | None = None,
 ) -> rp.Measured:
-    """One wrk run against target `name`: wrk's figures, the server's CPU and its split."""
+    """One wrk run against target `name` (with `events`, else fresh ones): wrk's figures, the server's CPU."""
     target = bench.targets[name]
     assert target.process is not None
-    events = events_file(bench, target, int(EVENTS_PER_SECOND_CAP * args.duration))
+    if events is None:
+        events = events_file(bench, target, int(EVENTS_PER_SECOND_CAP * args.duration))
     connections = args.connections if rate is None else max(4, rate // 50)
     url = f"http://127.0.0.1:{target.port}{WEBHOOK_PATH}"
     pid = target.process.pid
@@ -329,11 +336,12 @@ def measure(bench: Bench, args: argparse.Namespace) -> rp.Figures:
         figures.open_loop = open_loop(bench, args)
     assert service.process is not None
     assert service.database is not None
+    events = events_file(bench, service, int(EVENTS_PER_SECOND_CAP * args.duration))  # before py-spy starts
     figures.profile = dr.profile(
         service.process.pid,
         args.duration,
         bench.folder / "profile.txt",
-        lambda: load(bench, "service", args, lua).wrk,
+        lambda: load(bench, "service", args, lua, events=events).wrk,
     )
     stop_service(bench)
     first = service.next_sequence
