@@ -12,7 +12,7 @@
   most once per 10 s. Behind a proxy every connection comes from the proxy: 64 at once is twice the
   concurrency WISEflow was measured to use;
 - bodies: bounded per request (`SYNC_WEBHOOK_MAX_BODY`) and in total (`read_budget`) by the receiver; a
-  body refused unread is not drained (no lingering): its connection closes after the answer.
+  body refused unread is drained for at most `LINGER` seconds after the answer, then its connection closes.
 
 Worst case held by strangers: 256 connections x (32 x 4 KiB of headers) plus 8 MiB of bodies, about
 40 MiB, within the 256 Mi pod limit (see docs/performance.md for the measured figure).
@@ -37,6 +37,7 @@ HEADER_TIMEOUT: Final = 5.0
 MAX_HEADERS: Final = 32
 MAX_FIELD_SIZE: Final = 4096
 MAX_LINE_SIZE: Final = 4096
+LINGER: Final = 1.0
 
 log = logging.getLogger("service.http")
 
@@ -173,9 +174,10 @@ def runner_for(
         max_headers=MAX_HEADERS,
         max_field_size=MAX_FIELD_SIZE,
         max_line_size=MAX_LINE_SIZE,
-        # A body refused unread (413, 408, busy) is not drained: aiohttp would otherwise go on reading and
-        # discarding it for up to 10 s, the connection held all that time; its connection closes instead.
-        lingering_time=0,
+        # A body refused unread (413, 408, busy) is drained for at most 1 s, so that a sender still sending
+        # it can read its answer (closing at once makes its write fail first), then the connection closes:
+        # aiohttp's default went on reading and discarding for 10 s, the connection held all that time.
+        lingering_time=LINGER,
         # Webhook signatures cover the raw bytes: never inflate a body before the receiver sees it (it
         # refuses encoded bodies with 415), and never let aiohttp answer an unknown encoding itself.
         auto_decompress=False,
