@@ -1,4 +1,4 @@
-"""What unverified senders may make the webhook endpoint hold while their bodies arrive, and who gives way.
+"""Reading webhook bodies: what unverified senders may make the endpoint hold, and who gives way.
 
 A body that arrived whole with its headers (every WISEflow event: a few hundred bytes) is verified at once
 and holds nothing here, so no number of slow senders can turn it away. A body still on its way holds its
@@ -12,10 +12,17 @@ from __future__ import annotations
 import asyncio
 from typing import Final
 
+from aiohttp import web
+
 # 128 bodies of the default 64 KiB limit: 8 MiB at most held for senders nobody has verified yet.
 MAX_UNVERIFIED_BYTES: Final = 128 * 64 * 1024
+_CHUNK: Final = 64 * 1024
 # One log line per this many seconds at most about senders turned away (each one is counted in metrics).
 NOTICE_INTERVAL: Final = 10.0
+
+
+class TooLarge(Exception):
+    """The body is over the size limit."""
 
 
 class Hold:
@@ -83,3 +90,28 @@ class Notice:
             return None
         self._last, counted, self._since = now, self._since, 0
         return counted
+
+
+def read_buffered(request: web.Request, limit: int) -> bytes:
+    """The whole body of a request whose body is already buffered, or `TooLarge` over `limit` bytes."""
+    body = request.content.read_nowait()
+    if len(body) > limit:
+        raise TooLarge
+    return body
+
+
+async def read_bounded(request: web.Request, limit: int) -> bytes:
+    """The whole body, or `TooLarge` as soon as it is known to exceed `limit` bytes (never read past it)."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(_CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge
+        chunks.append(chunk)

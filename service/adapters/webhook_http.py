@@ -36,7 +36,14 @@ import aiosqlite
 import orjson
 from aiohttp import web
 
-from service.adapters.read_budget import MAX_UNVERIFIED_BYTES, Notice, ReadBudget
+from service.adapters.read_budget import (
+    MAX_UNVERIFIED_BYTES,
+    Notice,
+    ReadBudget,
+    TooLarge,
+    read_bounded,
+    read_buffered,
+)
 from service.adapters.spans import current_traceparent
 from service.adapters.store.connection import StoreError
 from service.adapters.store.inbox import Inbox, Recorded
@@ -54,13 +61,8 @@ MAX_BODY: Final = WEBHOOK_MAX_BODY
 BUSY_RETRY_AFTER: Final = 1
 # 5 s: half of WISEflow's 10 s delivery timeout, leaving the rest for the commit and the answer.
 READ_TIMEOUT: Final = 5.0
-_CHUNK: Final = 64 * 1024
 
 log = logging.getLogger("service.webhooks")
-
-
-class _TooLarge(Exception):
-    """The body is over the size limit."""
 
 
 class _Refused(Exception):
@@ -168,7 +170,7 @@ class WebhookReceiver:
                 # call, with no timer to arm, no read to await and nothing to hold in the read budget.
                 return read_buffered(request, self.max_body)
             return await self._read_arriving(request)
-        except _TooLarge:
+        except TooLarge:
             raise _Refused(413, "too_large", unread=True) from None
         except _Refused:
             raise
@@ -179,7 +181,7 @@ class WebhookReceiver:
         """A body still on its way, read within `read_timeout` while holding its size in the read budget."""
         declared = request.content_length
         if declared is not None and declared > self.max_body:
-            raise _TooLarge
+            raise TooLarge
         hold = None
         try:
             async with asyncio.timeout(self.read_timeout) as deadline:
@@ -280,31 +282,6 @@ def _answer(status: int, doc: dict[str, str]) -> web.Response:
 def _answer_bytes(status: int, body: bytes) -> web.Response:
     """A JSON answer from an encoded body."""
     return web.Response(body=body, status=status, content_type="application/json")
-
-
-def read_buffered(request: web.Request, limit: int) -> bytes:
-    """The whole body of a request whose body is already buffered, or `_TooLarge` over `limit` bytes."""
-    body = request.content.read_nowait()
-    if len(body) > limit:
-        raise _TooLarge
-    return body
-
-
-async def read_bounded(request: web.Request, limit: int) -> bytes:
-    """The whole body, or `_TooLarge` as soon as it is known to exceed `limit` bytes (never read past it)."""
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise _TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await request.content.read(_CHUNK)
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
 
 
 def add_webhook_routes(app: web.Application, receiver: WebhookReceiver) -> None:
