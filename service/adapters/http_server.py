@@ -24,7 +24,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
-from typing import Final
+from typing import Final, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -101,39 +101,35 @@ class Connections:
             )
 
 
-class _Guarded(asyncio.Protocol):
-    """aiohttp's protocol for one connection, entered in `Connections` while open (every call forwarded)."""
+class _Guarded:
+    """aiohttp's protocol for one connection, entered in `Connections` while it is open.
 
-    __slots__ = ("_connections", "_inner", "_transport", "peer")
+    Only opening and closing are its own: every other call of the transport goes straight to aiohttp's
+    handler, whose bound methods are this object's attributes (nothing stands in between).
+    """
 
     def __init__(self, inner: RequestHandler, connections: Connections) -> None:
         self._inner = inner
         self._connections = connections
         self._transport: asyncio.BaseTransport | None = None
         self.peer: object = None  # the remote address (not the port): whom the per-peer cap counts
+        self.data_received = inner.data_received
+        self.eof_received = inner.eof_received
+        self.pause_writing = inner.pause_writing
+        self.resume_writing = inner.resume_writing
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Enter the connection (which may close an older one at a cap), then hand it to aiohttp."""
         self._transport = transport
         peername = transport.get_extra_info("peername")
         self.peer = peername[0] if isinstance(peername, tuple) else peername
         self._connections.opened(self)
         self._inner.connection_made(transport)
 
-    def data_received(self, data: bytes) -> None:
-        self._inner.data_received(data)
-
-    def eof_received(self) -> None:
-        self._inner.eof_received()  # aiohttp's returns None: the transport closes itself
-
     def connection_lost(self, exc: Exception | None) -> None:
+        """Forget the connection, then tell aiohttp."""
         self._connections.closed(self)
         self._inner.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._inner.resume_writing()
 
     def close(self) -> None:
         """Close the connection (what it had not been answered is dropped)."""
@@ -158,7 +154,10 @@ class GuardedSite(web.BaseSite):
         if server is None:
             raise RuntimeError("the runner is not set up")  # aiohttp's own sites refuse the same way
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: _Guarded(server(), self._connections), self._host, self._port, reuse_address=True
+            lambda: cast(asyncio.Protocol, _Guarded(server(), self._connections)),
+            self._host,
+            self._port,
+            reuse_address=True,
         )
 
 
