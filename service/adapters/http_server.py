@@ -7,10 +7,11 @@
   idle keep-alive connections also close after it (a proxy in front simply opens another);
 - connections: at most `MAX_PER_PEER` open from one address and `MAX_CONNECTIONS` in all; one more and
   the oldest connection of that address (at the total cap: of the address holding most) is closed to make
-  room, so a sender who keeps reconnecting only ever displaces its own connections, and a webhook, which
-  sends at once and is answered within milliseconds, is never the oldest; each one counted and logged at
-  most once per 10 s. Behind a proxy every connection comes from the proxy: 64 at once is twice the
-  concurrency WISEflow was measured to use;
+  room, an idle one (no request in progress) before a busy one, so a sender who keeps reconnecting only
+  ever displaces its own connections, and a webhook, which sends at once and is answered within
+  milliseconds, is never the oldest; each one counted and logged at most once per 10 s. Behind a proxy
+  every connection comes from the proxy: 128 at once is four times the concurrency WISEflow was measured
+  to use, and above the 100 connections of an aiohttp client's default pool;
 - bodies: bounded per request (`SYNC_WEBHOOK_MAX_BODY`) and in total (`read_budget`) by the receiver; a
   body refused unread is drained for at most `LINGER` seconds after the answer, then its connection closes.
 
@@ -32,7 +33,7 @@ from aiohttp.web_protocol import RequestHandler
 from service.adapters.read_budget import Notice
 
 MAX_CONNECTIONS: Final = 256
-MAX_PER_PEER: Final = 64
+MAX_PER_PEER: Final = 128
 HEADER_TIMEOUT: Final = 5.0
 MAX_HEADERS: Final = 32
 MAX_FIELD_SIZE: Final = 4096
@@ -66,10 +67,10 @@ class Connections:
         """Enter `connection`, first closing the oldest of its peer's (or of the largest peer's) at a cap."""
         mine = self._by_peer.setdefault(connection.peer, {})
         if len(mine) >= self.per_peer:
-            self._shed(next(iter(mine)))
+            self._shed(_oldest(mine))
         elif self._count >= self.cap:
             largest: dict[_Guarded, None] = max(self._by_peer.values(), key=len)
-            self._shed(next(iter(largest)))
+            self._shed(_oldest(largest))
         mine[connection] = None
         self._count += 1
 
@@ -101,6 +102,12 @@ class Connections:
             )
 
 
+def _oldest(connections: dict[_Guarded, None]) -> _Guarded:
+    """The oldest of `connections` with no request in progress, else the oldest: an idle keep-alive
+    connection costs its peer nothing to lose, a request cut off mid-answer costs a redelivery."""
+    return next((c for c in connections if not c.busy()), next(iter(connections)))
+
+
 class _Guarded:
     """aiohttp's protocol for one connection, entered in `Connections` while it is open.
 
@@ -130,6 +137,10 @@ class _Guarded:
         """Forget the connection, then tell aiohttp."""
         self._connections.closed(self)
         self._inner.connection_lost(exc)
+
+    def busy(self) -> bool:
+        """True while aiohttp handles a request on this connection (its own flag; False if it has none)."""
+        return bool(getattr(self._inner, "_request_in_progress", False))
 
     def close(self) -> None:
         """Close the connection (what it had not been answered is dropped)."""
