@@ -18,7 +18,6 @@ removed into the run's counts; a webhook's refresh, through the plain one, count
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from service.core.request_tally import RequestTally
 from service.core.run_record import MirrorCounts
 from service.core.store_ports import UnitOfWork
 from service.errors import ApiError
+from service.sync.keyed_locks import KeyedLocks
 
 log = logging.getLogger("service.sync")
 
@@ -67,8 +67,8 @@ class FlowRefresh:
         self._rng = rng
         self._policy = policy
         # Within the process one fetch-and-write per flow at a time (no wasted fetches); across processes
-        # the version check at commit keeps the order.
-        self._flow_locks: dict[int, asyncio.Lock] = {}
+        # the version check at commit keeps the order. A flow's lock lives only while it is in use.
+        self.flow_locks = KeyedLocks()
         self._counts: MirrorCounts | None = None  # a sync run's view counts its committed writes here
 
     def counting(self, tally: RequestTally, counts: MirrorCounts) -> FlowRefresh:
@@ -167,8 +167,7 @@ class FlowRefresh:
     async def fetch_and_store(self, flow: Flow, plan: FlowPlan | None, *, with_participants: bool) -> Refreshed:
         """Fetch and store one flow's grades (and participants); with a `plan` (a run's refresh of a due
         flow), its next due time too."""
-        lock = self._flow_locks.setdefault(flow.flow_id, asyncio.Lock())
-        async with lock:
+        async with self.flow_locks.hold(flow.flow_id):
             for _ in range(RACE_ATTEMPTS):  # a lost race fetches again, as in `refresh_flow`
                 refreshed, committed = await self._refresh_once(flow, plan, with_participants=with_participants)
                 if committed:
