@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from service.core.blindness import MirroredFlow
-from service.core.planner import FlowPlan
+from service.core.planner import DueKey, FlowPlan, due_in_order, due_key
 from service.core.records import Flow, GradeVersion, Participant
 from service.core.run_record import Changes, MirrorCounts, RunRecord, one_line
 from service.core.store_ports import InboxRow, RunCounters, StoredFlow
@@ -84,8 +84,15 @@ class FakeFlows(Repository):
         rows = {i: self.t.flows.get(i) for i in flow_ids}
         return {i: (r.flow, r.plan) for i, r in rows.items() if r is not None and r.plan is not None}
 
-    async def all(self) -> list[StoredFlow]:
-        return list((await self.get_many(sorted(self.t.flows))).values())
+    async def page(self, after: int, limit: int) -> list[StoredFlow]:
+        return list((await self.get_many(sorted(i for i in self.t.flows if i > after))).values())[:limit]
+
+    async def due(self, now: float, after: DueKey | None, limit: int) -> list[StoredFlow]:
+        stored = (await self.get_many(self.t.flows)).values()
+        return [fp for fp in due_in_order(stored, now) if after is None or due_key(*fp) > after][:limit]
+
+    async def count_due(self, now: float) -> int:
+        return len(due_in_order((await self.get_many(self.t.flows)).values(), now))
 
     async def live(self) -> list[MirroredFlow]:
         changes: dict[int, float] = {}

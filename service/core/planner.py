@@ -34,6 +34,8 @@ LIVE_STATES: Final = ("NOT_ACTIVATED", "ACTIVATED", "PARTICIPATION_STARTED", "PA
 # A time after every real one (stored as REAL; SQLite has no portable infinity).
 NEVER: Final = 1e18
 EARLY_REFRESH_EVENTS: Final = frozenset({"PAPER_HANDED_IN"})
+# A due flow's place in a run (`due_key`): (not an early refresh, next_poll_at, flow id), ascending.
+DueKey = tuple[bool, float, int]
 
 
 class Random(Protocol):
@@ -56,6 +58,8 @@ class PlanPolicy:
     search_page: int = 100
     participants_page: int = 100
     events_page: int = 1000
+    # Due flows a run reads from the mirror at a time: its memory is a page of flows, whatever their number.
+    due_page: int = 100
     # Concluded flows after their final fetch: 0 leaves them for good (webhooks alone report later changes).
     reconcile_interval: float = 0.0
 
@@ -64,6 +68,8 @@ class PlanPolicy:
             raise ValueError("PlanPolicy needs positive intervals and 0 <= jitter < 1")
         if self.reconcile_interval < 0:
             raise ValueError("PlanPolicy.reconcile_interval must not be negative")
+        if self.due_page < 1:
+            raise ValueError("PlanPolicy.due_page must be at least 1")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlanPolicy:
@@ -155,10 +161,19 @@ def request_reconciliation(flow: Flow, plan: FlowPlan) -> FlowPlan:
     return replace(plan, early_refresh=True)
 
 
+def due_key(flow: Flow, plan: FlowPlan) -> DueKey:
+    """Where a due flow comes in a run: early refreshes first, then the longest overdue, then by id."""
+    return (not plan.early_refresh, plan.next_poll_at, flow.flow_id)
+
+
 def due_in_order(flows: Iterable[tuple[Flow, FlowPlan]], now: float) -> list[tuple[Flow, FlowPlan]]:
-    """The flows a run refreshes now (`is_due`): early refreshes first, then the longest overdue."""
+    """The flows a run refreshes now (`is_due`), in `due_key` order.
+
+    The definition: a run reads its due flows a page at a time from the store (`unit.flows.due`), which
+    answers the same flows in the same order (tests/integration/test_store_contract.py holds it to this).
+    """
     due = [(flow, plan) for flow, plan in flows if is_due(plan, now)]
-    return sorted(due, key=lambda fp: (not fp[1].early_refresh, fp[1].next_poll_at, fp[0].flow_id))
+    return sorted(due, key=lambda fp: due_key(*fp))
 
 
 def replan(

@@ -3,9 +3,10 @@
     run_once():  discovery   POST /flows/search (paged)          -> flows + plans (planner.plan_after_discovery)
                  vanished    GET /flow/{id} for flows no longer listed and not finished (archived, usually)
                  events      POST /participation-events since the cursor -> early refreshes
-                 refresh     per due flow, `concurrency` at a time: participants, assessments, new plan,
-                             changed grades + outbox rows, all in ONE transaction per flow, committed
-                             only if no later refresh of the flow committed first (sync/refresh.py)
+                 refresh     per due flow (read a page at a time: sync/due.py), `concurrency` at a time:
+                             participants, assessments, new plan, changed grades + outbox rows, all in
+                             ONE transaction per flow, committed only if no later refresh of the flow
+                             committed first (sync/refresh.py)
 
 Runs never overlap: an asyncio lock within the process, and a file lock (`Store.exclusive`) across
 processes, so `sync --once` and a running service take turns. Every flow's refresh commits with its new
@@ -46,6 +47,7 @@ from service.core.run_record import Changes, MirrorCounts
 from service.core.run_summary import Progress, RunSummary
 from service.core.store_ports import RunCounters, UnitOfWork
 from service.errors import ApiError, ServiceError
+from service.sync.due import DueFlows, replan_all
 from service.sync.refresh import FlowRefresh
 
 __all__ = ["Poller", "Progress", "RunSummary"]
@@ -144,8 +146,7 @@ class Poller:
     async def _run(self, run: _Run, *, full: bool) -> None:
         if full:  # marked first and committed, so a run interrupted by discovery keeps the marks
             async with self._uow.transaction() as unit:
-                flows = {flow.flow_id: (flow, plan) for flow, plan in await unit.flows.all()}
-                await unit.flows.save_plans(planner.replan(flows, planner.request_reconciliation))
+                await replan_all(unit, planner.request_reconciliation, self._policy.due_page)
         with unit_span(self._tracer, "sync.discovery"):
             await self._discover(run)
         with unit_span(self._tracer, "sync.events"):
@@ -229,15 +230,16 @@ class Poller:
             await unit.checkpoints.set(EVENTS_CURSOR_KEY, now if window is None else window[1], now)
 
     async def _refresh_due(self, run: _Run) -> None:
-        """Refresh every due flow, `concurrency` at a time; the first run-stopping error ends them all."""
-        async with self._uow.read() as unit:
-            due = planner.due_in_order(await unit.flows.all(), self._clock.wall())
-        queue = iter(due)
-        total = len(due)
+        """Refresh every due flow, `concurrency` at a time; the first run-stopping error ends them all.
+
+        The due flows are read a page at a time as the workers take them (`DueFlows`), not all at once.
+        """
+        due = DueFlows(self._uow, self._clock.wall(), self._policy.due_page)
+        total = await due.count()
 
         async def worker() -> None:
-            for flow, plan in queue:
-                await self._refresh_one(run, flow, plan)
+            while (stored := await due.take()) is not None:
+                await self._refresh_one(run, *stored)
                 self._on_progress(Progress("flows", run.summary.flows_refreshed, total))
 
         try:

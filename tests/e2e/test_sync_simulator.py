@@ -142,7 +142,7 @@ async def test_a_webhook_refresh_beside_a_run_is_not_counted_for_it(world: SimHa
     the formula's two, WISEflow receives those and the refreshes'."""
     await engine.poller.run_once()  # everything mirrored, the token fetched
     async with engine.uow.read() as unit:
-        flows = [flow.flow_id for flow, _ in await unit.flows.all()][:5]
+        flows = [flow.flow_id for flow, _ in await unit.flows.page(0, 5)]
     await world.clear_journal()
     await world.scenario({"latency_ms": 300})  # every answer takes a while: the refreshes overlap the run
     before = engine.client.calls

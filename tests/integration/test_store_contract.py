@@ -15,7 +15,7 @@ import pytest
 from service.adapters.store import Store
 from service.adapters.store.inbox import Inbox, Recorded
 from service.adapters.store.unit import SqliteUnitOfWork
-from service.core.planner import FlowPlan
+from service.core.planner import NEVER, FlowPlan, due_in_order, due_key
 from service.core.records import Flow, GradeVersion, Participant
 from service.core.run_record import Changes, MirrorCounts
 from service.core.store_ports import Replay, RunCounters, UnitOfWork
@@ -130,7 +130,69 @@ async def test_vanished_flows_and_their_plans(subject: Subject) -> None:
             await unit.flows.save_plans({flow_id: FlowPlan(None, 0.0, final_fetch_done=final)})
         await unit.flows.save(Flow(5, "CONCLUDED"), 1.0, seen_at=1.0)  # no plan yet
         assert await unit.flows.vanished(100.0) == [1, 4]
-        assert [f.flow_id for f, _ in await unit.flows.all()] == [1, 2, 3, 4]
+        assert [f.flow_id for f, _ in await unit.flows.page(0, 10)] == [1, 2, 3, 4]
+
+
+async def test_flows_are_read_a_page_at_a_time_by_id(subject: Subject) -> None:
+    """`page(after, limit)`: the flows with a plan after an id, by id, at most `limit` of them."""
+    async with subject.uow.transaction() as unit:
+        for flow_id in (5, 1, 4, 2):
+            await unit.flows.save(Flow(flow_id, "ACTIVATED"), NOW)
+            await unit.flows.save_plans({flow_id: FlowPlan(None, NOW)})
+        await unit.flows.save(Flow(3, "ACTIVATED"), NOW)  # no plan yet
+    async with subject.uow.read() as unit:
+        pages = [await unit.flows.page(after, 2) for after in (0, 2, 5)]
+    assert [[f.flow_id for f, _ in page] for page in pages] == [[1, 2], [4, 5], []]
+
+
+async def test_due_flows_are_read_a_page_at_a_time_in_the_planners_order(subject: Subject) -> None:
+    """`due(now, after, limit)` pages through what `planner.due_in_order` answers over every stored flow: the
+    same flows, in the same order (early refreshes, then by due time, ties by id); `count_due` counts them."""
+    plans = {
+        1: FlowPlan(None, 50.0),
+        2: FlowPlan(None, 200.0),  # not due at 100
+        3: FlowPlan(None, 10.0),
+        4: FlowPlan(None, NEVER, early_refresh=True),
+        5: FlowPlan(None, 10.0),
+        6: FlowPlan(None, 100.0),  # due: exactly now
+        7: FlowPlan(None, 5.0, early_refresh=True),
+        8: FlowPlan(None, 5.0, final_fetch_done=True),
+        9: FlowPlan(None, NEVER, final_fetch_done=True),
+        10: FlowPlan(None, 10.0),
+    }
+    async with subject.uow.transaction() as unit:
+        for flow_id in plans:
+            await unit.flows.save(Flow(flow_id, "ACTIVATED"), NOW)
+        await unit.flows.save_plans(plans)
+        await unit.flows.save(Flow(11, "ACTIVATED"), NOW)  # no plan yet: not a flow a run knows
+    expected = [
+        fp[0].flow_id for fp in due_in_order([(Flow(i, "ACTIVATED"), p) for i, p in plans.items()], 100.0)
+    ]
+    assert expected == [7, 4, 8, 3, 5, 10, 1, 6]
+    for limit in (1, 2, 3, 8, 100):
+        read, after = [], None
+        async with subject.uow.read() as unit:
+            while page := await unit.flows.due(100.0, after, limit):
+                read += [flow.flow_id for flow, _ in page]
+                after = due_key(*page[-1])
+            assert read == expected, limit
+            assert await unit.flows.count_due(100.0) == len(expected)
+
+
+async def test_a_due_flow_behind_the_cursor_or_polled_meanwhile_is_not_read_again(subject: Subject) -> None:
+    """Between two pages: a flow read already is not read again, even unchanged (it lost every race), and a
+    flow not yet read that was polled meanwhile (its plan now in the future) is no longer due."""
+    async with subject.uow.transaction() as unit:
+        for flow_id in (1, 2, 3, 4):
+            await unit.flows.save(Flow(flow_id, "ACTIVATED"), NOW)
+            await unit.flows.save_plans({flow_id: FlowPlan(None, float(flow_id))})
+    async with subject.uow.read() as unit:
+        first = await unit.flows.due(10.0, None, 2)
+    async with subject.uow.transaction() as unit:
+        await unit.flows.save_plans({1: FlowPlan(10.0, 900.0), 3: FlowPlan(10.0, 900.0)})
+    async with subject.uow.read() as unit:
+        rest = await unit.flows.due(10.0, due_key(*first[-1]), 2)
+    assert ([f.flow_id for f, _ in first], [f.flow_id for f, _ in rest]) == ([1, 2], [4])
 
 
 async def test_grades_are_replaced_removed_and_streamed_in_order(subject: Subject) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from service.core.clock import ManualClock
-from service.core.planner import PlanPolicy
+from service.core.planner import FlowPlan, PlanPolicy, due_in_order
+from service.core.run_summary import Progress
 from service.errors import CircuitOpen
 from service.sync.poller import Poller
 from tests.fake_unit import FakeUnitOfWork
@@ -86,3 +88,28 @@ async def test_a_run_the_breaker_ends_keeps_its_discovery_pass_for_the_next() ->
     assert "discovery" not in uow.tables.checkpoints
     assert len(uow.tables.flows) == 15
     assert uow.rollbacks == 0  # the breaker stops the run between transactions, never inside one
+
+
+async def test_a_run_refreshes_the_due_flows_in_the_planners_order_across_pages() -> None:
+    """60 flows, read 7 at a time: the run refreshes exactly `due_in_order`'s flows, in its order
+    (early refreshes first, then the longest overdue), every one once, and counts them for its progress."""
+    api, uow, clock, _ = rig(flows=60, participants=1)
+    progress: list[Progress] = []
+    policy = replace(POLICY, due_page=7)
+    poller = Poller(api, uow, clock, random.Random(1), policy, concurrency=1, on_progress=progress.append)
+    await poller.run_once()
+    clock.advance(10)
+    now = clock.wall()
+    shuffle = random.Random(5)
+    for row in uow.tables.flows.values():  # overdue by up to 100 s, not due yet, or marked for an early refresh
+        row.plan = FlowPlan(
+            now - 900, now + shuffle.choice([-100, -50, -50, 0, 20]), False, shuffle.random() < 0.1
+        )
+    stored = [(row.flow, row.plan) for row in uow.tables.flows.values() if row.plan is not None]
+    expected = [flow.flow_id for flow, _ in due_in_order(stored, now)]
+    api.requests.clear()
+    progress.clear()
+    summary = await poller.run_once()
+    assert [arg for name, arg in api.requests if name == "assessments"] == expected
+    assert summary.flows_refreshed == len(expected) > 3 * policy.due_page
+    assert progress[-1] == Progress("flows", len(expected), len(expected))

@@ -14,7 +14,7 @@ import orjson
 
 from service.adapters.store.connection import fetch_int
 from service.core.blindness import MirroredFlow
-from service.core.planner import FlowPlan
+from service.core.planner import DueKey, FlowPlan
 from service.core.records import Flow
 from service.core.run_record import Changes, MirrorCounts
 from service.core.store_ports import StoredFlow
@@ -29,6 +29,17 @@ _SELECT_FLOWS = (
     "SELECT f.flow_id, f.state, f.title, f.created_at, f.participation_start, f.participation_end,"
     " f.marking_start, f.marking_end, p.last_polled_at, p.next_poll_at, p.final_fetch_done, p.early_refresh"
     " FROM flows f JOIN flow_plan p USING (flow_id)"
+)
+_PAGE = " WHERE f.flow_id > ? ORDER BY f.flow_id LIMIT ?"
+# The due flows in `due_key` order, after a key: the early refreshes (few), then the rest by due time.
+# (next_poll_at, flow_id) is `flow_plan_due`'s order (flow_id is the rowid), so each page is a range read.
+_DUE_EARLY = (
+    " WHERE p.early_refresh = 1 AND (p.next_poll_at, p.flow_id) > (?, ?)"
+    " ORDER BY p.next_poll_at, p.flow_id LIMIT ?"
+)
+_DUE_LATE = (
+    " WHERE p.early_refresh = 0 AND p.next_poll_at <= ? AND (p.next_poll_at, p.flow_id) > (?, ?)"
+    " ORDER BY p.next_poll_at, p.flow_id LIMIT ?"
 )
 _SAVE_FLOW = (
     "INSERT INTO flows (flow_id, state, title, created_at, participation_start, participation_end,"
@@ -74,9 +85,34 @@ class SqliteFlows:
         """One stored flow and its plan, or None."""
         return (await self.get_many([flow_id])).get(flow_id)
 
-    async def all(self) -> list[StoredFlow]:
-        """Every stored flow with its plan, by id (the planner decides which are due)."""
-        async with self._db.execute(_SELECT_FLOWS + " ORDER BY f.flow_id") as cursor:
+    async def page(self, after: int, limit: int) -> list[StoredFlow]:
+        """Stored flows with their plans by id: the first `limit` after flow id `after` (0: from the start)."""
+        return await self._stored_rows(_SELECT_FLOWS + _PAGE, (after, limit))
+
+    async def due(self, now: float, after: DueKey | None, limit: int) -> list[StoredFlow]:
+        """The next `limit` flows due at `now`, after `after` (the `due_key` of the last one read; None:
+        from the first), in `planner.due_in_order`'s order: early refreshes, then the rest by due time.
+
+        `is_due` and `due_key` are the planner's; this is the same rule as a query, two keyset reads on
+        `flow_plan_due`, so a run holds one page of flows at a time whatever the mirror's size (the
+        contract test holds the answers to `due_in_order`'s).
+        """
+        late, at, flow_id = after or (False, float("-inf"), 0)
+        rows: list[StoredFlow] = []
+        if not late:
+            rows = await self._stored_rows(_SELECT_FLOWS + _DUE_EARLY, (at, flow_id, limit))
+            at, flow_id = float("-inf"), 0
+        if len(rows) < limit:
+            rows += await self._stored_rows(_SELECT_FLOWS + _DUE_LATE, (now, at, flow_id, limit - len(rows)))
+        return rows
+
+    async def count_due(self, now: float) -> int:
+        """How many flows are due at `now` (what `due` reads in all)."""
+        sql = "SELECT COUNT(*) FROM flow_plan WHERE early_refresh = 1 OR next_poll_at <= ?"
+        return await fetch_int(self._db, sql, (now,)) or 0
+
+    async def _stored_rows(self, sql: str, parameters: tuple[object, ...]) -> list[StoredFlow]:
+        async with self._db.execute(sql, parameters) as cursor:
             return [_stored(row) for row in await cursor.fetchall()]
 
     async def live(self) -> list[MirroredFlow]:
