@@ -56,4 +56,5 @@ def predict_run_calls(
 
 def run_forecast(summary: RunSummary, policy: PlanPolicy) -> CallForecast:
     """The formula applied to what one run listed and refreshed (compare with its `api_calls`)."""
-    return predict_run_calls(summary.flows_listed, summary.refreshed_participants, summary.events, policy)
+    sizes = summary.refreshed_participants.elements()
+    return predict_run_calls(summary.flows_listed, sizes, summary.events, policy)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from service.core.run_record import MirrorCounts
@@ -24,7 +25,8 @@ class RunSummary:
     flows_refreshed: int = 0
     events: int | None = None
     duration: float = 0.0
-    refreshed_participants: list[int] = field(default_factory=list)  # each refreshed flow's, in order
+    # How many refreshed flows had each number of participants: a few sizes, not one entry per flow.
+    refreshed_participants: Counter[int] = field(default_factory=Counter)
     counts: MirrorCounts = field(default_factory=MirrorCounts)  # what its committed writes did to the mirror
 
 

@@ -266,7 +266,7 @@ class Poller:
         summary.flows_refreshed += 1
         summary.records += refreshed.participants + refreshed.grades
         summary.changes += refreshed.changed
-        summary.refreshed_participants.append(refreshed.participants)
+        summary.refreshed_participants[refreshed.participants] += 1
 
     async def _flow_failed(
         self, flow_id: int, plan: FlowPlan, reason: str, status: int | None, trace_id: str | None
