@@ -1,11 +1,13 @@
 """Every benchmark in turn, then one table of their headline figures (`make bench`).
 
-    python bench/all.py [--quick]
+    python bench/all.py [--quick] [--sync-scale 10]
 
 Runs bench/ratelimit.py, bench/sync_scale.py, bench/ingest.py and bench/slow_senders.py as separate processes
 (their own output is shown as they go); each writes its headline rows to a JSON file that this script
-collects. `--quick` is a smoke run: a smaller world for sync_scale, one short round for ingest. A missed
-target shows as MISSED in the table; the exit status is 1 only when a benchmark produced no figures at all."""
+collects. `--quick` is a smoke run: a smaller world for sync_scale, one short round for ingest.
+`--sync-scale 10` runs sync_scale on the 10x world too (about 15 more minutes) and adds its peak RSS
+against the default world's to the table. A missed target shows as MISSED in the table; the exit status is
+1 only when a benchmark produced no figures at all."""
 
 from __future__ import annotations
 
@@ -28,9 +30,13 @@ BENCHES = (
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller, shorter runs (a smoke test)")
+    parser.add_argument(
+        "--sync-scale", type=int, default=1, metavar="N", help="sync_scale on N times the flows too (10: 10x)"
+    )
     args = parser.parse_args()
     rows: list[list[str]] = []
     failed = []
+    scaled = ["--scale", str(args.sync_scale)] if args.sync_scale > 1 else []  # the 1x world runs first
     with tempfile.TemporaryDirectory() as tmp:
         for script, normal, quick in BENCHES:
             out = Path(tmp) / f"{script}.json"
@@ -38,6 +44,7 @@ def main() -> int:
                 sys.executable,
                 str(HERE / script),
                 *(quick if args.quick else normal),
+                *(scaled if script == "sync_scale.py" else []),
                 "--json",
                 str(out),
             ]
@@ -49,6 +56,10 @@ def main() -> int:
                 failed.append(script)
                 rows.append([script.removesuffix(".py"), "(no figures)", f"exit {code}", "-", "FAILED"])
     print_table(rows)
+    if args.sync_scale == 1:
+        print(
+            "\nthe sync at 10x the world (peak RSS 10x / 1x): python bench/all.py --sync-scale 10 (15 min more)"
+        )
     return 1 if failed else 0
 
 

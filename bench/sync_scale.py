@@ -1,7 +1,7 @@
 """Benchmark: a full and an idle `sync --once` against a large simulated world.
 
-    python bench/sync_scale.py [--flows 2000] [--participants 200] [--scale 1] [--seed 7]
-                               [--rate-per-second 200] [--rate-per-minute 5000]
+    python bench/sync_scale.py [--flows 2000] [--participants 200] [--scale 1] [--baseline-rss MB]
+                               [--seed 7] [--rate-per-second 200] [--rate-per-minute 5000]
 
 Starts `wiseflow-sync simulate` (a subprocess) with a seeded world of flows x participants (2,000 x 200 =
 400,000 participants by default; `--scale 10` multiplies the flows: 20,000 x 200, about 13 minutes at
@@ -12,7 +12,10 @@ database: a full first run and an idle second one. Prints, side by side:
   rate budget allows for the calls the run needed (calls / min(per-second, per-minute / 60));
 - the peak RSS of each sync process (os.wait4; target < 150 MB: pages are streamed, never collected);
 - API calls per run, counted from what the run recorded (its `run_requests` rows, token requests left
-  out: the request journal keeps only the newest 10,000), next to the plan's formula.
+  out: the request journal keeps only the newest 10,000), next to the plan's formula;
+- with `--scale N`: "peak RSS Nx / 1x", the scaled world's peak RSS against the default world's (target
+  <= 1.10: a run holds a page of flows, not all of them). The 1x world runs first, in the same
+  invocation (about 2 more minutes), unless `--baseline-rss MB` gives its peak from an earlier run.
 
 Every figure is printed with the world's size beside it. A sync that fails (exit status, or no run
 recorded) stops the benchmark with one line naming it and a non-zero exit. No sink is configured: this
@@ -40,6 +43,9 @@ from service.core.planner import PlanPolicy
 
 ROOT = Path(__file__).resolve().parents[1]
 RSS_TARGET_MB = 150
+# The 10x world's peak RSS against the 1x world's: memory must not grow with the number of flows.
+RSS_GROWTH_TARGET = 1.10
+SCALE_HINT = 10
 
 
 @dataclass(frozen=True)
@@ -197,18 +203,8 @@ def _ok(passed: bool) -> str:
     return "ok" if passed else "MISSED"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--flows", type=int, default=2000)
-    parser.add_argument("--participants", type=int, default=200)
-    parser.add_argument("--scale", type=int, default=1, help="multiply the flows (10: the 10x world)")
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--rate-per-second", type=int, default=200)
-    parser.add_argument("--rate-per-minute", type=int, default=5000)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--json", type=Path, help="write the headline figures here (for bench/all.py)")
-    args = parser.parse_args(argv)
-    args.flows *= args.scale
+def measure(args: argparse.Namespace) -> tuple[RunFigures, RunFigures]:
+    """A full and an idle `sync --once` on a fresh database against a simulator of `args`' world, reported."""
     simulator, api_url = start_simulator(args)
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -216,23 +212,76 @@ def main(argv: Sequence[str] | None = None) -> int:
             env = sync_env(api_url, database, args)
             print(
                 f"world: {world(args)} (seed {args.seed}); "
-                f"budget {args.rate_per_second}/s, {args.rate_per_minute}/min; concurrency {args.concurrency}"
+                f"budget {args.rate_per_second}/s, {args.rate_per_minute}/min; concurrency {args.concurrency}",
+                flush=True,
             )
-            try:
-                full = run_sync(env, database, first=True)
-                report("full", full, args)
-                idle = run_sync(env, database, first=False)
-                report("idle", idle, args)
-            except SyncFailed as exc:
-                print(f"sync_scale [{world(args)}]: {exc}", file=sys.stderr)
-                return 1
-            print(f"idle/full API calls: {idle.calls / max(full.calls, 1):.4f}   [{world(args)}]")
-            if args.json is not None:
-                args.json.write_text(json.dumps(headline(full, idle, args)))
-            return 0
+            full = run_sync(env, database, first=True)
+            report("full", full, args)
+            idle = run_sync(env, database, first=False)
+            report("idle", idle, args)
+            print(f"idle/full API calls: {idle.calls / max(full.calls, 1):.4f}   [{world(args)}]", flush=True)
+            return full, idle
     finally:
         simulator.terminate()
         simulator.wait(timeout=10)
+
+
+def rss_ratio(peak: float, baseline: float, args: argparse.Namespace) -> list[str]:
+    """Print the scaled world's peak RSS against the default world's; the headline row."""
+    ratio = peak / baseline
+    print(
+        f"peak RSS {args.scale}x / 1x = {ratio:.2f}x ({peak:.1f} MB / {baseline:.1f} MB; "
+        f"target <= {RSS_GROWTH_TARGET:.2f})   [{world(args)} against {args.flows // args.scale:,} flows]"
+    )
+    at = f"{args.flows:,} / {args.flows // args.scale:,} flows"
+    verdict = _ok(ratio <= RSS_GROWTH_TARGET)
+    return [
+        "sync_scale",
+        f"peak RSS {args.scale}x / 1x ({at})",
+        f"{ratio:.2f}x",
+        f"<= {RSS_GROWTH_TARGET:.2f}",
+        verdict,
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--flows", type=int, default=2000)
+    parser.add_argument("--participants", type=int, default=200)
+    parser.add_argument("--scale", type=int, default=1, help="multiply the flows (10: the 10x world)")
+    parser.add_argument(
+        "--baseline-rss",
+        type=float,
+        metavar="MB",
+        help="with --scale: the 1x world's peak RSS, measured before (default: measure it first, here)",
+    )
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--rate-per-second", type=int, default=200)
+    parser.add_argument("--rate-per-minute", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--json", type=Path, help="write the headline figures here (for bench/all.py)")
+    args = parser.parse_args(argv)
+    baseline = args.baseline_rss
+    try:
+        if args.scale > 1 and baseline is None:  # the 1x world first, same machine and settings: the yardstick
+            baseline = max(run.peak_rss_mb for run in measure(args))
+            print()
+        args.flows *= args.scale
+        full, idle = measure(args)
+    except SyncFailed as exc:
+        print(f"sync_scale [{world(args)}]: {exc}", file=sys.stderr)
+        return 1
+    rows = headline(full, idle, args)
+    if baseline is not None:
+        rows.append(rss_ratio(max(full.peak_rss_mb, idle.peak_rss_mb), baseline, args))
+    else:
+        print(
+            f"the {SCALE_HINT}x world: python bench/sync_scale.py --scale {SCALE_HINT} (about 15 minutes; "
+            f"runs this world first and prints peak RSS {SCALE_HINT}x / 1x, target <= {RSS_GROWTH_TARGET:.2f})"
+        )
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows))
+    return 0
 
 
 if __name__ == "__main__":
