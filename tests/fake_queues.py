@@ -122,17 +122,17 @@ class FakeInbox(Repository):
             if i in self._write().inbox and self.t.inbox[i].status == "pending":
                 self._set(i, status="done", processed_at=now, last_error=None)
 
-    async def mark_covered(self, covers: Sequence[Cover], now: float) -> list[float]:
+    async def mark_covered(self, cover: Cover, now: float, limit: int) -> list[float]:
+        flow_id, events, received_by = cover
         received: list[float] = []
-        for flow_id, events, received_by in covers:
-            for row in list(self._write().inbox.values()):
-                covered = row.received_at <= received_by and row.event in events
-                if (row.status, row.flow_id) == ("pending", flow_id) and covered:
-                    self._set(row.id, status="done", processed_at=now, last_error=None)
-                    received.append(row.received_at)
-            for event in events:
-                key = (flow_id, event)
-                self.t.refreshes[key] = max(self.t.refreshes.get(key, received_by), received_by)
+        for row in list(self._write().inbox.values()):
+            covered = row.received_at <= received_by and row.event in events
+            if (row.status, row.flow_id) == ("pending", flow_id) and covered and len(received) < limit:
+                self._set(row.id, status="done", processed_at=now, last_error=None)
+                received.append(row.received_at)
+        for event in events:
+            key = (flow_id, event)
+            self.t.refreshes[key] = max(self.t.refreshes.get(key, received_by), received_by)
         return received
 
     async def mark_failed(

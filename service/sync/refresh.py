@@ -182,8 +182,12 @@ class FlowRefresh:
         self, flow: Flow, plan: FlowPlan | None, *, with_participants: bool
     ) -> tuple[Refreshed, bool]:
         """One fetch and guarded write; what it did, and False when another refresh committed first."""
+        # Read before the fetch, in one snapshot: the claim below succeeds only if no refresh of the flow
+        # (the only writer of its grades) committed since, so these keys are still the stored ones then,
+        # and the write transaction need not read them while the receiver's group commit waits for it.
         async with self._uow.read() as unit:
             version = await unit.flows.refresh_version(flow.flow_id)  # before the fetch begins
+            stored = await unit.grades.keys(flow.flow_id)
         participants: list[Participant] = []
         if with_participants:
             async for item in self._api.iter_participants(flow.flow_id):
@@ -198,10 +202,11 @@ class FlowRefresh:
             counts = MirrorCounts()
             if with_participants:
                 counts.participants = await unit.grades.replace_participants(flow.flow_id, participants, now)
-            stored = await unit.grades.keys(flow.flow_id)
             changed = changed_grades(stored, versions)
             counts.grades = await unit.grades.write(changed, now)
-            counts.grades += await unit.grades.remove_except(flow.flow_id, (v.participant_id for v in versions))
+            listed = {v.participant_id for v in versions}
+            if stored.keys() - listed:  # grades WISEflow no longer lists
+                counts.grades += await unit.grades.remove_except(flow.flow_id, listed)
             # Always, sink or not: a grade mirrored without an outbox row would never be sent later, and a
             # grade WISEflow withdrew leaves the mirror only with its withdrawal queued for the SIS.
             queued = await unit.outbox.enqueue([v for v in changed if v.is_graded], now)

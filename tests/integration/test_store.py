@@ -402,3 +402,65 @@ async def test_two_opens_of_an_older_database_migrate_it_once(tmp_path: Path) ->
     with sqlite3.connect(database) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (LATEST_VERSION,)
     db.close()
+
+
+async def test_the_deliveries_migration_keeps_every_delivery_in_order_and_indexes_only_pending_events(
+    tmp_path: Path,
+) -> None:
+    """Migration 12 keeps each recorded delivery (order and event), records a repeated delivery id as the
+    second delivery it is, and the cover index holds pending events only (a done one leaves it)."""
+    path = tmp_path / "v11.sqlite3"
+    with sqlite3.connect(path) as db:
+        for number, script in enumerate(MIGRATIONS[:11], 1):
+            db.executescript(f"{script}\nPRAGMA user_version = {number};")
+        db.execute(
+            "INSERT INTO inbox (sequence, event, flow_id, participant_id, event_timestamp, body, received_at)"
+            " VALUES (7, 'FINAL_GRADE', 1, 2, 100, x'7b7d', 5.0)"
+        )
+        db.executemany(
+            "INSERT INTO inbox_deliveries (delivery_id, event_id, received_at) VALUES (?, 1, ?)",
+            [("z", 5.0), ("a", 6.0)],
+        )
+    db.close()
+    store = await Store.open(path)
+    try:
+        again = WebhookEvent("a", 7, "FINAL_GRADE", 100, 1, 2)
+        assert await Inbox(store).record(again, b"{}", "pending", 7.0) is Recorded.DUPLICATE
+        sql = "SELECT delivery_id, event_id, received_at FROM inbox_deliveries ORDER BY rowid"
+        async with store.db.execute(sql) as cursor:
+            assert [tuple(r) for r in await cursor.fetchall()] == [("z", 1, 5.0), ("a", 1, 6.0), ("a", 1, 7.0)]
+        count = (
+            "SELECT COUNT(*) FROM inbox INDEXED BY inbox_flow_events WHERE status = 'pending' AND flow_id = 1"
+        )
+        assert await fetch_value(store.db, count) == 1
+        async with SqliteUnitOfWork(store).transaction() as unit:
+            assert await unit.inbox.mark_covered((1, ["FINAL_GRADE"], 5.0), 8.0, 10) == [5.0]
+        assert await fetch_value(store.db, count) == 0
+    finally:
+        await store.close()
+
+
+async def test_a_write_runs_whole_on_the_writer_and_a_failure_rolls_it_back(tmp_path: Path) -> None:
+    """`Store.write` commits what its function wrote; when the function fails midway nothing of it stays
+    and the failure comes out as a `StoreError`, the connection left outside any transaction."""
+    store = await Store.open(tmp_path / "db.sqlite3")
+
+    def journal(conn: sqlite3.Connection, trace: str, fail: bool) -> int:
+        conn.execute(
+            "INSERT INTO request_journal (at, method, path, status, duration_ms, attempt, trace_id)"
+            " VALUES (1, 'GET', '/x', 200, 1, 1, ?)",
+            (trace,),
+        )
+        if fail:
+            conn.execute("INSERT INTO no_such_table VALUES (1)")
+        return 1
+
+    try:
+        assert await store.write(journal, "kept", False) == 1
+        with pytest.raises(StoreError):
+            await store.write(journal, "dropped", True)
+        assert not store.db.in_transaction
+        traces = "SELECT group_concat(trace_id) FROM request_journal"
+        assert await fetch_value(store.db, traces) == "kept"
+    finally:
+        await store.close()

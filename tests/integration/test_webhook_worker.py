@@ -22,6 +22,7 @@ from service.core.store_ports import DeadLetter
 from service.core.webhook_events import WebhookEvent
 from service.core.webhook_figures import WebhookFigures
 from service.errors import ApiError, ApiUnavailable, AuthError, CircuitOpen
+from service.sync import inbox_worker
 from service.sync.inbox_worker import InboxWorker, WorkerPolicy
 from service.sync.signals import Signals
 from tests.waiting import wait_until
@@ -137,12 +138,15 @@ async def test_a_burst_beyond_one_batch_costs_one_refresh_per_flow(world: World)
     assert (result.processed, world.figures.processed) == (40, 40)
 
 
-async def test_a_pass_marks_its_events_in_one_transaction(
+async def test_a_pass_marks_its_events_in_short_transactions(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Three flows refreshed in one pass: one write transaction (one fsync) marks all their events."""
-    for sequence, flow_id in ((1, 10), (2, 20), (3, 30), (4, 10)):
-        await world.add(sequence, flow_id=flow_id)
+    """A cover marks at most COVER_CHUNK events a transaction (the writer is free between them), and
+    still every event: 5 events of one flow with a chunk of 2 take 3 transactions, a second flow 1 more."""
+    monkeypatch.setattr(inbox_worker, "COVER_CHUNK", 2)
+    for sequence in range(1, 6):
+        await world.add(sequence, flow_id=10)
+    await world.add(6, flow_id=20)
     opened: list[int] = []
     original = world.store.transaction
 
@@ -151,9 +155,10 @@ async def test_a_pass_marks_its_events_in_one_transaction(
         return original()
 
     monkeypatch.setattr(world.store, "transaction", counting)
-    await world.worker.run_once()
-    assert (len(world.refresher.calls), len(opened)) == (3, 1)
+    result = await world.worker.run_once()
+    assert (len(world.refresher.calls), len(opened)) == (2, 4)
     assert set((await world.statuses()).values()) == {"done"}
+    assert (result.processed, world.figures.processed) == (6, 6)
 
 
 async def test_an_event_received_after_the_refresh_began_waits_for_the_next(world: World) -> None:

@@ -37,6 +37,23 @@ T = TypeVar("T")
 BUSY_TIMEOUT_MS = 5000
 
 
+def run_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: object) -> T:
+    """`fn(conn, *args)` between `BEGIN IMMEDIATE` and `COMMIT`, on the calling thread (the connection's).
+
+    The same transaction as `Store.transaction()` (and so the same durability: WAL, synchronous=FULL),
+    rolled back here on any failure so the connection is never left inside it.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn, *args)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:  # a failed COMMIT (e.g. disk full) can leave it open
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
 class WriterTurn:
     """The writer connection while its lock is held: `run` executes a whole function on its thread.
 
@@ -251,6 +268,18 @@ class Store:
         """Run `fn(sqlite3_connection, *args)` on the writer connection's own thread, holding the lock."""
         async with self.writer_turn() as writer:
             return await writer.run(fn, *args)
+
+    async def write(self, fn: Callable[..., T], *args: object) -> T:
+        """`fn(sqlite3_connection, *args)` in one transaction run whole on the writer's thread: one hop.
+
+        Statement by statement (`transaction()`), every statement is a hop that waits its turn on a loop
+        that may be answering webhooks, and the writer stays held from their group commit all that time.
+        A failure is a `StoreError`, as from `transaction()`.
+        """
+        try:
+            return await self.run_on_writer(run_transaction, fn, *args)
+        except sqlite3.Error as exc:
+            raise store_error(exc, self.path) from exc
 
     async def ping(self) -> None:
         """Raise `StoreError` unless the database is writable and fully migrated (readiness)."""

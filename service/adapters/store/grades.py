@@ -78,6 +78,8 @@ class SqliteGrades:
     async def write(self, versions: Sequence[GradeVersion], now: float) -> Changes:
         """Insert or update these grade versions, bumping each participant's version counter; how many were
         new to the mirror (added) and how many replaced a stored one (changed)."""
+        if not versions:  # a refresh that found nothing new: no hop to the writer's thread
+            return Changes()
         stored = await self._stored(versions)
         await self._db.executemany(
             "INSERT INTO assessments (flow_id, participant_id, grade, admin_grade, grade_date,"

@@ -19,7 +19,7 @@ from typing import Final
 
 import orjson
 
-from service.adapters.store.connection import Store, WriterTurn
+from service.adapters.store.connection import Store, WriterTurn, run_transaction
 from service.core.inbox_dedupe import Arrival, Stored, Verdict, judge
 from service.core.webhook_events import WebhookEvent
 
@@ -52,10 +52,7 @@ _INSERT_EVENT: Final = (
     "INSERT INTO inbox (id, sequence, event, flow_id, participant_id, event_timestamp, body, received_at, "
     "status, receipt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_INSERT_DELIVERY: Final = (
-    "INSERT INTO inbox_deliveries (delivery_id, event_id, received_at) VALUES (?, ?, ?) "
-    "ON CONFLICT(delivery_id) DO NOTHING"
-)
+_INSERT_DELIVERY: Final = "INSERT INTO inbox_deliveries (delivery_id, event_id, received_at) VALUES (?, ?, ?)"
 _Pending = tuple[WebhookEvent, bytes, str, float, str | None, "asyncio.Future[Recorded]"]
 # An event's row without its id: (sequence, event, flow, participant, timestamp, body, received_at, status,
 # receipt); its id is known only once the transaction has judged it.
@@ -65,34 +62,26 @@ _EventRow = tuple[int, str, int | None, int | None, int, bytes, float, str, str 
 def _commit_batch(
     conn: sqlite3.Connection, sequences: str, events: list[_EventRow], delivery_ids: list[str]
 ) -> list[Verdict]:
-    """One group commit, run on the connection's thread; the verdict on each event, in order.
+    """One group commit's statements, on the connection's thread inside `run_transaction`; the verdict on
+    each event, in order.
 
-    The same `BEGIN IMMEDIATE ... COMMIT` as `Store.transaction()` (and so the same durability: WAL,
-    synchronous=FULL), rolled back here on any failure so the connection is never left inside it. The
-    events sharing a sequence are read and judged inside it (no other writer can come between), and the
-    new rows are written with their ids: `executemany` binds the rows straight from tuples (measured:
-    about a third less of this thread's CPU than shipping them as JSON through `json_each`).
+    The events sharing a sequence are read and judged inside the transaction (no other writer can come
+    between), and the new rows are written with their ids: `executemany` binds the rows straight from
+    tuples (measured: about a third less of this thread's CPU than shipping them as JSON via `json_each`).
     """
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        stored = [
-            Stored(int(r[0]), (int(r[1]), str(r[2]), r[3], r[4]), float(r[5]))
-            for r in conn.execute(_SAME_SEQUENCE, (sequences,)).fetchall()
-        ]
-        last = conn.execute(_LAST_ID).fetchone()
-        verdicts = judge(stored, [(e[:4], e[6]) for e in events], 1 + (int(last[0]) if last else 0))
-        conn.executemany(
-            _INSERT_EVENT, [(v.event_id, *e) for v, e in zip(verdicts, events, strict=True) if v.stored]
-        )
-        conn.executemany(
-            _INSERT_DELIVERY,
-            [(d, v.event_id, e[6]) for d, v, e in zip(delivery_ids, verdicts, events, strict=True)],
-        )
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:  # a failed COMMIT (e.g. disk full) can leave it open
-            conn.execute("ROLLBACK")
-        raise
+    stored = [
+        Stored(int(r[0]), (int(r[1]), str(r[2]), r[3], r[4]), float(r[5]))
+        for r in conn.execute(_SAME_SEQUENCE, (sequences,)).fetchall()
+    ]
+    last = conn.execute(_LAST_ID).fetchone()
+    verdicts = judge(stored, [(e[:4], e[6]) for e in events], 1 + (int(last[0]) if last else 0))
+    conn.executemany(
+        _INSERT_EVENT, [(v.event_id, *e) for v, e in zip(verdicts, events, strict=True) if v.stored]
+    )
+    conn.executemany(
+        _INSERT_DELIVERY,
+        [(d, v.event_id, e[6]) for d, v, e in zip(delivery_ids, verdicts, events, strict=True)],
+    )
     return verdicts
 
 
@@ -151,5 +140,5 @@ class Inbox:
             for e, body, status, now, receipt, _ in batch
         ]
         delivery_ids = [e.delivery_id for e, *_ in batch]
-        verdicts = await writer.run(_commit_batch, sequences, events, delivery_ids)
+        verdicts = await writer.run(run_transaction, _commit_batch, sequences, events, delivery_ids)
         return [_RECORDED[v.arrival] for v in verdicts]

@@ -7,12 +7,14 @@ them, on the connection of one unit.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from typing import Final
 
 import aiosqlite
+import orjson
 
-from service.adapters.store.connection import fetch_float, fetch_int, fetch_text
+from service.adapters.store.connection import WriterTurn, fetch_float, fetch_int, fetch_text
 from service.core.store_ports import Cover, DeadLetter, InboxRow, Replay
 
 _COLUMNS: Final = (
@@ -29,15 +31,27 @@ _WORKABLE: Final = (
     " WHERE i.status = 'pending' AND i.next_attempt_at <= ? AND (b.head IS NULL OR i.id < b.head)"
     " ORDER BY i.id LIMIT ?"
 )
+# At most `limit` of them a statement (any of them: the rest go with the next): through the partial index
+# of pending events, `inbox_flow_events`.
 _COVER: Final = (
-    "UPDATE inbox SET status = 'done', processed_at = ?, last_error = NULL "
-    "WHERE status = 'pending' AND flow_id = ? AND received_at <= ?"
+    "UPDATE inbox SET status = 'done', processed_at = ?, last_error = NULL WHERE id IN (SELECT id FROM inbox"
+    " WHERE status = 'pending' AND flow_id = ? AND received_at <= ?"
+    " AND event IN (SELECT value FROM json_each(?)) LIMIT ?) RETURNING received_at"
 )
 # The latest refresh of a flow and kind of event: kept, never moved back (see `mark_covered`).
 _REFRESHED: Final = (
     "INSERT INTO inbox_refreshes (flow_id, event, began_at) VALUES (?, ?, ?)"
     " ON CONFLICT (flow_id, event) DO UPDATE SET began_at = MAX(began_at, excluded.began_at)"
 )
+
+
+def _cover(conn: sqlite3.Connection, cover: Cover, now: float, limit: int) -> list[float]:
+    """`SqliteInbox.mark_covered`'s statements, on the connection's thread inside the unit's transaction."""
+    flow_id, events, received_by = cover
+    marked = conn.execute(_COVER, (now, flow_id, received_by, orjson.dumps(list(events)).decode(), limit))
+    received = [float(row[0]) for row in marked]
+    conn.executemany(_REFRESHED, [(flow_id, event, received_by) for event in events])
+    return received
 
 
 def _marks(values: Sequence[object]) -> str:
@@ -83,21 +97,18 @@ class SqliteInbox:
             [(now, i) for i in event_ids],
         )
 
-    async def mark_covered(self, covers: Sequence[Cover], now: float) -> list[float]:
-        """For each (flow, events, received_by): mark done the pending `events` of that flow received by
-        `received_by`, and remember that refresh; return the receipt times of the events marked.
+    async def mark_covered(self, cover: Cover, now: float, limit: int) -> list[float]:
+        """For (flow, events, received_by): mark done at most `limit` of the pending `events` of that flow
+        received by `received_by`, and remember that refresh; return the receipt times of the events marked
+        (fewer than `limit`: none is left).
 
         A refresh that began at `received_by` fetched a state that already holds what those events announce
         (each was sent after its change), so however many piled up, one refresh per flow answers them all;
         an event of them that is committed only later is answered by it too (`refreshed_at`).
         """
-        received: list[float] = []
-        for flow_id, events, received_by in covers:
-            sql = f"{_COVER} AND event IN ({_marks(events)}) RETURNING received_at"  # noqa: S608 - placeholders only
-            async with self._db.execute(sql, (now, flow_id, received_by, *events)) as cursor:
-                received += [float(row[0]) for row in await cursor.fetchall()]
-            await self._db.executemany(_REFRESHED, [(flow_id, event, received_by) for event in events])
-        return received
+        # One hop to the connection's thread for both statements: a hop per statement waits its turn on a
+        # loop answering webhooks, holding the writer from their group commit meanwhile.
+        return await WriterTurn(self._db).run(_cover, cover, now, limit)
 
     async def mark_failed(
         self, event_ids: Sequence[int], error: str, next_attempt_at: float, max_attempts: int

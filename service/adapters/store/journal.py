@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -90,13 +91,9 @@ class JournalWriter:
         if not rows:
             return 0
         try:
-            async with self._store.transaction() as db:
-                await db.executemany(
-                    "INSERT INTO request_journal"
-                    " (at, method, path, status, duration_ms, attempt, trace_id, retry_after)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
+            # One hop to the writer's thread for the whole transaction: per statement, each hop waits a turn
+            # of a loop that may be answering webhooks, and holds the writer from their group commit meanwhile.
+            await self._store.write(_insert_journal, rows)
         except StoreError:  # the store raises it from any driver error
             # Diagnostics must never break a sync: drop this batch and say so.
             log.warning("request journal batch dropped", extra={"event": "journal.dropped", "rows": len(rows)})
@@ -111,6 +108,17 @@ class JournalWriter:
 
 
 _JOURNAL_COLUMNS = "at, method, path, status, duration_ms, attempt, trace_id"
+
+
+def _insert_journal(conn: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
+    """The buffered records, on the writer's thread inside `Store.write`'s transaction."""
+    conn.executemany(
+        "INSERT INTO request_journal (at, method, path, status, duration_ms, attempt, trace_id, retry_after)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+
+
 _RUN_COLUMNS = ("run_id", "started_at", "ended_at", "outcome", "reason", "api_calls", "records", "changes")
 
 

@@ -65,6 +65,8 @@ class SqliteOutbox:
         `<key>-<n>`, so the SIS, which holds C, receives B again instead of dropping it as a repeat. A
         withdrawal goes only where a grade went before (a participant with rows, the latest not a withdrawal).
         """
+        if not versions:  # nothing changed: no hop to the writer's thread
+            return 0
         latest = await self._latest_keys({v.flow_id for v in versions})
         first: list[GradeVersion] = []  # participants with no row yet: the common case, one batch
         added = 0
