@@ -57,9 +57,7 @@ def main() -> int:
                 rows.append([script.removesuffix(".py"), "(no figures)", f"exit {code}", "-", "FAILED"])
     print_table(rows)
     if args.sync_scale == 1:
-        print(
-            "\nthe sync at 10x the world (peak RSS 10x / 1x): python bench/all.py --sync-scale 10 (15 min more)"
-        )
+        print("\nthe sync at 10x the world (peak RSS 10x / 1x): make bench SYNC_SCALE=10 (15 min more)")
     return 1 if failed else 0
 
 
