@@ -122,17 +122,24 @@ class FakeInbox(Repository):
             if i in self._write().inbox and self.t.inbox[i].status == "pending":
                 self._set(i, status="done", processed_at=now, last_error=None)
 
-    async def mark_covered(self, cover: Cover, now: float, limit: int) -> list[float]:
-        flow_id, events, received_by = cover
+    async def record_refreshes(self, covers: Sequence[Cover]) -> None:
+        refreshes = self._write().refreshes
+        for flow_id, events, began in covers:
+            for event in events:
+                refreshes[(flow_id, event)] = max(refreshes.get((flow_id, event), began), began)
+
+    async def mark_answered(self, now: float, limit: int) -> list[float]:
         received: list[float] = []
         for row in list(self._write().inbox.values()):
-            covered = row.received_at <= received_by and row.event in events
-            if (row.status, row.flow_id) == ("pending", flow_id) and covered and len(received) < limit:
+            began = self.t.refreshes.get((row.flow_id, row.event)) if row.flow_id is not None else None
+            if (
+                row.status == "pending"
+                and began is not None
+                and row.received_at <= began
+                and len(received) < limit
+            ):
                 self._set(row.id, status="done", processed_at=now, last_error=None)
                 received.append(row.received_at)
-        for event in events:
-            key = (flow_id, event)
-            self.t.refreshes[key] = max(self.t.refreshes.get(key, received_by), received_by)
         return received
 
     async def mark_failed(

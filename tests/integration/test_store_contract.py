@@ -289,7 +289,8 @@ async def test_an_event_waiting_for_its_retry_holds_back_its_flow_only(subject: 
         assert [r.sequence for r in await unit.inbox.pending(NOW + 60)] == [1, 2, 3]
         await unit.inbox.defer([3], NOW + 5)
         assert await unit.inbox.mark_failed([1], "boom", NOW + 120, max_attempts=2) == [1]
-        assert await unit.inbox.mark_covered((10, ["FINAL_GRADE"], NOW), NOW, 100) == [NOW]
+        await unit.inbox.record_refreshes([(10, ["FINAL_GRADE"], NOW)])
+        assert await unit.inbox.mark_answered(NOW, 100) == [NOW]
         assert await unit.inbox.refreshed_at(10, ["FINAL_GRADE", "ASSESSMENT"]) == NOW
         assert await unit.inbox.refreshed_at(10, ["FLOW_STATE_UPDATED"]) is None
         assert await unit.inbox.counts() == {"dead": 1, "done": 1, "pending": 1, "deliveries": 3}

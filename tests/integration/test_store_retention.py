@@ -60,8 +60,8 @@ async def seed(store: Store) -> None:
     async with SqliteUnitOfWork(store).transaction() as unit:
         await unit.inbox.mark_done([1, 2, 3, 4, 5], OLD)  # ids, in order of arrival
         await unit.inbox.mark_done([6], NOW)
-        await unit.inbox.mark_covered((10, ["FINAL_GRADE"], OLD), NOW, 100)
-        await unit.inbox.mark_covered((20, ["ASSESSMENT"], NOW), NOW, 100)
+        await unit.inbox.record_refreshes([(10, ["FINAL_GRADE"], OLD), (20, ["ASSESSMENT"], NOW)])
+        await unit.inbox.mark_answered(NOW, 100)
         await unit.outbox.enqueue([GradeVersion(10, p, "B", None, 1) for p in range(5)], OLD)
         for item in await unit.outbox.due(OLD + 1):
             await unit.outbox.mark_delivered(item.id, OLD)

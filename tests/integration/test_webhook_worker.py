@@ -141,8 +141,9 @@ async def test_a_burst_beyond_one_batch_costs_one_refresh_per_flow(world: World)
 async def test_a_pass_marks_its_events_in_short_transactions(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A cover marks at most COVER_CHUNK events a transaction (the writer is free between them), and
-    still every event: 5 events of one flow with a chunk of 2 take 3 transactions, a second flow 1 more."""
+    """The events a pass's refreshes answer are marked at most COVER_CHUNK a transaction (the writer is free
+    between them), and still every one: 6 events, a chunk of 2: the refreshes recorded, then 3 transactions
+    of 2 and a last that finds none left."""
     monkeypatch.setattr(inbox_worker, "COVER_CHUNK", 2)
     for sequence in range(1, 6):
         await world.add(sequence, flow_id=10)
@@ -156,7 +157,7 @@ async def test_a_pass_marks_its_events_in_short_transactions(
 
     monkeypatch.setattr(world.store, "transaction", counting)
     result = await world.worker.run_once()
-    assert (len(world.refresher.calls), len(opened)) == (2, 4)
+    assert (len(world.refresher.calls), len(opened)) == (2, 5)
     assert set((await world.statuses()).values()) == {"done"}
     assert (result.processed, world.figures.processed) == (6, 6)
 

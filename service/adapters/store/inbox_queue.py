@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import Final
 
 import aiosqlite
-import orjson
 
 from service.adapters.store.connection import WriterTurn, fetch_float, fetch_int, fetch_text
 from service.core.store_ports import Cover, DeadLetter, InboxRow, Replay
@@ -31,27 +30,25 @@ _WORKABLE: Final = (
     " WHERE i.status = 'pending' AND i.next_attempt_at <= ? AND (b.head IS NULL OR i.id < b.head)"
     " ORDER BY i.id LIMIT ?"
 )
-# At most `limit` of them a statement (any of them: the rest go with the next): through the partial index
-# of pending events, `inbox_flow_events`.
-_COVER: Final = (
-    "UPDATE inbox SET status = 'done', processed_at = ?, last_error = NULL WHERE id IN (SELECT id FROM inbox"
-    " WHERE status = 'pending' AND flow_id = ? AND received_at <= ?"
-    " AND event IN (SELECT value FROM json_each(?)) LIMIT ?) RETURNING received_at"
+# The pending events a recorded refresh answers (received by the time it began), at most `limit` of them a
+# statement (any: the rest go with the next). The pending events outside, each refresh looked up by its
+# key: no index on the inbox by flow, which would cost every group commit a page per flow it touches.
+_ANSWERED: Final = (
+    "UPDATE inbox SET status = 'done', processed_at = ?, last_error = NULL"
+    " WHERE id IN (SELECT i.id FROM inbox i CROSS JOIN inbox_refreshes r"
+    " ON r.flow_id = i.flow_id AND r.event = i.event"
+    " WHERE i.status = 'pending' AND i.received_at <= r.began_at LIMIT ?) RETURNING received_at"
 )
-# The latest refresh of a flow and kind of event: kept, never moved back (see `mark_covered`).
+# The latest refresh of a flow and kind of event: kept, never moved back (see `record_refreshes`).
 _REFRESHED: Final = (
     "INSERT INTO inbox_refreshes (flow_id, event, began_at) VALUES (?, ?, ?)"
     " ON CONFLICT (flow_id, event) DO UPDATE SET began_at = MAX(began_at, excluded.began_at)"
 )
 
 
-def _cover(conn: sqlite3.Connection, cover: Cover, now: float, limit: int) -> list[float]:
-    """`SqliteInbox.mark_covered`'s statements, on the connection's thread inside the unit's transaction."""
-    flow_id, events, received_by = cover
-    marked = conn.execute(_COVER, (now, flow_id, received_by, orjson.dumps(list(events)).decode(), limit))
-    received = [float(row[0]) for row in marked]
-    conn.executemany(_REFRESHED, [(flow_id, event, received_by) for event in events])
-    return received
+def _answered(conn: sqlite3.Connection, now: float, limit: int) -> list[float]:
+    """`SqliteInbox.mark_answered`'s statement, on the connection's thread inside the unit's transaction."""
+    return [float(row[0]) for row in conn.execute(_ANSWERED, (now, limit))]
 
 
 def _marks(values: Sequence[object]) -> str:
@@ -97,18 +94,22 @@ class SqliteInbox:
             [(now, i) for i in event_ids],
         )
 
-    async def mark_covered(self, cover: Cover, now: float, limit: int) -> list[float]:
-        """For (flow, events, received_by): mark done at most `limit` of the pending `events` of that flow
-        received by `received_by`, and remember that refresh; return the receipt times of the events marked
-        (fewer than `limit`: none is left).
+    async def record_refreshes(self, covers: Sequence[Cover]) -> None:
+        """Remember each (flow, events, began): a refresh of that flow for those events began then.
 
-        A refresh that began at `received_by` fetched a state that already holds what those events announce
-        (each was sent after its change), so however many piled up, one refresh per flow answers them all;
-        an event of them that is committed only later is answered by it too (`refreshed_at`).
+        A refresh that began at `began` fetched a state that already holds what the events received by then
+        announce (each was sent after its change), so however many piled up, one refresh per flow answers
+        them all (`mark_answered`), and so does it one committed only later (`refreshed_at`).
         """
-        # One hop to the connection's thread for both statements: a hop per statement waits its turn on a
-        # loop answering webhooks, holding the writer from their group commit meanwhile.
-        return await WriterTurn(self._db).run(_cover, cover, now, limit)
+        rows = [(flow_id, event, began) for flow_id, events, began in covers for event in events]
+        await self._db.executemany(_REFRESHED, rows)
+
+    async def mark_answered(self, now: float, limit: int) -> list[float]:
+        """Mark done at most `limit` pending events that a recorded refresh answers (received by the time a
+        refresh of their flow and kind began); their receipt times (fewer than `limit`: none is left)."""
+        # One hop to the connection's thread: a hop per step waits its turn on a loop answering webhooks,
+        # holding the writer from their group commit meanwhile.
+        return await WriterTurn(self._db).run(_answered, now, limit)
 
     async def mark_failed(
         self, event_ids: Sequence[int], error: str, next_attempt_at: float, max_attempts: int
