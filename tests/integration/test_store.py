@@ -410,9 +410,8 @@ async def test_the_deliveries_migration_keeps_every_delivery_in_order_and_drops_
     """Migration 12 keeps each recorded delivery (order and event), records a repeated delivery id as the
     second delivery it is, and drops the inbox's index by flow (a refresh's answer finds the events without)."""
     path = tmp_path / "v11.sqlite3"
+    _database_at_version(path, 11)
     with sqlite3.connect(path) as db:
-        for number, script in enumerate(MIGRATIONS[:11], 1):
-            db.executescript(f"{script}\nPRAGMA user_version = {number};")
         db.execute(
             "INSERT INTO inbox (sequence, event, flow_id, participant_id, event_timestamp, body, received_at)"
             " VALUES (7, 'FINAL_GRADE', 1, 2, 100, x'7b7d', 5.0)"
