@@ -108,12 +108,12 @@ async def test_figures_are_read_from_the_database(tmp_path: Path) -> None:
                 "(4, 'GET', '/flow/2', NULL, 1, 2), (5, 'POST', '/oauth2/token', 200, 1, 1)"
             )
             await db.execute(
-                "INSERT INTO inbox (sequence, event, event_timestamp, body, received_at, status) VALUES "
-                "(1, 'FINAL_GRADE', 1, x'7b7d', 1, 'done'), (2, 'ASSESSMENT', 1, x'7b7d', 1, 'dead')"
+                "INSERT INTO inbox (sequence, event, event_timestamp, body, received_at, status, delivery_id)"
+                " VALUES (1, 'FINAL_GRADE', 1, x'7b7d', 1, 'done', 'a'),"
+                " (2, 'ASSESSMENT', 1, x'7b7d', 3, 'dead', 'c')"
             )
-            await db.execute(
-                "INSERT INTO inbox_deliveries (delivery_id, event_id, received_at) VALUES "
-                "('a', 1, 1), ('b', 1, 2), ('c', 2, 3)"
+            await db.execute(  # a redelivery of the first event
+                "INSERT INTO inbox_deliveries (delivery_id, event_id, received_at) VALUES ('b', 1, 2)"
             )
         async with SqliteUnitOfWork(store).read() as unit:
             figures = await unit.figures.stored()

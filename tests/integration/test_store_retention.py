@@ -117,7 +117,7 @@ async def test_pruning_keeps_certify_figures_and_the_outbox_keys(tmp_path: Path)
         assert marks == [None, NOW]  # an old refresh is forgotten: every event it answered is long done
         # inbox: every old processed event is gone with its deliveries (sequence 1 had two); the recent stays.
         assert await count(store, "inbox") == 1
-        assert await count(store, "inbox_deliveries") == 1
+        assert await count(store, "inbox_deliveries") == 0  # the recent event's delivery is in its row
         # runs: the first and the newest ok runs stay, every other old one goes.
         assert await count(store, "sync_runs") == 2
         assert await count(store, "request_journal") == 1
@@ -162,12 +162,12 @@ async def test_retention_loop_prunes_while_webhooks_keep_committing(tmp_path: Pa
         async def pruned() -> bool:
             async with (
                 store.read() as db,
-                db.execute("SELECT COUNT(*) FROM inbox_deliveries WHERE received_at = ?", (OLD,)) as cursor,
+                db.execute("SELECT COUNT(*) FROM inbox WHERE received_at = ?", (OLD,)) as cursor,
             ):
                 row = await cursor.fetchone()
             return row is not None and row[0] == 0
 
-        await wait_until(pruned, what="the retention loop pruned the old deliveries", within=30)
+        await wait_until(pruned, what="the retention loop pruned the old events", within=30)
         stop.set()
         await writer
         assert len(written) > 0

@@ -168,7 +168,9 @@ async def test_concurrent_deliveries_of_one_event_store_it_once(harness: Harness
 
 async def test_database_failure_is_503_so_wiseflow_redelivers(harness: Harness) -> None:
     """When the database cannot be written the event is not acknowledged: 503, never 200 or 500."""
-    await harness.store.db.execute("DROP TABLE inbox_deliveries")
+    await harness.store.db.execute(
+        "CREATE TEMP TRIGGER refuse BEFORE INSERT ON inbox BEGIN SELECT RAISE(ABORT, 'x'); END"
+    )
     body = event_body(sequence=1)
     response = await harness.client.post(WEBHOOK_PATH, data=body, headers=signed(body))
     assert (response.status, await response.json()) == (503, {"error": "unavailable"})
@@ -178,7 +180,7 @@ async def test_database_failure_is_503_so_wiseflow_redelivers(harness: Harness) 
 async def test_a_failed_group_commit_rolls_back_and_the_next_one_commits(harness: Harness) -> None:
     """A batch that fails mid-transaction stores nothing of itself (503) and leaves the store usable."""
     await harness.store.db.execute(
-        "CREATE TEMP TRIGGER refuse_13 BEFORE INSERT ON inbox_deliveries WHEN NEW.delivery_id = 'delivery-13' "
+        "CREATE TEMP TRIGGER refuse_13 BEFORE INSERT ON inbox WHEN NEW.delivery_id = 'delivery-13' "
         "BEGIN SELECT RAISE(ABORT, 'refused'); END"
     )
     refused, stored = event_body(sequence=13), event_body(sequence=14)

@@ -22,6 +22,14 @@ from service.core.webhook_figures import WebhookFigures
 SECRET = "test-webhook-secret"
 NOW = 1_700_000_000
 
+# Every recorded delivery, in order of arrival: the one that brought each event (in its row), and each
+# redelivery (in inbox_deliveries, with its event's id), as (delivery id, event id).
+ALL_DELIVERIES = (
+    "SELECT delivery_id, event_id FROM (SELECT delivery_id, id AS event_id, received_at, 0 AS later, id AS n"
+    " FROM inbox UNION ALL SELECT delivery_id, event_id, received_at, 1, rowid FROM inbox_deliveries)"
+    " ORDER BY received_at, later, n"
+)
+
 
 def event_body(sequence: int = 1, event: str = "FINAL_GRADE", flow_id: int | None = 10, **extra: Any) -> bytes:
     """A WISEflow webhook body (the shape docs/wiseflow.md describes) with a fresh timestamp."""
@@ -68,8 +76,8 @@ class Harness:
             return [tuple(r) for r in await cur.fetchall()]
 
     async def deliveries(self) -> list[str]:
-        """Every recorded delivery id."""
-        async with self.store.db.execute("SELECT delivery_id FROM inbox_deliveries ORDER BY rowid") as cur:
+        """Every recorded delivery id, in order of arrival."""
+        async with self.store.db.execute(ALL_DELIVERIES) as cur:
             return [str(r[0]) for r in await cur.fetchall()]
 
 

@@ -15,6 +15,7 @@ import aiosqlite
 
 from service.adapters.store import retention
 from service.adapters.store.connection import fetch_int
+from service.adapters.store.inbox_queue import DELIVERIES
 from service.adapters.store.runs import SqliteRuns
 from service.core.pause_figures import Exchange, pause_figures
 
@@ -65,7 +66,7 @@ class SqliteFigures:
         async with db.execute("SELECT COALESCE(status, 0), COUNT(*) FROM request_journal GROUP BY 1") as cursor:
             f.by_status = {int(row[0]): int(row[1]) for row in await cursor.fetchall()}
         f.events = await _count(db, "SELECT COUNT(*) FROM inbox")
-        f.deliveries = await _count(db, "SELECT COUNT(*) FROM inbox_deliveries")
+        f.deliveries = await _count(db, DELIVERIES)
         f.dead_letters = await _count(db, "SELECT COUNT(*) FROM inbox WHERE status = 'dead'")
         f.grades_delivered = await _count(db, "SELECT COUNT(*) FROM outbox WHERE status = 'delivered'")
         f.grades_pending = await _count(db, "SELECT COUNT(*) FROM outbox WHERE status != 'delivered'")

@@ -6,7 +6,8 @@ keeps the durable path close to a bare handler), and no request is answered befo
 Which delivery is a duplicate is decided inside that transaction (`core.inbox_dedupe.judge`): the same
 event (sequence, event, flow, participant) delivered again within WISEflow's redelivery window is absorbed;
 a different event under a stored sequence is stored as a new event (`Recorded.REUSED`, which the receiver
-reports). Every delivery id is recorded in `inbox_deliveries`, with the id of the event it delivered.
+reports). Every delivery is recorded: the one that brought an event in the event's row (`delivery_id`), a
+later one (a redelivery) in `inbox_deliveries` with the id of the event it delivered again.
 """
 
 from __future__ import annotations
@@ -48,11 +49,12 @@ _SAME_SEQUENCE: Final = (
 )
 # The last id handed out (AUTOINCREMENT: never one of a deleted row): new rows take the next ones.
 _LAST_ID: Final = "SELECT seq FROM sqlite_sequence WHERE name = 'inbox'"
+# A new event's row carries the delivery that brought it; a redelivery of a stored one is a row of its own.
 _INSERT_EVENT: Final = (
     "INSERT INTO inbox (id, sequence, event, flow_id, participant_id, event_timestamp, body, received_at, "
-    "status, receipt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "status, receipt, delivery_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_INSERT_DELIVERY: Final = "INSERT INTO inbox_deliveries (delivery_id, event_id, received_at) VALUES (?, ?, ?)"
+_INSERT_REDELIVERY: Final = "INSERT INTO inbox_deliveries (delivery_id, event_id, received_at) VALUES (?, ?, ?)"
 _Pending = tuple[WebhookEvent, bytes, str, float, str | None, "asyncio.Future[Recorded]"]
 # An event's row without its id: (sequence, event, flow, participant, timestamp, body, received_at, status,
 # receipt); its id is known only once the transaction has judged it.
@@ -75,13 +77,11 @@ def _commit_batch(
     ]
     last = conn.execute(_LAST_ID).fetchone()
     verdicts = judge(stored, [(e[:4], e[6]) for e in events], 1 + (int(last[0]) if last else 0))
-    conn.executemany(
-        _INSERT_EVENT, [(v.event_id, *e) for v, e in zip(verdicts, events, strict=True) if v.stored]
-    )
-    conn.executemany(
-        _INSERT_DELIVERY,
-        [(d, v.event_id, e[6]) for d, v, e in zip(delivery_ids, verdicts, events, strict=True)],
-    )
+    batch = list(zip(verdicts, events, delivery_ids, strict=True))
+    conn.executemany(_INSERT_EVENT, [(v.event_id, *e, d) for v, e, d in batch if v.stored])
+    redelivered = [(d, v.event_id, e[6]) for v, e, d in batch if not v.stored]
+    if redelivered:  # rare: a delivery of an event already stored
+        conn.executemany(_INSERT_REDELIVERY, redelivered)
     return verdicts
 
 

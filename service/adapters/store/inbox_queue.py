@@ -39,6 +39,12 @@ _ANSWERED: Final = (
     " ON r.flow_id = i.flow_id AND r.event = i.event"
     " WHERE i.status = 'pending' AND i.received_at <= r.began_at LIMIT ?) RETURNING received_at"
 )
+# Every delivery: each event came in one (its row), and each redelivery has a row of its own.
+DELIVERIES: Final = "SELECT (SELECT COUNT(*) FROM inbox) + (SELECT COUNT(*) FROM inbox_deliveries)"
+_LAST_DELIVERY: Final = (
+    "SELECT MAX(at) FROM (SELECT * FROM (SELECT received_at AS at FROM inbox ORDER BY id DESC LIMIT 1)"
+    " UNION ALL SELECT * FROM (SELECT received_at AS at FROM inbox_deliveries ORDER BY rowid DESC LIMIT 1))"
+)
 # The latest refresh of a flow and kind of event: kept, never moved back (see `record_refreshes`).
 _REFRESHED: Final = (
     "INSERT INTO inbox_refreshes (flow_id, event, began_at) VALUES (?, ?, ?)"
@@ -141,13 +147,12 @@ class SqliteInbox:
         """Events by status, plus 'deliveries' (every delivery id recorded)."""
         async with self._db.execute("SELECT status, COUNT(*) FROM inbox GROUP BY status") as cursor:
             counts = {str(r[0]): int(r[1]) for r in await cursor.fetchall()}
-        counts["deliveries"] = await fetch_int(self._db, "SELECT COUNT(*) FROM inbox_deliveries") or 0
+        counts["deliveries"] = await fetch_int(self._db, DELIVERIES) or 0
         return counts
 
     async def last_delivery_at(self) -> float | None:
         """When the last delivery (new or duplicate) arrived: WISEflow was talking to us then."""
-        sql = "SELECT received_at FROM inbox_deliveries ORDER BY rowid DESC LIMIT 1"
-        return await fetch_float(self._db, sql)
+        return await fetch_float(self._db, _LAST_DELIVERY)
 
     async def dead_letters(self, limit: int = 1000) -> list[DeadLetter]:
         """Dead events, oldest first, by their id (never their body)."""

@@ -315,15 +315,23 @@ _V12: Final = """
 -- by their random id (a page per row), and the cover index led by the flow (a page per flow: 49 pages for
 -- a commit of 32 events, 4 for the minimal durable receiver). A delivery id is recorded, never looked up
 -- (a duplicate is judged by the event's identity, so one delivery id sent twice is two deliveries
--- recorded): its table keeps arrival order, found by the event it delivered. The worker finds the events
--- a refresh answers from the pending ones (`inbox_pending`) and the refreshes by their key instead.
+-- recorded). The delivery that brought an event is kept in the event's own row, and `inbox_deliveries`
+-- keeps only the later ones (redeliveries), in arrival order, found by the event they delivered again:
+-- a new event is one row, not two. The worker finds the events a refresh answers from the pending ones
+-- (`inbox_pending`) and the refreshes by their key instead.
+ALTER TABLE inbox ADD COLUMN delivery_id TEXT;  -- the delivery that brought the event
+UPDATE inbox SET delivery_id = (
+  SELECT d.delivery_id FROM inbox_deliveries d WHERE d.event_id = inbox.id ORDER BY d.rowid LIMIT 1
+);
 CREATE TABLE inbox_deliveries_v12 (
   event_id    INTEGER NOT NULL REFERENCES inbox(id),
   delivery_id TEXT    NOT NULL,
   received_at REAL    NOT NULL
 );
 INSERT INTO inbox_deliveries_v12 (event_id, delivery_id, received_at)
-SELECT event_id, delivery_id, received_at FROM inbox_deliveries ORDER BY rowid;
+SELECT event_id, delivery_id, received_at FROM inbox_deliveries d
+WHERE d.rowid > (SELECT MIN(f.rowid) FROM inbox_deliveries f WHERE f.event_id = d.event_id)
+ORDER BY rowid;
 DROP TABLE inbox_deliveries;
 ALTER TABLE inbox_deliveries_v12 RENAME TO inbox_deliveries;
 CREATE INDEX inbox_deliveries_event ON inbox_deliveries(event_id);

@@ -60,9 +60,11 @@ class SqliteRetention:
             return 0
         marks = _marks(event_ids)
         cursor = await db.execute(f"DELETE FROM inbox_deliveries WHERE event_id IN ({marks})", event_ids)  # noqa: S608 - placeholders only
-        await _add_total(db, "inbox_deliveries", max(cursor.rowcount, 0))
+        redeliveries = max(cursor.rowcount, 0)
         cursor = await db.execute(f"DELETE FROM inbox WHERE id IN ({marks})", event_ids)  # noqa: S608 - placeholders only
-        await _add_total(db, "inbox_events", max(cursor.rowcount, 0))
+        events = max(cursor.rowcount, 0)
+        await _add_total(db, "inbox_events", events)
+        await _add_total(db, "inbox_deliveries", events + redeliveries)  # each event came in a delivery
         return len(event_ids)
 
     async def strip_outbox(self, cutoff: float, limit: int) -> int:
