@@ -126,7 +126,7 @@ def _samplers(f: Figures) -> list[list[str]]:
     if not f.samplers:
         return []
     off = next(m for label, m in f.samplers if label == "always_off")
-    print("tracing priced (the faster of two runs each, spans exported to a local OTLP sink):")
+    print("tracing priced (the median of three runs each, spans exported to a local OTLP sink):")
     for label, m in f.samplers:
         print(f"  {label:<20} {describe(m)}; {m.wrk.rate / off.wrk.rate:.2f} of always_off")
     default = next(m for label, m in f.samplers if label == "default")
