@@ -94,6 +94,14 @@ class Bench:
     targets: dict[str, Target] = field(default_factory=dict)
     sampler: tuple[str | None, str | None] = (None, None)  # the service's OTEL_TRACES_SAMPLER and _ARG
 
+    def stop_all(self) -> None:
+        """Stop every process of the run: the servers measured, then the simulator and the sink."""
+        for target in self.targets.values():
+            if target.process is not None:
+                lt.stop(target.process)
+        for process in self.others:
+            lt.stop(process)
+
 
 # --- the bare handler and the OTLP sink (run with --serve in a child process) ---------------------------
 
@@ -321,11 +329,7 @@ def main() -> int:
         try:
             figures = measure(bench, args)
         finally:
-            for target in bench.targets.values():
-                if target.process is not None:
-                    lt.stop(target.process)
-            for process in bench.others:
-                lt.stop(process)
+            bench.stop_all()
     rows = rp.report(args, figures)
     if args.json:
         args.json.write_text(json.dumps(rows))

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import aiohttp
 import ingest as ig
-import loadtools as lt
 
 # The slow senders come from other loopback addresses than the signed webhooks (127.0.0.2 and up, `--sources`
 # of them), as they would from the internet: five addresses of 64 connections fill the cap of 256 in all.
@@ -116,11 +115,7 @@ def main() -> int:
                 for name, payload in (("headers", HEADERS_ATTACK), ("bodies", BODIES_ATTACK))
             }
         finally:
-            for target in bench.targets.values():
-                if target.process is not None:
-                    lt.stop(target.process)
-            for process in bench.others:
-                lt.stop(process)
+            bench.stop_all()
     rows = []
     for name, r in results.items():
         print(

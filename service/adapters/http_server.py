@@ -202,10 +202,15 @@ async def serve(
     await runner.setup()
     try:
         await GuardedSite(runner, host, port, connections).start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await stop_signal()
     finally:
         await runner.cleanup()
+
+
+async def stop_signal() -> None:
+    """Return once SIGINT or SIGTERM arrives (the servers' cue to stop accepting and drain)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()

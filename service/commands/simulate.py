@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
+from service.adapters.http_server import stop_signal
 from service.adapters.logs import configure_logging
 from service.commands import add_allow_in_image, number_arg, refused_in_image
 from service.settings import LOG_LEVELS
@@ -105,10 +105,6 @@ async def serve(config: SimConfig, host: str, port: int) -> None:
         bound = runner.addresses[0][1] if runner.addresses else port
         print(f"WISEflow simulator on http://{host}:{bound}/v1 (profile {config.profile}, seed {config.seed})")
         sys.stdout.flush()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await stop_signal()
     finally:
         await runner.cleanup()
