@@ -42,6 +42,7 @@ from service.adapters.store.inbox import Inbox
 from service.adapters.store.journal import JournalWriter
 from service.adapters.store.pause import SqlitePauseStore
 from service.adapters.store.unit import SqliteUnitOfWork
+from service.adapters.telemetry import receipt_sampling
 from service.adapters.webhook_http import WebhookReceiver, add_webhook_routes, verifier_from_settings
 from service.adapters.wiseflow.client import WiseflowClient
 from service.adapters.wiseflow.pauses import CHECK_INTERVAL
@@ -270,7 +271,9 @@ def build_app(
     """
     tracer = trace.get_tracer("service.app", __version__, tracer_provider=tracer_provider)
     # No route of ours takes a body larger than a webhook's (the receiver enforces its own bound too).
-    app = web.Application(client_max_size=settings.webhook_max_body, middlewares=[tracing_middleware(tracer)])
+    receipts = receipt_sampling(tracer_provider or trace.get_tracer_provider())
+    middlewares = [tracing_middleware(tracer, receipts)]
+    app = web.Application(client_max_size=settings.webhook_max_body, middlewares=middlewares)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         with Store.hold(settings.database, "run", _holder()):  # one `run` per database, for its lifetime

@@ -27,7 +27,7 @@ from service import __version__
 from service.adapters.metrics import CONTENT_TYPE, Backlogs, ServiceMetrics, Snapshot
 from service.adapters.readiness import Readiness, Verdict
 from service.adapters.store import Store, console
-from service.adapters.telemetry import STATUS_ATTRIBUTE
+from service.adapters.telemetry import STATUS_ATTRIBUTE, WEBHOOK_ROUTE, ReceiptSampling
 from service.core.clock import Clock
 from service.core.status import StatusBoard
 from service.core.store_ports import UnitOfWork
@@ -148,17 +148,19 @@ _ROUTE_CACHE_SIZE: Final = 64
 
 # Not opentelemetry-instrumentation-aiohttp-server: 0.66b1 pins semantic-conventions 0.66b1 (SDK 1.45.2 pins
 # 0.66b2), and per request it rebuilds URL and header attributes and updates two metrics, on the hot path.
-def tracing_middleware(tracer: trace.Tracer) -> Middleware:
+def tracing_middleware(tracer: trace.Tracer, receipts: ReceiptSampling | None = None) -> Middleware:
     """One server span per request (route template, method, status; never headers or bodies).
 
     On the webhook path under load, this is one of the largest costs per request, so it does what
     `start_as_current_span` does without its two generator context managers, with the route's name and
     attributes built once and passed at start (no per-attribute lock), and the same exception handling.
-    A span the sampler did not take is not made current (nothing inside a receipt starts a span), and
-    when such a request fails (an answer of 400 or more, or an exception) its span is started again
-    after the outcome, status included, so that a sampler may keep every failure (`WebhookRatioSampler`).
+    With `receipts` (the default sampler's), a webhook receipt's sampling is decided before its span is
+    started, and a receipt that is not sampled gets none (`telemetry.ReceiptSampling`). A span the sampler
+    did not take is not made current (nothing inside a receipt starts a span), and when such a request
+    fails (an answer of 400 or more, or an exception) its span is started again after the outcome, status
+    included, so that a sampler may keep every failure (`WebhookRatioSampler`).
     """
-    routes: dict[tuple[str, object], tuple[str, dict[str, str]]] = {}
+    routes: dict[tuple[str, object], _Route] = {}
 
     @web.middleware
     async def trace_requests(
@@ -167,15 +169,22 @@ def tracing_middleware(tracer: trace.Tracer) -> Middleware:
         if request.path in UNTRACED_PATHS:
             return await handler(request)
         method, resource = request.method, request.match_info.route.resource
-        named = routes.get((method, resource))
-        if named is None:
-            named = _span_name(method, resource)
+        route = routes.get((method, resource))
+        if route is None:
+            route = _route(method, resource)
             if len(routes) < _ROUTE_CACHE_SIZE:
-                routes[(method, resource)] = named
+                routes[(method, resource)] = route
         started = time.time_ns()
-        span = tracer.start_span(named[0], kind=trace.SpanKind.SERVER, attributes=named[1], start_time=started)
-        if not span.is_recording():
-            return await _untraced(tracer, named, started, handler, request)
+        if route.receipt and receipts is not None:
+            span = receipts.start_span(tracer, route.name, route.attributes, started)
+            if span is None:
+                return await _untraced(tracer, route, started, handler, request)
+        else:
+            span = tracer.start_span(
+                route.name, kind=trace.SpanKind.SERVER, attributes=route.attributes, start_time=started
+            )
+            if not span.is_recording():
+                return await _untraced(tracer, route, started, handler, request)
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
             response = await handler(request)
@@ -194,7 +203,7 @@ def tracing_middleware(tracer: trace.Tracer) -> Middleware:
 
 async def _untraced(
     tracer: trace.Tracer,
-    named: tuple[str, dict[str, str]],
+    route: _Route,
     started: int,
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
     request: web.Request,
@@ -204,19 +213,17 @@ async def _untraced(
         response = await handler(request)
     except Exception as exc:
         status = exc.status if isinstance(exc, web.HTTPException) else 500
-        _record_failure(_late_span(tracer, named, started, status), exc, end=True)
+        _record_failure(_late_span(tracer, route, started, status), exc, end=True)
         raise
     if response.status >= 400:
-        _late_span(tracer, named, started, response.status).end()
+        _late_span(tracer, route, started, response.status).end()
     return response
 
 
-def _late_span(
-    tracer: trace.Tracer, named: tuple[str, dict[str, str]], started: int, status: int
-) -> trace.Span:
+def _late_span(tracer: trace.Tracer, route: _Route, started: int, status: int) -> trace.Span:
     """The request's span, started after its outcome (from `started`, with its status among the attributes)."""
-    attributes: dict[str, str | int] = {**named[1], STATUS_ATTRIBUTE: status}
-    return tracer.start_span(named[0], kind=trace.SpanKind.SERVER, attributes=attributes, start_time=started)
+    attributes: dict[str, str | int] = {**route.attributes, STATUS_ATTRIBUTE: status}
+    return tracer.start_span(route.name, kind=trace.SpanKind.SERVER, attributes=attributes, start_time=started)
 
 
 def _record_failure(span: trace.Span, exc: Exception, *, end: bool = False) -> None:
@@ -228,9 +235,19 @@ def _record_failure(span: trace.Span, exc: Exception, *, end: bool = False) -> N
         span.end()
 
 
-def _span_name(method: str, resource: object) -> tuple[str, dict[str, str]]:
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """A route's span name and attributes, and whether its requests are webhook receipts."""
+
+    name: str
+    attributes: dict[str, str]
+    receipt: bool
+
+
+def _route(method: str, resource: object) -> _Route:
     template = resource.canonical if isinstance(resource, AbstractResource) else "unmatched"
-    return f"{method} {template}", {"http.request.method": method, "http.route": template}
+    attributes = {"http.request.method": method, "http.route": template}
+    return _Route(f"{method} {template}", attributes, template == WEBHOOK_ROUTE)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -90,6 +92,80 @@ class WebhookRatioSampler(Sampler):
     def get_description(self) -> str:
         """E.g. "WebhookRatioSampler{0.01}"."""
         return f"WebhookRatioSampler{{{self._receipts.rate}}}"
+
+    def samples_receipt(self, trace_id: int) -> bool:
+        """True when a webhook receipt not yet answered, started with `trace_id`, is sampled (the rule
+        `should_sample` applies to it: `TraceIdRatioBased`'s, on the trace id's low 64 bits)."""
+        return trace_id & TraceIdRatioBased.TRACE_ID_LIMIT < self._receipts.bound
+
+
+class DrawnTraceIds(RandomIdGenerator):
+    """The SDK's random ids, except that a trace id drawn ahead (`ReceiptSampling`) is the next one given out.
+
+    The trace id drawn ahead is per thread and taken by the first root span started after it: the span it
+    was drawn for, started at once on the same thread; `next_trace_id` forgets it on the way out whatever
+    happened.
+    """
+
+    def __init__(self) -> None:
+        self._ahead = threading.local()
+
+    def generate_trace_id(self) -> int:
+        """The trace id drawn ahead on this thread, if any; otherwise a random one (the SDK's default)."""
+        ahead: int | None = getattr(self._ahead, "trace_id", None)
+        if ahead is None:
+            return super().generate_trace_id()
+        self._ahead.trace_id = None
+        return ahead
+
+    @contextmanager
+    def next_trace_id(self, trace_id: int) -> Iterator[None]:
+        """Within the block, the next root span started on this thread gets `trace_id`."""
+        self._ahead.trace_id = trace_id
+        try:
+            yield
+        finally:
+            self._ahead.trace_id = None
+
+
+class ReceiptSampling:
+    """A webhook receipt's sampling decided before any span exists, by the rule of `WebhookRatioSampler`.
+
+    A sampler is asked only once a span is being started, and starting one that is dropped still costs its
+    ids, its context and the SDK's bookkeeping: measured, about 5.6 us of the event loop a request, while an
+    accepted receipt costs the whole service about 230 us. So the receipt's trace id is drawn first and the
+    sampler's rule applied to it (`samples_receipt`): a receipt that would be dropped (99 in 100 by default)
+    gets no span at all; one that is sampled is started with that trace id (`DrawnTraceIds`), so the
+    sampler, asked again by the SDK, takes it. Which receipts are sampled, and how many, is what the sampler
+    alone would decide; only the dropped spans are never made.
+    """
+
+    def __init__(self, sampler: WebhookRatioSampler, ids: DrawnTraceIds) -> None:
+        self._sampler = sampler
+        self._ids = ids
+
+    def start_span(
+        self, tracer: trace.Tracer, name: str, attributes: Attributes, start_time: int
+    ) -> trace.Span | None:
+        """The receipt's SERVER span when it is sampled; None (no span started) when it is not."""
+        trace_id = random.getrandbits(128)  # as the SDK's RandomIdGenerator draws it
+        while trace_id == trace.INVALID_TRACE_ID:
+            trace_id = random.getrandbits(128)
+        if not self._sampler.samples_receipt(trace_id):
+            return None
+        with self._ids.next_trace_id(trace_id):
+            return tracer.start_span(name, kind=SpanKind.SERVER, attributes=attributes, start_time=start_time)
+
+
+def receipt_sampling(provider: trace.TracerProvider) -> ReceiptSampling | None:
+    """The receipts' early sampling for `provider`: when its sampler is the default `WebhookRatioSampler`
+    and its ids are `DrawnTraceIds` (as `setup_tracing` builds it); otherwise None (spans as usual)."""
+    if not isinstance(provider, TracerProvider):
+        return None
+    sampler, ids = provider.sampler, provider.id_generator
+    if isinstance(sampler, WebhookRatioSampler) and isinstance(ids, DrawnTraceIds):
+        return ReceiptSampling(sampler, ids)
+    return None
 
 
 def parse_sampler(name: str, arg: str | None = None) -> Sampler:
@@ -252,7 +328,9 @@ def setup_tracing(
     sampler = parse_sampler(settings.otel_sampler, environ.get("OTEL_TRACES_SAMPLER_ARG"))
     resource = Resource.create({"service.name": settings.otel_service_name, "service.version": __version__})
     # No atexit hook: the handle's owner shuts it down with a bound, an atexit flush has none.
-    provider = TracerProvider(sampler=sampler, resource=resource, shutdown_on_exit=False)
+    provider = TracerProvider(
+        sampler=sampler, resource=resource, shutdown_on_exit=False, id_generator=DrawnTraceIds()
+    )
     if exporter is not None:
         provider.add_span_processor(RedactingSpanProcessor(SimpleSpanProcessor(exporter)))
     elif settings.otel_endpoint is not None:

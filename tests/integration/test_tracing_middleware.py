@@ -14,7 +14,8 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode, get_current_span
 
 from service.adapters.ops_http import tracing_middleware
-from service.adapters.telemetry import WebhookRatioSampler
+from service.adapters.telemetry import WebhookRatioSampler, receipt_sampling, setup_tracing
+from service.settings import Settings
 
 
 async def _ok(request: web.Request) -> web.Response:
@@ -34,7 +35,8 @@ async def _answer_as_asked(request: web.Request) -> web.Response:
 async def _client(
     provider: TracerProvider, answering: bool = False
 ) -> TestClient[web.Request, web.Application]:
-    app = web.Application(middlewares=[tracing_middleware(provider.get_tracer("test"))])
+    tracer = provider.get_tracer("test")
+    app = web.Application(middlewares=[tracing_middleware(tracer, receipt_sampling(provider))])
     app.router.add_post("/webhooks/wiseflow", _answer_as_asked if answering else _ok)
     app.router.add_get("/livez", _ok)
     app.router.add_get("/broken", _broken)
@@ -118,3 +120,39 @@ async def test_the_default_sampler_drops_accepted_receipts_and_keeps_every_faile
     assert spans[0].start_time is not None
     assert spans[0].end_time is not None
     assert spans[0].start_time < spans[0].end_time  # started when the request was, not when it failed
+
+
+@pytest.mark.parametrize("ratio", ["0", "1"])
+async def test_receipts_sampled_early_as_the_service_sets_tracing_up(ratio: str) -> None:
+    """The provider `setup_tracing` builds (receipts' sampling decided before a span exists): at ratio 1
+    each accepted receipt has its span, current in the handler; at 0 none has; a refused one always has."""
+    exporter = InMemorySpanExporter()
+    handle = setup_tracing(
+        Settings(), env={"OTEL_TRACES_SAMPLER_ARG": ratio}, exporter=exporter, set_global=False
+    )
+    assert receipt_sampling(handle.provider) is not None
+    client = await _client(handle.provider, answering=True)
+    try:
+        for status in (200, 200, 401):
+            assert (await client.post(f"/webhooks/wiseflow?status={status}", data=b"{}")).status == status
+    finally:
+        await client.close()
+    spans = exporter.get_finished_spans()
+    statuses = [(s.attributes or {}).get("http.response.status_code") for s in spans]
+    assert statuses == ([200, 200, 401] if ratio == "1" else [401])
+    assert all(s.kind is SpanKind.SERVER and s.name == "POST /webhooks/wiseflow" for s in spans)
+
+
+async def test_a_sampled_receipt_span_is_current_in_the_handler() -> None:
+    """Ratio 1 through the early path: the handler sees the receipt's span as current."""
+    exporter = InMemorySpanExporter()
+    handle = setup_tracing(
+        Settings(), env={"OTEL_TRACES_SAMPLER_ARG": "1"}, exporter=exporter, set_global=False
+    )
+    client = await _client(handle.provider)
+    try:
+        seen = await (await client.post("/webhooks/wiseflow", data=b"{}")).text()
+    finally:
+        await client.close()
+    (span,) = exporter.get_finished_spans()
+    assert seen == format(span.context.span_id, "016x")
