@@ -71,3 +71,16 @@ def test_no_delivery_is_taken_for_another_event(arrivals: list[tuple[Identity, f
             stored_identity, stored_at = events[verdict.event_id]
             assert stored_identity == identity
             assert at - stored_at < REDELIVERY_WINDOW
+
+
+@given(st.lists(st.tuples(identities, st.floats(0, 4 * REDELIVERY_WINDOW)), max_size=30), st.integers(1, 99))
+def test_a_batch_of_distinct_sequences_none_stored_is_all_new_in_order(
+    arrivals: list[tuple[Identity, float]], next_id: int
+) -> None:
+    """What the group commit's shortcut relies on: when no stored event shares a sequence with the batch and
+    no two of its events share one, every event is new and they take the next ids in order."""
+    distinct = list({identity[0]: (identity, at) for identity, at in arrivals}.values())
+    verdicts = judge([], distinct, next_id=next_id)
+    assert [(v.arrival, v.event_id) for v in verdicts] == [
+        (Arrival.NEW, next_id + n) for n in range(len(distinct))
+    ]
