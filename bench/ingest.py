@@ -1,6 +1,6 @@
 """Benchmark: signed webhooks into `wiseflow-sync run` as shipped, beside its two yardsticks, with wrk.
 
-    python bench/ingest.py [--rounds 3] [--duration 8] [--connections 32] [--burst 20000] [--quick]
+    python bench/ingest.py [--rounds 5] [--duration 8] [--connections 32] [--burst 20000] [--quick]
 
 What runs, each in its own process on loopback:
 
@@ -19,7 +19,9 @@ distinct pre-signed FINAL_GRADE events for flows that exist. All three get the s
 rounds (the order rotates each round), so a drift of the shared machine hits them alike. Each round prints
 requests/s, the ratios to both yardsticks, p50/p99 latency, answers that were not 2xx (a server that
 answers 503 fast is not fast) and CPU microseconds per request (/proc utime + stime, every thread). The
-verdict is on the median round. Before each service round the worker has finished the previous events.
+verdict is on the median round of five: on a shared 2-vCPU machine a round swings by a tenth or more, and
+the median of three let one slow spell decide. Before each service round the worker has finished the
+previous events.
 
 Then, unless `--quick`:
 
@@ -309,7 +311,7 @@ def open_loop(bench: Bench, args: argparse.Namespace) -> list[tuple[int, str, rp
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds of load per run (default 8)")
     parser.add_argument("--connections", type=int, default=32, help="keep-alive connections (default 32)")
     parser.add_argument("--burst", type=int, default=20_000, help="events of the drain figure (default 20000)")
