@@ -136,6 +136,11 @@ class FakeFlows(Repository):
             row.seen_at = max(row.seen_at, seen_at)
         return None
 
+    async def save_many(
+        self, flows: Sequence[Flow], now: float, *, clock: int | None = None, seen_at: float | None = None
+    ) -> list[Changes | None]:
+        return [await self.save(flow, now, clock=clock, seen_at=seen_at) for flow in flows]
+
     async def save_plans(self, plans: Mapping[int, FlowPlan]) -> None:
         t = self._write()
         for flow_id, plan in plans.items():

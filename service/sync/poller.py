@@ -192,10 +192,10 @@ class Poller:
         saved = Changes()
         async with self._uow.transaction() as unit:
             known = await unit.flows.get_many(f.flow_id for f in flows)
+            saves = await unit.flows.save_many(flows, now, clock=clock, seen_at=pass_started)
             plans: dict[int, FlowPlan] = {}
-            for flow in flows:
+            for flow, changes in zip(flows, saves, strict=True):
                 previous, plan = known.get(flow.flow_id, (None, None))
-                changes = await unit.flows.save(flow, now, clock=clock, seen_at=pass_started)
                 if changes is None:
                     continue  # a later fetch of this flow committed first: it planned the flow too
                 saved += changes

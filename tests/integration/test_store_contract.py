@@ -122,6 +122,28 @@ async def test_a_flow_write_older_than_the_last_commit_is_refused(subject: Subje
         assert [f.flow_id for f in await flows.live()] == [1]
 
 
+async def test_a_page_of_flows_saved_at_once_is_each_saved_as_alone(subject: Subject) -> None:
+    """`save_many` (discovery's page): in order, a new flow added, a changed one changed, an unchanged one
+    neither, one fetched before a later write skipped (None) yet marked seen by the pass."""
+    async with subject.uow.transaction() as unit:
+        flows = unit.flows
+        await flows.save_many([Flow(1, "ACTIVATED"), Flow(2, "ACTIVATED"), Flow(3, "ACTIVATED")], NOW)
+        before = await flows.state_clock()
+        assert await flows.save(Flow(3, "CONCLUDED"), NOW, clock=await flows.state_clock())  # a later fetch
+        page = [Flow(1, "CONCLUDED"), Flow(2, "ACTIVATED"), Flow(3, "ACTIVATED"), Flow(4, "ACTIVATED")]
+        saved = await flows.save_many(page, NOW + 1, clock=before, seen_at=NOW + 1)
+        assert saved == [Changes(changed=1), Changes(), None, Changes(added=1)]
+        for flow_id in (1, 2, 3, 4):
+            await flows.save_plans({flow_id: FlowPlan(None, 0.0)})
+        assert await flows.vanished(NOW + 1) == []  # every flow of the page seen, the skipped one too
+        assert [(f.flow_id, f.state) for f, _ in await flows.page(0, 10)] == [
+            (1, "CONCLUDED"),
+            (2, "ACTIVATED"),
+            (3, "CONCLUDED"),
+            (4, "ACTIVATED"),
+        ]
+
+
 async def test_vanished_flows_and_their_plans(subject: Subject) -> None:
     """Unlisted since the pass began and not fetched for the last time; a flow without a plan is not listed."""
     async with subject.uow.transaction() as unit:
