@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -118,6 +117,10 @@ class DrawnTraceIds(RandomIdGenerator):
         self._ahead.trace_id = None
         return ahead
 
+    def random_trace_id(self) -> int:
+        """A random trace id, as the SDK draws one (never the one drawn ahead)."""
+        return super().generate_trace_id()
+
     @contextmanager
     def next_trace_id(self, trace_id: int) -> Iterator[None]:
         """Within the block, the next root span started on this thread gets `trace_id`."""
@@ -148,9 +151,7 @@ class ReceiptSampling:
         self, tracer: trace.Tracer, name: str, attributes: Attributes, start_time: int
     ) -> trace.Span | None:
         """The receipt's SERVER span when it is sampled; None (no span started) when it is not."""
-        trace_id = random.getrandbits(128)  # as the SDK's RandomIdGenerator draws it
-        while trace_id == trace.INVALID_TRACE_ID:
-            trace_id = random.getrandbits(128)
+        trace_id = self._ids.random_trace_id()
         if not self._sampler.samples_receipt(trace_id):
             return None
         with self._ids.next_trace_id(trace_id):
